@@ -1,0 +1,80 @@
+"""labtrack: experiment tracking that makes every result explainable and reproducible.
+
+    import labtrack as lt
+    with lt.start_run("mnist", params={"lr": 0.01}) as run:
+        run.log_metric("loss", 0.5, step=0)
+
+Everything public is listed in ``__all__``; other modules are internal.
+"""
+
+from __future__ import annotations
+
+from labtrack.core.errors import (
+    AmbiguousRunId,
+    ExperimentNotFound,
+    InvalidInput,
+    LabtrackError,
+    NoActiveRunError,
+    ParamConflict,
+    RunNotFound,
+    SchemaOutdated,
+    StoreError,
+)
+from labtrack.core.model import ArtifactInfo, MetricHistory, MetricSummary, RunStatus
+from labtrack.tracking import (
+    Run,
+    RunList,
+    active_run,
+    end_run,
+    get_run,
+    log_artifact,
+    log_artifacts,
+    log_dict,
+    log_metric,
+    log_metrics,
+    log_param,
+    log_params,
+    log_text,
+    search_runs,
+    set_store,
+    set_tag,
+    set_tags,
+    start_run,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AmbiguousRunId",
+    "ArtifactInfo",
+    "ExperimentNotFound",
+    "InvalidInput",
+    "LabtrackError",
+    "MetricHistory",
+    "MetricSummary",
+    "NoActiveRunError",
+    "ParamConflict",
+    "Run",
+    "RunList",
+    "RunNotFound",
+    "RunStatus",
+    "SchemaOutdated",
+    "StoreError",
+    "__version__",
+    "active_run",
+    "end_run",
+    "get_run",
+    "log_artifact",
+    "log_artifacts",
+    "log_dict",
+    "log_metric",
+    "log_metrics",
+    "log_param",
+    "log_params",
+    "log_text",
+    "search_runs",
+    "set_store",
+    "set_tag",
+    "set_tags",
+    "start_run",
+]

@@ -1,0 +1,1 @@
+"""Pure building blocks: standard library only, no files, processes, network or database."""

@@ -1,0 +1,90 @@
+"""The one exception tree of labtrack.
+
+    LabtrackError                  root: catch this to catch everything labtrack raises
+    ├── InvalidInput (400)         a bad key, value, step, path or setting; names the field and the fix
+    │   └── ParamConflict (409)    a param logged again with a different value
+    ├── NoActiveRunError (400)     a module-level call with no active run
+    ├── RunNotFound (404)          no run with that id (or id prefix)
+    │   └── AmbiguousRunId (400)   an id prefix that matches several runs
+    ├── ExperimentNotFound (404)
+    └── StoreError (503)           the store cannot be opened, read or written
+        └── SchemaOutdated (503)   the store's schema needs `labtrack db upgrade`
+
+Each class carries the HTTP status the tracking server answers with, so that one JSON error body
+serves every route. Third-party errors (SQLAlchemy, OS) are translated at the store boundary with
+``raise ... from``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AmbiguousRunId",
+    "ExperimentNotFound",
+    "InvalidInput",
+    "LabtrackError",
+    "NoActiveRunError",
+    "ParamConflict",
+    "RunNotFound",
+    "SchemaOutdated",
+    "StoreError",
+]
+
+
+class LabtrackError(Exception):
+    """Root of every error labtrack raises."""
+
+    status_code: int = 500
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON error body used by the CLI's ``--json`` and the server."""
+        return {"error": type(self).__name__, "message": str(self), "status": self.status_code}
+
+
+class InvalidInput(LabtrackError, ValueError):
+    """A value the caller passed is not acceptable; the message names the field and the fix."""
+
+    status_code = 400
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def to_dict(self) -> dict[str, object]:
+        body = super().to_dict()
+        if self.field is not None:
+            body["field"] = self.field
+        return body
+
+
+class ParamConflict(InvalidInput):
+    """A param is immutable: logging the same key again with a different value is refused."""
+
+    status_code = 409
+
+
+class NoActiveRunError(LabtrackError):
+    """A module-level logging call was made while no run is active."""
+
+    status_code = 400
+
+
+class RunNotFound(LabtrackError, LookupError):
+    status_code = 404
+
+
+class AmbiguousRunId(RunNotFound):
+    status_code = 400
+
+
+class ExperimentNotFound(LabtrackError, LookupError):
+    status_code = 404
+
+
+class StoreError(LabtrackError):
+    """The store could not be opened, read or written."""
+
+    status_code = 503
+
+
+class SchemaOutdated(StoreError):
+    """The store was created by another labtrack version; the message names the command to run."""

@@ -1,0 +1,103 @@
+"""Metric points packed as arrays: the storage format of metric chunks.
+
+A chunk is three little-endian arrays of equal length: steps (int64), timestamps (float64 seconds)
+and values (float64). Packing keeps every IEEE-754 bit, so NaN, +inf and -inf round-trip exactly, and
+it costs one row per (run, key, chunk) instead of one row per point.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from array import array
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+__all__ = ["Chunk", "pack", "summarize", "unpack"]
+
+_SWAP = sys.byteorder != "little"
+
+
+@dataclass
+class Chunk:
+    steps: array  # array('q')
+    timestamps: array  # array('d')
+    values: array  # array('d')
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    @classmethod
+    def empty(cls) -> Chunk:
+        return cls(array("q"), array("d"), array("d"))
+
+    @classmethod
+    def from_points(cls, points: Iterable[tuple[int, float, float]]) -> Chunk:
+        chunk = cls.empty()
+        for step, ts, value in points:
+            chunk.steps.append(step)
+            chunk.timestamps.append(ts)
+            chunk.values.append(value)
+        return chunk
+
+    def extend(self, other: Chunk) -> None:
+        self.steps.extend(other.steps)
+        self.timestamps.extend(other.timestamps)
+        self.values.extend(other.values)
+
+
+def _to_bytes(arr: array) -> bytes:
+    if _SWAP:  # pragma: no cover - big-endian hosts only
+        arr = array(arr.typecode, arr)
+        arr.byteswap()
+    return arr.tobytes()
+
+
+def _from_bytes(typecode: str, data: bytes) -> array:
+    arr = array(typecode)
+    arr.frombytes(data)
+    if _SWAP:  # pragma: no cover - big-endian hosts only
+        arr.byteswap()
+    return arr
+
+
+def pack(chunk: Chunk) -> tuple[bytes, bytes, bytes]:
+    return _to_bytes(chunk.steps), _to_bytes(chunk.timestamps), _to_bytes(chunk.values)
+
+
+def unpack(steps: bytes, timestamps: bytes, values: bytes) -> Chunk:
+    return Chunk(_from_bytes("q", steps), _from_bytes("d", timestamps), _from_bytes("d", values))
+
+
+@dataclass
+class Summary:
+    """Running summary of a series; ``merge`` folds a new chunk in."""
+
+    count: int = 0
+    last: float = math.nan
+    last_step: int = -1
+    last_timestamp: float = 0.0
+    min: float = math.nan
+    max: float = math.nan
+
+    def merge(self, steps: Sequence[int], timestamps: Sequence[float], values: Sequence[float]) -> None:
+        n = len(steps)
+        if n == 0:
+            return
+        # "last" is the point with the highest step; among equal steps the one logged latest wins.
+        top = max(steps)
+        best = n - 1 if steps[-1] == top else n - 1 - list(reversed(steps)).index(top)
+        if steps[best] >= self.last_step:
+            self.last, self.last_step, self.last_timestamp = values[best], steps[best], timestamps[best]
+        finite = [v for v in values if v == v]  # drop NaN
+        if finite:
+            lo, hi = min(finite), max(finite)
+            self.min = lo if self.min != self.min else min(self.min, lo)
+            self.max = hi if self.max != self.max else max(self.max, hi)
+        self.count += n
+
+
+def summarize(chunk: Chunk) -> Summary:
+    summary = Summary()
+    summary.merge(chunk.steps, chunk.timestamps, chunk.values)
+    return summary

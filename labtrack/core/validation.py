@@ -1,0 +1,183 @@
+"""Checks on what users log, with errors that name the field and say the fix.
+
+Limits (documented in the README):
+- keys (params, metrics, tags, experiment names): 1 to 250 characters, no control characters or NUL;
+- param values: at most 6,000 characters once serialised as JSON;
+- tag values: strings (numbers and bools are converted) of at most 8,000 characters;
+- metric values: real numbers (int, float, numpy scalars and 0-d arrays); bool, str, None and complex
+  are refused; NaN and ±inf are kept exactly;
+- steps: integers >= 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import posixpath
+from datetime import datetime
+from typing import Any
+
+from labtrack.core.errors import InvalidInput
+
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "MAX_PARAM_VALUE_LENGTH",
+    "MAX_TAG_VALUE_LENGTH",
+    "check_artifact_path",
+    "check_key",
+    "coerce_metric_value",
+    "coerce_param_value",
+    "coerce_step",
+    "coerce_tag_value",
+    "coerce_timestamp",
+]
+
+MAX_KEY_LENGTH = 250
+MAX_PARAM_VALUE_LENGTH = 6000
+MAX_TAG_VALUE_LENGTH = 8000
+_CONTROL = {chr(i) for i in range(32)} | {"\x7f"}
+
+
+def check_key(key: object, field: str = "key") -> str:
+    if not isinstance(key, str):
+        raise InvalidInput(
+            f"{field} must be a string, got {type(key).__name__} {key!r}", field=field
+        )
+    if not key:
+        raise InvalidInput(f"{field} must not be empty", field=field)
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidInput(
+            f"{field} {key[:40]!r}... is {len(key)} characters; the limit is {MAX_KEY_LENGTH}",
+            field=field,
+        )
+    if not _CONTROL.isdisjoint(key):
+        raise InvalidInput(
+            f"{field} {key!r} contains a control character or NUL; use printable characters",
+            field=field,
+        )
+    return key
+
+
+def _unwrap_numpy(value: Any) -> Any:
+    """numpy scalars and 0-d arrays become Python scalars, without importing numpy."""
+    if getattr(value, "shape", None) == () and hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def coerce_metric_value(value: Any, key: str) -> float:
+    field = f"metric {key!r}"
+    value = _unwrap_numpy(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        kind = "complex" if isinstance(value, numbers.Complex) and not isinstance(value, bool) else type(value).__name__
+        raise InvalidInput(
+            f"{field}: value must be a real number (int, float or numpy scalar), got {kind} {value!r}",
+            field=field,
+        )
+    try:
+        return float(value)
+    except (OverflowError, ValueError) as exc:
+        raise InvalidInput(f"{field}: value {value!r} is not representable as a float", field=field) from exc
+
+
+def coerce_step(step: Any, key: str) -> int:
+    field = f"step of metric {key!r}"
+    step = _unwrap_numpy(step)
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+        raise InvalidInput(f"{field} must be an integer >= 0, got {type(step).__name__} {step!r}", field=field)
+    step = int(step)
+    if step < 0:
+        raise InvalidInput(f"{field} must be >= 0, got {step}", field=field)
+    if step >= 2**63:
+        raise InvalidInput(f"{field} must be below 2**63, got {step}", field=field)
+    return step
+
+
+def coerce_timestamp(timestamp: Any, key: str) -> float:
+    """Seconds since the epoch (float) or an aware/naive datetime (naive means local time)."""
+    if isinstance(timestamp, datetime):
+        return timestamp.timestamp()
+    timestamp = _unwrap_numpy(timestamp)
+    if isinstance(timestamp, bool) or not isinstance(timestamp, numbers.Real) or not math.isfinite(timestamp):
+        raise InvalidInput(
+            f"timestamp of metric {key!r} must be seconds since the epoch or a datetime, got {timestamp!r}",
+            field="timestamp",
+        )
+    return float(timestamp)
+
+
+def _jsonable(value: Any, field: str) -> Any:
+    value = _unwrap_numpy(value)
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, field) for v in value]
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise InvalidInput(f"{field}: nested dict keys must be strings, got {k!r}", field=field)
+            out[k] = _jsonable(v, field)
+        return out
+    if hasattr(value, "__fspath__"):
+        return str(value)
+    raise InvalidInput(
+        f"{field}: value of type {type(value).__name__} cannot be stored; use str, int, float, bool, "
+        "None, or lists/dicts of those",
+        field=field,
+    )
+
+
+def coerce_param_value(value: Any, key: str) -> Any:
+    field = f"param {key!r}"
+    out = _jsonable(value, field)
+    size = len(json.dumps(out, ensure_ascii=False))
+    if size > MAX_PARAM_VALUE_LENGTH:
+        raise InvalidInput(
+            f"{field}: value is {size} characters as JSON; the limit is {MAX_PARAM_VALUE_LENGTH} "
+            "(log large configurations with log_dict as an artifact)",
+            field=field,
+        )
+    return out
+
+
+def coerce_tag_value(value: Any, key: str) -> str:
+    field = f"tag {key!r}"
+    value = _unwrap_numpy(value)
+    if isinstance(value, (bool, int, float)):
+        value = str(value)
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field}: value must be a string, got {type(value).__name__}", field=field)
+    if len(value) > MAX_TAG_VALUE_LENGTH:
+        raise InvalidInput(
+            f"{field}: value is {len(value)} characters; the limit is {MAX_TAG_VALUE_LENGTH}", field=field
+        )
+    if "\x00" in value:
+        raise InvalidInput(f"{field}: value contains a NUL character", field=field)
+    return value
+
+
+def check_artifact_path(path: object, field: str = "artifact_path") -> str:
+    """A relative posix path inside the run: no absolute paths, no '..', no empty or control parts."""
+    if not isinstance(path, str):
+        raise InvalidInput(f"{field} must be a string, got {type(path).__name__}", field=field)
+    if not path or not _CONTROL.isdisjoint(path):
+        raise InvalidInput(f"{field} {path!r} must be a non-empty printable relative path", field=field)
+    if "\\" in path:
+        raise InvalidInput(f"{field} {path!r}: use '/' as the separator", field=field)
+    if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
+        raise InvalidInput(f"{field} {path!r} must be relative to the run, not absolute", field=field)
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise InvalidInput(
+            f"{field} {path!r} must not contain '..', '.' or empty components (it must stay inside the run)",
+            field=field,
+        )
+    return posixpath.normpath(path)

@@ -1,0 +1,157 @@
+"""The one interface every store implements, and its contract.
+
+Contract (checked by ``tests/test_store_contract.py`` against every backend):
+
+- Thread safety: a Store may be called from several threads at once (the training thread and the
+  background flusher). Several processes may share one store; each write is one short transaction.
+- Ids: run ids are 32 lowercase hex characters chosen by the caller (uuid4); ``resolve_run_id``
+  accepts a unique prefix.
+- Params are immutable: ``log_params`` with a key already logged and a different value (under
+  ``labtrack.core.identity.same_value``) raises ``ParamConflict`` and writes none of the batch.
+- Tags are mutable: ``set_tags`` overwrites.
+- Metrics: ``log_metrics`` appends chunks of points per key and keeps the per-key summary; points are
+  returned by ``get_metric_history`` ordered by step, then by logging order. NaN and ±inf round-trip.
+- Status: ``end_run`` moves a run to a terminal status; ``heartbeat`` renews a RUNNING run (and revives
+  one a reader had marked CRASHED, since its process is evidently alive); ``mark_crashed`` only
+  succeeds if the run is still RUNNING with the heartbeat the caller observed.
+- Errors: unknown runs raise ``RunNotFound``; backend failures raise ``StoreError`` (never a
+  driver exception); an outdated schema raises ``SchemaOutdated`` naming ``labtrack db upgrade``.
+- Environments are stored once per fingerprint (``put_environment`` is idempotent).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from labtrack.core.model import ArtifactInfo, Experiment, MetricHistory, RunRecord, RunStatus
+from labtrack.core.query import OrderTerm
+from labtrack.core.series import Chunk
+
+__all__ = ["NewRun", "Store"]
+
+
+@dataclass(frozen=True)
+class NewRun:
+    id: str
+    experiment: str
+    start_time: float
+    name: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    params: Mapping[str, Any] | None = None
+    tags: Mapping[str, str] | None = None
+    run_key: str | None = None
+    env_fingerprint: str | None = None
+    context: Mapping[str, Any] | None = None
+    note: str | None = None
+
+
+class Store(abc.ABC):
+    """Persistence for experiments, runs, metrics, artifacts and environment snapshots."""
+
+    url: str
+
+    # experiments
+    @abc.abstractmethod
+    def get_or_create_experiment(self, name: str) -> Experiment: ...
+
+    @abc.abstractmethod
+    def list_experiments(self) -> list[tuple[Experiment, int]]:
+        """Every experiment with its number of runs, oldest first."""
+
+    # runs
+    @abc.abstractmethod
+    def create_run(self, run: NewRun) -> None: ...
+
+    @abc.abstractmethod
+    def get_run(self, run_id: str) -> RunRecord: ...
+
+    @abc.abstractmethod
+    def get_runs(self, run_ids: Sequence[str]) -> list[RunRecord]:
+        """Records for the given ids, in that order; unknown ids are left out."""
+
+    @abc.abstractmethod
+    def resolve_run_id(self, id_or_prefix: str) -> str: ...
+
+    @abc.abstractmethod
+    def search_runs(
+        self,
+        experiments: Sequence[str] | None = None,
+        order_by: Sequence[OrderTerm] = (),
+        max_results: int | None = None,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        """Runs of the given experiments (all when None), newest first unless ordered otherwise."""
+
+    @abc.abstractmethod
+    def end_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        end_time: float,
+        error: Mapping[str, str] | None = None,
+        metrics: Mapping[str, Chunk] | None = None,
+    ) -> None:
+        """Write the last metric points (if any) and the terminal status in one transaction."""
+
+    @abc.abstractmethod
+    def heartbeat(self, run_id: str, now: float) -> None: ...
+
+    @abc.abstractmethod
+    def mark_crashed(self, run_id: str, observed_heartbeat: float | None) -> bool: ...
+
+    @abc.abstractmethod
+    def set_note(self, run_id: str, note: str) -> None: ...
+
+    # params, tags, metrics
+    @abc.abstractmethod
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None: ...
+
+    @abc.abstractmethod
+    def delete_tag(self, run_id: str, key: str) -> None: ...
+
+    @abc.abstractmethod
+    def log_metrics(self, run_id: str, chunks: Mapping[str, Chunk]) -> None: ...
+
+    @abc.abstractmethod
+    def get_metric_history(self, run_id: str, key: str) -> MetricHistory: ...
+
+    # artifacts
+    @abc.abstractmethod
+    def put_artifact_file(self, path: str) -> tuple[str, int]:
+        """Store a local file's content (once per sha256); return (sha256, size)."""
+
+    @abc.abstractmethod
+    def put_artifact_bytes(self, data: bytes) -> tuple[str, int]: ...
+
+    @abc.abstractmethod
+    def add_artifacts(self, run_id: str, items: Sequence[ArtifactInfo]) -> None: ...
+
+    @abc.abstractmethod
+    def list_artifacts(self, run_id: str) -> list[ArtifactInfo]: ...
+
+    @abc.abstractmethod
+    def open_artifact(self, sha256: str) -> BinaryIO: ...
+
+    # environments
+    @abc.abstractmethod
+    def put_environment(self, fingerprint: str, snapshot: Mapping[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    def get_environment(self, fingerprint: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    def get_context(self, run_id: str) -> dict[str, Any] | None:
+        """The per-run part of the environment (process, git, seeds)."""
+
+    @abc.abstractmethod
+    def update_context(self, run_id: str, context: Mapping[str, Any], env_fingerprint: str | None) -> None: ...
+
+    def close(self) -> None:
+        """Release connections; the store may not be used afterwards."""

@@ -1,0 +1,148 @@
+"""The relational schema shared by SQLite and PostgreSQL (SQLAlchemy Core).
+
+Alembic migrations in ``labtrack/store/migrations`` must produce exactly these tables; a test compares
+them. ``SCHEMA_REVISION`` is the Alembic head this code reads and writes.
+
+Metric points are stored in chunks: one row per (run, key, chunk) holding packed arrays of steps,
+timestamps and values (see ``labtrack.core.series``), plus one summary row per (run, key) with the
+last, min, max and count that search and sort use. NaN is stored as NULL in the summary's float
+columns (SQLite cannot store NaN); the packed arrays keep it exactly.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+__all__ = [
+    "SCHEMA_REVISION",
+    "artifacts",
+    "environments",
+    "experiments",
+    "metadata",
+    "metric_chunks",
+    "metrics",
+    "params",
+    "runs",
+    "tags",
+]
+
+SCHEMA_REVISION = "0001"
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+experiments = Table(
+    "experiments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(250), nullable=False, unique=True),
+    Column("created_time", Float, nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("experiment_id", Integer, ForeignKey("experiments.id"), nullable=False),
+    Column("name", String(250)),
+    Column("status", String(16), nullable=False),
+    Column("start_time", Float, nullable=False),
+    Column("end_time", Float),
+    Column("heartbeat_time", Float),
+    Column("host", String(255)),
+    Column("pid", Integer),
+    Column("run_key", String(64)),
+    Column("env_fingerprint", String(64)),  # the shared environment snapshot (environments table)
+    Column("context", Text),  # JSON: the per-run part of the environment (process, git, seeds)
+    Column("error", Text),  # JSON: {"type": ..., "message": ...}
+    Column("note", Text),
+    Column("result", Text),  # JSON: a tracked function's return value
+    Index(None, "experiment_id", "start_time"),
+    Index(None, "run_key", "status"),
+    Index(None, "status", "heartbeat_time"),
+)
+
+params = Table(
+    "params",
+    metadata,
+    Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(250), primary_key=True),
+    Column("value", Text, nullable=False),  # JSON as logged (1.0 stays 1.0)
+    Column("num", Float),  # numeric value for comparisons, NULL for non-numbers
+    Index(None, "key", "num"),
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(250), primary_key=True),
+    Column("value", Text, nullable=False),
+    Index(None, "key", "value"),
+)
+
+metrics = Table(
+    "metrics",
+    metadata,
+    Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(250), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    Column("last_value", Float),
+    Column("last_step", BigInteger, nullable=False),
+    Column("last_timestamp", Float, nullable=False),
+    Column("min_value", Float),
+    Column("max_value", Float),
+    Column("chunks", Integer, nullable=False),  # number of chunk rows; the next chunk's seq
+    Column("tail_count", Integer, nullable=False),  # points in the last chunk (small ones are extended)
+    Index(None, "key", "last_value"),
+)
+
+metric_chunks = Table(
+    "metric_chunks",
+    metadata,
+    Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(250), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("step_min", BigInteger, nullable=False),
+    Column("step_max", BigInteger, nullable=False),
+    Column("step_data", LargeBinary, nullable=False),  # packed int64
+    Column("time_data", LargeBinary, nullable=False),  # packed float64
+    Column("value_data", LargeBinary, nullable=False),  # packed float64
+)
+
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("path", String(1024), primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Index(None, "sha256"),
+)
+
+environments = Table(
+    "environments",
+    metadata,
+    Column("fingerprint", String(64), primary_key=True),
+    Column("snapshot", Text, nullable=False),  # JSON
+    Column("created_time", Float, nullable=False),
+)

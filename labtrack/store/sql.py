@@ -1,0 +1,722 @@
+"""The SQL store: SQLite (embedded default) and PostgreSQL through SQLAlchemy Core.
+
+SQLite runs in WAL mode with a busy timeout, and every write transaction starts with
+``BEGIN IMMEDIATE``: a writer waits for the write lock up front instead of failing half-way with
+"database is locked" when it tries to upgrade a read lock. Readers never block writers in WAL mode.
+On PostgreSQL, concurrent writers to the same metric summary serialise on ``SELECT ... FOR UPDATE``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, BinaryIO
+
+from sqlalchemy import (
+    Column,
+    MetaData,
+    String,
+    Table,
+    and_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    inspect,
+    select,
+)
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from labtrack.core.errors import (
+    AmbiguousRunId,
+    InvalidInput,
+    LabtrackError,
+    ParamConflict,
+    RunNotFound,
+    SchemaOutdated,
+    StoreError,
+)
+from labtrack.core.identity import same_value
+from labtrack.core.model import ArtifactInfo, Experiment, MetricHistory, MetricSummary, RunRecord, RunStatus
+from labtrack.core.series import Chunk, Summary, pack, unpack
+from labtrack.store.artifacts import LocalBlobStore
+from labtrack.core.query import OrderTerm
+from labtrack.store.base import NewRun, Store
+from labtrack.store import schema as db
+from labtrack.store.schema import SCHEMA_REVISION
+
+__all__ = ["SqlStore"]
+
+CHUNK_MAX = 8192  # points per chunk row
+TAIL_MERGE_BELOW = 1024  # a last chunk smaller than this is extended instead of adding a row
+_IN_BATCH = 500  # ids per IN (...) list
+
+_version_meta = MetaData()
+alembic_version = Table("alembic_version", _version_meta, Column("version_num", String(32), primary_key=True))
+
+_ATTRIBUTES = {
+    "start_time": db.runs.c.start_time,
+    "end_time": db.runs.c.end_time,
+    "status": db.runs.c.status,
+    "name": db.runs.c.name,
+    "id": db.runs.c.id,
+    "run_id": db.runs.c.id,
+    "heartbeat_time": db.runs.c.heartbeat_time,
+}
+_AGGREGATES = {
+    "last": db.metrics.c.last_value,
+    "min": db.metrics.c.min_value,
+    "max": db.metrics.c.max_value,
+    "count": db.metrics.c.count,
+}
+
+_live_stores: weakref.WeakSet[SqlStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A forked child must not share the parent's database connections.
+    for store in list(_live_stores):
+        store._engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _nan_to_none(value: float) -> float | None:
+    return None if value != value else value
+
+
+def _none_to_nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _param_num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+class SqlStore(Store):
+    def __init__(self, url: str, artifact_root: str, *, busy_timeout: float = 60.0) -> None:
+        self.url = url
+        self._blobs = LocalBlobStore(artifact_root)
+        self._experiments: dict[str, Experiment] = {}
+        try:
+            self._engine = self._make_engine(url, busy_timeout)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise StoreError(f"cannot open store {self.display_url}: {exc}") from exc
+        self.dialect = self._engine.dialect.name
+        _live_stores.add(self)
+        self._ensure_schema()
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any password hidden: safe to print and log."""
+        try:
+            return make_url(self.url).render_as_string(hide_password=True)
+        except Exception:  # an unparsable URL has no password we can find; show only its scheme
+            return self.url.split("://", 1)[0] + "://…"
+
+    # -- engine and transactions ---------------------------------------------------------------
+
+    @staticmethod
+    def _make_engine(url: str, busy_timeout: float) -> Engine:
+        if url.startswith("sqlite"):
+            engine = create_engine(
+                url, connect_args={"timeout": busy_timeout, "check_same_thread": False}
+            )
+            busy_ms = int(busy_timeout * 1000)
+
+            @event.listens_for(engine, "connect")
+            def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see _on_begin)
+                cursor = dbapi_conn.cursor()
+                cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+                for attempt in range(50):
+                    try:
+                        cursor.execute("PRAGMA journal_mode = WAL")
+                        break
+                    except Exception:  # switching to WAL needs a moment alone with the file
+                        if attempt == 49:
+                            raise
+                        time.sleep(0.05)
+                cursor.execute("PRAGMA synchronous = NORMAL")
+                cursor.execute("PRAGMA foreign_keys = ON")
+                cursor.close()
+
+            @event.listens_for(engine, "begin")
+            def _on_begin(conn: Connection) -> None:
+                write = conn.get_execution_options().get("labtrack_write", False)
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+            return engine
+        return create_engine(url, pool_pre_ping=True)
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        try:
+            with self._engine.connect() as conn:
+                conn.execution_options(labtrack_write=True)
+                with conn.begin():
+                    yield conn
+        except LabtrackError:
+            raise
+        except IntegrityError as exc:
+            raise StoreError(f"store {self.display_url} refused a write: {exc.orig}") from exc
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot write to store {self.display_url}: {getattr(exc, 'orig', exc)}") from exc
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self._engine.connect() as conn, conn.begin():
+                yield conn
+        except LabtrackError:
+            raise
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read store {self.display_url}: {getattr(exc, 'orig', exc)}") from exc
+
+    # -- schema --------------------------------------------------------------------------------
+
+    def _read_revision(self) -> str | None:
+        with self._read() as conn:
+            if not inspect(conn).has_table("alembic_version"):
+                return None
+            return conn.execute(select(alembic_version.c.version_num)).scalar()
+
+    def _ensure_schema(self) -> None:
+        try:
+            revision = self._read_revision()
+        except StoreError:
+            raise
+        if revision is None:
+            revision = self._create_schema()
+        if revision != SCHEMA_REVISION:
+            raise SchemaOutdated(
+                f"store {self.display_url} has schema revision {revision}, this labtrack uses "
+                f"{SCHEMA_REVISION}: run `labtrack db upgrade --store {self.display_url}` "
+                "(or upgrade labtrack if the store is newer)"
+            )
+
+    def _create_schema(self) -> str:
+        """Create every table at the latest revision, exactly once however many processes race."""
+        with self._write() as conn:
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(72718281)")
+            if inspect(conn).has_table("alembic_version"):  # another process won the race
+                return str(conn.execute(select(alembic_version.c.version_num)).scalar())
+            db.metadata.create_all(conn)
+            _version_meta.create_all(conn)
+            conn.execute(alembic_version.insert().values(version_num=SCHEMA_REVISION))
+        return SCHEMA_REVISION
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # -- experiments ---------------------------------------------------------------------------
+
+    def _insert_ignore(self, table: Table) -> Any:
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table)
+
+    def get_or_create_experiment(self, name: str) -> Experiment:
+        cached = self._experiments.get(name)
+        if cached is not None:
+            return cached
+        with self._read() as conn:
+            row = conn.execute(select(db.experiments).where(db.experiments.c.name == name)).first()
+        if row is None:
+            with self._write() as conn:
+                stmt = self._insert_ignore(db.experiments).values(name=name, created_time=time.time())
+                conn.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
+                row = conn.execute(select(db.experiments).where(db.experiments.c.name == name)).one()
+        experiment = Experiment(id=row.id, name=row.name, created_time=row.created_time)
+        self._experiments[name] = experiment
+        return experiment
+
+    def list_experiments(self) -> list[tuple[Experiment, int]]:
+        counts = (
+            select(db.runs.c.experiment_id, func.count().label("n")).group_by(db.runs.c.experiment_id).subquery()
+        )
+        query = (
+            select(db.experiments, func.coalesce(counts.c.n, 0).label("n"))
+            .outerjoin(counts, counts.c.experiment_id == db.experiments.c.id)
+            .order_by(db.experiments.c.id)
+        )
+        with self._read() as conn:
+            return [
+                (Experiment(id=r.id, name=r.name, created_time=r.created_time), int(r.n))
+                for r in conn.execute(query)
+            ]
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def create_run(self, run: NewRun) -> None:
+        experiment = self.get_or_create_experiment(run.experiment)
+        with self._write() as conn:
+            conn.execute(
+                db.runs.insert().values(
+                    id=run.id,
+                    experiment_id=experiment.id,
+                    name=run.name,
+                    status=RunStatus.RUNNING.value,
+                    start_time=run.start_time,
+                    heartbeat_time=run.start_time,
+                    host=run.host,
+                    pid=run.pid,
+                    run_key=run.run_key,
+                    env_fingerprint=run.env_fingerprint,
+                    context=json.dumps(run.context) if run.context is not None else None,
+                    note=run.note,
+                )
+            )
+            if run.params:
+                conn.execute(db.params.insert(), self._param_rows(run.id, run.params))
+            if run.tags:
+                conn.execute(db.tags.insert(), [{"run_id": run.id, "key": k, "value": v} for k, v in run.tags.items()])
+
+    @staticmethod
+    def _param_rows(run_id: str, values: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return [
+            {"run_id": run_id, "key": k, "value": json.dumps(v, ensure_ascii=False), "num": _param_num(v)}
+            for k, v in values.items()
+        ]
+
+    def _require_run(self, conn: Connection, run_id: str) -> None:
+        if conn.execute(select(db.runs.c.id).where(db.runs.c.id == run_id)).first() is None:
+            raise RunNotFound(f"no run with id {run_id!r} in store {self.display_url}")
+
+    def _records(self, conn: Connection, rows: Sequence[Any]) -> list[RunRecord]:
+        records: dict[str, RunRecord] = {}
+        for r in rows:
+            records[r.id] = RunRecord(
+                id=r.id,
+                experiment=r.experiment,
+                status=RunStatus(r.status),
+                start_time=r.start_time,
+                end_time=r.end_time,
+                heartbeat_time=r.heartbeat_time,
+                host=r.host,
+                pid=r.pid,
+                name=r.name,
+                error=json.loads(r.error) if r.error else None,
+                run_key=r.run_key,
+                env_fingerprint=r.env_fingerprint,
+                note=r.note,
+                result=json.loads(r.result) if r.result else None,
+            )
+        ids = list(records)
+        for start in range(0, len(ids), _IN_BATCH):
+            part = ids[start : start + _IN_BATCH]
+            for p in conn.execute(select(db.params.c.run_id, db.params.c.key, db.params.c.value).where(db.params.c.run_id.in_(part))):
+                records[p.run_id].params[p.key] = json.loads(p.value)
+            for t in conn.execute(select(db.tags.c.run_id, db.tags.c.key, db.tags.c.value).where(db.tags.c.run_id.in_(part))):
+                records[t.run_id].tags[t.key] = t.value
+            query = select(
+                db.metrics.c.run_id, db.metrics.c.key, db.metrics.c.count, db.metrics.c.last_value, db.metrics.c.last_step,
+                db.metrics.c.last_timestamp, db.metrics.c.min_value, db.metrics.c.max_value,
+            ).where(db.metrics.c.run_id.in_(part))
+            for m in conn.execute(query):
+                records[m.run_id].metrics[m.key] = MetricSummary(
+                    key=m.key,
+                    last=_none_to_nan(m.last_value),
+                    last_step=m.last_step,
+                    last_timestamp=m.last_timestamp,
+                    min=_none_to_nan(m.min_value),
+                    max=_none_to_nan(m.max_value),
+                    count=m.count,
+                )
+        for record in records.values():
+            record.params = dict(sorted(record.params.items()))
+            record.tags = dict(sorted(record.tags.items()))
+            record.metrics = dict(sorted(record.metrics.items()))
+        return [records[r.id] for r in rows]
+
+    def _run_select(self) -> Any:
+        return select(
+            db.runs.c.id, db.runs.c.name, db.runs.c.status, db.runs.c.start_time, db.runs.c.end_time, db.runs.c.heartbeat_time,
+            db.runs.c.host, db.runs.c.pid, db.runs.c.error, db.runs.c.run_key, db.runs.c.env_fingerprint, db.runs.c.note,
+            db.runs.c.result, db.experiments.c.name.label("experiment"),
+        ).join(db.experiments, db.experiments.c.id == db.runs.c.experiment_id)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        with self._read() as conn:
+            rows = conn.execute(self._run_select().where(db.runs.c.id == run_id)).all()
+            if not rows:
+                raise RunNotFound(f"no run with id {run_id!r} in store {self.display_url}")
+            return self._records(conn, rows)[0]
+
+    def get_runs(self, run_ids: Sequence[str]) -> list[RunRecord]:
+        found: dict[str, RunRecord] = {}
+        with self._read() as conn:
+            for start in range(0, len(run_ids), _IN_BATCH):
+                part = list(run_ids[start : start + _IN_BATCH])
+                rows = conn.execute(self._run_select().where(db.runs.c.id.in_(part))).all()
+                found.update((r.id, r) for r in self._records(conn, rows))
+        return [found[i] for i in run_ids if i in found]
+
+    def resolve_run_id(self, id_or_prefix: str) -> str:
+        prefix = id_or_prefix.strip().lower()
+        if not prefix or any(c not in "0123456789abcdef" for c in prefix) or len(prefix) > 32:
+            raise RunNotFound(
+                f"{id_or_prefix!r} is not a run id: run ids are 32 hex characters (a unique prefix is enough)"
+            )
+        with self._read() as conn:
+            found = conn.execute(
+                select(db.runs.c.id).where(db.runs.c.id >= prefix, db.runs.c.id < prefix + "z").order_by(db.runs.c.id).limit(6)
+            ).scalars().all()
+        if not found:
+            raise RunNotFound(f"no run id starts with {prefix!r} in store {self.display_url}")
+        if len(found) > 1 and prefix not in found:
+            shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+            raise AmbiguousRunId(f"run id prefix {prefix!r} matches several runs ({shown}); give more characters")
+        return prefix if prefix in found else found[0]
+
+    def search_runs(
+        self,
+        experiments: Sequence[str] | None = None,
+        order_by: Sequence[OrderTerm] = (),
+        max_results: int | None = None,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        query = select(db.runs.c.id).join(db.experiments, db.experiments.c.id == db.runs.c.experiment_id)
+        if experiments is not None:
+            query = query.where(db.experiments.c.name.in_(list(experiments)))
+        ordering: list[Any] = []
+        for i, key in enumerate(order_by):
+            ordering.extend(self._order_terms(i, key, query_holder := [query]))
+            query = query_holder[0]
+        if not order_by:
+            ordering.append(db.runs.c.start_time.desc())
+        ordering.append(db.runs.c.id)
+        query = query.order_by(*ordering).offset(offset)
+        if max_results is not None:
+            query = query.limit(max_results)
+        with self._read() as conn:
+            ids = conn.execute(query).scalars().all()
+        return self.get_runs(ids)
+
+    @staticmethod
+    def _order_terms(i: int, key: OrderTerm, holder: list[Any]) -> list[Any]:
+        """ORDER BY terms for one key; joins what it needs onto holder[0]. NULLs (missing) sort last."""
+        def direction(column: Any) -> Any:
+            return (column.desc() if key.descending else column.asc()).nulls_last()
+
+        if key.kind == "attributes":
+            column = _ATTRIBUTES.get(key.key)
+            if column is None:
+                raise InvalidInput(
+                    f"cannot order by attributes.{key.key}; choose from {', '.join(sorted(_ATTRIBUTES))}",
+                    field="order_by",
+                )
+            return [direction(column)]
+        if key.kind == "metrics":
+            alias = db.metrics.alias(f"om{i}")
+            holder[0] = holder[0].outerjoin(alias, and_(alias.c.run_id == db.runs.c.id, alias.c.key == key.key))
+            return [direction(alias.c[_AGGREGATES[key.aggregate].name])]
+        if key.kind == "params":
+            alias = db.params.alias(f"op{i}")
+            holder[0] = holder[0].outerjoin(alias, and_(alias.c.run_id == db.runs.c.id, alias.c.key == key.key))
+            return [direction(alias.c.num), direction(alias.c.value)]
+        if key.kind == "tags":
+            alias = db.tags.alias(f"ot{i}")
+            holder[0] = holder[0].outerjoin(alias, and_(alias.c.run_id == db.runs.c.id, alias.c.key == key.key))
+            return [direction(alias.c.value)]
+        raise InvalidInput(f"cannot order by {key.kind}.{key.key}", field="order_by")
+
+    def end_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        end_time: float,
+        error: Mapping[str, str] | None = None,
+        metrics: Mapping[str, Chunk] | None = None,
+    ) -> None:
+        with self._write() as conn:
+            if metrics:
+                self._write_metrics(conn, run_id, metrics)
+            done = conn.execute(
+                db.runs.update()
+                .where(db.runs.c.id == run_id)
+                .values(status=status.value, end_time=end_time, error=json.dumps(dict(error)) if error else None)
+            )
+            if done.rowcount == 0:
+                raise RunNotFound(f"no run with id {run_id!r} in store {self.display_url}")
+
+    def heartbeat(self, run_id: str, now: float) -> None:
+        with self._write() as conn:
+            conn.execute(
+                db.runs.update()
+                .where(db.runs.c.id == run_id, db.runs.c.status.in_(["RUNNING", "CRASHED"]))
+                .values(heartbeat_time=now, status="RUNNING", end_time=None)
+            )
+
+    def mark_crashed(self, run_id: str, observed_heartbeat: float | None) -> bool:
+        with self._write() as conn:
+            done = conn.execute(
+                db.runs.update()
+                .where(db.runs.c.id == run_id, db.runs.c.status == "RUNNING", db.runs.c.heartbeat_time == observed_heartbeat)
+                .values(status="CRASHED", end_time=observed_heartbeat)
+            )
+            return bool(done.rowcount)
+
+    def set_note(self, run_id: str, note: str) -> None:
+        with self._write() as conn:
+            if conn.execute(db.runs.update().where(db.runs.c.id == run_id).values(note=note)).rowcount == 0:
+                raise RunNotFound(f"no run with id {run_id!r} in store {self.display_url}")
+
+    def set_result(self, run_id: str, result: Any) -> None:
+        with self._write() as conn:
+            conn.execute(db.runs.update().where(db.runs.c.id == run_id).values(result=json.dumps(result)))
+
+    # -- params and tags -----------------------------------------------------------------------
+
+    def log_params(self, run_id: str, values: Mapping[str, Any]) -> None:
+        if not values:
+            return
+        with self._write() as conn:
+            self._require_run(conn, run_id)
+            existing = {
+                r.key: json.loads(r.value)
+                for r in conn.execute(
+                    select(db.params.c.key, db.params.c.value).where(
+                        db.params.c.run_id == run_id, db.params.c.key.in_(list(values))
+                    )
+                )
+            }
+            conflicts = [k for k, v in values.items() if k in existing and not same_value(existing[k], v)]
+            if conflicts:
+                detail = "; ".join(f"{k!r}: logged {existing[k]!r}, now {values[k]!r}" for k in conflicts)
+                raise ParamConflict(
+                    f"params are immutable and {detail}. Log a new key, or start a new run for a new value "
+                    "(nothing from this call was written)",
+                    field=f"param {conflicts[0]!r}",
+                )
+            new = {k: v for k, v in values.items() if k not in existing}
+            if new:
+                conn.execute(db.params.insert(), self._param_rows(run_id, new))
+
+    def set_tags(self, run_id: str, values: Mapping[str, str]) -> None:
+        if not values:
+            return
+        with self._write() as conn:
+            self._require_run(conn, run_id)
+            stmt = self._insert_ignore(db.tags)
+            stmt = stmt.on_conflict_do_update(index_elements=["run_id", "key"], set_={"value": stmt.excluded.value})
+            conn.execute(stmt, [{"run_id": run_id, "key": k, "value": v} for k, v in values.items()])
+
+    def delete_tag(self, run_id: str, key: str) -> None:
+        with self._write() as conn:
+            conn.execute(db.tags.delete().where(db.tags.c.run_id == run_id, db.tags.c.key == key))
+
+    # -- metrics -------------------------------------------------------------------------------
+
+    def log_metrics(self, run_id: str, chunks: Mapping[str, Chunk]) -> None:
+        if not chunks:
+            return
+        with self._write() as conn:
+            self._write_metrics(conn, run_id, chunks)
+
+    def _write_metrics(self, conn: Connection, run_id: str, chunks: Mapping[str, Chunk]) -> None:
+        keys = [k for k, c in chunks.items() if len(c)]
+        existing: dict[str, Any] = {}
+        tails: dict[str, Chunk] = {}
+        for start in range(0, len(keys), _IN_BATCH):
+            part = keys[start : start + _IN_BATCH]
+            rows = conn.execute(
+                select(db.metrics).where(db.metrics.c.run_id == run_id, db.metrics.c.key.in_(part)).with_for_update()
+            ).all()
+            existing.update((r.key, r) for r in rows)
+            small = [r.key for r in rows if r.tail_count < TAIL_MERGE_BELOW]
+            if small:
+                tail_rows = conn.execute(
+                    select(db.metric_chunks.c.key, db.metric_chunks.c.step_data, db.metric_chunks.c.time_data, db.metric_chunks.c.value_data)
+                    .join(db.metrics,
+                        and_(
+                            db.metrics.c.run_id == db.metric_chunks.c.run_id,
+                            db.metrics.c.key == db.metric_chunks.c.key,
+                            db.metric_chunks.c.seq == db.metrics.c.chunks - 1,
+                        ),
+                    )
+                    .where(db.metrics.c.run_id == run_id, db.metrics.c.key.in_(small))
+                )
+                tails.update((t.key, unpack(t.step_data, t.time_data, t.value_data)) for t in tail_rows)
+        if not existing:
+            self._require_run(conn, run_id)
+
+        new_summaries: list[dict[str, Any]] = []
+        old_summaries: list[dict[str, Any]] = []
+        chunk_inserts: list[dict[str, Any]] = []
+        chunk_updates: list[dict[str, Any]] = []
+        for key in keys:
+            chunk = chunks[key]
+            row = existing.get(key)
+            summary = Summary()
+            seq = 0
+            if row is not None:
+                summary = Summary(
+                    count=row.count,
+                    last=_none_to_nan(row.last_value),
+                    last_step=row.last_step,
+                    last_timestamp=row.last_timestamp,
+                    min=_none_to_nan(row.min_value),
+                    max=_none_to_nan(row.max_value),
+                )
+                seq = row.chunks
+            summary.merge(chunk.steps, chunk.timestamps, chunk.values)
+            combined = chunk
+            rewrite_tail = key in tails
+            if rewrite_tail:
+                combined = tails[key]
+                combined.extend(chunk)
+                seq -= 1
+            pieces = [
+                Chunk(combined.steps[i : i + CHUNK_MAX], combined.timestamps[i : i + CHUNK_MAX], combined.values[i : i + CHUNK_MAX])
+                for i in range(0, len(combined), CHUNK_MAX)
+            ]
+            for n, piece in enumerate(pieces):
+                steps_b, ts_b, values_b = pack(piece)
+                item = {
+                    "b_run": run_id, "b_key": key, "b_seq": seq + n, "b_count": len(piece),
+                    "b_step_min": min(piece.steps), "b_step_max": max(piece.steps),
+                    "b_steps": steps_b, "b_timestamps": ts_b, "b_values": values_b,
+                }
+                (chunk_updates if rewrite_tail and n == 0 else chunk_inserts).append(item)
+            values = {
+                "b_run": run_id, "b_key": key, "b_count": summary.count, "b_last": _nan_to_none(summary.last),
+                "b_last_step": summary.last_step, "b_last_ts": summary.last_timestamp,
+                "b_min": _nan_to_none(summary.min), "b_max": _nan_to_none(summary.max),
+                "b_chunks": seq + len(pieces), "b_tail": len(pieces[-1]),
+            }
+            (old_summaries if row is not None else new_summaries).append(values)
+
+        chunk_values = {
+            "count": bindparam("b_count"), "step_min": bindparam("b_step_min"), "step_max": bindparam("b_step_max"),
+            "step_data": bindparam("b_steps"), "time_data": bindparam("b_timestamps"), "value_data": bindparam("b_values"),
+        }
+        summary_values = {
+            "count": bindparam("b_count"), "last_value": bindparam("b_last"), "last_step": bindparam("b_last_step"),
+            "last_timestamp": bindparam("b_last_ts"), "min_value": bindparam("b_min"), "max_value": bindparam("b_max"),
+            "chunks": bindparam("b_chunks"), "tail_count": bindparam("b_tail"),
+        }
+        if chunk_updates:
+            conn.execute(
+                db.metric_chunks.update()
+                .where(
+                    db.metric_chunks.c.run_id == bindparam("b_run"),
+                    db.metric_chunks.c.key == bindparam("b_key"),
+                    db.metric_chunks.c.seq == bindparam("b_seq"),
+                )
+                .values(chunk_values),
+                chunk_updates,
+            )
+        if chunk_inserts:
+            conn.execute(
+                db.metric_chunks.insert().values(
+                    run_id=bindparam("b_run"), key=bindparam("b_key"), seq=bindparam("b_seq"), **chunk_values
+                ),
+                chunk_inserts,
+            )
+        if old_summaries:
+            conn.execute(
+                db.metrics.update()
+                .where(db.metrics.c.run_id == bindparam("b_run"), db.metrics.c.key == bindparam("b_key"))
+                .values(summary_values),
+                old_summaries,
+            )
+        if new_summaries:
+            conn.execute(
+                db.metrics.insert().values(run_id=bindparam("b_run"), key=bindparam("b_key"), **summary_values),
+                new_summaries,
+            )
+
+    def get_metric_history(self, run_id: str, key: str) -> MetricHistory:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(db.metric_chunks.c.step_data, db.metric_chunks.c.time_data, db.metric_chunks.c.value_data)
+                .where(db.metric_chunks.c.run_id == run_id, db.metric_chunks.c.key == key)
+                .order_by(db.metric_chunks.c.seq)
+            ).all()
+            if not rows:
+                self._require_run(conn, run_id)
+        series = Chunk.empty()
+        for r in rows:
+            series.extend(unpack(r.step_data, r.time_data, r.value_data))
+        steps, stamps, values = series.steps.tolist(), series.timestamps.tolist(), series.values.tolist()
+        if any(steps[i] > steps[i + 1] for i in range(len(steps) - 1)):
+            order = sorted(range(len(steps)), key=steps.__getitem__)  # stable: logging order within a step
+            steps, stamps, values = [steps[i] for i in order], [stamps[i] for i in order], [values[i] for i in order]
+        return MetricHistory(key=key, steps=steps, timestamps=stamps, values=values)
+
+    # -- artifacts -----------------------------------------------------------------------------
+
+    def put_artifact_file(self, path: str) -> tuple[str, int]:
+        return self._blobs.put_file(path)
+
+    def put_artifact_bytes(self, data: bytes) -> tuple[str, int]:
+        return self._blobs.put_bytes(data)
+
+    def add_artifacts(self, run_id: str, items: Sequence[ArtifactInfo]) -> None:
+        if not items:
+            return
+        with self._write() as conn:
+            self._require_run(conn, run_id)
+            stmt = self._insert_ignore(db.artifacts)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["run_id", "path"], set_={"sha256": stmt.excluded.sha256, "size": stmt.excluded.size}
+            )
+            conn.execute(stmt, [{"run_id": run_id, "path": a.path, "sha256": a.sha256, "size": a.size} for a in items])
+
+    def list_artifacts(self, run_id: str) -> list[ArtifactInfo]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(db.artifacts.c.path, db.artifacts.c.sha256, db.artifacts.c.size)
+                .where(db.artifacts.c.run_id == run_id)
+                .order_by(db.artifacts.c.path)
+            ).all()
+        return [ArtifactInfo(path=r.path, sha256=r.sha256, size=r.size) for r in rows]
+
+    def open_artifact(self, sha256: str) -> BinaryIO:
+        return self._blobs.open(sha256)
+
+    # -- environments --------------------------------------------------------------------------
+
+    def put_environment(self, fingerprint: str, snapshot: Mapping[str, Any]) -> None:
+        with self._write() as conn:
+            stmt = self._insert_ignore(db.environments).values(
+                fingerprint=fingerprint, snapshot=json.dumps(snapshot, sort_keys=True), created_time=time.time()
+            )
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=["fingerprint"]))
+
+    def get_environment(self, fingerprint: str) -> dict[str, Any] | None:
+        with self._read() as conn:
+            text = conn.execute(
+                select(db.environments.c.snapshot).where(db.environments.c.fingerprint == fingerprint)
+            ).scalar()
+        return json.loads(text) if text else None
+
+    def get_context(self, run_id: str) -> dict[str, Any] | None:
+        with self._read() as conn:
+            row = conn.execute(select(db.runs.c.context).where(db.runs.c.id == run_id)).first()
+        if row is None:
+            raise RunNotFound(f"no run with id {run_id!r} in store {self.display_url}")
+        return json.loads(row.context) if row.context else None
+
+    def update_context(self, run_id: str, context: Mapping[str, Any], env_fingerprint: str | None) -> None:
+        with self._write() as conn:
+            conn.execute(
+                db.runs.update()
+                .where(db.runs.c.id == run_id)
+                .values(context=json.dumps(context), env_fingerprint=env_fingerprint)
+            )
+
