@@ -21,12 +21,12 @@ from labtrack.core.errors import (
     StoreError,
 )
 from labtrack.core.model import ArtifactInfo, MetricHistory, MetricSummary, RunStatus
+from labtrack.run import Run, RunList
 from labtrack.tracking import (
-    Run,
-    RunList,
     active_run,
     end_run,
     get_run,
+    list_experiments,
     log_artifact,
     log_artifacts,
     log_dict,
@@ -64,6 +64,7 @@ __all__ = [
     "active_run",
     "end_run",
     "get_run",
+    "list_experiments",
     "log_artifact",
     "log_artifacts",
     "log_dict",

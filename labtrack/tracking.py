@@ -1,4 +1,4 @@
-"""Runs and their lifecycle: the verbs of the Python API.
+"""The module-level API: start runs, log to the active run, find runs.
 
 ``start_run`` opens a run in the selected store and makes it the active run; ``log_*`` functions act on
 the active run (and raise ``NoActiveRunError`` without one). Metric points are buffered in memory and
@@ -13,46 +13,25 @@ dead process ran on the reader's own host, since its pid can be checked).
 
 from __future__ import annotations
 
-import atexit
-import json
 import os
-import signal
-import socket
-import sys
-import threading
 import time
-import traceback
 import uuid
-import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import Any
 
-from labtrack.core.errors import InvalidInput, LabtrackError, NoActiveRunError
-from labtrack.core.model import ArtifactInfo, MetricHistory, MetricSummary, RunRecord, RunStatus, effective_status
+from labtrack import runtime
+from labtrack.core.errors import InvalidInput, NoActiveRunError
+from labtrack.core.model import Experiment, RunStatus
 from labtrack.core.query import parse_order_by
-from labtrack.core.series import Chunk
-from labtrack.core.validation import (
-    check_artifact_path,
-    check_key,
-    coerce_metric_value,
-    coerce_param_value,
-    coerce_step,
-    coerce_tag_value,
-    coerce_timestamp,
-)
-from labtrack.settings import Settings, load_settings
-from labtrack.writer import BackgroundWriter
-
-if TYPE_CHECKING:
-    from labtrack.store.base import Store
+from labtrack.core.validation import check_key
+from labtrack.run import Run, RunList, checked_params, checked_tags, resolve_liveness
+from labtrack.runtime import set_store, store_location
 
 __all__ = [
-    "Run",
-    "RunList",
     "active_run",
     "end_run",
     "get_run",
+    "list_experiments",
     "log_artifact",
     "log_artifacts",
     "log_dict",
@@ -66,714 +45,9 @@ __all__ = [
     "set_tag",
     "set_tags",
     "start_run",
+    "store_location",
+    "upgrade_store",
 ]
-
-_MAX_STEP = 2**63
-_TERMINAL_CHOICES = {s.value: s for s in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED)}
-_now = time.time
-
-
-class _State:
-    """Process-wide state: settings, open stores, the active-run stack, the background writer."""
-
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
-        self.settings: Settings | None = None
-        self.store_override: str | None = None
-        self.stores: dict[str, Store] = {}
-        self.stack: list[Run] = []
-        self.writer: BackgroundWriter | None = None
-        self.hooks_installed = False
-        self.terminating: int | None = None  # the signal that is ending the process
-        self.uncaught: BaseException | None = None
-        self.host = socket.gethostname()
-
-
-_state = _State()
-
-
-def _settings() -> Settings:
-    if _state.settings is None:
-        _state.settings = load_settings()
-    return _state.settings
-
-
-def set_store(location: str | None) -> None:
-    """Use ``location`` (a store URL) for this process, over LABTRACK_STORE and config files."""
-    with _state.lock:
-        _state.store_override = location
-
-
-def _store(location: str | None = None) -> Store:
-    settings = _settings()
-    location = location or _state.store_override or settings.store
-    assert location is not None
-    with _state.lock:
-        store = _state.stores.get(location)
-        if store is None:
-            from labtrack.store import open_store
-
-            store = open_store(
-                location, artifacts=settings.artifacts, busy_timeout=settings.sqlite_busy_timeout
-            )
-            _state.stores[location] = store
-        return store
-
-
-def _writer() -> BackgroundWriter:
-    if _state.writer is None:
-        settings = _settings()
-        _state.writer = BackgroundWriter(settings.flush_interval, settings.heartbeat_interval)
-    return _state.writer
-
-
-# -- process hooks: SIGTERM, uncaught exceptions, interpreter exit ---------------------------------
-
-
-def _install_hooks() -> None:
-    if _state.hooks_installed:
-        return
-    _state.hooks_installed = True
-    atexit.register(_end_runs_at_exit)
-    previous_hook = sys.excepthook
-
-    def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
-        _state.uncaught = exc
-        previous_hook(exc_type, exc, tb)
-
-    sys.excepthook = _excepthook
-    if threading.current_thread() is not threading.main_thread():
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous == signal.SIG_IGN:
-        return
-
-    def _on_sigterm(signum: int, frame: Any) -> None:
-        _state.terminating = signum
-        if callable(previous):
-            previous(signum, frame)  # the user's own handler decides; we mark runs KILLED if it exits
-            return
-        # Unwind like Ctrl-C does, so `with` blocks and `finally` clauses run and the run ends KILLED.
-        raise SystemExit(128 + signum)
-
-    try:
-        signal.signal(signal.SIGTERM, _on_sigterm)
-    except (ValueError, OSError):  # not the main thread of the main interpreter
-        pass
-
-
-def _end_runs_at_exit() -> None:
-    if _state.terminating is not None:
-        status = RunStatus.KILLED
-    elif _state.uncaught is not None:
-        status = RunStatus.FAILED
-    else:
-        status = RunStatus.FINISHED
-    while _state.stack:
-        run = _state.stack[-1]
-        if run._owner_pid != os.getpid():
-            _state.stack.pop()
-            continue
-        try:
-            run.end(status, error=_error_of(_state.uncaught) if status is RunStatus.FAILED else None)
-        except Exception as exc:  # the process is ending: report, do not raise
-            print(f"labtrack: could not end run {run.id}: {exc}", file=sys.stderr)
-            _state.stack.pop() if _state.stack and _state.stack[-1] is run else None
-    writer = _state.writer
-    if writer is not None:
-        writer.flush_all()
-
-
-def _error_of(exc: BaseException | None) -> dict[str, str] | None:
-    if exc is None:
-        return None
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return {
-        "type": f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins."),
-        "message": str(exc)[:4000],
-        "traceback": text[-10000:],
-    }
-
-
-# -- runs ------------------------------------------------------------------------------------------
-
-
-class Run:
-    """A handle on one run: log to it, and read what it recorded.
-
-    Reading (``params``, ``metrics``, ``status`` ...) returns the store's current view; on a run this
-    process is logging to, buffered metric points are written first so reads see them.
-    """
-
-    def __init__(self, store: Store, run_id: str, record: RunRecord | None = None) -> None:
-        self._store = store
-        self.id = run_id
-        self._record = record
-        self._owner_pid = os.getpid()
-        self._live = False
-        self._buffer: list[tuple[str, int, float, float]] = []
-        self._columns: list[tuple[str, Chunk]] = []
-        self._unwritten: list[dict[str, Chunk]] = []  # drained but not yet stored (the store failed)
-        self._next_step: dict[str, int] = {}
-        self._known_keys: set[str] = set()
-        self._flush_lock = threading.RLock()
-        self._warned = False
-        self._registered = False
-        settings = _settings()
-        self._flush_points = settings.flush_points
-        self._hard_limit = settings.flush_points * 20
-
-    def __repr__(self) -> str:
-        return f"<Run {self.id[:8]} experiment={self.experiment!r} status={self.status.value}>"
-
-    def __enter__(self) -> Run:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        if exc_type is None:
-            self.end(RunStatus.FINISHED)
-        elif issubclass(exc_type, KeyboardInterrupt) or (
-            issubclass(exc_type, SystemExit) and _state.terminating is not None
-        ):
-            self.end(RunStatus.KILLED, error={"type": exc_type.__name__, "message": "interrupted"})
-        elif issubclass(exc_type, SystemExit) and getattr(exc, "code", None) in (0, None):
-            self.end(RunStatus.FINISHED)
-        else:
-            self.end(RunStatus.FAILED, error=_error_of(exc))
-
-    # -- reading ------------------------------------------------------------------------------
-
-    def _fetch(self) -> RunRecord:
-        if self._record is not None and self._record.status.is_terminal and not self._live:
-            return self._record
-        if self._buffer or self._columns or self._unwritten:
-            self.flush()
-        record = self._store.get_run(self.id)
-        _resolve_liveness(self._store, [record])
-        self._record = record
-        return record
-
-    @property
-    def record(self) -> RunRecord:
-        return self._fetch()
-
-    @property
-    def experiment(self) -> str:
-        return self._record.experiment if self._record is not None else self._fetch().experiment
-
-    @property
-    def name(self) -> str | None:
-        return self._fetch().name
-
-    @property
-    def status(self) -> RunStatus:
-        return self._fetch().status
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return dict(self._fetch().params)
-
-    @property
-    def tags(self) -> dict[str, str]:
-        return dict(self._fetch().tags)
-
-    @property
-    def metrics(self) -> dict[str, float]:
-        """The last value of every metric (highest step; among equal steps the latest logged)."""
-        return {k: m.last for k, m in self._fetch().metrics.items()}
-
-    @property
-    def metric_summaries(self) -> dict[str, MetricSummary]:
-        return dict(self._fetch().metrics)
-
-    @property
-    def start_time(self) -> float:
-        return self._fetch().start_time
-
-    @property
-    def end_time(self) -> float | None:
-        return self._fetch().end_time
-
-    @property
-    def error(self) -> dict[str, str] | None:
-        return self._fetch().error
-
-    @property
-    def key(self) -> str | None:
-        return self._fetch().run_key
-
-    @property
-    def note(self) -> str | None:
-        return self._fetch().note
-
-    @property
-    def artifacts(self) -> list[ArtifactInfo]:
-        return self._store.list_artifacts(self.id)
-
-    def history(self, key: str) -> MetricHistory:
-        """Every point of metric ``key``, ordered by step (then by logging order)."""
-        if self._buffer or self._columns or self._unwritten:
-            self.flush()
-        return self._store.get_metric_history(self.id, key)
-
-    def open_artifact(self, path: str) -> IO[bytes]:
-        path = check_artifact_path(path, "path")
-        for item in self._store.list_artifacts(self.id):
-            if item.path == path:
-                return self._store.open_artifact(item.sha256)
-        raise InvalidInput(f"run {self.id} has no artifact {path!r}; see run.artifacts", field="path")
-
-    def download_artifacts(self, destination: str | os.PathLike[str], path: str | None = None) -> list[Path]:
-        """Copy the run's artifacts (all, or those under ``path``) into ``destination``."""
-        prefix = check_artifact_path(path, "path") if path else None
-        root = Path(destination).resolve()
-        written = []
-        for item in self._store.list_artifacts(self.id):
-            if prefix and item.path != prefix and not item.path.startswith(prefix + "/"):
-                continue
-            target = (root / item.path).resolve()
-            if root not in target.parents:  # cannot happen for checked paths; defence in depth
-                raise InvalidInput(f"artifact path {item.path!r} escapes {root}", field="path")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with self._store.open_artifact(item.sha256) as src, open(target, "wb") as out:
-                while block := src.read(1 << 20):
-                    out.write(block)
-            written.append(target)
-        return written
-
-    def to_dict(self) -> dict[str, Any]:
-        return self._fetch().to_dict()
-
-    # -- params, tags, notes ------------------------------------------------------------------
-
-    def log_param(self, key: str, value: Any) -> None:
-        self.log_params({key: value})
-
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        self._store.log_params(self.id, _checked_params(params))
-
-    def set_tag(self, key: str, value: Any) -> None:
-        self.set_tags({key: value})
-
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self._store.set_tags(self.id, _checked_tags(tags))
-
-    def set_note(self, note: str) -> None:
-        if not isinstance(note, str):
-            raise InvalidInput(f"note must be a string, got {type(note).__name__}", field="note")
-        self._store.set_note(self.id, note)
-
-    # -- metrics ------------------------------------------------------------------------------
-
-    def log_metric(self, key: str, value: Any, step: int | None = None, timestamp: Any = None) -> None:
-        """Buffer one point; it is written in the background within ``flush_interval`` seconds.
-
-        ``step`` defaults to one past the last step logged for this key in this process (0 first).
-        """
-        if key not in self._known_keys:
-            check_key(key, "metric key")
-            self._known_keys.add(key)
-        if type(value) is not float:
-            value = coerce_metric_value(value, key)
-        if step is None:
-            step = self._next_step.get(key, 0)
-        elif type(step) is not int or not 0 <= step < _MAX_STEP:
-            step = coerce_step(step, key)
-        self._next_step[key] = step + 1
-        buffer = self._buffer
-        buffer.append((key, step, _now() if timestamp is None else coerce_timestamp(timestamp, key), value))
-        if len(buffer) >= self._flush_points:
-            self._buffer_full()
-
-    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None, timestamp: Any = None) -> None:
-        """Buffer one point per key, all at the same ``step`` and time. Nothing is buffered if any is invalid."""
-        if not isinstance(metrics, Mapping):
-            raise InvalidInput(f"metrics must be a dict of key -> number, got {type(metrics).__name__}", field="metrics")
-        ts = _now() if timestamp is None else coerce_timestamp(timestamp, "metrics")
-        if step is not None and (type(step) is not int or not 0 <= step < _MAX_STEP):
-            step = coerce_step(step, "metrics")
-        points = []
-        for key, value in metrics.items():
-            if key not in self._known_keys:
-                check_key(key, "metric key")
-                self._known_keys.add(key)
-            if type(value) is not float:
-                value = coerce_metric_value(value, key)
-            points.append((key, self._next_step.get(key, 0) if step is None else step, ts, value))
-        for point in points:
-            self._next_step[point[0]] = point[1] + 1
-        self._buffer.extend(points)
-        if len(self._buffer) >= self._flush_points:
-            self._buffer_full()
-
-    def log_batch(
-        self,
-        metrics: Mapping[str, Sequence[Any]],
-        steps: Sequence[int] | None = None,
-        timestamps: Sequence[float] | float | None = None,
-    ) -> None:
-        """Buffer whole series at once: ``{"loss": [...], "acc": [...]}`` with shared ``steps``.
-
-        The fast path for bulk ingestion (lists, arrays or numpy arrays). ``steps`` defaults to
-        consecutive steps after the last one logged for each key.
-        """
-        if not isinstance(metrics, Mapping):
-            raise InvalidInput("metrics must be a dict of key -> sequence of numbers", field="metrics")
-        prepared: list[tuple[str, Chunk]] = []
-        step_array = _int_array(steps, "steps") if steps is not None else None
-        for key, values in metrics.items():
-            check_key(key, "metric key")
-            value_array = _float_array(values, key)
-            n = len(value_array)
-            if step_array is not None:
-                if len(step_array) != n:
-                    raise InvalidInput(
-                        f"metric {key!r}: {n} values but {len(step_array)} steps; give one step per value",
-                        field=f"metric {key!r}",
-                    )
-                key_steps = step_array
-            else:
-                first = self._next_step.get(key, 0)
-                key_steps = _array("q", range(first, first + n))
-            prepared.append((key, Chunk(key_steps, _timestamps(timestamps, n, key), value_array)))
-        for key, chunk in prepared:
-            if len(chunk):
-                self._next_step[key] = max(self._next_step.get(key, 0), chunk.steps[-1] + 1)
-            self._known_keys.add(key)
-            self._columns.append((key, chunk))
-        self._ensure_registered()
-        pending = sum(len(c) for _, c in self._columns)
-        if pending >= self._hard_limit:
-            self.flush()
-        elif pending >= self._flush_points:
-            _writer().kick()
-
-    def _buffer_full(self) -> None:
-        self._ensure_registered()
-        if len(self._buffer) >= self._hard_limit:
-            self.flush()  # the writer is behind: write here, which bounds memory
-        else:
-            _writer().kick()
-
-    def _ensure_registered(self) -> None:
-        if not self._registered:
-            self._registered = True
-            _writer().add(self, live=self._live)
-
-    def _drain(self) -> dict[str, Chunk]:
-        buffer = self._buffer
-        n = len(buffer)
-        items = buffer[:n]
-        del buffer[:n]  # appends from the logging thread land after n: nothing is lost (GIL-atomic ops)
-        grouped: dict[str, Chunk] = {}
-        for batch in self._unwritten:
-            for key, chunk in batch.items():
-                grouped.setdefault(key, Chunk.empty()).extend(chunk)
-        self._unwritten.clear()
-        for key, step, ts, value in items:
-            chunk = grouped.get(key)
-            if chunk is None:
-                chunk = grouped[key] = Chunk.empty()
-            chunk.steps.append(step)
-            chunk.timestamps.append(ts)
-            chunk.values.append(value)
-        m = len(self._columns)
-        columns = self._columns[:m]
-        del self._columns[:m]
-        for key, chunk in columns:
-            grouped.setdefault(key, Chunk.empty()).extend(chunk)
-        return grouped
-
-    def flush(self) -> None:
-        """Write buffered metric points now. Raises ``StoreError`` if the store fails (points are kept)."""
-        with self._flush_lock:
-            chunks = self._drain()
-            if not chunks:
-                return
-            try:
-                self._store.log_metrics(self.id, chunks)
-            except BaseException:
-                self._unwritten.append(chunks)
-                raise
-
-    def flush_in_background(self) -> bool:
-        try:
-            self.flush()
-        except Exception as exc:
-            if not self._warned:
-                self._warned = True
-                warnings.warn(
-                    f"labtrack: cannot write metrics of run {self.id[:8]} ({exc}); they are kept in memory and "
-                    "retried — training goes on",
-                    RuntimeWarning,
-                    stacklevel=1,
-                )
-            return False
-        return not self._live and not self._buffer and not self._columns
-
-    def heartbeat_in_background(self, now: float) -> None:
-        try:
-            self._store.heartbeat(self.id, now)
-        except Exception:  # reported by flush_in_background; a missed heartbeat is harmless
-            pass
-
-    # -- artifacts ----------------------------------------------------------------------------
-
-    def log_artifact(self, local_path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
-        """Store a file, or a directory with everything in it, under ``artifact_path/<its name>``.
-
-        Content is stored once per sha256. A symlink inside a logged directory that points outside it
-        is refused (nothing is stored), so an artifact never carries files from elsewhere.
-        """
-        source = Path(local_path)
-        if not source.exists():
-            raise InvalidInput(f"local_path {os.fspath(local_path)!r} does not exist", field="local_path")
-        base = check_artifact_path(artifact_path) if artifact_path else ""
-        name = source.resolve().name if source.name in ("", ".", "..") else source.name
-        target = f"{base}/{name}" if base else name
-        check_artifact_path(target, "local_path")
-        files = _collect_files(source, target) if source.is_dir() else [(source, target)]
-        self._store_files(files)
-
-    def log_artifacts(self, local_dir: str | os.PathLike[str], artifact_path: str | None = None) -> None:
-        """Store the contents of a directory (not the directory itself) under ``artifact_path``."""
-        source = Path(local_dir)
-        if not source.is_dir():
-            raise InvalidInput(f"local_dir {os.fspath(local_dir)!r} is not a directory", field="local_dir")
-        base = check_artifact_path(artifact_path) if artifact_path else ""
-        self._store_files(_collect_files(source, base))
-
-    def _store_files(self, files: list[tuple[Path, str]]) -> None:
-        infos = []
-        for path, target in files:
-            sha, size = self._store.put_artifact_file(str(path))
-            infos.append(ArtifactInfo(path=target, sha256=sha, size=size))
-        self._store.add_artifacts(self.id, infos)
-
-    def log_text(self, text: str, artifact_file: str) -> None:
-        if not isinstance(text, str):
-            raise InvalidInput(f"text must be a string, got {type(text).__name__}", field="text")
-        self._log_bytes(text.encode("utf-8"), artifact_file)
-
-    def log_dict(self, dictionary: Mapping[str, Any], artifact_file: str) -> None:
-        """Store a dict as JSON (``.json``) or YAML (``.yaml``/``.yml``, needs PyYAML)."""
-        path = check_artifact_path(artifact_file, "artifact_file")
-        if path.endswith((".yaml", ".yml")):
-            try:
-                import yaml
-            except ImportError as exc:
-                raise InvalidInput(
-                    f"artifact_file {path!r}: YAML needs PyYAML (pip install pyyaml), or use a .json name",
-                    field="artifact_file",
-                ) from exc
-            data = yaml.safe_dump(dict(dictionary), sort_keys=False).encode("utf-8")
-        else:
-            try:
-                data = json.dumps(dictionary, indent=2, ensure_ascii=False, default=str).encode("utf-8")
-            except (TypeError, ValueError) as exc:
-                raise InvalidInput(f"dictionary cannot be written as JSON: {exc}", field="dictionary") from exc
-        self._log_bytes(data, path)
-
-    def _log_bytes(self, data: bytes, artifact_file: str) -> None:
-        path = check_artifact_path(artifact_file, "artifact_file")
-        sha, size = self._store.put_artifact_bytes(data)
-        self._store.add_artifacts(self.id, [ArtifactInfo(path=path, sha256=sha, size=size)])
-
-    # -- ending -------------------------------------------------------------------------------
-
-    def end(self, status: RunStatus | str = RunStatus.FINISHED, error: Mapping[str, str] | None = None) -> None:
-        """Write what is buffered and set the final status (FINISHED, FAILED or KILLED)."""
-        status = _terminal_status(status)
-        with self._flush_lock:
-            chunks = self._drain()
-            try:
-                self._store.end_run(self.id, status, _now(), error=error, metrics=chunks or None)
-            except BaseException:
-                if chunks:
-                    self._unwritten.append(chunks)
-                raise
-        self._live = False
-        self._record = None
-        _writer().discard(self)
-        self._registered = False
-        with _state.lock:
-            if self in _state.stack:
-                _state.stack.remove(self)
-
-
-class RunList(list):  # type: ignore[type-arg]
-    """A list of runs, as ``search_runs`` returns it."""
-
-    def to_pandas(self) -> Any:
-        """One row per run: id, experiment, status, times, then params.*, metrics.*, tags.* columns."""
-        try:
-            import pandas as pd
-        except ImportError as exc:
-            raise LabtrackError("to_pandas needs pandas: pip install 'labtrack[pandas]'") from exc
-        rows = []
-        for run in self:
-            record = run.record
-            row: dict[str, Any] = {
-                "id": record.id,
-                "experiment": record.experiment,
-                "name": record.name,
-                "status": record.status.value,
-                "start_time": pd.to_datetime(record.start_time, unit="s"),
-                "end_time": pd.to_datetime(record.end_time, unit="s") if record.end_time else None,
-            }
-            row.update({f"params.{k}": v for k, v in record.params.items()})
-            row.update({f"metrics.{k}": m.last for k, m in record.metrics.items()})
-            row.update({f"tags.{k}": v for k, v in record.tags.items()})
-            rows.append(row)
-        return pd.DataFrame(rows)
-
-
-# -- helpers ---------------------------------------------------------------------------------------
-
-
-def _terminal_status(status: RunStatus | str) -> RunStatus:
-    value = status.value if isinstance(status, RunStatus) else str(status).upper()
-    if value not in _TERMINAL_CHOICES:
-        raise InvalidInput(
-            f"status {status!r} cannot end a run; use one of {', '.join(_TERMINAL_CHOICES)}", field="status"
-        )
-    return _TERMINAL_CHOICES[value]
-
-
-def _checked_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    if params is None:
-        return {}
-    if not isinstance(params, Mapping):
-        raise InvalidInput(f"params must be a dict, got {type(params).__name__}", field="params")
-    return {check_key(k, "param key"): coerce_param_value(v, k) for k, v in params.items()}
-
-
-def _checked_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
-    if tags is None:
-        return {}
-    if not isinstance(tags, Mapping):
-        raise InvalidInput(f"tags must be a dict, got {type(tags).__name__}", field="tags")
-    return {check_key(k, "tag key"): coerce_tag_value(v, k) for k, v in tags.items()}
-
-
-def _array(typecode: str, values: Any) -> Any:
-    from array import array
-
-    return array(typecode, values)
-
-
-def _float_array(values: Any, key: str) -> Any:
-    field = f"metric {key!r}"
-    dtype = getattr(values, "dtype", None)
-    if dtype is not None:
-        if getattr(values, "ndim", 1) != 1 or dtype.kind not in "fiu":
-            raise InvalidInput(f"{field}: give a 1-d array of real numbers (got dtype {dtype})", field=field)
-        from array import array
-
-        out = array("d")
-        out.frombytes(values.astype("<f8", copy=False).tobytes())
-        return out
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
-        raise InvalidInput(f"{field}: give a sequence of numbers, got {type(values).__name__}", field=field)
-    try:
-        out = _array("d", values)
-    except TypeError:
-        out = _array("d", [coerce_metric_value(v, key) for v in values])
-    else:
-        if any(type(v) is bool for v in values):
-            raise InvalidInput(f"{field}: bool is not a metric value; log 0/1 as numbers", field=field)
-    return out
-
-
-def _int_array(values: Any, field: str) -> Any:
-    dtype = getattr(values, "dtype", None)
-    try:
-        out = _array("q", values.astype("<i8").tolist() if dtype is not None else values)
-    except (TypeError, OverflowError) as exc:
-        raise InvalidInput(f"{field} must be integers >= 0 ({exc})", field=field) from exc
-    if len(out) and min(out) < 0:
-        raise InvalidInput(f"{field} must be integers >= 0, got {min(out)}", field=field)
-    return out
-
-
-def _timestamps(timestamps: Any, n: int, key: str) -> Any:
-    if timestamps is None:
-        return _array("d", [_now()]) * n
-    if isinstance(timestamps, (int, float)) or hasattr(timestamps, "timestamp"):
-        return _array("d", [coerce_timestamp(timestamps, key)]) * n
-    out = _float_array(timestamps, key)
-    if len(out) != n:
-        raise InvalidInput(f"metric {key!r}: {n} values but {len(out)} timestamps", field="timestamps")
-    return out
-
-
-def _collect_files(root: Path, target: str) -> list[tuple[Path, str]]:
-    """Every file below ``root`` with its artifact path; refuses symlinks that leave ``root``."""
-    real_root = root.resolve()
-    files: list[tuple[Path, str]] = []
-    seen: set[Path] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real_dir = Path(dirpath).resolve()
-        if real_dir in seen:
-            dirnames.clear()  # a symlink loop
-            continue
-        seen.add(real_dir)
-        for name in sorted(dirnames) + sorted(filenames):
-            path = Path(dirpath, name)
-            if path.is_symlink():
-                real = path.resolve()
-                if real != real_root and real_root not in real.parents:
-                    raise InvalidInput(
-                        f"{path} is a symlink to {real}, outside {root}: artifacts must stay inside the "
-                        "logged directory (copy the file in, or log it separately)",
-                        field="local_path",
-                    )
-        for name in sorted(filenames):
-            path = Path(dirpath, name)
-            relative = path.relative_to(root).as_posix()
-            files.append((path, f"{target}/{relative}" if target else relative))
-    return files
-
-
-def _pid_alive(pid: int, started_before: float) -> bool:
-    """Whether ``pid`` runs and is the same process (it started no later than the run did)."""
-    try:
-        import psutil
-
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return process.create_time() <= started_before + 1.0
-    except Exception:  # psutil.NoSuchProcess, AccessDenied, ...: treat as gone only when surely gone
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
-
-def _resolve_liveness(store: Store, records: Sequence[RunRecord]) -> None:
-    """Show RUNNING runs whose process is gone as CRASHED (and record that in the store)."""
-    settings = _settings()
-    now = _now()
-    for record in records:
-        if record.status is not RunStatus.RUNNING:
-            continue
-        crashed = effective_status(record, now, settings.heartbeat_timeout) is RunStatus.CRASHED
-        if not crashed and record.host == _state.host and record.pid and record.pid != os.getpid():
-            crashed = not _pid_alive(record.pid, record.start_time)
-        if crashed:
-            try:
-                store.mark_crashed(record.id, record.heartbeat_time)
-            except LabtrackError:
-                pass  # shown as CRASHED anyway; a later reader records it
-            record.status = RunStatus.CRASHED
-            record.end_time = record.heartbeat_time
-
-
-# -- the module-level API --------------------------------------------------------------------------
 
 
 def start_run(
@@ -792,14 +66,14 @@ def start_run(
     to start a child run (tagged ``labtrack.parent``) or end the active run first.
     """
     check_key(experiment, "experiment")
-    checked_params = _checked_params(params)
-    checked_tags = _checked_tags(tags)
+    valid_params = checked_params(params)
+    valid_tags = checked_tags(tags)
     if name is not None:
         check_key(name, "name")
-    with _state.lock:
-        parent = _state.stack[-1] if _state.stack else None
+    with runtime.state.lock:
+        parent = runtime.state.stack[-1] if runtime.state.stack else None
         if parent is not None and parent._owner_pid != os.getpid():
-            _state.stack.clear()  # inherited through fork: the parent process owns those runs
+            runtime.state.stack.clear()  # inherited through fork: the parent process owns those runs
             parent = None
         if parent is not None and not nested:
             raise InvalidInput(
@@ -808,8 +82,8 @@ def start_run(
                 field="nested",
             )
         if parent is not None:
-            checked_tags.setdefault("labtrack.parent", parent.id)
-    target = _store(store)
+            valid_tags.setdefault("labtrack.parent", parent.id)
+    target = runtime.store(store)
     from labtrack.store.base import NewRun
 
     run_id = uuid.uuid4().hex
@@ -817,29 +91,29 @@ def start_run(
         NewRun(
             id=run_id,
             experiment=experiment,
-            start_time=_now(),
+            start_time=time.time(),
             name=name,
-            host=_state.host,
+            host=runtime.state.host,
             pid=os.getpid(),
-            params=checked_params,
-            tags=checked_tags,
+            params=valid_params,
+            tags=valid_tags,
             note=note,
         )
     )
     run = Run(target, run_id)
     run._live = True
-    _install_hooks()
+    runtime.install_hooks()
     run._ensure_registered()
-    with _state.lock:
-        _state.stack.append(run)
+    with runtime.state.lock:
+        runtime.state.stack.append(run)
     return run
 
 
 def active_run() -> Run | None:
     """The run that module-level ``log_*`` calls act on, or None."""
-    with _state.lock:
-        if _state.stack and _state.stack[-1]._owner_pid == os.getpid():
-            return _state.stack[-1]
+    with runtime.state.lock:
+        if runtime.state.stack and runtime.state.stack[-1]._owner_pid == os.getpid():
+            return runtime.state.stack[-1]
     return None
 
 
@@ -899,14 +173,32 @@ def log_dict(dictionary: Mapping[str, Any], artifact_file: str) -> None:
 
 def get_run(run_id: str, *, store: str | None = None) -> Run:
     """The run with this id (or unique id prefix)."""
-    target = _store(store)
+    target = runtime.store(store)
     full_id = target.resolve_run_id(run_id)
     record = target.get_run(full_id)
-    _resolve_liveness(target, [record])
-    for live in _state.stack:
+    resolve_liveness(target, [record])
+    for live in runtime.state.stack:
         if live.id == full_id and live._store is target:
             return live
     return Run(target, full_id, record)
+
+
+def list_experiments(*, store: str | None = None) -> list[tuple[Experiment, int]]:
+    """Every experiment in the store with its number of runs."""
+    return runtime.store(store).list_experiments()
+
+
+def upgrade_store(store: str | None = None) -> tuple[str | None, str]:
+    """Migrate the store's schema to this labtrack's revision (what `labtrack db upgrade` does)."""
+    from labtrack.store import upgrade_store as upgrade
+
+    location = store_location(store)
+    with runtime.state.lock:
+        old = runtime.state.stores.pop(location, None)
+    if old is not None:
+        old.close()
+    return upgrade(location)
+
 
 
 def search_runs(
@@ -932,8 +224,7 @@ def search_runs(
     if max_results is not None and (not isinstance(max_results, int) or max_results < 0):
         raise InvalidInput(f"max_results must be an integer >= 0, got {max_results!r}", field="max_results")
     names = [experiment] if isinstance(experiment, str) else (list(experiment) if experiment is not None else None)
-    target = _store(store)
+    target = runtime.store(store)
     records = target.search_runs(names, parse_order_by(order_by), max_results, offset)
-    _resolve_liveness(target, records)
+    resolve_liveness(target, records)
     return RunList(Run(target, r.id, r) for r in records)
-

@@ -12,19 +12,17 @@ from pathlib import Path
 from labtrack.core.errors import InvalidInput, StoreError
 from labtrack.store.base import NewRun, Store
 
-__all__ = ["NewRun", "Store", "open_store"]
+__all__ = ["NewRun", "Store", "open_store", "resolve_location", "upgrade_store"]
 
 
-def open_store(location: str, *, artifacts: str | None = None, busy_timeout: float = 60.0) -> Store:
-    """Open (creating if needed) the store at ``location``."""
+def resolve_location(location: str, artifacts: str | None = None) -> tuple[str, str]:
+    """(SQLAlchemy database URL, artifact root directory) for a store URL; creates local directories."""
     scheme = location.split("://", 1)[0].lower() if "://" in location else ""
     if scheme in ("http", "https"):
         raise StoreError(
             f"store {location!r}: the tracking-server client is not part of this labtrack version yet; "
             "use a directory, sqlite:/// or postgresql+psycopg:// store URL"
         )
-    from labtrack.store.sql import SqlStore
-
     if scheme.startswith("sqlite"):
         raw_path = location.split(":///", 1)[1] if ":///" in location else ""
         if not raw_path or raw_path.startswith(":memory:"):
@@ -35,11 +33,9 @@ def open_store(location: str, *, artifacts: str | None = None, busy_timeout: flo
             )
         db_path = Path(raw_path).expanduser().resolve()
         _make_dir(db_path.parent)
-        return SqlStore(
-            f"sqlite:///{db_path}", artifacts or str(db_path.parent / "artifacts"), busy_timeout=busy_timeout
-        )
+        return f"sqlite:///{db_path}", artifacts or str(db_path.parent / "artifacts")
     if scheme.startswith("postgresql"):
-        return SqlStore(location, artifacts or str(Path(".labtrack", "artifacts").resolve()), busy_timeout=busy_timeout)
+        return location, artifacts or str(Path(".labtrack", "artifacts").resolve())
     if scheme:
         raise InvalidInput(
             f"store {location!r}: unknown scheme {scheme!r}; use a directory, sqlite:///file.db, "
@@ -53,9 +49,23 @@ def open_store(location: str, *, artifacts: str | None = None, busy_timeout: flo
             field="store",
         )
     _make_dir(directory)
-    return SqlStore(
-        f"sqlite:///{directory / 'labtrack.db'}", artifacts or str(directory / "artifacts"), busy_timeout=busy_timeout
-    )
+    return f"sqlite:///{directory / 'labtrack.db'}", artifacts or str(directory / "artifacts")
+
+
+def open_store(location: str, *, artifacts: str | None = None, busy_timeout: float = 60.0) -> Store:
+    """Open (creating if needed) the store at ``location``."""
+    from labtrack.store.sql import SqlStore
+
+    url, artifact_root = resolve_location(location, artifacts)
+    return SqlStore(url, artifact_root, busy_timeout=busy_timeout)
+
+
+def upgrade_store(location: str) -> tuple[str | None, str]:
+    """Migrate the store's schema to the latest revision; returns (revision before, revision after)."""
+    from labtrack.store.sql import upgrade_schema
+
+    url, _ = resolve_location(location)
+    return upgrade_schema(url)
 
 
 def _make_dir(path: Path) -> None:

@@ -153,5 +153,5 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def update_context(self, run_id: str, context: Mapping[str, Any], env_fingerprint: str | None) -> None: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional for backends without connections
         """Release connections; the store may not be used afterwards."""

@@ -44,11 +44,11 @@ from labtrack.core.errors import (
 )
 from labtrack.core.identity import same_value
 from labtrack.core.model import ArtifactInfo, Experiment, MetricHistory, MetricSummary, RunRecord, RunStatus
-from labtrack.core.series import Chunk, Summary, pack, unpack
-from labtrack.store.artifacts import LocalBlobStore
 from labtrack.core.query import OrderTerm
-from labtrack.store.base import NewRun, Store
+from labtrack.core.series import Chunk, Summary, pack, unpack
 from labtrack.store import schema as db
+from labtrack.store.artifacts import LocalBlobStore
+from labtrack.store.base import NewRun, Store
 from labtrack.store.schema import SCHEMA_REVISION
 
 __all__ = ["SqlStore"]
@@ -185,22 +185,20 @@ class SqlStore(Store):
 
     # -- schema --------------------------------------------------------------------------------
 
-    def _read_revision(self) -> str | None:
+    def _read_revision(self) -> tuple[bool, str | None]:
+        """(whether the schema exists, its revision)."""
         with self._read() as conn:
             if not inspect(conn).has_table("alembic_version"):
-                return None
-            return conn.execute(select(alembic_version.c.version_num)).scalar()
+                return False, None
+            return True, conn.execute(select(alembic_version.c.version_num)).scalar()
 
     def _ensure_schema(self) -> None:
-        try:
-            revision = self._read_revision()
-        except StoreError:
-            raise
-        if revision is None:
+        exists, revision = self._read_revision()
+        if not exists:
             revision = self._create_schema()
         if revision != SCHEMA_REVISION:
             raise SchemaOutdated(
-                f"store {self.display_url} has schema revision {revision}, this labtrack uses "
+                f"store {self.display_url} has schema revision {revision or 'none'}, this labtrack uses "
                 f"{SCHEMA_REVISION}: run `labtrack db upgrade --store {self.display_url}` "
                 "(or upgrade labtrack if the store is newer)"
             )
@@ -720,3 +718,31 @@ class SqlStore(Store):
                 .values(context=json.dumps(context), env_fingerprint=env_fingerprint)
             )
 
+
+
+def upgrade_schema(url: str) -> tuple[str | None, str]:
+    """Run the Alembic migrations on the database at ``url`` up to the head revision."""
+    from alembic import command
+    from alembic.config import Config
+
+    display = SqlStore.__new__(SqlStore)
+    display.url = url
+    try:
+        engine = SqlStore._make_engine(url, 60.0)
+        with engine.connect() as conn:
+            conn.execution_options(labtrack_write=True)
+            with conn.begin():
+                if engine.dialect.name == "postgresql":
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(72718281)")
+                before = None
+                if inspect(conn).has_table("alembic_version"):
+                    before = conn.execute(select(alembic_version.c.version_num)).scalar()
+                config = Config()
+                config.set_main_option("script_location", os.path.join(os.path.dirname(__file__), "migrations"))
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+                after = conn.execute(select(alembic_version.c.version_num)).scalar()
+        engine.dispose()
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot upgrade store {display.display_url}: {getattr(exc, 'orig', exc)}") from exc
+    return before, str(after)

@@ -1,0 +1,170 @@
+"""The `labtrack` command: one thin command per question. Options -> one library call -> render.
+
+Every read command takes ``--json``; every command takes ``--store URL`` (also accepted before the
+command name). Library errors become a one-line message on stderr (or a JSON error body with
+``--json``) and exit status 1; usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from labtrack import render
+from labtrack.core.errors import LabtrackError
+from labtrack.core.query import parse_order_by
+
+__all__ = ["main"]
+
+
+def _jsonable(value: Any) -> Any:
+    """Strict JSON: NaN and infinities become the strings "NaN", "Infinity", "-Infinity"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(_jsonable(value), indent=2, ensure_ascii=False))
+
+
+def _command(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Adds --store, and turns LabtrackError into a clean message and exit status 1."""
+
+    @click.option("--store", "store", metavar="URL", envvar=None, help="Store URL (overrides LABTRACK_STORE).")
+    @functools.wraps(func)
+    def wrapper(*args: Any, store: str | None = None, **kwargs: Any) -> Any:
+        from labtrack import tracking
+
+        ctx = click.get_current_context()
+        chosen = store or (ctx.obj or {}).get("store")
+        as_json = kwargs.get("as_json", False)
+        try:
+            if chosen:
+                tracking.set_store(chosen)
+            return func(*args, **kwargs)
+        except LabtrackError as exc:
+            if as_json:
+                click.echo(json.dumps(exc.to_dict()), err=True)
+            else:
+                render.error(str(exc))
+            sys.exit(1)
+
+    return wrapper
+
+
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--store", metavar="URL", help="Store URL for every command (overrides LABTRACK_STORE).")
+@click.version_option(package_name="labtrack")
+@click.pass_context
+def main(ctx: click.Context, store: str | None) -> None:
+    """labtrack: experiment tracking that makes every result explainable and reproducible."""
+    ctx.obj = {"store": store}
+
+
+@main.command()
+@_json_option
+@_command
+def experiments(as_json: bool) -> None:
+    """List experiments with their number of runs."""
+    from labtrack import tracking
+
+    found = tracking.list_experiments()
+    if as_json:
+        _print_json([{"id": e.id, "name": e.name, "created_time": e.created_time, "runs": n} for e, n in found])
+    else:
+        render.experiments(found)
+
+
+@main.command()
+@click.argument("experiment", required=False)
+@click.option("--sort", "sort", multiple=True, metavar="TERM", help="Order, e.g. 'metrics.acc desc' (repeatable).")
+@click.option("--filter", "filter_", metavar="EXPR", help="Filter expression, e.g. \"metrics.acc > 0.9\".")
+@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True, help="Most runs to show.")
+@_json_option
+@_command
+def runs(experiment: str | None, sort: tuple[str, ...], filter_: str | None, limit: int, as_json: bool) -> None:
+    """List runs (of EXPERIMENT, or all), newest first."""
+    from labtrack import tracking
+
+    found = tracking.search_runs(experiment, filter=filter_, order_by=list(sort) or None, max_results=limit)
+    if as_json:
+        _print_json([run.to_dict() for run in found])
+    else:
+        lead = [term.key for term in parse_order_by(list(sort)) if term.kind == "metrics"]
+        render.runs(found, title=f"runs of {experiment}" if experiment else "runs", lead=lead)
+
+
+@main.command()
+@click.argument("run_id", metavar="RUN")
+@_json_option
+@_command
+def show(run_id: str, as_json: bool) -> None:
+    """Show everything recorded about RUN (an id or a unique id prefix)."""
+    from labtrack import tracking
+
+    run = tracking.get_run(run_id)
+    if as_json:
+        data = run.to_dict()
+        data["artifacts"] = [{"path": a.path, "sha256": a.sha256, "size": a.size} for a in run.artifacts]
+        _print_json(data)
+    else:
+        render.run_detail(run)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the created runs as JSON.")
+@_command
+def demo(as_json: bool) -> None:
+    """Train a small logistic regression six ways, track every run, and show the runs."""
+    from labtrack import tracking
+    from labtrack.demo import DEMO_EXPERIMENT, run_demo
+
+    location = tracking.store_location()
+    if not as_json:
+        render.note(f"Tracking 6 demo runs into {location} ...")
+    ids = run_demo(on_run=None if as_json else render.demo_progress)
+    found = tracking.search_runs(DEMO_EXPERIMENT, order_by=["metrics.val_acc desc"], max_results=len(ids) * 4)
+    if as_json:
+        _print_json([run.to_dict() for run in found if run.id in ids])
+        return
+    render.runs(
+        [r for r in found if r.id in ids], title=f"{DEMO_EXPERIMENT}: best validation accuracy first",
+        lead=["val_acc", "val_loss"],
+    )
+    render.note(f"Next: labtrack show {ids[0][:8]}   ·   labtrack runs {DEMO_EXPERIMENT} --sort 'metrics.val_loss'")
+
+
+@main.group()
+def db() -> None:
+    """Manage the store's database schema."""
+
+
+@db.command()
+@_command
+def upgrade() -> None:
+    """Migrate the store's schema to this labtrack version (safe to run again)."""
+    from labtrack import tracking
+
+    before, after = tracking.upgrade_store()
+    if before == after:
+        render.note(f"store {tracking.store_location()} is already at schema revision {after}")
+    else:
+        render.note(f"store {tracking.store_location()} upgraded from revision {before or 'none'} to {after}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

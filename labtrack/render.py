@@ -1,0 +1,201 @@
+"""Terminal rendering for the CLI (rich tables). Faces only: no library logic here."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from labtrack.core.model import Experiment, RunStatus
+
+if TYPE_CHECKING:
+    from labtrack.run import Run
+
+__all__ = ["demo_progress", "error", "experiments", "note", "run_detail", "runs"]
+
+_out = Console(highlight=False)
+_err = Console(stderr=True, highlight=False)
+_STATUS_STYLE = {
+    RunStatus.RUNNING: "cyan",
+    RunStatus.FINISHED: "green",
+    RunStatus.FAILED: "red",
+    RunStatus.KILLED: "yellow",
+    RunStatus.CRASHED: "bold red",
+}
+
+
+def note(message: str) -> None:
+    _out.print(message)
+
+
+def error(message: str) -> None:
+    _err.print(Text("Error: ", style="bold red") + Text(message))
+
+
+def fmt_time(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def fmt_duration(start: float, end: float | None) -> str:
+    seconds = (end if end is not None else time.time()) - start
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def fmt_value(value: Any, digits: int = 6) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return f"{value:.{digits}g}"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def status_text(status: RunStatus) -> Text:
+    return Text(status.value, style=_STATUS_STYLE.get(status, ""))
+
+
+def experiments(found: Sequence[tuple[Experiment, int]]) -> None:
+    if not found:
+        note("No experiments yet. Start one with labtrack.start_run(\"name\") or try `labtrack demo`.")
+        return
+    table = Table(title="experiments", title_justify="left")
+    table.add_column("name")
+    table.add_column("runs", justify="right")
+    table.add_column("created")
+    for exp, n in found:
+        table.add_row(exp.name, str(n), fmt_time(exp.created_time))
+    _out.print(table)
+
+
+def _union_keys(dicts: Sequence[dict[str, Any]]) -> list[str]:
+    keys: dict[str, None] = {}
+    for d in dicts:
+        keys.update(dict.fromkeys(d))
+    return list(keys)
+
+
+def runs(found: Sequence[Run], title: str = "runs", lead: Sequence[str] = ()) -> None:
+    """One row per run; as many param (magenta) and metric (cyan) columns as the terminal fits.
+
+    ``lead`` names metrics to show first (those the listing is sorted by).
+    """
+    if not found:
+        note("No runs found.")
+        return
+    records = [run.record for run in found]
+    one_experiment = len({r.experiment for r in records}) == 1
+    fixed: list[tuple[str, list[Any]]] = [("run", [r.id[:8] for r in records])]
+    if not one_experiment:
+        fixed.append(("experiment", [r.experiment for r in records]))
+    fixed += [
+        ("status", [status_text(r.status) for r in records]),
+        ("started", [time.strftime("%m-%d %H:%M", time.localtime(r.start_time)) for r in records]),
+        ("took", [fmt_duration(r.start_time, r.end_time) for r in records]),
+    ]
+    # Params that differ between the runs first, then metrics, then params every run shares.
+    varying: list[tuple[str, str, list[str]]] = []
+    constant: list[tuple[str, str, list[str]]] = []
+    for key in _union_keys([r.params for r in records]):
+        cells = [fmt_value(r.params[key], 4) if key in r.params else "" for r in records]
+        (varying if len(set(cells)) > 1 or len(records) == 1 else constant).append((key, "magenta", cells))
+    metric_columns = [
+        (key, "cyan", [fmt_value(r.metrics[key].last, 4) if key in r.metrics else "" for r in records])
+        for key in _union_keys([dict.fromkeys(lead)] + [dict(r.metrics) for r in records])
+        if any(key in r.metrics for r in records)
+    ]
+    dynamic = varying + metric_columns + constant
+
+    def width(header: str, cells: list[Any]) -> int:
+        return max([len(header)] + [len(str(c)) for c in cells]) + 3
+
+    budget = _out.width - sum(width(h, c) for h, c in fixed) - 1
+    shown = []
+    for column in dynamic:
+        cost = width(column[0], column[2])
+        if cost > budget:
+            break
+        shown.append(column)
+        budget -= cost
+    table = Table(title=title, title_justify="left")
+    for header, _ in fixed:
+        table.add_column(header, no_wrap=True, style="bold" if header == "run" else None)
+    for header, style, _ in shown:
+        table.add_column(header, style=style, justify="right", no_wrap=True)
+    for i in range(len(records)):
+        table.add_row(*[cells[i] for _, cells in fixed], *[cells[i] for _, _, cells in shown])
+    _out.print(table)
+    if len(shown) < len(dynamic):
+        hidden = ", ".join(h for h, _, _ in dynamic[len(shown):])
+        note(f"(not shown for width: {hidden}; see `labtrack show RUN` or --json)")
+
+
+def run_detail(run: Run) -> None:
+    r = run.record
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("run", r.id)
+    head.add_row("experiment", r.experiment)
+    if r.name:
+        head.add_row("name", r.name)
+    head.add_row("status", status_text(r.status))
+    head.add_row("started", fmt_time(r.start_time))
+    head.add_row("ended", fmt_time(r.end_time))
+    head.add_row("duration", fmt_duration(r.start_time, r.end_time))
+    if r.host:
+        head.add_row("host / pid", f"{r.host} / {r.pid}")
+    if r.run_key:
+        head.add_row("run key", r.run_key)
+    if r.note:
+        head.add_row("note", r.note)
+    _out.print(head)
+    if r.error:
+        _out.print(Text(f"\nerror: {r.error.get('type')}: {r.error.get('message')}", style="red"))
+    if r.params:
+        table = Table(title="params", title_justify="left")
+        table.add_column("key")
+        table.add_column("value")
+        for k, v in r.params.items():
+            table.add_row(k, fmt_value(v))
+        _out.print(table)
+    if r.metrics:
+        table = Table(title="metrics", title_justify="left")
+        for name in ("key", "last", "step", "min", "max", "points"):
+            table.add_column(name, justify="left" if name == "key" else "right")
+        for k, m in r.metrics.items():
+            table.add_row(k, fmt_value(m.last), str(m.last_step), fmt_value(m.min), fmt_value(m.max), str(m.count))
+        _out.print(table)
+    if r.tags:
+        table = Table(title="tags", title_justify="left")
+        table.add_column("key")
+        table.add_column("value")
+        for k, v in r.tags.items():
+            table.add_row(k, v)
+        _out.print(table)
+    items = run.artifacts
+    if items:
+        table = Table(title="artifacts", title_justify="left")
+        table.add_column("path")
+        table.add_column("size", justify="right")
+        table.add_column("sha256")
+        for a in items:
+            table.add_row(a.path, f"{a.size:,}", a.sha256[:12])
+        _out.print(table)
+
+
+def demo_progress(run: Run, result: dict[str, float]) -> None:
+    params = ", ".join(f"{k}={fmt_value(v)}" for k, v in run.params.items() if k in ("lr", "epochs"))
+    _out.print(f"  run {run.id[:8]}  {params:<22} val_acc={result['val_acc']:.3f}  val_loss={result['val_loss']:.4f}")

@@ -1,0 +1,1 @@
+"""Alembic migrations of the SQL store schema (run by `labtrack db upgrade`)."""
