@@ -1,0 +1,192 @@
+"""Shared fixtures: isolated labtrack state per test, and real stores (SQLite files, PostgreSQL).
+
+PostgreSQL: set LABTRACK_TEST_POSTGRES_URL to use a running server (a database per test is created
+on it); otherwise a throw-away cluster is started from Debian's binaries (initdb/pg_ctl, as the
+`postgres` user when running as root). When neither is possible the PostgreSQL tests skip, unless
+LABTRACK_REQUIRE_POSTGRES=1 (set by CI), where they fail instead: CI must run them.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _reset_labtrack() -> None:
+    from labtrack import runtime
+
+    state = runtime.state
+    for run in list(state.stack):
+        try:
+            run.end("KILLED")
+        except Exception:
+            pass
+    state.stack.clear()
+    for store in state.stores.values():
+        store.close()
+    state.stores.clear()
+    state.settings = None
+    state.store_override = None
+    state.terminating = None
+    state.uncaught = None
+    if state.writer is not None:
+        with state.writer._lock:
+            state.writer._runs.clear()
+            state.writer._live.clear()
+    state.writer = None
+
+
+@pytest.fixture(autouse=True)
+def isolated_labtrack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Each test starts in its own empty directory with no labtrack settings from the outside."""
+    for name in list(os.environ):
+        if name.startswith("LABTRACK_") and not name.startswith("LABTRACK_TEST") and name != "LABTRACK_REQUIRE_POSTGRES":
+            monkeypatch.delenv(name)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    _reset_labtrack()
+    yield work
+    _reset_labtrack()
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------------
+
+
+def _pg_bindir() -> str | None:
+    try:
+        bindir = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
+        if os.path.exists(os.path.join(bindir, "initdb")):
+            return bindir
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return os.path.dirname(found[-1]) if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Cluster:
+    """A throw-away PostgreSQL cluster on loopback (fsync off: these tests do not test durability)."""
+
+    def __init__(self, bindir: str) -> None:
+        self.bindir = bindir
+        self.dir = tempfile.mkdtemp(prefix="labtrack-pg-")
+        self.port = _free_port()
+        self.as_root = os.geteuid() == 0
+
+    def _run(self, *args: str) -> None:
+        cmd = list(args)
+        if self.as_root:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+
+    def start(self) -> str:
+        if self.as_root:
+            shutil.chown(self.dir, "postgres", "postgres")
+        data = os.path.join(self.dir, "data")
+        self._run(os.path.join(self.bindir, "initdb"), "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8",
+                  "--locale=C.UTF-8", "--no-sync")
+        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off "
+                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        self._run(os.path.join(self.bindir, "pg_ctl"), "-D", data, "-l", os.path.join(self.dir, "log"), "-w",
+                  "-o", options, "start")
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        try:
+            self._run(os.path.join(self.bindir, "pg_ctl"), "-D", os.path.join(self.dir, "data"), "-m", "immediate",
+                      "-w", "stop")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """URL of a PostgreSQL server's maintenance database (``postgres``)."""
+    url = os.environ.get("LABTRACK_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    required = os.environ.get("LABTRACK_REQUIRE_POSTGRES") == "1"
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        if required:
+            pytest.fail("psycopg is not installed but LABTRACK_REQUIRE_POSTGRES=1")
+        pytest.skip("psycopg is not installed (pip install 'labtrack[postgres]')")
+    bindir = _pg_bindir()
+    if bindir is None:
+        if required:
+            pytest.fail("PostgreSQL server binaries not found but LABTRACK_REQUIRE_POSTGRES=1 (apt-get install postgresql)")
+        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
+    cluster = _Cluster(bindir)
+    try:
+        url = cluster.start()
+    except (OSError, subprocess.SubprocessError) as exc:
+        cluster.stop()
+        detail = getattr(exc, "stderr", b"") or b""
+        message = f"could not start PostgreSQL: {exc} {detail.decode(errors='replace')}"
+        if required:
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty database on the test server; dropped afterwards."""
+    from sqlalchemy import create_engine, text
+
+    name = f"lt_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base = postgres_server.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        from labtrack import runtime
+
+        for store in runtime.state.stores.values():
+            store.close()
+        runtime.state.stores.clear()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new, empty store URL on each backend: a SQLite store directory, or a PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store")
+    monkeypatch.setenv("LABTRACK_ARTIFACTS", str(tmp_path / "artifacts"))
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def python_env() -> dict[str, str]:
+    """Environment for subprocesses that import labtrack from this checkout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABTRACK_") or k.startswith("LABTRACK_TEST")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
