@@ -16,7 +16,7 @@ gatherer that failed or timed out leaves ``{"error": "..."}`` in place of its se
     packages      python {version, implementation, executable, prefix, base_prefix, venv, conda_env},
                   distributions {normalized name: {version, source "index"|"editable"|"local"|"url"|"vcs",
                   url?, vcs?, commit?, requested_revision?}}
-    system        os, os_release, distro {id, name, version_id, pretty_name}, kernel, libc, hostname
+    system        os, os_version, distro {id, name, version_id, pretty_name}, kernel, libc, hostname
                   (absent when disabled), container {runtime, kubernetes}, scheduler {slurm: {...}} or None
     process       argv (redacted), entry {path, sha256, size} | {kind: "-c"|"interactive"}, cwd, pid,
                   start_time, cpu_affinity, env {allowlisted name: value (redacted)}
@@ -40,7 +40,6 @@ returns what a store must keep per run for that reason.
 from __future__ import annotations
 
 import copy
-import hashlib
 from functools import cached_property
 from typing import Any
 
@@ -144,6 +143,8 @@ class Environment:
     @cached_property
     def fingerprint(self) -> str:
         """sha256 hex of the canonical JSON of :func:`fingerprint_subset`."""
+        import hashlib  # lazily: loading OpenSSL costs milliseconds, and `import labtrack.env` must be cheap
+
         return hashlib.sha256(canonical_json(fingerprint_subset(self.snapshot)).encode()).hexdigest()
 
     def __eq__(self, other: object) -> bool:
@@ -177,7 +178,7 @@ class Environment:
         """What differs between runs sharing this fingerprint; a store keeps it per run, not per snapshot."""
         system = self.snapshot.get("system")
         out: dict[str, Any] = {k: self.snapshot[k] for k in ("captured_at", "process", "git") if k in self.snapshot}
-        if _ok(system):
+        if isinstance(system, dict) and "error" not in system:
             out["system"] = {k: system[k] for k in ("hostname", "container", "scheduler") if k in system}
         return out
 
@@ -204,7 +205,7 @@ class Environment:
         add("memory", "hardware", lambda hw: _bytes(hw.get("memory_total")))
         add("gpu", "gpu", _gpu_line)
         fw = s.get("frameworks")
-        if _ok(fw):
+        if isinstance(fw, dict) and "error" not in fw:
             for name, facts in fw.items():
                 lines.append((name, _framework_line(facts)))
         elif isinstance(fw, dict):

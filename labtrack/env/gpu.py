@@ -36,7 +36,7 @@ def _text(value: Any) -> str:
 def _nvml_reason(exc: BaseException) -> str:
     code = getattr(exc, "value", None)
     if code == _NVML_ERROR_LIBRARY_NOT_FOUND:
-        return "no NVIDIA driver (libnvidia-ml not found)"
+        return "no NVIDIA driver: libnvidia-ml not found"
     if code == _NVML_ERROR_DRIVER_NOT_LOADED:
         return "NVIDIA driver not loaded"
     if code == _NVML_ERROR_NO_PERMISSION:
@@ -126,7 +126,7 @@ def _rocm() -> dict[str, Any] | None:
 def _gather_uncached() -> dict[str, Any]:
     if _nvidia_driver_absent():
         section: dict[str, Any] = {"count": 0, "devices": [],
-                                   "reason": "no NVIDIA driver (kernel module not loaded)"}
+                                   "reason": "no NVIDIA driver: kernel module not loaded"}
     else:
         try:
             import pynvml

@@ -25,7 +25,7 @@ def _parse_cpuinfo(text: str) -> dict[str, Any]:
     cores: set[tuple[str, str]] = set()
     logical = 0
     block: dict[str, str] = {}
-    for line in text.splitlines() + [""]:
+    for line in [*text.splitlines(), ""]:
         if not line.strip():
             if block:
                 if "processor" in block:

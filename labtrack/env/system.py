@@ -79,7 +79,6 @@ def _static() -> dict[str, Any]:
     uname = platform.uname()
     return {
         "os": uname.system,
-        "os_release": uname.release,
         "os_version": uname.version,
         "distro": _distro(),
         "kernel": uname.release,
