@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 import warnings
@@ -26,9 +27,12 @@ from labtrack.core.validation import (
 )
 
 if TYPE_CHECKING:
+    from labtrack.core.environment import Environment
     from labtrack.store.base import Store
 
-__all__ = ["Run", "RunList", "checked_params", "checked_tags", "resolve_liveness"]
+__all__ = ["GIT_DIFF_ARTIFACT", "Run", "RunList", "checked_params", "checked_tags", "resolve_liveness"]
+
+GIT_DIFF_ARTIFACT = "labtrack/git.diff"  # the uncommitted diff against HEAD, when the tree was dirty
 
 _MAX_STEP = 2**63
 _TERMINAL_CHOICES = {s.value: s for s in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED)}
@@ -53,10 +57,13 @@ class Run:
         self._unwritten: list[dict[str, Chunk]] = []  # drained but not yet stored (the store failed)
         self._next_step: dict[str, int] = {}
         self._known_keys: set[str] = set()
+        self._created_here = False  # set by start_run: then keys not yet written are known to be new
+        self._written_keys: set[str] = set()
         self._flush_lock = threading.RLock()
         self._warned = False
         self._registered = False
         current = runtime.settings()
+        self._environment: Environment | None = None  # the snapshot captured at start (live runs)
         self._flush_points = current.flush_points
         self._hard_limit = current.flush_points * 20
 
@@ -142,6 +149,41 @@ class Run:
     @property
     def note(self) -> str | None:
         return self._fetch().note
+
+    @property
+    def result(self) -> Any:
+        """A tracked function's recorded return value (None for other runs)."""
+        return self._fetch().result
+
+    @property
+    def environment(self) -> Environment | None:
+        """What the run ran on: the shared snapshot (by fingerprint) with this run's own parts
+        (command, git state, seeds, hostname) merged in. None if capture was turned off."""
+        from labtrack.core.environment import Environment
+
+        record = self._fetch()
+        snapshot: dict[str, Any] = {}
+        if record.env_fingerprint:
+            snapshot = self._store.get_environment(record.env_fingerprint) or {}
+        context = self._store.get_context(self.id) or {}
+        if not snapshot and not context:
+            return None
+        for name, section in context.items():
+            if isinstance(section, dict) and isinstance(snapshot.get(name), dict):
+                snapshot[name] = {**snapshot[name], **section}
+            else:
+                snapshot[name] = section
+        return Environment(snapshot)
+
+    def set_result(self, result: Any) -> None:
+        """Record a JSON-able value as the run's result (what ``labtrack.track`` returns on a skip)."""
+        try:
+            json.dumps(result, allow_nan=True)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(
+                f"result must be JSON-serialisable (dicts, lists, numbers, strings): {exc}", field="result"
+            ) from exc
+        self._store.set_result(self.id, result)
 
     @property
     def artifacts(self) -> list[ArtifactInfo]:
@@ -328,10 +370,14 @@ class Run:
             if not chunks:
                 return
             try:
-                self._store.log_metrics(self.id, chunks)
+                self._store.log_metrics(self.id, chunks, self._new_keys(chunks))
             except BaseException:
                 self._unwritten.append(chunks)
                 raise
+            self._written_keys.update(chunks)
+
+    def _new_keys(self, chunks: Mapping[str, Chunk]) -> set[str]:
+        return {k for k in chunks if k not in self._written_keys} if self._created_here else set()
 
     def flush_in_background(self) -> bool:
         try:
@@ -421,10 +467,13 @@ class Run:
     def end(self, status: RunStatus | str = RunStatus.FINISHED, error: Mapping[str, str] | None = None) -> None:
         """Write what is buffered and set the final status (FINISHED, FAILED or KILLED)."""
         status = _terminal_status(status)
+        self._refresh_environment()
         with self._flush_lock:
             chunks = self._drain()
             try:
-                self._store.end_run(self.id, status, _now(), error=error, metrics=chunks or None)
+                self._store.end_run(
+                    self.id, status, _now(), error=error, metrics=chunks or None, new_keys=self._new_keys(chunks)
+                )
             except BaseException:
                 if chunks:
                     self._unwritten.append(chunks)
@@ -436,6 +485,28 @@ class Run:
         with runtime.state.lock:
             if self in runtime.state.stack:
                 runtime.state.stack.remove(self)
+
+
+    def _refresh_environment(self) -> None:
+        """At the end of a run, add build facts of frameworks the run imported after it started."""
+        env = self._environment
+        frameworks = env.snapshot.get("frameworks") if env is not None else None
+        if env is None or not isinstance(frameworks, dict):
+            return
+        if not any(
+            isinstance(f, dict) and not f.get("imported") and f.get("module") in sys.modules for f in frameworks.values()
+        ):
+            return
+        try:
+            from labtrack.env import refresh_frameworks
+
+            refreshed = refresh_frameworks(env)
+            if refreshed.fingerprint != env.fingerprint:
+                fingerprint = runtime.store_environment(self._store, refreshed)
+                self._store.update_context(self.id, self._store.get_context(self.id) or {}, fingerprint)
+            self._environment = refreshed
+        except Exception as exc:  # the run is ending: a failed refresh must not fail it
+            warnings.warn(f"labtrack: could not refresh framework facts: {exc}", RuntimeWarning, stacklevel=3)
 
 
 class RunList(list):  # type: ignore[type-arg]

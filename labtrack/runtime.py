@@ -23,6 +23,8 @@ from labtrack.settings import Settings, load_settings
 from labtrack.writer import BackgroundWriter
 
 if TYPE_CHECKING:
+    from labtrack.core.environment import Environment
+    from labtrack.env import Captured, CaptureOptions
     from labtrack.run import Run
     from labtrack.store.base import Store
 
@@ -43,6 +45,8 @@ class _State:
         self.terminating: int | None = None  # the signal that is ending the process
         self.uncaught: BaseException | None = None
         self.host = socket.gethostname()
+        self.seeds: dict[str, Any] | None = None  # from seed_everything, recorded on the next runs
+        self.stored_envs: set[tuple[str, str]] = set()  # (store url, fingerprint) known to be stored
 
 
 state = _State()
@@ -150,3 +154,65 @@ def error_of(exc: BaseException | None) -> dict[str, str] | None:
 
 
 # -- runs ------------------------------------------------------------------------------------------
+
+
+def capture_options() -> CaptureOptions:
+    from labtrack.env import CaptureOptions
+
+    current = settings()
+    return CaptureOptions(
+        sections=frozenset(current.capture),
+        record_hostname=current.record_hostname,
+        extra_env_vars=tuple(current.env_vars),
+        git_diff_max_bytes=current.git_diff_max_bytes,
+    )
+
+
+def capture() -> Captured | None:
+    """This process's environment for a new run, or None when capture is turned off (capture = none)."""
+    if not settings().capture:
+        return None
+    from labtrack.env import capture as capture_env
+
+    return capture_env(capture_options())
+
+
+def capture_environment() -> Environment:
+    """The environment snapshot that runs record (``labtrack.capture_environment()``)."""
+    from labtrack.env import capture as capture_env
+
+    return capture_env(capture_options()).environment
+
+
+def store_environment(target: Store, env: Environment) -> str:
+    """Store the shared part of ``env`` once per (store, fingerprint); return the fingerprint."""
+    fingerprint = env.fingerprint
+    known = (target.url, fingerprint)
+    if known not in state.stored_envs:
+        per_run = env.per_run()
+        shared = {k: v for k, v in env.snapshot.items() if k not in per_run or k == "system"}
+        system = shared.get("system")
+        if isinstance(system, dict) and isinstance(per_run.get("system"), dict):
+            shared["system"] = {k: v for k, v in system.items() if k not in per_run["system"]}
+        target.put_environment(fingerprint, shared)
+        state.stored_envs.add(known)
+    return fingerprint
+
+
+def code_version(env: Environment | None) -> dict[str, Any] | None:
+    """What identifies the code a run executes, for the run key.
+
+    In a git repository: the commit and the sha256 of the uncommitted diff against HEAD (untracked files
+    do not count — they are often outputs; ``git add -N`` a new source file to make it count). Outside
+    one: the sha256 of the entry script. None when neither is known.
+    """
+    if env is None:
+        return None
+    git = env.snapshot.get("git")
+    if isinstance(git, dict) and git.get("repo") and git.get("commit"):
+        return {"commit": git["commit"], "diff": git.get("diff_sha256") if git.get("dirty") else None}
+    process = env.snapshot.get("process")
+    entry = process.get("entry") if isinstance(process, dict) else None
+    if isinstance(entry, dict) and entry.get("sha256"):
+        return {"script": entry["sha256"]}
+    return None

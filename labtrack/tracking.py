@@ -21,14 +21,17 @@ from typing import Any
 
 from labtrack import runtime
 from labtrack.core.errors import InvalidInput, NoActiveRunError
-from labtrack.core.model import Experiment, RunStatus
+from labtrack.core.identity import DEFAULT_IDENTITY, check_identity, run_key
+from labtrack.core.model import ArtifactInfo, Experiment, RunStatus
 from labtrack.core.query import parse_order_by
 from labtrack.core.validation import check_key
-from labtrack.run import Run, RunList, checked_params, checked_tags, resolve_liveness
+from labtrack.inputs import hash_inputs
+from labtrack.run import GIT_DIFF_ARTIFACT, Run, RunList, checked_params, checked_tags, resolve_liveness
 from labtrack.runtime import set_store, store_location
 
 __all__ = [
     "active_run",
+    "capture_environment",
     "end_run",
     "get_run",
     "list_experiments",
@@ -41,6 +44,7 @@ __all__ = [
     "log_params",
     "log_text",
     "search_runs",
+    "seed_everything",
     "set_store",
     "set_tag",
     "set_tags",
@@ -59,17 +63,27 @@ def start_run(
     note: str | None = None,
     nested: bool = False,
     store: str | None = None,
+    inputs: Mapping[str, str | os.PathLike[str]] | None = None,
+    identity: Sequence[str] | str = DEFAULT_IDENTITY,
+    exclude: Sequence[str] = (),
 ) -> Run:
     """Start a run and make it the active run; use it as a context manager to end it on leaving.
 
     ``store`` overrides the store URL for this run. With a run already active, pass ``nested=True``
     to start a child run (tagged ``labtrack.parent``) or end the active run first.
+
+    The environment is captured and recorded (see ``capture_environment``), and the run gets its key:
+    the sha256 of the experiment, params, code version and declared ``inputs`` (name -> file or
+    directory, hashed by content), as ``identity`` selects, leaving out the params in ``exclude``.
     """
     check_key(experiment, "experiment")
     valid_params = checked_params(params)
     valid_tags = checked_tags(tags)
+    parts = check_identity(identity)
+    excluded = _checked_exclude(exclude)
     if name is not None:
         check_key(name, "name")
+    input_hashes = hash_inputs(inputs) if inputs else {}
     with runtime.state.lock:
         parent = runtime.state.stack[-1] if runtime.state.stack else None
         if parent is not None and parent._owner_pid != os.getpid():
@@ -86,27 +100,67 @@ def start_run(
     target = runtime.store(store)
     from labtrack.store.base import NewRun
 
+    start_time = time.time()
+    captured = _capture_safely()
+    env = captured.environment if captured is not None else None
+    fingerprint = runtime.store_environment(target, env) if env is not None else None
+    context: dict[str, Any] = env.per_run() if env is not None else {}
+    if runtime.state.seeds is not None:
+        context["seeds"] = runtime.state.seeds
+    artifacts = []
+    if captured is not None and captured.git_diff:
+        sha, size = target.put_artifact_bytes(captured.git_diff.encode("utf-8"))
+        artifacts.append(ArtifactInfo(path=GIT_DIFF_ARTIFACT, sha256=sha, size=size))
+    key = run_key(
+        experiment, valid_params, identity=parts, exclude=excluded, code=runtime.code_version(env),
+        inputs=input_hashes, env_fingerprint=fingerprint,
+    )
     run_id = uuid.uuid4().hex
     target.create_run(
         NewRun(
             id=run_id,
             experiment=experiment,
-            start_time=time.time(),
+            start_time=start_time,
             name=name,
             host=runtime.state.host,
             pid=os.getpid(),
             params=valid_params,
             tags=valid_tags,
             note=note,
+            run_key=key,
+            env_fingerprint=fingerprint,
+            context=context or None,
+            artifacts=artifacts,
         )
     )
     run = Run(target, run_id)
     run._live = True
+    run._created_here = True
+    run._environment = env
     runtime.install_hooks()
     run._ensure_registered()
     with runtime.state.lock:
         runtime.state.stack.append(run)
     return run
+
+
+def _checked_exclude(exclude: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(exclude, str):
+        exclude = (exclude,)
+    return tuple(check_key(k, "exclude") for k in exclude)
+
+
+def _capture_safely() -> Any:
+    """The environment for a new run; a capture failure is recorded as a warning, never raised."""
+    try:
+        return runtime.capture()
+    except InvalidInput:
+        raise
+    except Exception as exc:  # capture must never stop a run from starting
+        import warnings
+
+        warnings.warn(f"labtrack: environment capture failed: {exc}", RuntimeWarning, stacklevel=3)
+        return None
 
 
 def active_run() -> Run | None:
@@ -169,6 +223,26 @@ def log_text(text: str, artifact_file: str) -> None:
 
 def log_dict(dictionary: Mapping[str, Any], artifact_file: str) -> None:
     _require_active().log_dict(dictionary, artifact_file)
+
+
+def seed_everything(seed: int, *, deterministic: bool = False) -> dict[str, Any]:
+    """Seed random, numpy and torch (when installed), set PYTHONHASHSEED for child processes, and
+    record the seed and determinism settings on the active run and on runs started afterwards."""
+    from labtrack.env import seed_everything as seed_all
+
+    info = seed_all(seed, deterministic=deterministic)
+    runtime.state.seeds = info
+    run = active_run()
+    if run is not None:
+        context = run._store.get_context(run.id) or {}
+        context["seeds"] = info
+        run._store.update_context(run.id, context)
+    return info
+
+
+def capture_environment() -> Any:
+    """The environment snapshot (an ``Environment``) that runs record, captured now."""
+    return runtime.capture_environment()
 
 
 def get_run(run_id: str, *, store: str | None = None) -> Run:

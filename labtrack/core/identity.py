@@ -8,12 +8,21 @@ floats are written as the strings "NaN", "Infinity" and "-Infinity".
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import unicodedata
 from typing import Any
 
-__all__ = ["canonical_json", "canonical_value", "same_value"]
+__all__ = [
+    "DEFAULT_IDENTITY",
+    "IDENTITY_PARTS",
+    "canonical_json",
+    "canonical_value",
+    "check_identity",
+    "run_key",
+    "same_value",
+]
 
 
 def canonical_value(value: Any) -> Any:
@@ -47,3 +56,51 @@ def canonical_json(value: Any) -> str:
 def same_value(a: Any, b: Any) -> bool:
     """Whether two param values are the same under the canonical form."""
     return canonical_json(a) == canonical_json(b)
+
+
+IDENTITY_PARTS = ("params", "code", "inputs", "env")
+DEFAULT_IDENTITY = ("params", "code", "inputs")
+
+
+def check_identity(identity: Any) -> tuple[str, ...]:
+    """Validate an ``identity=`` argument: a subset of params, code, inputs, env."""
+    from labtrack.core.errors import InvalidInput
+
+    if isinstance(identity, str):
+        identity = (identity,)
+    parts = tuple(identity)
+    unknown = [p for p in parts if p not in IDENTITY_PARTS]
+    if unknown:
+        raise InvalidInput(
+            f"identity part(s) {unknown} unknown; choose from {', '.join(IDENTITY_PARTS)}", field="identity"
+        )
+    return tuple(p for p in IDENTITY_PARTS if p in parts)
+
+
+def run_key(
+    experiment: str,
+    params: dict[str, Any],
+    *,
+    identity: tuple[str, ...] = DEFAULT_IDENTITY,
+    exclude: tuple[str, ...] = (),
+    code: dict[str, Any] | None = None,
+    inputs: dict[str, str] | None = None,
+    env_fingerprint: str | None = None,
+) -> str:
+    """The sha256 that names an experiment: same key, same experiment, so it may be skipped.
+
+    It covers the experiment name and, as ``identity`` selects, the params (minus ``exclude``d keys),
+    the code version (``code``: commit and the hash of the uncommitted diff), the declared inputs
+    (``inputs``: name -> content sha256) and the environment fingerprint. Keys are canonical:
+    dict order, 1 vs 1.0 and composed vs decomposed unicode do not change them.
+    """
+    body: dict[str, Any] = {"v": 1, "experiment": canonical_value(experiment)}
+    if "params" in identity:
+        body["params"] = {k: v for k, v in params.items() if k not in set(exclude)}
+    if "code" in identity:
+        body["code"] = code
+    if "inputs" in identity:
+        body["inputs"] = dict(inputs or {})
+    if "env" in identity:
+        body["env"] = env_fingerprint
+    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()

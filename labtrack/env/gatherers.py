@@ -9,6 +9,8 @@ interpreter exit) and its late result is discarded. A gatherer that raises or ti
 
 from __future__ import annotations
 
+import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -71,33 +73,77 @@ GATHERERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+class _Task:
+    def __init__(self, fn: Callable[[Any], Any], options: Any) -> None:
+        self.fn, self.options = fn, options
+        self.done = threading.Event()
+        self.result: Any = None
+
+
+class _DaemonPool:
+    """Reusable daemon threads: most gatherers answer from their caches in microseconds, and starting
+    seven threads per capture would cost more than the gathering. Daemon, unlike concurrent.futures'
+    workers, so a gatherer stuck in a hung call can never hold up interpreter exit."""
+
+    def __init__(self, size: int) -> None:
+        self.queue: queue.SimpleQueue[_Task] = queue.SimpleQueue()
+        for i in range(size):
+            threading.Thread(target=self._serve, name=f"labtrack-env-{i}", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            task = self.queue.get()
+            try:
+                task.result = task.fn(task.options)
+            except BaseException as e:  # isolation is the point: record, never raise
+                task.result = {"error": f"{type(e).__name__}: {e}"}
+            task.done.set()
+
+    def submit(self, fn: Callable[[Any], Any], options: Any) -> _Task:
+        task = _Task(fn, options)
+        self.queue.put(task)
+        return task
+
+
+_pool: _DaemonPool | None = None
+_pool_pid = 0
+_pool_lock = threading.Lock()
+
+
+def _executor() -> _DaemonPool:
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():  # a forked child inherits no threads
+            _pool = _DaemonPool(len(GATHERERS))
+            _pool_pid = os.getpid()
+        return _pool
+
+
 def run_gatherers(names: Iterable[str], options: Any, timeout: float) -> dict[str, Any]:
-    """Run the named gatherers concurrently; ``{name: result | {"error": ...}}``."""
+    """Run the named gatherers concurrently; ``{name: result | {"error": ...}}``.
+
+    A gatherer still running after ``timeout`` is abandoned (its thread finishes on its own and the
+    late result is dropped) and the pool is replaced, so later captures are not held up by it.
+    """
     results: dict[str, Any] = {}
-    lock = threading.Lock()
-
-    def work(name: str, fn: Callable[[Any], Any]) -> None:
-        try:
-            value = fn(options)
-        except BaseException as e:  # isolation is the point: record, never raise
-            value = {"error": f"{type(e).__name__}: {e}"}
-        with lock:
-            results.setdefault(name, value)
-
-    threads = []
+    tasks: dict[str, _Task] = {}
+    pool = _executor()
     for name in names:
         fn = GATHERERS.get(name)
         if fn is None:
             results[name] = {"error": f"unknown section {name!r}"}
             continue
-        t = threading.Thread(target=work, args=(name, fn), name=f"labtrack-env-{name}", daemon=True)
-        t.start()
-        threads.append((name, t))
+        tasks[name] = pool.submit(fn, options)
     deadline = time.monotonic() + timeout
-    for _, t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    with lock:
-        for name, _ in threads:
-            if name not in results:
-                results[name] = {"error": f"timed out after {timeout:g} s"}
-        return dict(results)
+    stuck = False
+    for name, task in tasks.items():
+        if task.done.wait(max(0.0, deadline - time.monotonic())):
+            results[name] = task.result
+        else:
+            results[name] = {"error": f"timed out after {timeout:g} s"}
+            stuck = True
+    if stuck:
+        global _pool
+        with _pool_lock:
+            _pool = None  # its threads may be stuck; the next capture starts fresh ones
+    return results

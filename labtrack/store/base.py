@@ -47,6 +47,7 @@ class NewRun:
     env_fingerprint: str | None = None
     context: Mapping[str, Any] | None = None
     note: str | None = None
+    artifacts: Sequence[ArtifactInfo] = ()
 
 
 class Store(abc.ABC):
@@ -94,8 +95,11 @@ class Store(abc.ABC):
         end_time: float,
         error: Mapping[str, str] | None = None,
         metrics: Mapping[str, Chunk] | None = None,
+        new_keys: frozenset[str] | set[str] = frozenset(),
     ) -> None:
-        """Write the last metric points (if any) and the terminal status in one transaction."""
+        """Write the last metric points (if any) and the terminal status in one transaction.
+
+        ``new_keys`` (as in ``log_metrics``) names metrics the caller knows have no points yet."""
 
     @abc.abstractmethod
     def heartbeat(self, run_id: str, now: float) -> None: ...
@@ -117,7 +121,11 @@ class Store(abc.ABC):
     def delete_tag(self, run_id: str, key: str) -> None: ...
 
     @abc.abstractmethod
-    def log_metrics(self, run_id: str, chunks: Mapping[str, Chunk]) -> None: ...
+    def log_metrics(
+        self, run_id: str, chunks: Mapping[str, Chunk], new_keys: frozenset[str] | set[str] = frozenset()
+    ) -> None:
+        """Append points. ``new_keys``: metrics the caller guarantees have no points in this run yet (it
+        created the run and has not written them), which saves reading their summaries first."""
 
     @abc.abstractmethod
     def get_metric_history(self, run_id: str, key: str) -> MetricHistory: ...
@@ -139,6 +147,30 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def open_artifact(self, sha256: str) -> BinaryIO: ...
 
+    # identity and claims (see labtrack.sweep)
+    @abc.abstractmethod
+    def find_finished_run(self, run_key: str) -> str | None:
+        """Id of the latest FINISHED run with this key, or None (one indexed lookup)."""
+
+    @abc.abstractmethod
+    def finished_keys(self, run_keys: Sequence[str]) -> set[str]:
+        """Which of these keys have a FINISHED run."""
+
+    @abc.abstractmethod
+    def claim(self, run_key: str, owner: str, lease: float, now: float) -> str:
+        """Atomically claim a configuration: "claimed", "done" (a FINISHED run has this key) or
+        "busy" (another owner holds a live lease). An expired lease is taken over."""
+
+    @abc.abstractmethod
+    def renew_claims(self, owner: str, lease: float, now: float) -> None: ...
+
+    @abc.abstractmethod
+    def release_claim(self, run_key: str, owner: str, *, done: bool, run_id: str | None = None) -> None:
+        """Done claims are kept (so no one claims the key again); others are freed at once."""
+
+    @abc.abstractmethod
+    def set_result(self, run_id: str, result: Any) -> None: ...
+
     # environments
     @abc.abstractmethod
     def put_environment(self, fingerprint: str, snapshot: Mapping[str, Any]) -> None: ...
@@ -151,7 +183,8 @@ class Store(abc.ABC):
         """The per-run part of the environment (process, git, seeds)."""
 
     @abc.abstractmethod
-    def update_context(self, run_id: str, context: Mapping[str, Any], env_fingerprint: str | None) -> None: ...
+    def update_context(self, run_id: str, context: Mapping[str, Any], env_fingerprint: str | None = None) -> None:
+        """Replace the run's per-run environment; also repoint its shared snapshot when a fingerprint is given."""
 
     def close(self) -> None:  # noqa: B027 - optional for backends without connections
         """Release connections; the store may not be used afterwards."""

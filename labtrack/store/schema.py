@@ -28,6 +28,7 @@ from sqlalchemy import (
 __all__ = [
     "SCHEMA_REVISION",
     "artifacts",
+    "claims",
     "environments",
     "experiments",
     "metadata",
@@ -137,6 +138,16 @@ artifacts = Table(
     Column("sha256", String(64), nullable=False),
     Column("size", BigInteger, nullable=False),
     Index(None, "sha256"),
+)
+
+claims = Table(
+    "claims",
+    metadata,
+    Column("run_key", String(64), primary_key=True),  # one claim per configuration, however many workers
+    Column("owner", String(200), nullable=False),  # host:pid:nonce of the worker holding it
+    Column("run_id", String(32)),
+    Column("lease_until", Float, nullable=False),  # renewed by the owner's heartbeat; expired = free
+    Column("created_time", Float, nullable=False),
 )
 
 environments = Table(

@@ -15,7 +15,7 @@ import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 from sqlalchemy import (
     Column,
@@ -56,6 +56,7 @@ __all__ = ["SqlStore"]
 CHUNK_MAX = 8192  # points per chunk row
 TAIL_MERGE_BELOW = 1024  # a last chunk smaller than this is extended instead of adding a row
 _IN_BATCH = 500  # ids per IN (...) list
+_DONE_LEASE = 1e18  # a finished configuration's claim never expires
 
 _version_meta = MetaData()
 alembic_version = Table("alembic_version", _version_meta, Column("version_num", String(32), primary_key=True))
@@ -75,6 +76,72 @@ _AGGREGATES = {
     "max": db.metrics.c.max_value,
     "count": db.metrics.c.count,
 }
+
+
+
+class _Q:
+    """Hot statements, built once: SQLAlchemy then reuses their compiled form on every call."""
+
+    insert_run = db.runs.insert()
+    insert_params = db.params.insert()
+    insert_tags = db.tags.insert()
+    insert_artifacts = db.artifacts.insert()
+    end_run = (
+        db.runs.update()
+        .where(db.runs.c.id == bindparam("b_id"))
+        .values(status=bindparam("b_status"), end_time=bindparam("b_end"), error=bindparam("b_error"))
+    )
+    heartbeat = (
+        db.runs.update()
+        .where(db.runs.c.id == bindparam("b_id"), db.runs.c.status.in_(["RUNNING", "CRASHED"]))
+        .values(heartbeat_time=bindparam("b_now"), status="RUNNING", end_time=None)
+    )
+    summaries = (
+        select(db.metrics)
+        .where(db.metrics.c.run_id == bindparam("b_run"), db.metrics.c.key.in_(bindparam("b_keys", expanding=True)))
+        .with_for_update()
+    )
+    tails = (
+        select(db.metric_chunks.c.key, db.metric_chunks.c.step_data, db.metric_chunks.c.time_data,
+               db.metric_chunks.c.value_data)
+        .join(
+            db.metrics,
+            and_(
+                db.metrics.c.run_id == db.metric_chunks.c.run_id,
+                db.metrics.c.key == db.metric_chunks.c.key,
+                db.metric_chunks.c.seq == db.metrics.c.chunks - 1,
+            ),
+        )
+        .where(db.metrics.c.run_id == bindparam("b_run"), db.metrics.c.key.in_(bindparam("b_keys", expanding=True)))
+    )
+    _chunk_values: ClassVar[dict[str, Any]] = {
+        "count": bindparam("b_count"), "step_min": bindparam("b_step_min"), "step_max": bindparam("b_step_max"),
+        "step_data": bindparam("b_steps"), "time_data": bindparam("b_timestamps"), "value_data": bindparam("b_values"),
+    }
+    _summary_values: ClassVar[dict[str, Any]] = {
+        "count": bindparam("b_count"), "last_value": bindparam("b_last"), "last_step": bindparam("b_last_step"),
+        "last_timestamp": bindparam("b_last_ts"), "min_value": bindparam("b_min"), "max_value": bindparam("b_max"),
+        "chunks": bindparam("b_chunks"), "tail_count": bindparam("b_tail"),
+    }
+    update_chunk = (
+        db.metric_chunks.update()
+        .where(
+            db.metric_chunks.c.run_id == bindparam("b_run"),
+            db.metric_chunks.c.key == bindparam("b_key"),
+            db.metric_chunks.c.seq == bindparam("b_seq"),
+        )
+        .values(_chunk_values)
+    )
+    insert_chunk = db.metric_chunks.insert().values(
+        run_id=bindparam("b_run"), key=bindparam("b_key"), seq=bindparam("b_seq"), **_chunk_values
+    )
+    update_summary = (
+        db.metrics.update()
+        .where(db.metrics.c.run_id == bindparam("b_run"), db.metrics.c.key == bindparam("b_key"))
+        .values(_summary_values)
+    )
+    insert_summary = db.metrics.insert().values(run_id=bindparam("b_run"), key=bindparam("b_key"), **_summary_values)
+
 
 _live_stores: weakref.WeakSet[SqlStore] = weakref.WeakSet()
 
@@ -261,27 +328,24 @@ class SqlStore(Store):
 
     def create_run(self, run: NewRun) -> None:
         experiment = self.get_or_create_experiment(run.experiment)
+        row = {
+            "id": run.id, "experiment_id": experiment.id, "name": run.name, "status": RunStatus.RUNNING.value,
+            "start_time": run.start_time, "end_time": None, "heartbeat_time": run.start_time, "host": run.host,
+            "pid": run.pid, "run_key": run.run_key, "env_fingerprint": run.env_fingerprint,
+            "context": json.dumps(run.context) if run.context is not None else None, "error": None,
+            "note": run.note, "result": None,
+        }
         with self._write() as conn:
-            conn.execute(
-                db.runs.insert().values(
-                    id=run.id,
-                    experiment_id=experiment.id,
-                    name=run.name,
-                    status=RunStatus.RUNNING.value,
-                    start_time=run.start_time,
-                    heartbeat_time=run.start_time,
-                    host=run.host,
-                    pid=run.pid,
-                    run_key=run.run_key,
-                    env_fingerprint=run.env_fingerprint,
-                    context=json.dumps(run.context) if run.context is not None else None,
-                    note=run.note,
-                )
-            )
+            conn.execute(_Q.insert_run, row)
             if run.params:
-                conn.execute(db.params.insert(), self._param_rows(run.id, run.params))
+                conn.execute(_Q.insert_params, self._param_rows(run.id, run.params))
             if run.tags:
-                conn.execute(db.tags.insert(), [{"run_id": run.id, "key": k, "value": v} for k, v in run.tags.items()])
+                conn.execute(_Q.insert_tags, [{"run_id": run.id, "key": k, "value": v} for k, v in run.tags.items()])
+            if run.artifacts:
+                conn.execute(
+                    _Q.insert_artifacts,
+                    [{"run_id": run.id, "path": a.path, "sha256": a.sha256, "size": a.size} for a in run.artifacts],
+                )
 
     @staticmethod
     def _param_rows(run_id: str, values: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -439,25 +503,22 @@ class SqlStore(Store):
         end_time: float,
         error: Mapping[str, str] | None = None,
         metrics: Mapping[str, Chunk] | None = None,
+        new_keys: frozenset[str] | set[str] = frozenset(),
     ) -> None:
         with self._write() as conn:
             if metrics:
-                self._write_metrics(conn, run_id, metrics)
+                self._write_metrics(conn, run_id, metrics, new_keys)
             done = conn.execute(
-                db.runs.update()
-                .where(db.runs.c.id == run_id)
-                .values(status=status.value, end_time=end_time, error=json.dumps(dict(error)) if error else None)
+                _Q.end_run,
+                {"b_id": run_id, "b_status": status.value, "b_end": end_time,
+                 "b_error": json.dumps(dict(error)) if error else None},
             )
             if done.rowcount == 0:
                 raise RunNotFound(f"no run with id {run_id!r} in store {self.display_url}")
 
     def heartbeat(self, run_id: str, now: float) -> None:
         with self._write() as conn:
-            conn.execute(
-                db.runs.update()
-                .where(db.runs.c.id == run_id, db.runs.c.status.in_(["RUNNING", "CRASHED"]))
-                .values(heartbeat_time=now, status="RUNNING", end_time=None)
-            )
+            conn.execute(_Q.heartbeat, {"b_id": run_id, "b_now": now})
 
     def mark_crashed(self, run_id: str, observed_heartbeat: float | None) -> bool:
         with self._write() as conn:
@@ -519,38 +580,29 @@ class SqlStore(Store):
 
     # -- metrics -------------------------------------------------------------------------------
 
-    def log_metrics(self, run_id: str, chunks: Mapping[str, Chunk]) -> None:
+    def log_metrics(
+        self, run_id: str, chunks: Mapping[str, Chunk], new_keys: frozenset[str] | set[str] = frozenset()
+    ) -> None:
         if not chunks:
             return
         with self._write() as conn:
-            self._write_metrics(conn, run_id, chunks)
+            self._write_metrics(conn, run_id, chunks, new_keys)
 
-    def _write_metrics(self, conn: Connection, run_id: str, chunks: Mapping[str, Chunk]) -> None:
+    def _write_metrics(
+        self, conn: Connection, run_id: str, chunks: Mapping[str, Chunk], new_keys: frozenset[str] | set[str]
+    ) -> None:
         keys = [k for k, c in chunks.items() if len(c)]
+        lookup = [k for k in keys if k not in new_keys]
         existing: dict[str, Any] = {}
         tails: dict[str, Chunk] = {}
-        for start in range(0, len(keys), _IN_BATCH):
-            part = keys[start : start + _IN_BATCH]
-            rows = conn.execute(
-                select(db.metrics).where(db.metrics.c.run_id == run_id, db.metrics.c.key.in_(part)).with_for_update()
-            ).all()
+        for start in range(0, len(lookup), _IN_BATCH):
+            part = lookup[start : start + _IN_BATCH]
+            rows = conn.execute(_Q.summaries, {"b_run": run_id, "b_keys": part}).all()
             existing.update((r.key, r) for r in rows)
             small = [r.key for r in rows if r.tail_count < TAIL_MERGE_BELOW]
             if small:
-                tail_rows = conn.execute(
-                    select(db.metric_chunks.c.key, db.metric_chunks.c.step_data, db.metric_chunks.c.time_data, db.metric_chunks.c.value_data)
-                    .join(db.metrics,
-                        and_(
-                            db.metrics.c.run_id == db.metric_chunks.c.run_id,
-                            db.metrics.c.key == db.metric_chunks.c.key,
-                            db.metric_chunks.c.seq == db.metrics.c.chunks - 1,
-                        ),
-                    )
-                    .where(db.metrics.c.run_id == run_id, db.metrics.c.key.in_(small))
-                )
+                tail_rows = conn.execute(_Q.tails, {"b_run": run_id, "b_keys": small})
                 tails.update((t.key, unpack(t.step_data, t.time_data, t.value_data)) for t in tail_rows)
-        if not existing:
-            self._require_run(conn, run_id)
 
         new_summaries: list[dict[str, Any]] = []
         old_summaries: list[dict[str, Any]] = []
@@ -598,45 +650,19 @@ class SqlStore(Store):
             }
             (old_summaries if row is not None else new_summaries).append(values)
 
-        chunk_values = {
-            "count": bindparam("b_count"), "step_min": bindparam("b_step_min"), "step_max": bindparam("b_step_max"),
-            "step_data": bindparam("b_steps"), "time_data": bindparam("b_timestamps"), "value_data": bindparam("b_values"),
-        }
-        summary_values = {
-            "count": bindparam("b_count"), "last_value": bindparam("b_last"), "last_step": bindparam("b_last_step"),
-            "last_timestamp": bindparam("b_last_ts"), "min_value": bindparam("b_min"), "max_value": bindparam("b_max"),
-            "chunks": bindparam("b_chunks"), "tail_count": bindparam("b_tail"),
-        }
-        if chunk_updates:
-            conn.execute(
-                db.metric_chunks.update()
-                .where(
-                    db.metric_chunks.c.run_id == bindparam("b_run"),
-                    db.metric_chunks.c.key == bindparam("b_key"),
-                    db.metric_chunks.c.seq == bindparam("b_seq"),
-                )
-                .values(chunk_values),
-                chunk_updates,
-            )
-        if chunk_inserts:
-            conn.execute(
-                db.metric_chunks.insert().values(
-                    run_id=bindparam("b_run"), key=bindparam("b_key"), seq=bindparam("b_seq"), **chunk_values
-                ),
-                chunk_inserts,
-            )
-        if old_summaries:
-            conn.execute(
-                db.metrics.update()
-                .where(db.metrics.c.run_id == bindparam("b_run"), db.metrics.c.key == bindparam("b_key"))
-                .values(summary_values),
-                old_summaries,
-            )
-        if new_summaries:
-            conn.execute(
-                db.metrics.insert().values(run_id=bindparam("b_run"), key=bindparam("b_key"), **summary_values),
-                new_summaries,
-            )
+        try:
+            if chunk_updates:
+                conn.execute(_Q.update_chunk, chunk_updates)
+            if chunk_inserts:
+                conn.execute(_Q.insert_chunk, chunk_inserts)
+            if old_summaries:
+                conn.execute(_Q.update_summary, old_summaries)
+            if new_summaries:
+                conn.execute(_Q.insert_summary, new_summaries)
+        except IntegrityError as exc:
+            if not existing and conn.execute(select(db.runs.c.id).where(db.runs.c.id == run_id)).first() is None:
+                raise RunNotFound(f"no run with id {run_id!r} in store {self.display_url}") from exc
+            raise
 
     def get_metric_history(self, run_id: str, key: str) -> MetricHistory:
         with self._read() as conn:
@@ -687,6 +713,66 @@ class SqlStore(Store):
     def open_artifact(self, sha256: str) -> BinaryIO:
         return self._blobs.open(sha256)
 
+    # -- identity and claims -------------------------------------------------------------------
+
+    def find_finished_run(self, run_key: str) -> str | None:
+        with self._read() as conn:
+            return conn.execute(
+                select(db.runs.c.id)
+                .where(db.runs.c.run_key == run_key, db.runs.c.status == "FINISHED")
+                .order_by(db.runs.c.end_time.desc())
+                .limit(1)
+            ).scalar()
+
+    def finished_keys(self, run_keys: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        keys = list(run_keys)
+        with self._read() as conn:
+            for start in range(0, len(keys), _IN_BATCH):
+                found.update(
+                    conn.execute(
+                        select(db.runs.c.run_key).distinct().where(
+                            db.runs.c.run_key.in_(keys[start : start + _IN_BATCH]), db.runs.c.status == "FINISHED"
+                        )
+                    ).scalars()
+                )
+        return found
+
+    def claim(self, run_key: str, owner: str, lease: float, now: float) -> str:
+        with self._write() as conn:
+            finished = conn.execute(
+                select(db.runs.c.id).where(db.runs.c.run_key == run_key, db.runs.c.status == "FINISHED").limit(1)
+            ).first()
+            if finished is not None:
+                return "done"
+            stmt = self._insert_ignore(db.claims).values(
+                run_key=run_key, owner=owner, lease_until=now + lease, created_time=now
+            )
+            if conn.execute(stmt.on_conflict_do_nothing(index_elements=["run_key"])).rowcount == 1:
+                return "claimed"
+            taken = conn.execute(
+                db.claims.update()
+                .where(db.claims.c.run_key == run_key, db.claims.c.lease_until < now)
+                .values(owner=owner, lease_until=now + lease, run_id=None)
+            )
+            return "claimed" if taken.rowcount == 1 else "busy"
+
+    def renew_claims(self, owner: str, lease: float, now: float) -> None:
+        with self._write() as conn:
+            conn.execute(
+                db.claims.update()
+                .where(db.claims.c.owner == owner, db.claims.c.lease_until < _DONE_LEASE)
+                .values(lease_until=now + lease)
+            )
+
+    def release_claim(self, run_key: str, owner: str, *, done: bool, run_id: str | None = None) -> None:
+        with self._write() as conn:
+            conn.execute(
+                db.claims.update()
+                .where(db.claims.c.run_key == run_key, db.claims.c.owner == owner)
+                .values(lease_until=_DONE_LEASE if done else 0.0, run_id=run_id)
+            )
+
     # -- environments --------------------------------------------------------------------------
 
     def put_environment(self, fingerprint: str, snapshot: Mapping[str, Any]) -> None:
@@ -710,13 +796,13 @@ class SqlStore(Store):
             raise RunNotFound(f"no run with id {run_id!r} in store {self.display_url}")
         return json.loads(row.context) if row.context else None
 
-    def update_context(self, run_id: str, context: Mapping[str, Any], env_fingerprint: str | None) -> None:
+    def update_context(self, run_id: str, context: Mapping[str, Any], env_fingerprint: str | None = None) -> None:
+        values: dict[str, Any] = {"context": json.dumps(context)}
+        if env_fingerprint is not None:
+            values["env_fingerprint"] = env_fingerprint
         with self._write() as conn:
-            conn.execute(
-                db.runs.update()
-                .where(db.runs.c.id == run_id)
-                .values(context=json.dumps(context), env_fingerprint=env_fingerprint)
-            )
+            if conn.execute(db.runs.update().where(db.runs.c.id == run_id).values(values)).rowcount == 0:
+                raise RunNotFound(f"no run with id {run_id!r} in store {self.display_url}")
 
 
 

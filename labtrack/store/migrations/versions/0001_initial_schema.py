@@ -16,6 +16,14 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table('claims',
+    sa.Column('run_key', sa.String(length=64), nullable=False),
+    sa.Column('owner', sa.String(length=200), nullable=False),
+    sa.Column('run_id', sa.String(length=32), nullable=True),
+    sa.Column('lease_until', sa.Float(), nullable=False),
+    sa.Column('created_time', sa.Float(), nullable=False),
+    sa.PrimaryKeyConstraint('run_key', name=op.f('pk_claims'))
+    )
     op.create_table('environments',
     sa.Column('fingerprint', sa.String(length=64), nullable=False),
     sa.Column('snapshot', sa.Text(), nullable=False),
@@ -143,3 +151,4 @@ def downgrade() -> None:
     op.drop_table('runs')
     op.drop_table('experiments')
     op.drop_table('environments')
+    op.drop_table('claims')
