@@ -22,9 +22,14 @@ from labtrack.core.errors import (
 )
 from labtrack.core.model import ArtifactInfo, MetricHistory, MetricSummary, RunStatus
 from labtrack.run import Run, RunList
+from labtrack.sweep import SweepResult, TrackedFunction, sweep, track
 from labtrack.tracking import (
     active_run,
+    capture_environment,
+    compute_key,
     end_run,
+    exists,
+    find_run,
     get_run,
     list_experiments,
     log_artifact,
@@ -36,6 +41,7 @@ from labtrack.tracking import (
     log_params,
     log_text,
     search_runs,
+    seed_everything,
     set_store,
     set_tag,
     set_tags,
@@ -60,9 +66,15 @@ __all__ = [
     "RunStatus",
     "SchemaOutdated",
     "StoreError",
+    "SweepResult",
+    "TrackedFunction",
     "__version__",
     "active_run",
+    "capture_environment",
+    "compute_key",
     "end_run",
+    "exists",
+    "find_run",
     "get_run",
     "list_experiments",
     "log_artifact",
@@ -74,8 +86,11 @@ __all__ = [
     "log_params",
     "log_text",
     "search_runs",
+    "seed_everything",
     "set_store",
     "set_tag",
     "set_tags",
     "start_run",
+    "sweep",
+    "track",
 ]

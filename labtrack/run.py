@@ -57,6 +57,7 @@ class Run:
         self._unwritten: list[dict[str, Chunk]] = []  # drained but not yet stored (the store failed)
         self._next_step: dict[str, int] = {}
         self._known_keys: set[str] = set()
+        self._claim: tuple[str, float] | None = None  # (owner, lease) when a sweep runs it
         self._created_here = False  # set by start_run: then keys not yet written are known to be new
         self._written_keys: set[str] = set()
         self._flush_lock = threading.RLock()
@@ -397,6 +398,9 @@ class Run:
     def heartbeat_in_background(self, now: float) -> None:
         try:
             self._store.heartbeat(self.id, now)
+            if self._claim is not None:  # a sweep's claim on this configuration: keep it alive
+                owner, lease = self._claim
+                self._store.renew_claims(owner, lease, now)
         except Exception:  # reported by flush_in_background; a missed heartbeat is harmless
             pass
 

@@ -113,7 +113,7 @@ def start_run(
         artifacts.append(ArtifactInfo(path=GIT_DIFF_ARTIFACT, sha256=sha, size=size))
     key = run_key(
         experiment, valid_params, identity=parts, exclude=excluded, code=runtime.code_version(env),
-        inputs=input_hashes, env_fingerprint=fingerprint,
+        inputs=input_hashes, env_fingerprint=env.fingerprint if env is not None else None,
     )
     run_id = uuid.uuid4().hex
     target.create_run(
@@ -243,6 +243,60 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> dict[str, Any]
 def capture_environment() -> Any:
     """The environment snapshot (an ``Environment``) that runs record, captured now."""
     return runtime.capture_environment()
+
+
+def compute_key(
+    experiment: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    inputs: Mapping[str, str | os.PathLike[str]] | None = None,
+    identity: Sequence[str] | str = DEFAULT_IDENTITY,
+    exclude: Sequence[str] = (),
+) -> str:
+    """The run key ``start_run`` would give a run of ``experiment`` with ``params`` here and now."""
+    check_key(experiment, "experiment")
+    parts = check_identity(identity)
+    env = None
+    if "code" in parts or "env" in parts:
+        captured = _capture_safely()
+        env = captured.environment if captured is not None else None
+    return run_key(
+        experiment, checked_params(params), identity=parts, exclude=_checked_exclude(exclude),
+        code=runtime.code_version(env), inputs=hash_inputs(inputs) if inputs else {},
+        env_fingerprint=env.fingerprint if env is not None else None,
+    )
+
+
+def find_run(
+    experiment: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    inputs: Mapping[str, str | os.PathLike[str]] | None = None,
+    identity: Sequence[str] | str = DEFAULT_IDENTITY,
+    exclude: Sequence[str] = (),
+    store: str | None = None,
+) -> Run | None:
+    """The latest FINISHED run with the same key (experiment, params, code, inputs), or None.
+
+    One indexed lookup, however many runs the store holds. FAILED, KILLED and CRASHED runs do not count.
+    """
+    key = compute_key(experiment, params, inputs=inputs, identity=identity, exclude=exclude)
+    target = runtime.store(store)
+    found = target.find_finished_run(key)
+    return Run(target, found) if found is not None else None
+
+
+def exists(
+    experiment: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    inputs: Mapping[str, str | os.PathLike[str]] | None = None,
+    identity: Sequence[str] | str = DEFAULT_IDENTITY,
+    exclude: Sequence[str] = (),
+    store: str | None = None,
+) -> bool:
+    """Whether this configuration has already been run to completion (see ``find_run``)."""
+    return find_run(experiment, params, inputs=inputs, identity=identity, exclude=exclude, store=store) is not None
 
 
 def get_run(run_id: str, *, store: str | None = None) -> Run:

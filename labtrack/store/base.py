@@ -158,15 +158,16 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def claim(self, run_key: str, owner: str, lease: float, now: float) -> str:
-        """Atomically claim a configuration: "claimed", "done" (a FINISHED run has this key) or
-        "busy" (another owner holds a live lease). An expired lease is taken over."""
+        """Atomically claim a configuration for ``lease`` seconds. Returns "claimed"; "done" (a FINISHED
+        run has this key); "busy" (another worker holds a live lease); or "failed" (it failed earlier in
+        the same sweep — owners are "<sweep id>/<host>/<pid>"). An expired lease is taken over."""
 
     @abc.abstractmethod
     def renew_claims(self, owner: str, lease: float, now: float) -> None: ...
 
     @abc.abstractmethod
     def release_claim(self, run_key: str, owner: str, *, done: bool, run_id: str | None = None) -> None:
-        """Done claims are kept (so no one claims the key again); others are freed at once."""
+        """Mark the claim done (kept: no one claims the key again) or failed (free for the next sweep)."""
 
     @abc.abstractmethod
     def set_result(self, run_id: str, result: Any) -> None: ...

@@ -144,7 +144,8 @@ claims = Table(
     "claims",
     metadata,
     Column("run_key", String(64), primary_key=True),  # one claim per configuration, however many workers
-    Column("owner", String(200), nullable=False),  # host:pid:nonce of the worker holding it
+    Column("owner", String(200), nullable=False),  # sweep-id/host/pid of the worker holding it
+    Column("state", String(16), nullable=False),  # running | done | failed
     Column("run_id", String(32)),
     Column("lease_until", Float, nullable=False),  # renewed by the owner's heartbeat; expired = free
     Column("created_time", Float, nullable=False),

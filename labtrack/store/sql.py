@@ -56,7 +56,6 @@ __all__ = ["SqlStore"]
 CHUNK_MAX = 8192  # points per chunk row
 TAIL_MERGE_BELOW = 1024  # a last chunk smaller than this is extended instead of adding a row
 _IN_BATCH = 500  # ids per IN (...) list
-_DONE_LEASE = 1e18  # a finished configuration's claim never expires
 
 _version_meta = MetaData()
 alembic_version = Table("alembic_version", _version_meta, Column("version_num", String(32), primary_key=True))
@@ -153,6 +152,11 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _sweep_of(owner: str) -> str:
+    """Claim owners are "<sweep id>/<host>/<pid>": workers of one sweep share the first part."""
+    return owner.split("/", 1)[0]
 
 
 def _nan_to_none(value: float) -> float | None:
@@ -746,14 +750,26 @@ class SqlStore(Store):
             if finished is not None:
                 return "done"
             stmt = self._insert_ignore(db.claims).values(
-                run_key=run_key, owner=owner, lease_until=now + lease, created_time=now
+                run_key=run_key, owner=owner, state="running", lease_until=now + lease, created_time=now
             )
             if conn.execute(stmt.on_conflict_do_nothing(index_elements=["run_key"])).rowcount == 1:
                 return "claimed"
+            row = conn.execute(
+                select(db.claims.c.owner, db.claims.c.state, db.claims.c.lease_until)
+                .where(db.claims.c.run_key == run_key)
+                .with_for_update()
+            ).one()
+            if row.state == "done":
+                return "done"
+            if row.state == "failed" and _sweep_of(row.owner) == _sweep_of(owner):
+                return "failed"  # it failed in this very sweep: retried by the next sweep, not this one
+            if row.lease_until >= now and row.state == "running":
+                return "busy"
             taken = conn.execute(
                 db.claims.update()
-                .where(db.claims.c.run_key == run_key, db.claims.c.lease_until < now)
-                .values(owner=owner, lease_until=now + lease, run_id=None)
+                .where(db.claims.c.run_key == run_key, db.claims.c.owner == row.owner,
+                       db.claims.c.lease_until == row.lease_until)
+                .values(owner=owner, state="running", lease_until=now + lease, run_id=None)
             )
             return "claimed" if taken.rowcount == 1 else "busy"
 
@@ -761,7 +777,7 @@ class SqlStore(Store):
         with self._write() as conn:
             conn.execute(
                 db.claims.update()
-                .where(db.claims.c.owner == owner, db.claims.c.lease_until < _DONE_LEASE)
+                .where(db.claims.c.owner == owner, db.claims.c.state == "running")
                 .values(lease_until=now + lease)
             )
 
@@ -770,7 +786,7 @@ class SqlStore(Store):
             conn.execute(
                 db.claims.update()
                 .where(db.claims.c.run_key == run_key, db.claims.c.owner == owner)
-                .values(lease_until=_DONE_LEASE if done else 0.0, run_id=run_id)
+                .values(state="done" if done else "failed", lease_until=0.0, run_id=run_id)
             )
 
     # -- environments --------------------------------------------------------------------------

@@ -19,6 +19,7 @@ def upgrade() -> None:
     op.create_table('claims',
     sa.Column('run_key', sa.String(length=64), nullable=False),
     sa.Column('owner', sa.String(length=200), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
     sa.Column('run_id', sa.String(length=32), nullable=True),
     sa.Column('lease_until', sa.Float(), nullable=False),
     sa.Column('created_time', sa.Float(), nullable=False),

@@ -1,0 +1,409 @@
+"""Never run the same experiment twice: tracked functions and sweeps shared by many workers.
+
+``@track("exp")`` turns a training function into one that is skipped when a FINISHED run with the same
+key (experiment, params, code version, declared inputs) exists, returning the recorded result instead.
+
+``sweep(fn, grid=...)`` runs every configuration not done yet. Workers — processes started by
+``workers=N``, other ``sweep`` calls on this machine, or on other machines sharing a PostgreSQL store —
+cooperate through claims: before running a configuration a worker claims its key atomically in the
+store, with a lease renewed by the run's heartbeat. A claim whose worker died (its lease expired) is
+taken over by another worker, so every configuration runs exactly once and an interrupted sweep resumes
+where it stopped. A configuration that fails is not retried within the same sweep, only by the next.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import os
+import pickle
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from labtrack import runtime
+from labtrack.core.errors import InvalidInput
+from labtrack.core.identity import DEFAULT_IDENTITY, check_identity
+from labtrack.run import Run
+from labtrack.tracking import active_run, compute_key, get_run, start_run
+
+__all__ = ["SweepResult", "TrackedFunction", "sweep", "track"]
+
+_PICKLED_RESULT = "labtrack/result.pkl"
+
+
+class TrackedFunction:
+    """A function whose calls are runs, skipped when already done. Made by ``labtrack.track``."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        experiment: str | None = None,
+        *,
+        identity: Sequence[str] | str = DEFAULT_IDENTITY,
+        exclude: Sequence[str] = (),
+        inputs: Sequence[str] | Mapping[str, Any] | None = None,
+        store: str | None = None,
+    ) -> None:
+        self.fn = fn
+        self.experiment = experiment or fn.__name__
+        self.identity = check_identity(identity)
+        self.exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
+        self.inputs = inputs
+        self.store = store
+        self.signature = inspect.signature(fn)
+        functools.update_wrapper(self, fn)
+
+    def __repr__(self) -> str:
+        return f"<tracked {self.fn.__qualname__} experiment={self.experiment!r}>"
+
+    # -- configuration -> params, inputs, key ---------------------------------------------------
+
+    def params_of(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The call's arguments by name, defaults included (what the run records as params)."""
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidInput(f"{self.fn.__qualname__}: {exc}", field="params") from exc
+        bound.apply_defaults()
+        params: dict[str, Any] = {}
+        for name, value in bound.arguments.items():
+            kind = self.signature.parameters[name].kind
+            if kind is inspect.Parameter.VAR_KEYWORD:
+                params.update(value)
+            elif kind is inspect.Parameter.VAR_POSITIONAL:
+                params[name] = list(value)
+            else:
+                params[name] = value
+        return params
+
+    def inputs_of(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Declared inputs: a fixed {name: path} dict, or names of params whose values are paths."""
+        if self.inputs is None:
+            return None
+        if isinstance(self.inputs, Mapping):
+            return dict(self.inputs)
+        missing = [name for name in self.inputs if name not in params]
+        if missing:
+            raise InvalidInput(
+                f"inputs {missing} name no parameter of {self.fn.__qualname__}", field="inputs"
+            )
+        return {name: params[name] for name in self.inputs}
+
+    def key(self, *args: Any, **kwargs: Any) -> str:
+        """The run key a call with these arguments would have."""
+        params = self.params_of(*args, **kwargs)
+        return compute_key(
+            self.experiment, params, inputs=self.inputs_of(params), identity=self.identity, exclude=self.exclude
+        )
+
+    # -- calling -----------------------------------------------------------------------------
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        force = False
+        if "force" in kwargs and "force" not in self.signature.parameters:
+            force = bool(kwargs.pop("force"))
+        return self._call(args, kwargs, force=force)
+
+    def force(self, *args: Any, **kwargs: Any) -> Any:
+        """Run even if a FINISHED run with the same key exists."""
+        return self._call(args, kwargs, force=True)
+
+    def find(self, *args: Any, **kwargs: Any) -> Run | None:
+        """The FINISHED run of a call with these arguments, if any."""
+        found = runtime.store(self.store).find_finished_run(self.key(*args, **kwargs))
+        return get_run(found, store=self.store) if found else None
+
+    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, force: bool,
+              claim: tuple[str, float] | None = None) -> Any:
+        params = self.params_of(*args, **kwargs)
+        inputs = self.inputs_of(params)
+        if not force:
+            key = compute_key(self.experiment, params, inputs=inputs, identity=self.identity, exclude=self.exclude)
+            found = runtime.store(self.store).find_finished_run(key)
+            if found is not None:
+                return recorded_result(get_run(found, store=self.store))
+        with start_run(
+            self.experiment, params=params, inputs=inputs, identity=self.identity, exclude=self.exclude,
+            nested=active_run() is not None, store=self.store,
+        ) as run:
+            run._claim = claim
+            result = self.fn(*args, **kwargs)
+            record_result(run, result)
+        return result
+
+
+def track(
+    experiment: str | Callable[..., Any] | None = None,
+    *,
+    identity: Sequence[str] | str = DEFAULT_IDENTITY,
+    exclude: Sequence[str] = (),
+    inputs: Sequence[str] | Mapping[str, Any] | None = None,
+    store: str | None = None,
+) -> Any:
+    """Decorator: each call runs inside a new run, or returns the recorded result of a FINISHED run
+    with the same key without running (``force=True`` or ``fn.force(...)`` re-runs).
+
+    ``identity`` picks what the key covers (params, code, inputs, env); ``exclude`` names params that
+    must not count (a seed, an output directory); ``inputs`` names params whose values are paths to
+    hash by content, or gives a fixed {name: path} dict. The return value is recorded as the run's
+    result: as JSON when it can be (numpy values are converted), else pickled as an artifact.
+    """
+    if callable(experiment):  # used bare: @track
+        return TrackedFunction(experiment)
+
+    def wrap(fn: Callable[..., Any]) -> TrackedFunction:
+        return TrackedFunction(fn, experiment, identity=identity, exclude=exclude, inputs=inputs, store=store)
+
+    return wrap
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def record_result(run: Run, result: Any) -> None:
+    import json
+
+    try:
+        value = json.loads(json.dumps(result, default=_json_default))
+    except (TypeError, ValueError):
+        data = pickle.dumps(result)
+        sha, size = run._store.put_artifact_bytes(data)
+        from labtrack.core.model import ArtifactInfo
+
+        run._store.add_artifacts(run.id, [ArtifactInfo(path=_PICKLED_RESULT, sha256=sha, size=size)])
+        value = {"__labtrack__": "pickled", "artifact": _PICKLED_RESULT}
+    run._store.set_result(run.id, value)
+
+
+def recorded_result(run: Run) -> Any:
+    value = run.result
+    if isinstance(value, dict) and value.get("__labtrack__") == "pickled":
+        with run.open_artifact(value["artifact"]) as f:
+            return pickle.loads(f.read())
+    return value
+
+
+# -- sweeps ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepResult:
+    """What a sweep did. ``ran``: configurations this call ran; ``skipped``: already done before it;
+    ``failed``: (config, error) pairs; ``done_elsewhere``: finished by other workers meanwhile."""
+
+    total: int
+    ran: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    done_elsewhere: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.failed and len(self.ran) + len(self.skipped) + len(self.done_elsewhere) == self.total
+
+
+def expand_grid(grid: Mapping[str, Iterable[Any]]) -> list[dict[str, Any]]:
+    """Every combination, the last key varying fastest: {"a": [1, 2], "b": [3]} -> [{a:1,b:3}, {a:2,b:3}]."""
+    if not isinstance(grid, Mapping) or not grid:
+        raise InvalidInput("grid must be a non-empty dict of name -> list of values", field="grid")
+    names = list(grid)
+    values = []
+    for name in names:
+        options = grid[name]
+        if isinstance(options, (str, bytes)) or not isinstance(options, Iterable):
+            raise InvalidInput(f"grid[{name!r}] must be a list of values, got {options!r}", field=f"grid[{name!r}]")
+        values.append(list(options))
+    return [dict(zip(names, combo)) for combo in itertools.product(*values)]
+
+
+def _configs(grid: Mapping[str, Iterable[Any]] | None, configs: Iterable[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+    if (grid is None) == (configs is None):
+        raise InvalidInput("give exactly one of grid= or configs=", field="grid")
+    if grid is not None:
+        return expand_grid(grid)
+    out = []
+    for i, config in enumerate(configs or ()):
+        if not isinstance(config, Mapping):
+            raise InvalidInput(f"configs[{i}] must be a dict of params, got {type(config).__name__}", field="configs")
+        out.append(dict(config))
+    return out
+
+
+def _work(tracked: TrackedFunction, configs: list[dict[str, Any]], keys: list[str], sweep_id: str,
+          lease: float, poll: float, report: Callable[[str, int, str], None]) -> None:
+    """One worker's loop: claim what is free, run it, wait for what others hold, until all is settled."""
+    store = runtime.store(tracked.store)
+    owner = f"{sweep_id}/{runtime.state.host}/{os.getpid()}"
+    pending = list(range(len(configs)))
+    while pending:
+        waiting = []
+        for i in pending:
+            state = store.claim(keys[i], owner, lease, time.time())
+            if state == "busy":
+                waiting.append(i)
+                continue
+            if state != "claimed":
+                report(state, i, "")  # "done" (finished by someone) or "failed" (earlier in this sweep)
+                continue
+            report("running", i, "")
+            try:
+                tracked._call((), configs[i], force=True, claim=(owner, lease))
+            except Exception as exc:
+                store.release_claim(keys[i], owner, done=False)
+                report("failed", i, f"{type(exc).__name__}: {exc}")
+            else:
+                store.release_claim(keys[i], owner, done=True)
+                report("ran", i, "")
+        pending = waiting
+        if pending:
+            time.sleep(poll)
+
+
+def _worker_main(tracked: TrackedFunction, configs: list[dict[str, Any]], keys: list[str], sweep_id: str,
+                 lease: float, poll: float, events: Any) -> None:
+    def report(kind: str, i: int, detail: str) -> None:
+        events.put((kind, i, detail))
+
+    _work(tracked, configs, keys, sweep_id, lease, poll, report)
+
+
+def sweep(
+    fn: Callable[..., Any],
+    grid: Mapping[str, Iterable[Any]] | None = None,
+    *,
+    configs: Iterable[Mapping[str, Any]] | None = None,
+    workers: int = 1,
+    experiment: str | None = None,
+    lease: float | None = None,
+    poll: float = 0.5,
+    progress: bool = True,
+) -> SweepResult:
+    """Run every configuration of ``grid`` (or ``configs``) that has no FINISHED run yet.
+
+    ``fn`` is a ``@track``-ed function or a plain one (tracked under ``experiment``, default its name).
+    ``workers=N`` runs N local processes. Several sweeps (here or on other machines sharing the store)
+    may run at once: each configuration is claimed atomically and runs exactly once; a claim whose
+    worker died is taken over once its ``lease`` (seconds, default 3 heartbeats and at least 60) expires.
+    """
+    tracked = fn if isinstance(fn, TrackedFunction) else TrackedFunction(fn, experiment)
+    all_configs = _configs(grid, configs)
+    if not isinstance(workers, int) or workers < 1:
+        raise InvalidInput(f"workers must be an integer >= 1, got {workers!r}", field="workers")
+    if lease is None:
+        lease = max(60.0, 3 * runtime.settings().heartbeat_interval)
+    if lease <= runtime.settings().heartbeat_interval:
+        raise InvalidInput(
+            f"lease ({lease}s) must be longer than the heartbeat interval "
+            f"({runtime.settings().heartbeat_interval}s, LABTRACK_HEARTBEAT_INTERVAL)", field="lease",
+        )
+    keys = [tracked.key(**config) for config in all_configs]
+    store = runtime.store(tracked.store)
+    before = store.finished_keys(keys)
+    sweep_id = uuid.uuid4().hex[:12]
+    ran: set[int] = set()
+    failed: dict[int, str] = {}
+    settled: set[int] = set()  # finished, by this sweep's workers or another sweep
+    running = 0
+    bar = _Progress(tracked.experiment, len(all_configs), enabled=progress)
+
+    def report(kind: str, i: int, detail: str) -> None:
+        # Events from several worker processes arrive in any order: tally sets, decide at the end.
+        nonlocal running
+        if kind == "running":
+            running += 1
+        elif kind == "ran":
+            running -= 1
+            ran.add(i)
+        elif kind == "failed" and detail:
+            running -= 1
+            failed[i] = detail
+        elif kind == "done":
+            settled.add(i)
+        skipped = sum(1 for k in settled | ran if keys[k] in before)
+        bar.show(done=len((settled | ran) - {k for k in settled if keys[k] in before}), skipped=skipped,
+                 failed=len(failed), running=running)
+
+    with bar:
+        if workers == 1:
+            _work(tracked, all_configs, keys, sweep_id, lease, poll, report)
+        else:
+            _run_processes(tracked, all_configs, keys, sweep_id, lease, poll, workers, report)
+    result = SweepResult(total=len(all_configs))
+    for i, config in enumerate(all_configs):
+        if i in ran:
+            result.ran.append(config)
+        elif i in failed:
+            result.failed.append((config, failed[i]))
+        elif keys[i] in before:
+            result.skipped.append(config)
+        elif i in settled:
+            result.done_elsewhere.append(config)
+    return result
+
+
+class _Progress:
+    """A live progress bar (rich) with done / skipped / failed / running counts."""
+
+    def __init__(self, name: str, total: int, *, enabled: bool) -> None:
+        self.name, self.total, self.enabled = name, total, enabled
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("sweep [bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), transient=False,
+            )
+            self._task = self._progress.add_task(self.name, total=self.total, counts="")
+            self._progress.start()
+        return self
+
+    def show(self, *, done: int, skipped: int, failed: int, running: int) -> None:
+        if self._progress is not None:
+            counts = f"done {done} · skipped {skipped} · failed {failed} · running {max(running, 0)}"
+            self._progress.update(self._task, completed=done + skipped + failed, counts=counts)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def _run_processes(tracked: TrackedFunction, configs: list[dict[str, Any]], keys: list[str], sweep_id: str,
+                   lease: float, poll: float, workers: int, report: Callable[[str, int, str], None]) -> None:
+    import multiprocessing
+    import queue
+
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    events = context.Queue()
+    processes = [
+        context.Process(target=_worker_main, args=(tracked, configs, keys, sweep_id, lease, poll, events),
+                        name=f"labtrack-sweep-{n}")
+        for n in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    while True:
+        try:
+            report(*events.get(timeout=0.2))
+        except queue.Empty:
+            if not any(p.is_alive() for p in processes):
+                break
+    while True:  # drain what the last workers sent just before exiting
+        try:
+            report(*events.get_nowait())
+        except queue.Empty:
+            break
+    for process in processes:
+        process.join()
