@@ -93,14 +93,18 @@ def experiments(as_json: bool) -> None:
 @click.argument("experiment", required=False)
 @click.option("--sort", "sort", multiple=True, metavar="TERM", help="Order, e.g. 'metrics.acc desc' (repeatable).")
 @click.option("--filter", "filter_", metavar="EXPR", help="Filter expression, e.g. \"metrics.acc > 0.9\".")
+@click.option("--key", "key", metavar="KEY", help="Only runs with this run key (see `labtrack show`).")
 @click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True, help="Most runs to show.")
 @_json_option
 @_command
-def runs(experiment: str | None, sort: tuple[str, ...], filter_: str | None, limit: int, as_json: bool) -> None:
+def runs(experiment: str | None, sort: tuple[str, ...], filter_: str | None, key: str | None, limit: int,
+         as_json: bool) -> None:
     """List runs (of EXPERIMENT, or all), newest first."""
     from labtrack import tracking
 
-    found = tracking.search_runs(experiment, filter=filter_, order_by=list(sort) or None, max_results=limit)
+    found = tracking.search_runs(
+        experiment, filter=filter_, order_by=list(sort) or None, max_results=limit, key=key
+    )
     if as_json:
         _print_json([run.to_dict() for run in found])
     else:
@@ -110,19 +114,43 @@ def runs(experiment: str | None, sort: tuple[str, ...], filter_: str | None, lim
 
 @main.command()
 @click.argument("run_id", metavar="RUN")
+@click.option("--env", "full_env", is_flag=True, help="Show the whole environment, not only its summary.")
 @_json_option
 @_command
-def show(run_id: str, as_json: bool) -> None:
+def show(run_id: str, full_env: bool, as_json: bool) -> None:
     """Show everything recorded about RUN (an id or a unique id prefix)."""
     from labtrack import tracking
 
     run = tracking.get_run(run_id)
+    env = run.environment
     if as_json:
         data = run.to_dict()
         data["artifacts"] = [{"path": a.path, "sha256": a.sha256, "size": a.size} for a in run.artifacts]
+        data["environment"] = env.to_dict() if env is not None else None
         _print_json(data)
     else:
         render.run_detail(run)
+        render.environment(env, full=full_env)
+
+
+@main.command()
+@click.option("--section", "sections", multiple=True, metavar="NAME",
+              help="Only these sections (hardware, gpu, frameworks, packages, system, process, git).")
+@_json_option
+@_command
+def env(sections: tuple[str, ...], as_json: bool) -> None:
+    """Show this machine's environment, as runs record it."""
+    from labtrack import tracking
+
+    snapshot = tracking.capture_environment()
+    if as_json:
+        data = snapshot.to_dict()
+        if sections:
+            data = {k: v for k, v in data.items() if k in sections or k in ("schema", "captured_at")}
+        data["fingerprint"] = snapshot.fingerprint
+        _print_json(data)
+    else:
+        render.environment(snapshot, full=True, only=sections)
 
 
 @main.command()

@@ -161,6 +161,8 @@ def run_detail(run: Run) -> None:
         head.add_row("run key", r.run_key)
     if r.note:
         head.add_row("note", r.note)
+    if r.result is not None:
+        head.add_row("result", fmt_value(r.result))
     _out.print(head)
     if r.error:
         _out.print(Text(f"\nerror: {r.error.get('type')}: {r.error.get('message')}", style="red"))
@@ -199,3 +201,61 @@ def run_detail(run: Run) -> None:
 def demo_progress(run: Run, result: dict[str, float]) -> None:
     params = ", ".join(f"{k}={fmt_value(v)}" for k, v in run.params.items() if k in ("lr", "epochs"))
     _out.print(f"  run {run.id[:8]}  {params:<22} val_acc={result['val_acc']:.3f}  val_loss={result['val_loss']:.4f}")
+
+
+def _flat(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
+    """Nested dicts as dotted keys; lists of scalars joined; lists of dicts one line each."""
+    if isinstance(value, dict):
+        if not value:
+            out.append((prefix, "-"))
+        for key, item in value.items():
+            _flat(f"{prefix}.{key}" if prefix else str(key), item, out)
+    elif isinstance(value, list):
+        if all(not isinstance(v, (dict, list)) for v in value):
+            out.append((prefix, ", ".join(str(v) for v in value) or "-"))
+        else:
+            for i, item in enumerate(value):
+                _flat(f"{prefix}[{i}]", item, out)
+    else:
+        out.append((prefix, "-" if value is None else fmt_value(value)))
+
+
+def environment(env: Any, *, full: bool = False, only: Sequence[str] = ()) -> None:
+    """An environment: a summary (what most explains differences) or every section in full."""
+    if env is None:
+        note("\nenvironment: not recorded (capture was turned off)")
+        return
+    if not full:
+        table = Table(title="environment", title_justify="left", show_header=False)
+        table.add_column(style="bold")
+        table.add_column()
+        for label, text in env.summary():
+            table.add_row(label, text)
+        table.add_row("fingerprint", env.fingerprint[:16])
+        _out.print(table)
+        note("(labtrack show RUN --env for everything)")
+        return
+    for name, section in env.sections().items():
+        if only and name not in only:
+            continue
+        table = Table(title=name, title_justify="left", show_header=False)
+        table.add_column(style="bold", no_wrap=True)
+        table.add_column(overflow="fold")
+        if name == "packages" and isinstance(section.get("distributions"), dict):
+            rest = {k: v for k, v in section.items() if k != "distributions"}
+            rows: list[tuple[str, str]] = []
+            _flat("", rest, rows)
+            for key, text in rows:
+                table.add_row(key, text)
+            for dist, info in sorted(section["distributions"].items()):
+                source = info.get("source", "")
+                extra = f"  ({source}{' ' + str(info.get('url')) if info.get('url') else ''})" if source != "index" else ""
+                table.add_row(dist, f"{info.get('version')}{extra}")
+        else:
+            rows = []
+            _flat("", section, rows)
+            for key, text in rows:
+                table.add_row(key, text)
+        _out.print(table)
+    if not only:
+        note(f"fingerprint {env.fingerprint}")

@@ -336,12 +336,13 @@ def search_runs(
     max_results: int | None = None,
     offset: int = 0,
     *,
+    key: str | None = None,
     store: str | None = None,
 ) -> RunList:
     """Runs of ``experiment`` (a name, a list of names, or None for all), newest first by default.
 
     ``order_by`` takes terms such as ``"metrics.acc desc"``, ``"params.lr"``, ``"metrics.loss.min"``,
-    ``"attributes.start_time"``; runs missing the key sort last.
+    ``"attributes.start_time"``; runs missing the key sort last. ``key`` keeps only runs with that run key.
     """
     if filter:
         raise InvalidInput(
@@ -353,6 +354,6 @@ def search_runs(
         raise InvalidInput(f"max_results must be an integer >= 0, got {max_results!r}", field="max_results")
     names = [experiment] if isinstance(experiment, str) else (list(experiment) if experiment is not None else None)
     target = runtime.store(store)
-    records = target.search_runs(names, parse_order_by(order_by), max_results, offset)
+    records = target.search_runs(names, parse_order_by(order_by), max_results, offset, run_key=key)
     resolve_liveness(target, records)
     return RunList(Run(target, r.id, r) for r in records)

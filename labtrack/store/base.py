@@ -84,8 +84,10 @@ class Store(abc.ABC):
         order_by: Sequence[OrderTerm] = (),
         max_results: int | None = None,
         offset: int = 0,
+        run_key: str | None = None,
     ) -> list[RunRecord]:
-        """Runs of the given experiments (all when None), newest first unless ordered otherwise."""
+        """Runs of the given experiments (all when None; only those with ``run_key`` when given),
+        newest first unless ordered otherwise."""
 
     @abc.abstractmethod
     def end_run(

@@ -454,10 +454,13 @@ class SqlStore(Store):
         order_by: Sequence[OrderTerm] = (),
         max_results: int | None = None,
         offset: int = 0,
+        run_key: str | None = None,
     ) -> list[RunRecord]:
         query = select(db.runs.c.id).join(db.experiments, db.experiments.c.id == db.runs.c.experiment_id)
         if experiments is not None:
             query = query.where(db.experiments.c.name.in_(list(experiments)))
+        if run_key is not None:
+            query = query.where(db.runs.c.run_key == run_key)
         ordering: list[Any] = []
         for i, key in enumerate(order_by):
             ordering.extend(self._order_terms(i, key, query_holder := [query]))
