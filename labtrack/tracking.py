@@ -21,6 +21,7 @@ from typing import Any
 
 from labtrack import runtime
 from labtrack.core.errors import InvalidInput, NoActiveRunError
+from labtrack.core.filters import parse_filter
 from labtrack.core.identity import DEFAULT_IDENTITY, check_identity, run_key
 from labtrack.core.model import ArtifactInfo, Experiment, RunStatus
 from labtrack.core.query import parse_order_by
@@ -344,16 +345,14 @@ def search_runs(
     ``order_by`` takes terms such as ``"metrics.acc desc"``, ``"params.lr"``, ``"metrics.loss.min"``,
     ``"attributes.start_time"``; runs missing the key sort last. ``key`` keeps only runs with that run key.
     """
-    if filter:
-        raise InvalidInput(
-            "filter expressions are not supported by this labtrack version yet; select by experiment and "
-            "order_by, or filter the returned RunList",
-            field="filter",
-        )
     if max_results is not None and (not isinstance(max_results, int) or max_results < 0):
         raise InvalidInput(f"max_results must be an integer >= 0, got {max_results!r}", field="max_results")
     names = [experiment] if isinstance(experiment, str) else (list(experiment) if experiment is not None else None)
     target = runtime.store(store)
-    records = target.search_runs(names, parse_order_by(order_by), max_results, offset, run_key=key)
+    node = parse_filter(filter) if filter else None
+    stale_before = time.time() - runtime.settings().heartbeat_timeout
+    records = target.search_runs(
+        names, parse_order_by(order_by), max_results, offset, run_key=key, filter=node, stale_before=stale_before
+    )
     resolve_liveness(target, records)
     return RunList(Run(target, r.id, r) for r in records)

@@ -45,7 +45,7 @@ from typing import Any
 
 from labtrack.core.identity import canonical_json
 
-__all__ = ["SCHEMA_VERSION", "SECTIONS", "Environment", "fingerprint_subset"]
+__all__ = ["SCHEMA_VERSION", "SECTIONS", "Environment", "environment_facts", "fingerprint_subset"]
 
 SCHEMA_VERSION = 1
 SECTIONS = ("hardware", "gpu", "frameworks", "packages", "system", "process", "git")
@@ -318,3 +318,63 @@ def _git_line(g: dict[str, Any]) -> str:
     if g.get("untracked_count"):
         text += f", {g['untracked_count']} untracked"
     return text
+
+
+def environment_facts(snapshot: dict[str, Any]) -> list[tuple[str, str, float | None]]:
+    """Searchable facts of a snapshot as (name, text, number) rows, for ``env.<name>`` in filters.
+
+    Names: python, python.implementation, os, kernel, libc, cpu, cpu.arch, cpu.cores, memory_gb,
+    gpu.count, gpu.name (one row per distinct model), gpu.driver, gpu.cuda (newest CUDA the driver
+    supports), gpu.compute_capability, packages.<distribution> (its version), frameworks.<name> (version),
+    frameworks.<name>.<build fact> (e.g. frameworks.torch.cuda, frameworks.torch.cudnn).
+    """
+    facts: list[tuple[str, str, float | None]] = []
+
+    def add(name: str, value: Any) -> None:
+        if value is None or value == "" or isinstance(value, (dict, list)):
+            return
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        facts.append((name, str(value).lower() if isinstance(value, bool) else str(value), number))
+
+    packages = snapshot.get("packages")
+    if _ok(packages):
+        python = packages.get("python") or {}
+        add("python", python.get("version"))
+        add("python.implementation", python.get("implementation"))
+        for dist, info in (packages.get("distributions") or {}).items():
+            if isinstance(info, dict):
+                add(f"packages.{dist}", info.get("version"))
+    system = snapshot.get("system")
+    if _ok(system):
+        distro = system.get("distro") or {}
+        add("os", distro.get("pretty_name") or system.get("os"))
+        add("kernel", system.get("kernel"))
+        add("libc", system.get("libc"))
+    hardware = snapshot.get("hardware")
+    if _ok(hardware):
+        add("cpu", hardware.get("model"))
+        add("cpu.arch", hardware.get("arch"))
+        add("cpu.cores", hardware.get("logical_cores"))
+        memory = hardware.get("memory_total")
+        if isinstance(memory, (int, float)):
+            add("memory_gb", round(memory / _GIB))
+    gpu = snapshot.get("gpu")
+    if _ok(gpu):
+        add("gpu.count", gpu.get("count"))
+        add("gpu.driver", gpu.get("driver_version"))
+        add("gpu.cuda", gpu.get("cuda_driver_version"))
+        devices = [d for d in gpu.get("devices") or [] if isinstance(d, dict)]
+        for name in sorted({str(d.get("name")) for d in devices if d.get("name")}):
+            add("gpu.name", name)
+        for capability in sorted({str(d.get("compute_capability")) for d in devices if d.get("compute_capability")}):
+            add("gpu.compute_capability", capability)
+    frameworks = snapshot.get("frameworks")
+    if _ok(frameworks):
+        for name, info in frameworks.items():
+            if not isinstance(info, dict):
+                continue
+            add(f"frameworks.{name}", info.get("version"))
+            for fact, value in info.items():
+                if fact not in ("version", "module", "imported", "error") and not isinstance(value, (dict, list)):
+                    add(f"frameworks.{name}.{fact}", value)
+    return facts

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from labtrack.core.filters import Node
 from labtrack.core.model import ArtifactInfo, Experiment, MetricHistory, RunRecord, RunStatus
 from labtrack.core.query import OrderTerm
 from labtrack.core.series import Chunk
@@ -85,9 +86,13 @@ class Store(abc.ABC):
         max_results: int | None = None,
         offset: int = 0,
         run_key: str | None = None,
+        filter: Node | None = None,
+        stale_before: float = 0.0,
     ) -> list[RunRecord]:
-        """Runs of the given experiments (all when None; only those with ``run_key`` when given),
-        newest first unless ordered otherwise."""
+        """Runs of the given experiments (all when None) matching ``run_key`` and the ``filter`` AST,
+        newest first unless ordered otherwise. A RUNNING run whose heartbeat is older than
+        ``stale_before`` counts as CRASHED for ``attributes.status``. Filtering happens in the store:
+        one query, never in Python."""
 
     @abc.abstractmethod
     def end_run(

@@ -29,6 +29,7 @@ __all__ = [
     "SCHEMA_REVISION",
     "artifacts",
     "claims",
+    "env_facts",
     "environments",
     "experiments",
     "metadata",
@@ -88,7 +89,9 @@ params = Table(
     Column("key", String(250), primary_key=True),
     Column("value", Text, nullable=False),  # JSON as logged (1.0 stays 1.0)
     Column("num", Float),  # numeric value for comparisons, NULL for non-numbers
+    Column("text", Text, nullable=False),  # string form for = and LIKE: a string as is, else its JSON
     Index(None, "key", "num"),
+    Index(None, "key", "text"),
 )
 
 tags = Table(
@@ -138,6 +141,17 @@ artifacts = Table(
     Column("sha256", String(64), nullable=False),
     Column("size", BigInteger, nullable=False),
     Index(None, "sha256"),
+)
+
+env_facts = Table(
+    "env_facts",
+    metadata,
+    Column("fingerprint", String(64), ForeignKey("environments.fingerprint", ondelete="CASCADE"), nullable=False),
+    Column("name", String(300), nullable=False),  # e.g. gpu.name, packages.torch, python
+    Column("text", Text, nullable=False),
+    Column("num", Float),  # numeric facts (gpu.count, memory_gb)
+    Column("vkey", String(200)),  # order-preserving key of a version (packaging.version), for >= '2.1'
+    Index(None, "name", "fingerprint"),
 )
 
 claims = Table(

@@ -35,13 +35,13 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from labtrack.core.errors import (
     AmbiguousRunId,
-    InvalidInput,
     LabtrackError,
     ParamConflict,
     RunNotFound,
     SchemaOutdated,
     StoreError,
 )
+from labtrack.core.filters import Node
 from labtrack.core.identity import same_value
 from labtrack.core.model import ArtifactInfo, Experiment, MetricHistory, MetricSummary, RunRecord, RunStatus
 from labtrack.core.query import OrderTerm
@@ -49,6 +49,7 @@ from labtrack.core.series import Chunk, Summary, pack, unpack
 from labtrack.store import schema as db
 from labtrack.store.artifacts import LocalBlobStore
 from labtrack.store.base import NewRun, Store
+from labtrack.store.query import search_query
 from labtrack.store.schema import SCHEMA_REVISION
 
 __all__ = ["SqlStore"]
@@ -60,21 +61,6 @@ _IN_BATCH = 500  # ids per IN (...) list
 _version_meta = MetaData()
 alembic_version = Table("alembic_version", _version_meta, Column("version_num", String(32), primary_key=True))
 
-_ATTRIBUTES = {
-    "start_time": db.runs.c.start_time,
-    "end_time": db.runs.c.end_time,
-    "status": db.runs.c.status,
-    "name": db.runs.c.name,
-    "id": db.runs.c.id,
-    "run_id": db.runs.c.id,
-    "heartbeat_time": db.runs.c.heartbeat_time,
-}
-_AGGREGATES = {
-    "last": db.metrics.c.last_value,
-    "min": db.metrics.c.min_value,
-    "max": db.metrics.c.max_value,
-    "count": db.metrics.c.count,
-}
 
 
 
@@ -220,6 +206,7 @@ class SqlStore(Store):
                         time.sleep(0.05)
                 cursor.execute("PRAGMA synchronous = NORMAL")
                 cursor.execute("PRAGMA foreign_keys = ON")
+                cursor.execute("PRAGMA case_sensitive_like = ON")  # LIKE as on PostgreSQL; ILIKE folds case
                 cursor.close()
 
             @event.listens_for(engine, "begin")
@@ -353,10 +340,12 @@ class SqlStore(Store):
 
     @staticmethod
     def _param_rows(run_id: str, values: Mapping[str, Any]) -> list[dict[str, Any]]:
-        return [
-            {"run_id": run_id, "key": k, "value": json.dumps(v, ensure_ascii=False), "num": _param_num(v)}
-            for k, v in values.items()
-        ]
+        rows = []
+        for k, v in values.items():
+            encoded = json.dumps(v, ensure_ascii=False)
+            rows.append({"run_id": run_id, "key": k, "value": encoded, "num": _param_num(v),
+                         "text": v if isinstance(v, str) else encoded})
+        return rows
 
     def _require_run(self, conn: Connection, run_id: str) -> None:
         if conn.execute(select(db.runs.c.id).where(db.runs.c.id == run_id)).first() is None:
@@ -455,53 +444,16 @@ class SqlStore(Store):
         max_results: int | None = None,
         offset: int = 0,
         run_key: str | None = None,
+        filter: Node | None = None,
+        stale_before: float = 0.0,
     ) -> list[RunRecord]:
-        query = select(db.runs.c.id).join(db.experiments, db.experiments.c.id == db.runs.c.experiment_id)
-        if experiments is not None:
-            query = query.where(db.experiments.c.name.in_(list(experiments)))
-        if run_key is not None:
-            query = query.where(db.runs.c.run_key == run_key)
-        ordering: list[Any] = []
-        for i, key in enumerate(order_by):
-            ordering.extend(self._order_terms(i, key, query_holder := [query]))
-            query = query_holder[0]
-        if not order_by:
-            ordering.append(db.runs.c.start_time.desc())
-        ordering.append(db.runs.c.id)
-        query = query.order_by(*ordering).offset(offset)
-        if max_results is not None:
-            query = query.limit(max_results)
+        query = search_query(
+            experiments=experiments, node=filter, order_by=order_by, max_results=max_results, offset=offset,
+            run_key=run_key, stale_before=stale_before,
+        )
         with self._read() as conn:
             ids = conn.execute(query).scalars().all()
         return self.get_runs(ids)
-
-    @staticmethod
-    def _order_terms(i: int, key: OrderTerm, holder: list[Any]) -> list[Any]:
-        """ORDER BY terms for one key; joins what it needs onto holder[0]. NULLs (missing) sort last."""
-        def direction(column: Any) -> Any:
-            return (column.desc() if key.descending else column.asc()).nulls_last()
-
-        if key.kind == "attributes":
-            column = _ATTRIBUTES.get(key.key)
-            if column is None:
-                raise InvalidInput(
-                    f"cannot order by attributes.{key.key}; choose from {', '.join(sorted(_ATTRIBUTES))}",
-                    field="order_by",
-                )
-            return [direction(column)]
-        if key.kind == "metrics":
-            alias = db.metrics.alias(f"om{i}")
-            holder[0] = holder[0].outerjoin(alias, and_(alias.c.run_id == db.runs.c.id, alias.c.key == key.key))
-            return [direction(alias.c[_AGGREGATES[key.aggregate].name])]
-        if key.kind == "params":
-            alias = db.params.alias(f"op{i}")
-            holder[0] = holder[0].outerjoin(alias, and_(alias.c.run_id == db.runs.c.id, alias.c.key == key.key))
-            return [direction(alias.c.num), direction(alias.c.value)]
-        if key.kind == "tags":
-            alias = db.tags.alias(f"ot{i}")
-            holder[0] = holder[0].outerjoin(alias, and_(alias.c.run_id == db.runs.c.id, alias.c.key == key.key))
-            return [direction(alias.c.value)]
-        raise InvalidInput(f"cannot order by {key.kind}.{key.key}", field="order_by")
 
     def end_run(
         self,
@@ -795,11 +747,21 @@ class SqlStore(Store):
     # -- environments --------------------------------------------------------------------------
 
     def put_environment(self, fingerprint: str, snapshot: Mapping[str, Any]) -> None:
+        from labtrack.core.environment import environment_facts
+        from labtrack.store.versions import version_key
+
         with self._write() as conn:
             stmt = self._insert_ignore(db.environments).values(
                 fingerprint=fingerprint, snapshot=json.dumps(snapshot, sort_keys=True), created_time=time.time()
             )
-            conn.execute(stmt.on_conflict_do_nothing(index_elements=["fingerprint"]))
+            if conn.execute(stmt.on_conflict_do_nothing(index_elements=["fingerprint"])).rowcount != 1:
+                return  # stored before, with its facts
+            facts = [
+                {"fingerprint": fingerprint, "name": name, "text": text, "num": num, "vkey": version_key(text)}
+                for name, text, num in environment_facts(dict(snapshot))
+            ]
+            if facts:
+                conn.execute(db.env_facts.insert(), facts)
 
     def get_environment(self, fingerprint: str) -> dict[str, Any] | None:
         with self._read() as conn:

@@ -38,6 +38,17 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_experiments')),
     sa.UniqueConstraint('name', name=op.f('uq_experiments_name'))
     )
+    op.create_table('env_facts',
+    sa.Column('fingerprint', sa.String(length=64), nullable=False),
+    sa.Column('name', sa.String(length=300), nullable=False),
+    sa.Column('text', sa.Text(), nullable=False),
+    sa.Column('num', sa.Float(), nullable=True),
+    sa.Column('vkey', sa.String(length=200), nullable=True),
+    sa.ForeignKeyConstraint(['fingerprint'], ['environments.fingerprint'], name=op.f('fk_env_facts_fingerprint_environments'), ondelete='CASCADE')
+    )
+    with op.batch_alter_table('env_facts', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_env_facts_name_fingerprint'), ['name', 'fingerprint'], unique=False)
+
     op.create_table('runs',
     sa.Column('id', sa.String(length=32), nullable=False),
     sa.Column('experiment_id', sa.Integer(), nullable=False),
@@ -108,11 +119,13 @@ def upgrade() -> None:
     sa.Column('key', sa.String(length=250), nullable=False),
     sa.Column('value', sa.Text(), nullable=False),
     sa.Column('num', sa.Float(), nullable=True),
+    sa.Column('text', sa.Text(), nullable=False),
     sa.ForeignKeyConstraint(['run_id'], ['runs.id'], name=op.f('fk_params_run_id_runs'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('run_id', 'key', name=op.f('pk_params'))
     )
     with op.batch_alter_table('params', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_params_key_num'), ['key', 'num'], unique=False)
+        batch_op.create_index(batch_op.f('ix_params_key_text'), ['key', 'text'], unique=False)
 
     op.create_table('tags',
     sa.Column('run_id', sa.String(length=32), nullable=False),
@@ -132,6 +145,7 @@ def downgrade() -> None:
 
     op.drop_table('tags')
     with op.batch_alter_table('params', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_params_key_text'))
         batch_op.drop_index(batch_op.f('ix_params_key_num'))
 
     op.drop_table('params')
@@ -150,6 +164,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_runs_experiment_id_start_time'))
 
     op.drop_table('runs')
+    with op.batch_alter_table('env_facts', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_env_facts_name_fingerprint'))
+
+    op.drop_table('env_facts')
     op.drop_table('experiments')
     op.drop_table('environments')
     op.drop_table('claims')

@@ -1,0 +1,268 @@
+"""Compile searches (filter AST, order terms, experiments, paging) into ONE parameterised SQL query.
+
+Every value in a filter becomes a bound parameter, never SQL text, so a filter such as
+``tags.x = '; DROP TABLE runs;--'`` is matched literally. Each condition on a metric, param, tag or
+environment fact is an uncorrelated ``IN (SELECT run_id ...)`` over that table's (key, value) index,
+which the database evaluates once instead of once per run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, case, false, literal, not_, or_, select, true
+from sqlalchemy.sql.elements import ColumnElement
+
+from labtrack.core.errors import InvalidInput
+from labtrack.core.filters import And, Compare, Field, InList, IsNull, Like, Node, Not, Or
+from labtrack.core.query import OrderTerm
+from labtrack.store import schema as db
+from labtrack.store.versions import version_key
+
+__all__ = ["search_query", "status_expression"]
+
+_OPS = {
+    "=": lambda c, v: c == v,
+    "!=": lambda c, v: c != v,
+    "<": lambda c, v: c < v,
+    "<=": lambda c, v: c <= v,
+    ">": lambda c, v: c > v,
+    ">=": lambda c, v: c >= v,
+}
+_METRIC_COLUMNS = {
+    "last": db.metrics.c.last_value,
+    "min": db.metrics.c.min_value,
+    "max": db.metrics.c.max_value,
+    "count": db.metrics.c.count,
+}
+_ENV_NAMES = (
+    "fingerprint", "python", "python.implementation", "os", "kernel", "libc", "cpu", "cpu.arch", "cpu.cores",
+    "memory_gb", "gpu.count", "gpu.name", "gpu.driver", "gpu.cuda", "gpu.compute_capability",
+)
+_ENV_PREFIXES = ("packages.", "frameworks.")
+_VERSIONED = ("python", "kernel", "gpu.driver", "gpu.cuda", "packages.", "frameworks.")
+_ORDER_ATTRIBUTES = ("start_time", "end_time", "status", "name", "id", "run_id", "heartbeat_time", "experiment")
+
+
+def status_expression(stale_before: float) -> Any:
+    """The status a reader shows: RUNNING with a heartbeat older than ``stale_before`` is CRASHED."""
+    return case(
+        (and_(db.runs.c.status == "RUNNING", db.runs.c.heartbeat_time < stale_before), literal("CRASHED")),
+        else_=db.runs.c.status,
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _bad(field: Field, message: str) -> InvalidInput:
+    return InvalidInput(f"{field}: {message}", field=str(field))
+
+
+def _text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _timestamp(field: Field, value: Any) -> float:
+    if _is_number(value):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value).timestamp()  # naive = local time, as `labtrack runs` shows
+        except ValueError:
+            pass
+    raise _bad(field, f"compare with a date such as '2026-11-01' or '2026-11-01 14:30', got {value!r}")
+
+
+def _membership(column: Any, subquery: Any, negated: bool) -> Any:
+    return column.not_in(subquery) if negated else column.in_(subquery)
+
+
+class _Compiler:
+    def __init__(self, stale_before: float) -> None:
+        self.status = status_expression(stale_before)
+
+    def compile(self, node: Node) -> ColumnElement[bool]:
+        if isinstance(node, And):
+            return and_(*(self.compile(item) for item in node.items))
+        if isinstance(node, Or):
+            return or_(*(self.compile(item) for item in node.items))
+        if isinstance(node, Not):
+            return not_(self.compile(node.item))
+        kind = node.field.kind
+        return getattr(self, f"_{kind}")(node)
+
+    # -- value conditions on one column ---------------------------------------------------------
+
+    @staticmethod
+    def _condition(node: Compare | InList | Like, number: Any, text: Any, field: Field) -> Any:
+        """The condition on a (number, text) column pair: numbers compare as numbers, the rest as text."""
+        if isinstance(node, Compare):
+            if _is_number(node.value) and number is not None:
+                return _OPS[node.op](number, node.value)
+            if text is None:
+                raise _bad(field, f"compares with numbers, got {node.value!r}")
+            return _OPS[node.op](text, _text(node.value))
+        if isinstance(node, InList):
+            numbers = [v for v in node.values if _is_number(v)]
+            texts = [_text(v) for v in node.values if not _is_number(v) or number is None]
+            parts = []
+            if numbers and number is not None:
+                parts.append(number.in_(numbers))
+            if texts:
+                if text is None:
+                    raise _bad(field, f"compares with numbers, got {texts[0]!r}")
+                parts.append(text.in_(texts))
+            return or_(*parts)
+        if text is None:
+            raise _bad(field, "LIKE needs a text field; metrics are numbers")
+        return text.ilike(node.pattern) if node.case_insensitive else text.like(node.pattern)
+
+    def _keyed(self, node: Node, table: Any, key: str, number: Any, text: Any) -> Any:
+        """runs.id [NOT] IN (SELECT run_id FROM table WHERE key = :key AND <condition>)."""
+        field = node.field  # type: ignore[union-attr]
+        if isinstance(node, IsNull):
+            return _membership(db.runs.c.id, select(table.c.run_id).where(table.c.key == key), not node.negated)
+        condition = self._condition(node, number, text, field)  # type: ignore[arg-type]
+        negated = getattr(node, "negated", False)
+        return _membership(db.runs.c.id, select(table.c.run_id).where(table.c.key == key, condition), negated)
+
+    # -- field kinds --------------------------------------------------------------------------
+
+    def _metrics(self, node: Node) -> Any:
+        field = node.field  # type: ignore[union-attr]
+        return self._keyed(node, db.metrics, field.key, _METRIC_COLUMNS[field.aggregate], None)
+
+    def _params(self, node: Node) -> Any:
+        return self._keyed(node, db.params, node.field.key, db.params.c.num, db.params.c.text)  # type: ignore[union-attr]
+
+    def _tags(self, node: Node) -> Any:
+        return self._keyed(node, db.tags, node.field.key, None, db.tags.c.value)  # type: ignore[union-attr]
+
+    def _attributes(self, node: Node) -> Any:
+        field = node.field  # type: ignore[union-attr]
+        name = field.key
+        if name in ("start_time", "end_time"):
+            column = db.runs.c[name]
+            if isinstance(node, IsNull):
+                return column.is_not(None) if node.negated else column.is_(None)
+            if isinstance(node, Compare):
+                return _OPS[node.op](column, _timestamp(field, node.value))
+            if isinstance(node, InList):
+                condition = column.in_([_timestamp(field, v) for v in node.values])
+                return not_(condition) if node.negated else condition
+            raise _bad(field, "LIKE does not apply to times")
+        column = {"experiment": db.experiments.c.name, "status": self.status}.get(name)
+        if column is None:
+            column = db.runs.c[name]
+        if isinstance(node, IsNull):
+            return column.is_not(None) if node.negated else column.is_(None)
+        if isinstance(node, Compare) and name == "status":
+            node = Compare(field, node.op, _text(node.value).upper())
+        condition = self._condition(node, None, column, field)  # type: ignore[arg-type]
+        return not_(condition) if getattr(node, "negated", False) else condition
+
+    def _env(self, node: Node) -> Any:
+        field = node.field  # type: ignore[union-attr]
+        name = field.key
+        if name.startswith("packages."):
+            name = "packages." + re.sub(r"[-_.]+", "-", name[len("packages."):]).lower()
+        if name == "fingerprint":
+            return self._attributes(_with_field(node, Field("attributes", "env_fingerprint")))
+        if name not in _ENV_NAMES and not name.startswith(_ENV_PREFIXES):
+            raise _bad(field, f"unknown environment fact; use one of {', '.join(_ENV_NAMES)}, packages.<name> "
+                              "or frameworks.<name>")
+        facts = db.env_facts
+        by_name = select(facts.c.fingerprint).where(facts.c.name == name)
+        if isinstance(node, IsNull):
+            missing = or_(db.runs.c.env_fingerprint.is_(None), db.runs.c.env_fingerprint.not_in(by_name))
+            return not_(missing) if node.negated else missing
+        versioned = name.startswith(_VERSIONED)
+        if isinstance(node, Compare) and versioned and isinstance(node.value, str) and "+" not in node.value:
+            key = version_key(node.value)
+            if key is not None:
+                condition = and_(facts.c.vkey.is_not(None), _OPS[node.op](facts.c.vkey, key))
+                return db.runs.c.env_fingerprint.in_(by_name.where(condition))
+        condition = self._condition(node, facts.c.num, facts.c.text, field)  # type: ignore[arg-type]
+        negated = getattr(node, "negated", False)
+        return _membership(db.runs.c.env_fingerprint, by_name.where(condition), negated)
+
+
+def _with_field(node: Node, field: Field) -> Node:
+    if isinstance(node, Compare):
+        return Compare(field, node.op, node.value)
+    if isinstance(node, InList):
+        return InList(field, node.values, node.negated)
+    if isinstance(node, Like):
+        return Like(field, node.pattern, node.case_insensitive, node.negated)
+    if isinstance(node, IsNull):
+        return IsNull(field, node.negated)
+    return node
+
+
+def _order_terms(i: int, term: OrderTerm, query: Any, status: Any) -> tuple[Any, list[Any]]:
+    """ORDER BY terms for one key, with the joins they need. Missing values sort last."""
+
+    def direction(column: Any) -> Any:
+        return (column.desc() if term.descending else column.asc()).nulls_last()
+
+    if term.kind == "attributes":
+        if term.key not in _ORDER_ATTRIBUTES:
+            raise InvalidInput(
+                f"cannot order by attributes.{term.key}; choose from {', '.join(_ORDER_ATTRIBUTES)}",
+                field="order_by",
+            )
+        column = {"experiment": db.experiments.c.name, "status": status, "run_id": db.runs.c.id}.get(term.key)
+        return query, [direction(column if column is not None else db.runs.c[term.key])]
+    if term.kind == "metrics":
+        alias = db.metrics.alias(f"om{i}")
+        query = query.outerjoin(alias, and_(alias.c.run_id == db.runs.c.id, alias.c.key == term.key))
+        return query, [direction(alias.c[_METRIC_COLUMNS[term.aggregate].name])]
+    if term.kind == "params":
+        alias = db.params.alias(f"op{i}")
+        query = query.outerjoin(alias, and_(alias.c.run_id == db.runs.c.id, alias.c.key == term.key))
+        return query, [direction(alias.c.num), direction(alias.c.text)]
+    if term.kind == "tags":
+        alias = db.tags.alias(f"ot{i}")
+        query = query.outerjoin(alias, and_(alias.c.run_id == db.runs.c.id, alias.c.key == term.key))
+        return query, [direction(alias.c.value)]
+    raise InvalidInput(f"cannot order by {term.kind}.{term.key}", field="order_by")
+
+
+def search_query(
+    *,
+    experiments: Sequence[str] | None,
+    node: Node | None,
+    order_by: Sequence[OrderTerm],
+    max_results: int | None,
+    offset: int,
+    run_key: str | None,
+    stale_before: float,
+) -> Any:
+    """SELECT runs.id ... for a search; the caller loads the records of the ids it returns."""
+    compiler = _Compiler(stale_before)
+    query = select(db.runs.c.id).join(db.experiments, db.experiments.c.id == db.runs.c.experiment_id)
+    conditions: list[Any] = []
+    if experiments is not None:
+        conditions.append(db.experiments.c.name.in_(list(experiments)) if experiments else false())
+    if run_key is not None:
+        conditions.append(db.runs.c.run_key == run_key)
+    if node is not None:
+        conditions.append(compiler.compile(node))
+    if conditions:
+        query = query.where(and_(true(), *conditions))
+    ordering: list[Any] = []
+    for i, term in enumerate(order_by):
+        query, terms = _order_terms(i, term, query, compiler.status)
+        ordering.extend(terms)
+    if not order_by:
+        ordering.append(db.runs.c.start_time.desc())
+    ordering.append(db.runs.c.id)
+    query = query.order_by(*ordering).offset(offset)
+    if max_results is not None:
+        query = query.limit(max_results)
+    return query
