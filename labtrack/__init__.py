@@ -9,6 +9,7 @@ Everything public is listed in ``__all__``; other modules are internal.
 
 from __future__ import annotations
 
+from labtrack.compare import diff
 from labtrack.core.errors import (
     AmbiguousRunId,
     ExperimentNotFound,
@@ -72,6 +73,7 @@ __all__ = [
     "active_run",
     "capture_environment",
     "compute_key",
+    "diff",
     "end_run",
     "exists",
     "find_run",

@@ -18,6 +18,7 @@ import click
 
 from labtrack import render
 from labtrack.core.errors import LabtrackError
+from labtrack.core.filters import parse_field
 from labtrack.core.query import parse_order_by
 
 __all__ = ["main"]
@@ -94,22 +95,84 @@ def experiments(as_json: bool) -> None:
 @click.option("--sort", "sort", multiple=True, metavar="TERM", help="Order, e.g. 'metrics.acc desc' (repeatable).")
 @click.option("--filter", "filter_", metavar="EXPR", help="Filter expression, e.g. \"metrics.acc > 0.9\".")
 @click.option("--key", "key", metavar="KEY", help="Only runs with this run key (see `labtrack show`).")
+@click.option("--columns", "columns", metavar="FIELDS", help="Columns to show, e.g. 'params.lr,metrics.acc'.")
+@click.option("--group-by", "group_by", metavar="FIELDS",
+              help="Aggregate repeated runs by these fields (e.g. params.lr): metrics as mean ± std (n).")
 @click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True, help="Most runs to show.")
+@click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip this many runs (pagination).")
 @_json_option
 @_command
-def runs(experiment: str | None, sort: tuple[str, ...], filter_: str | None, key: str | None, limit: int,
-         as_json: bool) -> None:
-    """List runs (of EXPERIMENT, or all), newest first."""
-    from labtrack import tracking
+def runs(experiment: str | None, sort: tuple[str, ...], filter_: str | None, key: str | None, columns: str | None,
+         group_by: str | None, limit: int, offset: int, as_json: bool) -> None:
+    """List runs (of EXPERIMENT, or all), newest first.
+
+    \b
+    Filter examples:
+      --filter "metrics.acc > 0.9 and params.lr = 0.01"
+      --filter "env.gpu.name LIKE '%A100%' and env.packages.torch >= '2.1'"
+    """
+    from labtrack import compare, tracking
 
     found = tracking.search_runs(
-        experiment, filter=filter_, order_by=list(sort) or None, max_results=limit, key=key
+        experiment, filter=filter_, order_by=list(sort) or None, max_results=limit, offset=offset, key=key
     )
+    if group_by:
+        groups = compare.group(found, _split(group_by))
+        if as_json:
+            _print_json([{"group": list(g.key), "runs": g.runs,
+                          "metrics": {k: vars(v) for k, v in g.metrics.items()}} for g in groups])
+        else:
+            render.groups(groups, _split(group_by), title=f"runs of {experiment} by {group_by}" if experiment else None)
+        return
+    if columns:
+        fields = [parse_field(name) for name in _split(columns)]
+        table = {run.id: {str(f): compare.column_values(run, f) for f in fields} for run in found}
+        if as_json:
+            _print_json([{"id": run_id, **values} for run_id, values in table.items()])
+        else:
+            render.columns(found, [str(f) for f in fields], table)
+        return
     if as_json:
         _print_json([run.to_dict() for run in found])
     else:
         lead = [term.key for term in parse_order_by(list(sort)) if term.kind == "metrics"]
         render.runs(found, title=f"runs of {experiment}" if experiment else "runs", lead=lead)
+
+
+def _split(names: str) -> list[str]:
+    return [n.strip() for n in names.split(",") if n.strip()]
+
+
+@main.command(name="compare")
+@click.argument("run_ids", nargs=-1, required=True, metavar="RUN...")
+@click.option("--all", "show_all", is_flag=True, help="Also show rows that are the same in every run.")
+@_json_option
+@_command
+def compare_runs(run_ids: tuple[str, ...], show_all: bool, as_json: bool) -> None:
+    """Params and metrics of several runs side by side; rows that differ are highlighted."""
+    from labtrack import tracking
+
+    found = [tracking.get_run(r) for r in run_ids]
+    if as_json:
+        _print_json([run.to_dict() for run in found])
+    else:
+        render.compare(found, show_all=show_all)
+
+
+@main.command(name="diff")
+@click.argument("run_a", metavar="A")
+@click.argument("run_b", metavar="B")
+@_json_option
+@_command
+def diff_command(run_a: str, run_b: str, as_json: bool) -> None:
+    """Why do runs A and B differ? Params, metrics, code and environment, likeliest causes first."""
+    from labtrack import compare
+
+    result = compare.diff(run_a, run_b)
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        render.diff(result)
 
 
 @main.command()

@@ -259,3 +259,93 @@ def environment(env: Any, *, full: bool = False, only: Sequence[str] = ()) -> No
         _out.print(table)
     if not only:
         note(f"fingerprint {env.fingerprint}")
+
+
+def _changed_style(values: Sequence[Any]) -> str | None:
+    return "bold yellow" if len({json.dumps(v, sort_keys=True, default=str) for v in values}) > 1 else None
+
+
+def compare(found: Sequence[Run], *, show_all: bool = False) -> None:
+    """Rows are params, metrics and status; columns are runs; rows that differ are highlighted."""
+    records = [run.record for run in found]
+    table = Table(title="compare", title_justify="left")
+    table.add_column("")
+    for r in records:
+        table.add_column(r.id[:8], justify="right")
+    rows: list[tuple[str, list[Any]]] = [("experiment", [r.experiment for r in records]),
+                                         ("status", [r.status.value for r in records])]
+    rows += [(f"params.{k}", [r.params.get(k) for r in records]) for k in _union_keys([r.params for r in records])]
+    rows += [(f"metrics.{k}", [r.metrics[k].last if k in r.metrics else None for r in records])
+             for k in _union_keys([dict(r.metrics) for r in records])]
+    rows += [("env fingerprint", [(r.env_fingerprint or "")[:12] for r in records]),
+             ("run key", [(r.run_key or "")[:12] for r in records])]
+    hidden = 0
+    for name, values in rows:
+        style = _changed_style(values)
+        if style is None and not show_all and name.startswith(("params.", "metrics.")) and len(records) > 1:
+            hidden += 1
+            continue
+        table.add_row(Text(name, style=style or ""), *[Text("" if v is None else fmt_value(v, 5), style=style or "")
+                                                        for v in values])
+    _out.print(table)
+    if hidden:
+        note(f"({hidden} rows identical in every run hidden; --all shows them)")
+
+
+def columns(found: Sequence[Run], names: Sequence[str], values: dict[str, dict[str, Any]]) -> None:
+    table = Table(title="runs", title_justify="left")
+    table.add_column("run", style="bold", no_wrap=True)
+    column_values = {name: [values[run.id][name] for run in found] for name in names}
+    for name in names:
+        table.add_column(name, justify="right", header_style=_changed_style(column_values[name]) or "bold")
+    for run in found:
+        table.add_row(run.id[:8], *["" if values[run.id][n] is None else fmt_value(values[run.id][n], 5)
+                                    for n in names])
+    _out.print(table)
+
+
+def groups(found: Sequence[Any], by: Sequence[str], title: str | None = None) -> None:
+    metric_names = sorted({k for g in found for k in g.metrics})
+    table = Table(title=title or f"runs grouped by {', '.join(by)}", title_justify="left")
+    for name in by:
+        table.add_column(name, style="magenta", justify="right")
+    table.add_column("runs", justify="right")
+    for name in metric_names:
+        table.add_column(name.removeprefix("metrics.") + "  mean ± std", style="cyan", justify="right")
+    for g in found:
+        cells = ["" if v is None else fmt_value(v, 5) for v in g.key] + [str(g.runs)]
+        for name in metric_names:
+            stats = g.metrics.get(name)
+            cells.append(f"{stats.mean:.4g} ± {stats.std:.2g}" if stats else "")
+        table.add_row(*cells)
+    _out.print(table)
+
+
+def diff(result: Any) -> None:
+    """A run diff: metrics with deltas, then each differing section, likeliest cause first."""
+    _out.print(Text(f"diff {result.a[:8]} → {result.b[:8]}", style="bold"))
+    changed_metrics = [m for m in result.metrics if not m["same"]]
+    if changed_metrics:
+        table = Table(title="metrics (last values)", title_justify="left")
+        for name in ("key", "A", "B", "delta", "%"):
+            table.add_column(name, justify="left" if name == "key" else "right")
+        for m in changed_metrics:
+            pct = f"{m['pct']:+.2f}%" if m["pct"] is not None else ""
+            delta = f"{m['delta']:+.4g}" if m["delta"] is not None else ""
+            table.add_row(m["key"], "" if m["a"] is None else fmt_value(m["a"]),
+                          "" if m["b"] is None else fmt_value(m["b"]), delta, pct)
+        _out.print(table)
+    elif result.metrics:
+        note("metrics: identical")
+    for section in result.differing():
+        _out.print(Text(f"\n{section.name}", style="bold yellow"))
+        for change in section.changes[:40]:
+            _out.print(f"  {change.describe()}")
+        if len(section.changes) > 40:
+            note(f"  ... {len(section.changes) - 40} more (--json for all)")
+    same = [s.name for s in result.sections if s.identical]
+    missing = [s.name for s in result.sections if not s.compared]
+    if same:
+        note(f"\nidentical: {', '.join(same)}")
+    if missing:
+        note(f"not recorded for both runs: {', '.join(missing)}")

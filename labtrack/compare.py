@@ -1,0 +1,95 @@
+"""Comparing runs: the semantic diff of two runs and side-by-side tables of many.
+
+``diff(a, b)`` builds what the store recorded about each run into ``core.diff.RunView`` values and adds
+the one thing that needs this machine: ``git log`` between the two commits when the repository is here.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from typing import Any
+
+from labtrack.core.aggregate import Group, group_runs
+from labtrack.core.diff import RunDiff, RunView, diff_runs
+from labtrack.core.errors import InvalidInput
+from labtrack.core.filters import Field, parse_field
+from labtrack.run import Run
+from labtrack.tracking import get_run
+
+__all__ = ["column_values", "diff", "group", "run_view"]
+
+
+def _as_run(run: Run | str, store: str | None) -> Run:
+    return run if isinstance(run, Run) else get_run(run, store=store)
+
+
+def run_view(run: Run) -> RunView:
+    record = run.record
+    env = run.environment
+    return RunView(
+        id=record.id,
+        params=dict(record.params),
+        metrics={k: m.last for k, m in record.metrics.items()},
+        tags=dict(record.tags),
+        artifacts={a.path: a.sha256 for a in run.artifacts},
+        environment=env.snapshot if env is not None else {},
+        status=record.status.value,
+        run_key=record.run_key,
+    )
+
+
+def _git_log(view_a: RunView, view_b: RunView) -> list[str] | None:
+    ga, gb = view_a.environment.get("git"), view_b.environment.get("git")
+    if not isinstance(ga, dict) or not isinstance(gb, dict):
+        return None
+    root, ca, cb = gb.get("root") or ga.get("root"), ga.get("commit"), gb.get("commit")
+    if not root or not ca or not cb or ca == cb:
+        return None
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(root), "log", "--oneline", "--no-decorate", f"{ca}..{cb}"],
+            capture_output=True, text=True, timeout=5, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.splitlines() if done.returncode == 0 else None
+
+
+def diff(a: Run | str, b: Run | str, *, store: str | None = None) -> RunDiff:
+    """What differs between two runs, most likely causes first (see ``labtrack.core.diff``)."""
+    view_a, view_b = run_view(_as_run(a, store)), run_view(_as_run(b, store))
+    result = diff_runs(view_a, view_b, git_log=_git_log(view_a, view_b))
+    return result
+
+
+def column_values(run: Run, field: Field) -> Any:
+    """The value of one field (params.x, metrics.x[.min], tags.x, attributes.x) for a run."""
+    record = run.record
+    if field.kind == "params":
+        return record.params.get(field.key)
+    if field.kind == "tags":
+        return record.tags.get(field.key)
+    if field.kind == "metrics":
+        summary = record.metrics.get(field.key)
+        return None if summary is None else getattr(summary, field.aggregate)
+    if field.kind == "attributes":
+        return {"experiment": record.experiment, "run_key": record.run_key, "env_fingerprint": record.env_fingerprint,
+                }.get(field.key, getattr(record, field.key, None))
+    raise InvalidInput(f"{field} cannot be shown as a column; use params., metrics., tags. or attributes.",
+                       field="columns")
+
+
+def group(runs: Sequence[Run], by: Sequence[str], metrics: Sequence[str] | None = None) -> list[Group]:
+    """Group runs by the values of ``by`` (e.g. ["params.lr"]) and summarise metrics as mean ± std (n)."""
+    fields = [parse_field(name) for name in by]
+    rows = []
+    for run in runs:
+        record = run.record
+        row: dict[str, Any] = {str(f): column_values(run, f) for f in fields}
+        row.update({f"metrics.{k}": m.last for k, m in record.metrics.items()})
+        rows.append(row)
+    names = [f"metrics.{m.removeprefix('metrics.')}" for m in metrics] if metrics else sorted(
+        {k for row in rows for k in row if k.startswith("metrics.")}
+    )
+    return group_runs(rows, [str(f) for f in fields], names)
