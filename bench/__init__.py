@@ -1,0 +1,18 @@
+"""labtrack's benchmark: the same workloads on labtrack and, side by side, on MLflow (SQLite backend).
+
+    make bench                      # = python -m bench
+    python -m bench --quick         # smaller sizes, a smoke run
+    python -m bench --only batch    # one workload (repeatable)
+    python -m bench --json out.json # results as JSON too
+
+Layout:
+- ``bench.spec``              what each workload measures: its rows, units, targets (``WORKLOADS``)
+- ``bench.workloads_labtrack`` the labtrack side; ``python -m bench.workloads_labtrack NAME`` prints JSON
+- ``bench/workloads_mlflow.py`` the MLflow side, a standalone script run by the MLflow virtualenv's python
+- ``bench.mlflow_env``        installs MLflow into ``.bench/mlflow-venv`` (once)
+- ``bench.report``            the table
+
+Each workload runs in fresh subprocesses with fresh temporary stores. To add a workload: a function in
+``workloads_labtrack.WORKLOADS`` (and optionally ``workloads_mlflow.WORKLOADS``) returning a dict of
+measurements, and a ``Workload`` in ``spec.WORKLOADS`` saying which measurements become which rows.
+"""

@@ -1,0 +1,68 @@
+"""MLflow for the side-by-side numbers, installed once into its own virtualenv (``.bench/mlflow-venv``).
+
+MLflow is never imported into labtrack's environment: its workloads run as subprocesses of that
+virtualenv's python. ``mlflow-skinny`` plus SQLAlchemy and Alembic is what MLflow's SQLite tracking
+backend (``sqlite:///...``) needs; override with ``BENCH_MLFLOW_REQUIREMENTS="mlflow==2.14.3"`` (and
+``BENCH_MLFLOW_VENV=DIR`` to keep that install apart).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["VENV", "MlflowEnv", "ensure_mlflow"]
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = Path(os.environ.get("BENCH_MLFLOW_VENV") or ROOT / ".bench" / "mlflow-venv")
+REQUIREMENTS = os.environ.get("BENCH_MLFLOW_REQUIREMENTS", "mlflow-skinny sqlalchemy alembic").split()
+_PROBE = "import mlflow, sqlalchemy, alembic, mlflow.store.tracking.sqlalchemy_store; print(mlflow.__version__)"
+
+
+@dataclass
+class MlflowEnv:
+    python: str | None  # None: not available, see ``reason``
+    version: str | None = None
+    reason: str | None = None
+
+
+def _probe(python: Path) -> str | None:
+    if not python.exists():
+        return None
+    try:
+        out = subprocess.run([str(python), "-c", _PROBE], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else None
+
+
+def ensure_mlflow(log: bool = True) -> MlflowEnv:
+    python = VENV / "bin" / "python"
+    version = _probe(python)
+    if version:
+        return MlflowEnv(str(python), version)
+    if log:
+        print(f"bench: installing {' '.join(REQUIREMENTS)} into {VENV} (once) ...", file=sys.stderr, flush=True)
+    shutil.rmtree(VENV, ignore_errors=True)
+    base = getattr(sys, "_base_executable", None) or shutil.which("python3") or sys.executable
+    steps = [
+        [base, "-m", "venv", str(VENV)],
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *REQUIREMENTS],
+    ]
+    for step in steps:
+        try:
+            out = subprocess.run(step, capture_output=True, text=True, timeout=900)
+        except (OSError, subprocess.SubprocessError) as exc:
+            return MlflowEnv(None, reason=f"{' '.join(step[:4])}: {exc}")
+        if out.returncode != 0:
+            lines = [line for line in (out.stderr or out.stdout).splitlines() if line.strip()]
+            tail = lines[-1] if lines else f"exit {out.returncode}"
+            return MlflowEnv(None, reason=f"`{' '.join(step[2:5])} ...` failed: {tail[:300]}")
+    version = _probe(python)
+    if not version:
+        return MlflowEnv(None, reason="installed, but `import mlflow` with its SQLAlchemy store fails")
+    return MlflowEnv(str(python), version)

@@ -1,0 +1,133 @@
+"""What the benchmark measures: workloads, their rows, units and labtrack's targets.
+
+A workload's two sides (``workloads_labtrack`` and ``workloads_mlflow``) each return a flat dict of
+measurements; a ``Row`` picks one measurement by ``key`` from each side and says how to judge it.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["WORKLOADS", "Row", "Target", "Workload", "workload_names"]
+
+_OPS: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, ">=": operator.ge, "==": operator.eq}
+
+
+@dataclass(frozen=True)
+class Target:
+    op: Literal["<=", ">=", "=="]
+    value: float
+
+    def met(self, measured: float) -> bool:
+        return _OPS[self.op](measured, self.value)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: measurement ``key`` of both sides, in ``unit``."""
+
+    label: str
+    key: str
+    unit: str
+    better: Literal["lower", "higher", "none"] = "lower"
+    target: Target | None = None
+    mlflow_key: str | None = None  # defaults to ``key``; "" = no MLflow counterpart
+    size_key: str | None = "n"  # the measurement that says how big the sample was (shown in "size")
+
+    @property
+    def mlflow(self) -> str:
+        return self.key if self.mlflow_key is None else self.mlflow_key
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    title: str
+    rows: tuple[Row, ...]
+    mlflow: bool = True  # whether workloads_mlflow has this workload
+    sizes: dict[str, dict[str, Any]] = field(default_factory=dict)  # "full"/"quick" -> worker arguments
+
+
+WORKLOADS: tuple[Workload, ...] = (
+    Workload(
+        "log_metric",
+        "log_metric in a loop",
+        (
+            Row("run.log_metric, per call", "per_call_us", "µs", target=Target("<=", 2.0)),
+            Row("lt.log_metric (module-level), per call", "module_per_call_us", "µs", mlflow_key="per_call_us"),
+            Row("end_run until all points durable", "end_s", "s", better="none", target=Target("<=", 1.0)),
+            Row("points lost after end_run", "lost", "points", better="none", target=Target("==", 0)),
+        ),
+        sizes={"full": {"n": 200_000, "mlflow_n": 500}, "quick": {"n": 50_000, "mlflow_n": 100}},
+    ),
+    Workload(
+        "batch",
+        "batch ingestion, 100 keys × 1000 steps (incl. end_run)",
+        (
+            Row("run.log_batch (numpy columns)", "batch_numpy_pts_s", "points/s", "higher", Target(">=", 2e6),
+                mlflow_key="batch_pts_s"),
+            Row("run.log_batch (lists)", "batch_list_pts_s", "points/s", "higher", mlflow_key="batch_pts_s"),
+            Row("run.log_metrics(100 keys) per step", "log_metrics_pts_s", "points/s", "higher",
+                mlflow_key="log_metrics_pts_s", size_key="log_metrics_n"),
+            Row("points lost", "lost", "points", better="none", target=Target("==", 0)),
+        ),
+        sizes={
+            "full": {"keys": 100, "steps": 1000, "repeats": 5, "mlflow_steps": 100, "mlflow_metrics_steps": 20},
+            "quick": {"keys": 100, "steps": 1000, "repeats": 2, "mlflow_steps": 20, "mlflow_metrics_steps": 5},
+        },
+    ),
+    Workload(
+        "memory",
+        "client memory while logging a 10M-point run (fresh process)",
+        (
+            Row("peak RSS growth, log_metric loop", "metric_rss_growth_mb", "MB", target=Target("<=", 200),
+                mlflow_key="", size_key="metric_n"),
+            Row("peak RSS growth, log_batch chunks", "batch_rss_growth_mb", "MB", target=Target("<=", 200),
+                mlflow_key="", size_key="batch_n"),
+            Row("peak RSS added by the 2nd half of the points (max of both)", "second_half_mb", "MB",
+                better="none", mlflow_key=""),
+            Row("log_metric loop incl. end_run, per point", "metric_per_point_us", "µs", mlflow_key="",
+                size_key="metric_n"),
+            Row("points lost", "lost", "points", better="none", target=Target("==", 0), mlflow_key="",
+                size_key=None),
+        ),
+        mlflow=False,
+        sizes={"full": {"n": 10_000_000}, "quick": {"n": 1_000_000}},
+    ),
+    Workload(
+        "runs",
+        "run creation: 10 params, 5 metrics, 3 tags",
+        (Row("runs created", "runs_s", "runs/s", "higher", Target(">=", 1000)),),
+        sizes={"full": {"n": 2000, "mlflow_n": 100}, "quick": {"n": 300, "mlflow_n": 20}},
+    ),
+    Workload(
+        "import",
+        "import time (in-process, median of fresh interpreters)",
+        (Row("import labtrack / import mlflow", "import_ms", "ms", target=Target("<=", 100)),),
+        sizes={"full": {"n": 7}, "quick": {"n": 3}},
+    ),
+    Workload(
+        "concurrency",
+        "8 processes logging into one SQLite store at once",
+        (
+            Row("errors", "errors", "errors", better="none", target=Target("==", 0)),
+            Row("points lost", "lost", "points", better="none", target=Target("==", 0)),
+            Row("wall time", "wall_s", "s"),
+            Row("throughput, all processes", "pts_s", "points/s", "higher"),
+            Row("errors, 8 processes creating a new store", "cold_errors", "errors", better="none",
+                target=Target("==", 0), mlflow_key="", size_key="cold_n"),
+        ),
+        sizes={
+            "full": {"procs": 8, "n": 10_000, "cold_n": 1000, "mlflow_n": 200},
+            "quick": {"procs": 8, "n": 2000, "cold_n": 200, "mlflow_n": 50},
+        },
+    ),
+    # Later: environment capture vs `pip freeze`, exists() at 1k..100k runs, search over 100k runs, diff.
+)
+
+
+def workload_names() -> list[str]:
+    return [w.name for w in WORKLOADS]
