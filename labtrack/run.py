@@ -66,7 +66,7 @@ class Run:
         current = runtime.settings()
         self._environment: Environment | None = None  # the snapshot captured at start (live runs)
         self._flush_points = current.flush_points
-        self._hard_limit = current.flush_points * 20
+        self._hard_limit = current.flush_points * 4
 
     def __repr__(self) -> str:
         return f"<Run {self.id[:8]} experiment={self.experiment!r} status={self.status.value}>"
@@ -597,7 +597,13 @@ def _float_array(values: Any, key: str) -> Any:
 def _int_array(values: Any, field: str) -> Any:
     dtype = getattr(values, "dtype", None)
     try:
-        out = _array("q", values.astype("<i8").tolist() if dtype is not None else values)
+        if dtype is not None:
+            if dtype.kind not in "iu":
+                raise TypeError(f"dtype {dtype} is not an integer type")
+            out = _array("q", b"")
+            out.frombytes(values.astype("<i8", copy=False).tobytes())
+        else:
+            out = _array("q", values)
     except (TypeError, OverflowError) as exc:
         raise InvalidInput(f"{field} must be integers >= 0 ({exc})", field=field) from exc
     if len(out) and min(out) < 0:

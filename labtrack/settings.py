@@ -90,7 +90,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("flush_interval", 1.0, "LABTRACK_FLUSH_INTERVAL",
             "Seconds between background writes of buffered metrics.", _positive_float),
     Setting("flush_points", 50_000, "LABTRACK_FLUSH_POINTS",
-            "Buffered metric points that trigger an early background write; at 20x this the logging "
+            "Buffered metric points that trigger an early background write; at 4x this the logging "
             "call writes itself, which bounds memory.", _positive_int),
     Setting("heartbeat_interval", 10.0, "LABTRACK_HEARTBEAT_INTERVAL",
             "Seconds between heartbeats of a running run.", _positive_float),

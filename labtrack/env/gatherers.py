@@ -119,6 +119,26 @@ def _executor() -> _DaemonPool:
         return _pool
 
 
+# Gatherers (by function) whose last run took under _FAST_SECONDS: they answer from their caches, so they
+# run inline — handing them to a thread would cost more than the work. A gatherer that ever runs slow
+# again goes back to a thread, where the timeout protects the caller.
+_fast: set[Callable[[Any], Any]] = set()
+_FAST_SECONDS = 0.002
+
+
+def _timed(fn: Callable[[Any], Any], options: Any) -> Any:
+    start = time.perf_counter()
+    try:
+        result = fn(options)
+    except BaseException as e:  # isolation is the point: record, never raise
+        result = {"error": f"{type(e).__name__}: {e}"}
+    if time.perf_counter() - start < _FAST_SECONDS:
+        _fast.add(fn)
+    else:
+        _fast.discard(fn)
+    return result
+
+
 def run_gatherers(names: Iterable[str], options: Any, timeout: float) -> dict[str, Any]:
     """Run the named gatherers concurrently; ``{name: result | {"error": ...}}``.
 
@@ -128,12 +148,17 @@ def run_gatherers(names: Iterable[str], options: Any, timeout: float) -> dict[st
     results: dict[str, Any] = {}
     tasks: dict[str, _Task] = {}
     pool = _executor()
+    inline = []
     for name in names:
         fn = GATHERERS.get(name)
         if fn is None:
             results[name] = {"error": f"unknown section {name!r}"}
-            continue
-        tasks[name] = pool.submit(fn, options)
+        elif fn in _fast:
+            inline.append((name, fn))
+        else:
+            tasks[name] = pool.submit(lambda options, fn=fn: _timed(fn, options), options)
+    for name, fn in inline:
+        results[name] = _timed(fn, options)
     deadline = time.monotonic() + timeout
     stuck = False
     for name, task in tasks.items():
