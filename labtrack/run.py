@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import threading
@@ -153,8 +154,14 @@ class Run:
 
     @property
     def result(self) -> Any:
-        """A tracked function's recorded return value (None for other runs)."""
-        return self._fetch().result
+        """A tracked function's recorded return value (None for other runs), exactly as returned."""
+        value = self._fetch().result
+        if isinstance(value, dict) and value.get("__labtrack__") == "pickled":
+            import pickle
+
+            with self.open_artifact(value["artifact"]) as f:
+                return pickle.loads(f.read())  # written by labtrack.track from this store's own runs
+        return value
 
     @property
     def environment(self) -> Environment | None:
@@ -586,7 +593,7 @@ def _float_array(values: Any, key: str) -> Any:
         raise InvalidInput(f"{field}: give a sequence of numbers, got {type(values).__name__}", field=field)
     try:
         out = _array("d", values)
-    except TypeError:
+    except (TypeError, OverflowError):
         out = _array("d", [coerce_metric_value(v, key) for v in values])
     else:
         if any(type(v) is bool for v in values):
@@ -619,6 +626,8 @@ def _timestamps(timestamps: Any, n: int, key: str) -> Any:
     out = _float_array(timestamps, key)
     if len(out) != n:
         raise InvalidInput(f"metric {key!r}: {n} values but {len(out)} timestamps", field="timestamps")
+    if not all(math.isfinite(t) for t in out):
+        raise InvalidInput(f"metric {key!r}: timestamps must be finite seconds since the epoch", field="timestamps")
     return out
 
 

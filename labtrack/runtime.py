@@ -122,7 +122,7 @@ def install_hooks() -> None:
 
 
 def _end_runs_at_exit() -> None:
-    if state.terminating is not None:
+    if state.terminating is not None or isinstance(state.uncaught, KeyboardInterrupt):
         status = RunStatus.KILLED
     elif state.uncaught is not None:
         status = RunStatus.FAILED
@@ -145,11 +145,13 @@ def _end_runs_at_exit() -> None:
 def error_of(exc: BaseException | None) -> dict[str, str] | None:
     if exc is None:
         return None
+    from labtrack.core.redact import redact_text
+
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return {
+    return {  # redacted: an exception's text may quote a credentialed URL or a token
         "type": f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins."),
-        "message": str(exc)[:4000],
-        "traceback": text[-10000:],
+        "message": redact_text(str(exc)[:4000]),
+        "traceback": redact_text(text[-10000:]),
     }
 
 

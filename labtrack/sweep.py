@@ -166,30 +166,50 @@ def _json_default(value: Any) -> Any:
         return value.tolist()
     if hasattr(value, "item"):
         return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+    return repr(value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except Exception:  # e.g. numpy arrays: elementwise == has no single truth value
+        return False
 
 
 def record_result(run: Run, result: Any) -> None:
+    """Store a tracked function's return value so a skipped call can return it.
+
+    Plain JSON values (that come back identical, keys and types included) are stored as JSON. Anything
+    else — numpy values, tuples, int dict keys, objects — is pickled as the artifact
+    ``labtrack/result.pkl`` so a skip returns exactly what the function returned; a JSON preview is kept
+    for display.
+    """
     import json
 
     try:
-        value = json.loads(json.dumps(result, default=_json_default))
+        encoded = json.dumps(result, allow_nan=False)
+        if _same(json.loads(encoded), result):
+            run._store.set_result(run.id, result)
+            return
     except (TypeError, ValueError):
-        data = pickle.dumps(result)
-        sha, size = run._store.put_artifact_bytes(data)
-        from labtrack.core.model import ArtifactInfo
+        pass
+    from labtrack.core.model import ArtifactInfo
 
-        run._store.add_artifacts(run.id, [ArtifactInfo(path=_PICKLED_RESULT, sha256=sha, size=size)])
-        value = {"__labtrack__": "pickled", "artifact": _PICKLED_RESULT}
-    run._store.set_result(run.id, value)
+    try:
+        data = pickle.dumps(result)
+    except Exception as exc:
+        raise InvalidInput(
+            f"the result of {run.experiment} can be stored neither as JSON nor with pickle ({exc}); "
+            "return plain values", field="result",
+        ) from exc
+    sha, size = run._store.put_artifact_bytes(data)
+    run._store.add_artifacts(run.id, [ArtifactInfo(path=_PICKLED_RESULT, sha256=sha, size=size)])
+    preview = json.loads(json.dumps(result, default=_json_default, allow_nan=True))
+    run._store.set_result(run.id, {"__labtrack__": "pickled", "artifact": _PICKLED_RESULT, "preview": preview})
 
 
 def recorded_result(run: Run) -> Any:
-    value = run.result
-    if isinstance(value, dict) and value.get("__labtrack__") == "pickled":
-        with run.open_artifact(value["artifact"]) as f:
-            return pickle.loads(f.read())
-    return value
+    return run.result
 
 
 # -- sweeps ----------------------------------------------------------------------------------------

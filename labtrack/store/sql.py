@@ -29,6 +29,7 @@ from sqlalchemy import (
     func,
     inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -552,6 +553,11 @@ class SqlStore(Store):
     ) -> None:
         keys = [k for k, c in chunks.items() if len(c)]
         lookup = [k for k in keys if k not in new_keys]
+        if self.dialect == "postgresql":
+            # Serialise writers of one run: a key with no summary row yet has no row to lock FOR UPDATE.
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:run))"), {"run": run_id})
+        if not new_keys:
+            self._require_run(conn, run_id)
         existing: dict[str, Any] = {}
         tails: dict[str, Chunk] = {}
         for start in range(0, len(lookup), _IN_BATCH):
@@ -619,9 +625,7 @@ class SqlStore(Store):
             if new_summaries:
                 conn.execute(_Q.insert_summary, new_summaries)
         except IntegrityError as exc:
-            if not existing and conn.execute(select(db.runs.c.id).where(db.runs.c.id == run_id)).first() is None:
-                raise RunNotFound(f"no run with id {run_id!r} in store {self.display_url}") from exc
-            raise
+            raise StoreError(f"store {self.display_url} refused metrics of run {run_id}: {exc.orig}") from exc
 
     def get_metric_history(self, run_id: str, key: str) -> MetricHistory:
         with self._read() as conn:
@@ -707,7 +711,8 @@ class SqlStore(Store):
             stmt = self._insert_ignore(db.claims).values(
                 run_key=run_key, owner=owner, state="running", lease_until=now + lease, created_time=now
             )
-            if conn.execute(stmt.on_conflict_do_nothing(index_elements=["run_key"])).rowcount == 1:
+            inserted = stmt.on_conflict_do_nothing(index_elements=["run_key"]).returning(db.claims.c.run_key)
+            if conn.execute(inserted).first() is not None:  # rowcount is unreliable for ON CONFLICT
                 return "claimed"
             row = conn.execute(
                 select(db.claims.c.owner, db.claims.c.state, db.claims.c.lease_until)
@@ -754,7 +759,10 @@ class SqlStore(Store):
             stmt = self._insert_ignore(db.environments).values(
                 fingerprint=fingerprint, snapshot=json.dumps(snapshot, sort_keys=True), created_time=time.time()
             )
-            if conn.execute(stmt.on_conflict_do_nothing(index_elements=["fingerprint"])).rowcount != 1:
+            inserted = stmt.on_conflict_do_nothing(index_elements=["fingerprint"]).returning(
+                db.environments.c.fingerprint
+            )
+            if conn.execute(inserted).first() is None:
                 return  # stored before, with its facts
             facts = [
                 {"fingerprint": fingerprint, "name": name, "text": text, "num": num, "vkey": version_key(text)}
@@ -791,6 +799,7 @@ def upgrade_schema(url: str) -> tuple[str | None, str]:
     """Run the Alembic migrations on the database at ``url`` up to the head revision."""
     from alembic import command
     from alembic.config import Config
+    from alembic.util import CommandError
 
     display = SqlStore.__new__(SqlStore)
     display.url = url
@@ -812,4 +821,8 @@ def upgrade_schema(url: str) -> tuple[str | None, str]:
         engine.dispose()
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot upgrade store {display.display_url}: {getattr(exc, 'orig', exc)}") from exc
+    except CommandError as exc:  # e.g. a revision this labtrack does not know: the store is newer
+        raise StoreError(
+            f"cannot upgrade store {display.display_url}: {exc}; it was made by a newer labtrack — upgrade labtrack"
+        ) from exc
     return before, str(after)

@@ -1,0 +1,166 @@
+"""The schema: what the code creates equals what the Alembic migrations build, on SQLite and PostgreSQL;
+an outdated store is refused with the command that fixes it, and that command works."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from click.testing import CliRunner
+from sqlalchemy import create_engine, inspect, text
+
+import labtrack
+import labtrack as lt
+from labtrack.cli import main
+from labtrack.store import open_store, resolve_location
+from labtrack.store.schema import SCHEMA_REVISION, metadata
+from labtrack.store.sql import upgrade_schema
+
+MIGRATIONS = Path(labtrack.__file__).parent / "store" / "migrations"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def two_databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Two empty databases (SQLAlchemy URLs) on one backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+        return
+    first = request.getfixturevalue("postgres_url")
+    server = request.getfixturevalue("postgres_server")
+    name = f"lt_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield first, f"{server.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def schema_of(url: str) -> dict[str, Any]:
+    """Everything that defines the schema, as comparable plain values."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            inspector = inspect(conn)
+            out: dict[str, Any] = {}
+            for table in sorted(inspector.get_table_names()):
+                out[table] = {
+                    "columns": [(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)],
+                    "pk": inspector.get_pk_constraint(table)["constrained_columns"],
+                    "fks": sorted((tuple(f["constrained_columns"]), f["referred_table"], tuple(f["referred_columns"]),
+                                   (f.get("options") or {}).get("ondelete"))
+                                  for f in inspector.get_foreign_keys(table)),
+                    "indexes": sorted((i["name"], tuple(i["column_names"]), bool(i["unique"]))
+                                      for i in inspector.get_indexes(table)),
+                    "uniques": sorted(tuple(u["column_names"]) for u in inspector.get_unique_constraints(table)),
+                }
+            return out
+    finally:
+        engine.dispose()
+
+
+def differences(url: str) -> list[Any]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+            return list(compare_metadata(context, metadata))
+    finally:
+        engine.dispose()
+
+
+def test_the_migrations_build_exactly_the_schema_the_code_declares(two_databases: tuple[str, str]) -> None:
+    created_url, migrated_url = two_databases
+    open_store(created_url).close()  # the code's path: create_all on a new store
+    before, after = upgrade_schema(migrated_url)
+    assert (before, after) == (None, SCHEMA_REVISION)
+    assert differences(migrated_url) == []
+    assert differences(created_url) == []
+    assert schema_of(created_url) == schema_of(migrated_url)
+
+
+def test_schema_revision_is_the_alembic_head() -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    script = ScriptDirectory.from_config(config)
+    assert script.get_heads() == [SCHEMA_REVISION]
+
+
+def test_a_new_store_is_created_at_the_latest_revision(store_url: str) -> None:
+    open_store(store_url).close()
+    url, _ = resolve_location(store_url)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [(SCHEMA_REVISION,)]
+    finally:
+        engine.dispose()
+
+
+def _outdated(store_url: str) -> str:
+    """A store whose schema predates every revision: only an empty alembic_version table."""
+    url, _ = resolve_location(store_url)
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"))
+    finally:
+        engine.dispose()
+    return url
+
+
+def test_an_outdated_store_names_labtrack_db_upgrade_and_opens_after_it(store_url: str) -> None:
+    _outdated(store_url)
+    with pytest.raises(lt.SchemaOutdated) as caught:
+        open_store(store_url)
+    assert "labtrack db upgrade" in str(caught.value)
+    lt.set_store(store_url)
+    with pytest.raises(lt.SchemaOutdated):
+        lt.start_run("too-early")
+
+    result = CliRunner().invoke(main, ["db", "upgrade", "--store", store_url])
+    assert result.exit_code == 0, result.output
+    assert SCHEMA_REVISION in result.stdout
+
+    store = open_store(store_url)
+    store.close()
+    with lt.start_run("after-upgrade") as run:
+        run.log_metric("m", 1.0)
+    assert lt.get_run(run.id).metrics == {"m": 1.0}
+    assert differences(resolve_location(store_url)[0]) == []
+
+
+def test_the_cli_reports_an_outdated_store_without_a_traceback(tmp_path: Path) -> None:
+    location = str(tmp_path / "old")
+    _outdated(location)
+    result = CliRunner().invoke(main, ["runs", "--store", location])
+    assert result.exit_code == 1
+    assert "labtrack db upgrade" in " ".join(result.stderr.split())  # the terminal may wrap the line
+    assert "Traceback" not in result.output
+
+
+def test_a_store_from_a_newer_labtrack_is_refused_and_db_upgrade_fails_cleanly(tmp_path: Path) -> None:
+    location = str(tmp_path / "future")
+    open_store(location).close()
+    url, _ = resolve_location(location)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    with pytest.raises(lt.SchemaOutdated) as caught:
+        open_store(location)
+    assert "9999" in str(caught.value)
+    result = CliRunner().invoke(main, ["db", "upgrade", "--store", location])
+    assert result.exit_code == 1, result.output
+    assert "Error:" in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
