@@ -89,11 +89,15 @@ class Run:
 
     # -- reading ------------------------------------------------------------------------------
 
+    def _settle(self) -> None:
+        """Write the points this process still buffers for the run, so that reads see them."""
+        if self._buffer or self._columns or self._unwritten:
+            self.flush()
+
     def _fetch(self) -> RunRecord:
         if self._record is not None and self._record.status.is_terminal and not self._live:
             return self._record
-        if self._buffer or self._columns or self._unwritten:
-            self.flush()
+        self._settle()
         record = self._store.get_run(self.id)
         resolve_liveness(self._store, [record])
         self._record = record
@@ -169,7 +173,7 @@ class Run:
         (command, git state, seeds, hostname) merged in. None if capture was turned off."""
         from labtrack.core.environment import Environment
 
-        record = self._fetch()
+        record = self._fetch()  # settles first
         snapshot: dict[str, Any] = {}
         if record.env_fingerprint:
             snapshot = self._store.get_environment(record.env_fingerprint) or {}
@@ -191,20 +195,22 @@ class Run:
             raise InvalidInput(
                 f"result must be JSON-serialisable (dicts, lists, numbers, strings): {exc}", field="result"
             ) from exc
+        self._settle()
         self._store.set_result(self.id, result)
 
     @property
     def artifacts(self) -> list[ArtifactInfo]:
+        self._settle()
         return self._store.list_artifacts(self.id)
 
     def history(self, key: str) -> MetricHistory:
         """Every point of metric ``key``, ordered by step (then by logging order)."""
-        if self._buffer or self._columns or self._unwritten:
-            self.flush()
+        self._settle()
         return self._store.get_metric_history(self.id, key)
 
     def open_artifact(self, path: str) -> IO[bytes]:
         path = check_artifact_path(path, "path")
+        self._settle()
         for item in self._store.list_artifacts(self.id):
             if item.path == path:
                 return self._store.open_artifact(item.sha256)
@@ -213,6 +219,7 @@ class Run:
     def download_artifacts(self, destination: str | os.PathLike[str], path: str | None = None) -> list[Path]:
         """Copy the run's artifacts (all, or those under ``path``) into ``destination``."""
         prefix = check_artifact_path(path, "path") if path else None
+        self._settle()
         root = Path(destination).resolve()
         written = []
         for item in self._store.list_artifacts(self.id):
@@ -237,17 +244,22 @@ class Run:
         self.log_params({key: value})
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        self._store.log_params(self.id, checked_params(params))
+        valid = checked_params(params)
+        self._settle()
+        self._store.log_params(self.id, valid)
 
     def set_tag(self, key: str, value: Any) -> None:
         self.set_tags({key: value})
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self._store.set_tags(self.id, checked_tags(tags))
+        valid = checked_tags(tags)
+        self._settle()
+        self._store.set_tags(self.id, valid)
 
     def set_note(self, note: str) -> None:
         if not isinstance(note, str):
             raise InvalidInput(f"note must be a string, got {type(note).__name__}", field="note")
+        self._settle()
         self._store.set_note(self.id, note)
 
     # -- metrics ------------------------------------------------------------------------------
@@ -372,7 +384,10 @@ class Run:
         return grouped
 
     def flush(self) -> None:
-        """Write buffered metric points now. Raises ``StoreError`` if the store fails (points are kept)."""
+        """Write buffered metric points now.
+
+        Raises ``StoreError`` if the store fails; nothing is lost, the next flush retries.
+        """
         with self._flush_lock:
             chunks = self._drain()
             if not chunks:
@@ -380,7 +395,8 @@ class Run:
             try:
                 self._store.log_metrics(self.id, chunks, self._new_keys(chunks))
             except BaseException:
-                self._unwritten.append(chunks)
+                if chunks:
+                    self._unwritten.append(chunks)
                 raise
             self._written_keys.update(chunks)
 
@@ -401,6 +417,15 @@ class Run:
                 )
             return False
         return not self._live and not self._buffer and not self._columns
+
+    def maintain_store(self) -> None:
+        try:
+            self._store.maintain()
+        except Exception:  # housekeeping must never disturb the run
+            pass
+
+    def store_identity(self) -> int:
+        return id(self._store)
 
     def heartbeat_in_background(self, now: float) -> None:
         try:
@@ -438,6 +463,7 @@ class Run:
         self._store_files(_collect_files(source, base))
 
     def _store_files(self, files: list[tuple[Path, str]]) -> None:
+        self._settle()
         infos = []
         for path, target in files:
             sha, size = self._store.put_artifact_file(str(path))
@@ -470,6 +496,7 @@ class Run:
 
     def _log_bytes(self, data: bytes, artifact_file: str) -> None:
         path = check_artifact_path(artifact_file, "artifact_file")
+        self._settle()
         sha, size = self._store.put_artifact_bytes(data)
         self._store.add_artifacts(self.id, [ArtifactInfo(path=path, sha256=sha, size=size)])
 

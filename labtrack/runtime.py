@@ -47,6 +47,7 @@ class _State:
         self.host = socket.gethostname()
         self.seeds: dict[str, Any] | None = None  # from seed_everything, recorded on the next runs
         self.stored_envs: set[tuple[str, str]] = set()  # (store url, fingerprint) known to be stored
+        self.last_fingerprint: tuple[dict[str, Any], str] | None = None  # (fingerprint subset, its hash)
 
 
 state = _State()
@@ -158,6 +159,13 @@ def error_of(exc: BaseException | None) -> dict[str, str] | None:
 # -- runs ------------------------------------------------------------------------------------------
 
 
+def settle() -> None:
+    """Write what this process still holds for its active runs, so reads see them."""
+    for run in list(state.stack):
+        if run._owner_pid == os.getpid():
+            run._settle()
+
+
 def capture_options() -> CaptureOptions:
     from labtrack.env import CaptureOptions
 
@@ -174,9 +182,17 @@ def capture() -> Captured | None:
     """This process's environment for a new run, or None when capture is turned off (capture = none)."""
     if not settings().capture:
         return None
+    from labtrack.core.environment import fingerprint_subset
     from labtrack.env import capture as capture_env
 
-    return capture_env(capture_options())
+    captured = capture_env(capture_options())
+    # Hashing the snapshot costs more than capturing it again; reuse the hash while nothing it covers changed.
+    subset = fingerprint_subset(captured.environment.snapshot)
+    if state.last_fingerprint is not None and state.last_fingerprint[0] == subset:
+        captured.environment.__dict__["fingerprint"] = state.last_fingerprint[1]
+    else:
+        state.last_fingerprint = (subset, captured.environment.fingerprint)
+    return captured
 
 
 def capture_environment() -> Environment:

@@ -235,6 +235,7 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> dict[str, Any]
     runtime.state.seeds = info
     run = active_run()
     if run is not None:
+        run._settle()
         context = run._store.get_context(run.id) or {}
         context["seeds"] = info
         run._store.update_context(run.id, context)
@@ -283,6 +284,7 @@ def find_run(
     """
     key = compute_key(experiment, params, inputs=inputs, identity=identity, exclude=exclude)
     target = runtime.store(store)
+    runtime.settle()
     found = target.find_finished_run(key)
     return Run(target, found) if found is not None else None
 
@@ -303,6 +305,7 @@ def exists(
 def get_run(run_id: str, *, store: str | None = None) -> Run:
     """The run with this id (or unique id prefix)."""
     target = runtime.store(store)
+    runtime.settle()
     full_id = target.resolve_run_id(run_id)
     record = target.get_run(full_id)
     resolve_liveness(target, [record])
@@ -314,7 +317,9 @@ def get_run(run_id: str, *, store: str | None = None) -> Run:
 
 def list_experiments(*, store: str | None = None) -> list[tuple[Experiment, int]]:
     """Every experiment in the store with its number of runs."""
-    return runtime.store(store).list_experiments()
+    target = runtime.store(store)
+    runtime.settle()
+    return target.list_experiments()
 
 
 def upgrade_store(store: str | None = None) -> tuple[str | None, str]:
@@ -349,6 +354,7 @@ def search_runs(
         raise InvalidInput(f"max_results must be an integer >= 0, got {max_results!r}", field="max_results")
     names = [experiment] if isinstance(experiment, str) else (list(experiment) if experiment is not None else None)
     target = runtime.store(store)
+    runtime.settle()
     node = parse_filter(filter) if filter else None
     stale_before = time.time() - runtime.settings().heartbeat_timeout
     records = target.search_runs(

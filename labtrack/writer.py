@@ -17,6 +17,11 @@ __all__ = ["BackgroundWriter", "Flushable"]
 
 
 class Flushable(Protocol):
+    def maintain_store(self) -> None:
+        """Let the run's store do its periodic housekeeping."""
+
+    def store_identity(self) -> int: ...
+
     def flush_in_background(self) -> bool:
         """Write what is buffered; return True when nothing is left and the run is not live."""
 
@@ -80,8 +85,13 @@ class BackgroundWriter:
             beat = now - self._last_beat >= self.heartbeat_interval
             if beat:
                 self._last_beat = now
+            maintained: set[int] = set()
             for key, run in refs:
                 idle = run.flush_in_background()
+                store_id = run.store_identity()
+                if store_id not in maintained:
+                    maintained.add(store_id)
+                    run.maintain_store()
                 if key in live:
                     if beat:
                         run.heartbeat_in_background(now)

@@ -138,6 +138,8 @@ def _jsonable(value: Any, field: str) -> Any:
 def coerce_param_value(value: Any, key: str) -> Any:
     field = f"param {key!r}"
     out = _jsonable(value, field)
+    if out is None or isinstance(out, (bool, int, float)) or (isinstance(out, str) and len(out) < 1000):
+        return out  # cannot reach the limit: spare the JSON encoding (this is on start_run's path)
     size = len(json.dumps(out, ensure_ascii=False))
     if size > MAX_PARAM_VALUE_LENGTH:
         raise InvalidInput(

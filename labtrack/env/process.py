@@ -81,6 +81,18 @@ def _env(extra: tuple[str, ...]) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
+_argv_cache: tuple[tuple[str, ...], list[str]] | None = None
+
+
+def _redacted_argv() -> list[str]:
+    """``redact_argv(sys.argv)``, recomputed only when argv changes (it rarely does)."""
+    global _argv_cache
+    current = tuple(sys.argv)
+    if _argv_cache is None or _argv_cache[0] != current:
+        _argv_cache = (current, redact_argv(current))
+    return list(_argv_cache[1])
+
+
 def gather(options: Any = None) -> dict[str, Any]:
     """The ``process`` section."""
     try:
@@ -88,7 +100,7 @@ def gather(options: Any = None) -> dict[str, Any]:
     except (AttributeError, OSError):
         affinity = None
     return {
-        "argv": redact_argv(sys.argv),
+        "argv": _redacted_argv(),
         "entry": _entry(sys.argv[0] if sys.argv else ""),
         "cwd": os.getcwd(),
         "pid": os.getpid(),

@@ -194,5 +194,8 @@ class Store(abc.ABC):
     def update_context(self, run_id: str, context: Mapping[str, Any], env_fingerprint: str | None = None) -> None:
         """Replace the run's per-run environment; also repoint its shared snapshot when a fingerprint is given."""
 
+    def maintain(self) -> None:  # noqa: B027 - optional
+        """Periodic housekeeping, called by the background writer thread (cheap when nothing is due)."""
+
     def close(self) -> None:  # noqa: B027 - optional for backends without connections
         """Release connections; the store may not be used afterwards."""

@@ -79,7 +79,6 @@ runs = Table(
     Column("result", Text),  # JSON: a tracked function's return value
     Index(None, "experiment_id", "start_time"),
     Index(None, "run_key", "status"),
-    Index(None, "status", "heartbeat_time"),
 )
 
 params = Table(
@@ -90,8 +89,9 @@ params = Table(
     Column("value", Text, nullable=False),  # JSON as logged (1.0 stays 1.0)
     Column("num", Float),  # numeric value for comparisons, NULL for non-numbers
     Column("text", Text, nullable=False),  # string form for = and LIKE: a string as is, else its JSON
-    Index(None, "key", "num"),
-    Index(None, "key", "text"),
+    # One index serves both numeric and text conditions (text ones scan the key's entries in the index
+    # only); a second index would add a page write per param to every run's creation.
+    Index(None, "key", "num", "text"),
 )
 
 tags = Table(

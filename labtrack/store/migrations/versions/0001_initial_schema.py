@@ -71,7 +71,6 @@ def upgrade() -> None:
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_runs_experiment_id_start_time'), ['experiment_id', 'start_time'], unique=False)
         batch_op.create_index(batch_op.f('ix_runs_run_key_status'), ['run_key', 'status'], unique=False)
-        batch_op.create_index(batch_op.f('ix_runs_status_heartbeat_time'), ['status', 'heartbeat_time'], unique=False)
 
     op.create_table('artifacts',
     sa.Column('run_id', sa.String(length=32), nullable=False),
@@ -124,8 +123,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('run_id', 'key', name=op.f('pk_params'))
     )
     with op.batch_alter_table('params', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_params_key_num'), ['key', 'num'], unique=False)
-        batch_op.create_index(batch_op.f('ix_params_key_text'), ['key', 'text'], unique=False)
+        batch_op.create_index(batch_op.f('ix_params_key_num_text'), ['key', 'num', 'text'], unique=False)
 
     op.create_table('tags',
     sa.Column('run_id', sa.String(length=32), nullable=False),
@@ -145,8 +143,7 @@ def downgrade() -> None:
 
     op.drop_table('tags')
     with op.batch_alter_table('params', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_params_key_text'))
-        batch_op.drop_index(batch_op.f('ix_params_key_num'))
+        batch_op.drop_index(batch_op.f('ix_params_key_num_text'))
 
     op.drop_table('params')
     with op.batch_alter_table('metrics', schema=None) as batch_op:
@@ -159,7 +156,6 @@ def downgrade() -> None:
 
     op.drop_table('artifacts')
     with op.batch_alter_table('runs', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_runs_status_heartbeat_time'))
         batch_op.drop_index(batch_op.f('ix_runs_run_key_status'))
         batch_op.drop_index(batch_op.f('ix_runs_experiment_id_start_time'))
 
