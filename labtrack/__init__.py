@@ -22,6 +22,7 @@ from labtrack.core.errors import (
     StoreError,
 )
 from labtrack.core.model import ArtifactInfo, MetricHistory, MetricSummary, RunStatus
+from labtrack.reproduction import check, doctor, export, reproduce
 from labtrack.run import Run, RunList
 from labtrack.sweep import SweepResult, TrackedFunction, sweep, track
 from labtrack.tracking import (
@@ -72,10 +73,13 @@ __all__ = [
     "__version__",
     "active_run",
     "capture_environment",
+    "check",
     "compute_key",
     "diff",
+    "doctor",
     "end_run",
     "exists",
+    "export",
     "find_run",
     "get_run",
     "list_experiments",
@@ -87,6 +91,7 @@ __all__ = [
     "log_param",
     "log_params",
     "log_text",
+    "reproduce",
     "search_runs",
     "seed_everything",
     "set_store",

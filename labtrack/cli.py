@@ -239,6 +239,81 @@ def demo(as_json: bool) -> None:
     render.note(f"Next: labtrack show {ids[0][:8]}   ·   labtrack runs {DEMO_EXPERIMENT} --sort 'metrics.val_loss'")
 
 
+@main.command()
+@_json_option
+@_command
+def doctor(as_json: bool) -> None:
+    """Check this environment: dependency conflicts, CUDA consistency, settings, the store. Exit 1 on errors."""
+    from labtrack import reproduction
+
+    report = reproduction.doctor()
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        render.doctor(report)
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("run_id", metavar="RUN")
+@_json_option
+@_command
+def check(run_id: str, as_json: bool) -> None:
+    """Can this machine reproduce RUN? Exit 0 identical or compatible, 1 at-risk, 2 incompatible."""
+    from labtrack import reproduction
+
+    verdict = reproduction.check(run_id)
+    if as_json:
+        _print_json(verdict.to_dict())
+    else:
+        render.verdict(verdict, run_id)
+    sys.exit(verdict.exit_code)
+
+
+@main.command()
+@click.argument("run_id", metavar="RUN")
+@click.option("--format", "fmt", type=click.Choice(["requirements", "dockerfile", "conda", "script"]),
+              default="requirements", show_default=True, help="What to write.")
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False, writable=True), help="Write to FILE.")
+@_command
+def export(run_id: str, fmt: str, output: str | None) -> None:
+    """A pinned recipe that rebuilds RUN: requirements, Dockerfile, conda environment or shell script."""
+    from labtrack import reproduction
+
+    text = reproduction.export(run_id, fmt)
+    if output:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+        if fmt == "script":
+            import os
+
+            os.chmod(output, 0o755)
+        render.note(f"wrote {output}")
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command(name="reproduce")
+@click.argument("run_id", metavar="RUN")
+@click.option("--workdir", type=click.Path(file_okay=False), help="Where to build (default: a new temp dir).")
+@click.option("--rtol", type=float, default=1e-6, show_default=True, help="Relative tolerance for metrics.")
+@click.option("--atol", type=float, default=0.0, show_default=True, help="Absolute tolerance for metrics.")
+@_json_option
+@_command
+def reproduce_command(run_id: str, workdir: str | None, rtol: float, atol: float, as_json: bool) -> None:
+    """Rebuild RUN (packages, commit, diff), run its command again, compare. Exit 0 reproduced, 1 differs, 2 failed."""
+    from labtrack import reproduction
+
+    result = reproduction.reproduce(run_id, workdir=workdir, rtol=rtol, atol=atol,
+                                 log=(lambda m: None) if as_json else render.note)
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        render.reproduction(result)
+    sys.exit(result.exit_code)
+
+
 @main.group()
 def db() -> None:
     """Manage the store's database schema."""

@@ -349,3 +349,44 @@ def diff(result: Any) -> None:
         note(f"\nidentical: {', '.join(same)}")
     if missing:
         note(f"not recorded for both runs: {', '.join(missing)}")
+
+
+_LEVEL_STYLE = {"identical": "green", "compatible": "green", "at-risk": "yellow", "incompatible": "bold red",
+                "error": "red", "warning": "yellow"}
+
+
+def doctor(report: Any) -> None:
+    if not report.findings:
+        _out.print(Text("✓ no dependency conflicts, CUDA consistent, settings valid, store reachable", style="green"))
+    for finding in report.findings:
+        _out.print(Text(f"{finding.level:7} ", style=_LEVEL_STYLE.get(finding.level, "")) + Text(
+            f"[{finding.topic}] {finding.message}"))
+    if report.environment_fingerprint:
+        note(f"environment fingerprint {report.environment_fingerprint[:16]}")
+
+
+def verdict(result: Any, run_id: str) -> None:
+    _out.print(Text("verdict: ", style="bold") + Text(result.level, style=_LEVEL_STYLE.get(result.level, "")) +
+               Text(f"  (this machine vs run {run_id})"))
+    for reason in result.reasons:
+        _out.print(Text(f"  {reason.level:12} ", style=_LEVEL_STYLE.get(reason.level, "")) + Text(reason.message))
+
+
+def reproduction(result: Any) -> None:
+    style = {"reproduced": "green", "differs": "yellow", "failed": "bold red"}[result.verdict]
+    _out.print(Text("verdict: ", style="bold") + Text(result.verdict, style=style) +
+               Text(f"  (new run {result.new_run[:8] if result.new_run else '-'}, work dir {result.workdir})"))
+    for problem in result.problems:
+        _out.print(Text(problem, style="red"))
+    if result.metrics:
+        table = Table(title="metrics", title_justify="left")
+        for name in ("key", "original", "reproduced", ""):
+            table.add_column(name, justify="left" if name == "key" else "right")
+        for m in result.metrics:
+            table.add_row(m["key"], fmt_value(m["original"]), "" if m["new"] is None else fmt_value(m["new"]),
+                          Text("✓" if m["within_tolerance"] else "✗", style="green" if m["within_tolerance"] else "red"))
+        _out.print(table)
+    for a in result.artifacts:
+        state = Text("identical", style="green") if a["identical"] else Text(
+            "missing" if a["new"] is None else "different content", style="red")
+        _out.print(Text(f"  {a['path']}: ") + state)

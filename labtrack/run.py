@@ -59,6 +59,7 @@ class Run:
         self._next_step: dict[str, int] = {}
         self._known_keys: set[str] = set()
         self._claim: tuple[str, float] | None = None  # (owner, lease) when a sweep runs it
+        self._conflicts_recorded = True  # start_run sets False when they were not known yet
         self._created_here = False  # set by start_run: then keys not yet written are known to be new
         self._written_keys: set[str] = set()
         self._flush_lock = threading.RLock()
@@ -525,8 +526,25 @@ class Run:
                 runtime.state.stack.remove(self)
 
 
+    def _record_conflicts(self) -> None:
+        """At the end of a run started before its environment's conflicts were known, record them now."""
+        env = self._environment
+        if env is None or "packages" not in env.snapshot or self._conflicts_recorded:
+            return
+        try:
+            from labtrack.env.conflicts import find_conflicts_cached
+
+            found = find_conflicts_cached(compute=False)
+            if found is not None:
+                context = self._store.get_context(self.id) or {}
+                context["conflicts"] = found
+                self._store.update_context(self.id, context)
+        except Exception as exc:  # information only: never fails the run
+            warnings.warn(f"labtrack: could not record dependency conflicts: {exc}", RuntimeWarning, stacklevel=3)
+
     def _refresh_environment(self) -> None:
         """At the end of a run, add build facts of frameworks the run imported after it started."""
+        self._record_conflicts()
         env = self._environment
         frameworks = env.snapshot.get("frameworks") if env is not None else None
         if env is None or not isinstance(frameworks, dict):

@@ -110,6 +110,8 @@ SETTINGS: tuple[Setting, ...] = (
             _positive_int),
     Setting("sqlite_busy_timeout", 60.0, "LABTRACK_SQLITE_BUSY_TIMEOUT",
             "Seconds a SQLite writer waits for another process's write to finish.", _positive_float),
+    Setting("reproduces", None, "LABTRACK_REPRODUCES",
+            "A run id: runs started are tagged reproduces=<id> (set by `labtrack reproduce`).", _text),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 

@@ -98,6 +98,9 @@ def start_run(
             )
         if parent is not None:
             valid_tags.setdefault("labtrack.parent", parent.id)
+    reproduces = runtime.settings().reproduces
+    if reproduces:
+        valid_tags.setdefault("reproduces", reproduces)
     target = runtime.store(store)
     from labtrack.store.base import NewRun
 
@@ -108,6 +111,10 @@ def start_run(
     context: dict[str, Any] = env.per_run() if env is not None else {}
     if runtime.state.seeds is not None:
         context["seeds"] = runtime.state.seeds
+    if env is not None and "packages" in env.snapshot:
+        conflicts = _known_conflicts()
+        if conflicts is not None:
+            context["conflicts"] = conflicts
     artifacts = []
     if captured is not None and captured.git_diff:
         sha, size = target.put_artifact_bytes(captured.git_diff.encode("utf-8"))
@@ -137,6 +144,7 @@ def start_run(
     run = Run(target, run_id)
     run._live = True
     run._created_here = True
+    run._conflicts_recorded = "conflicts" in context or env is None
     run._environment = env
     runtime.install_hooks()
     run._ensure_registered()
@@ -161,6 +169,20 @@ def _capture_safely() -> Any:
         import warnings
 
         warnings.warn(f"labtrack: environment capture failed: {exc}", RuntimeWarning, stacklevel=3)
+        return None
+
+
+def _known_conflicts() -> list[dict[str, Any]] | None:
+    """Dependency conflicts of this environment if already known (cached); else start finding them in the
+    background, for the run's end to record."""
+    from labtrack.env.conflicts import find_conflicts_cached, start_background
+
+    try:
+        found = find_conflicts_cached(compute=False)
+        if found is None:
+            start_background()
+        return found
+    except Exception:  # conflicts are information; never a reason to fail a run
         return None
 
 

@@ -215,6 +215,11 @@ class Environment:
         add("scheduler", "system", _scheduler_line)
         add("command", "process", lambda p: " ".join(p.get("argv") or []))
         add("git", "git", _git_line)
+        conflicts = s.get("conflicts")
+        if isinstance(conflicts, list) and conflicts:
+            first = conflicts[0].get("message") if isinstance(conflicts[0], dict) else str(conflicts[0])
+            more = f" (+{len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+            lines.append(("conflicts", f"{first}{more}"))
         return lines
 
 

@@ -47,6 +47,10 @@ def _torch(mod: Any) -> dict[str, Any]:
     cudnn = mod.backends.cudnn
     out["cudnn"] = _cudnn_text(cudnn.version()) if cudnn.is_available() else None
     out["cuda_available"] = bool(mod.cuda.is_available())
+    try:  # the GPU architectures this build has kernels for (sm_80 ...); read without initialising CUDA
+        out["arch_list"] = list(mod.cuda.get_arch_list()) if out["cuda"] else []
+    except Exception:
+        out["arch_list"] = None
     if mod.cuda.is_initialized():
         out["devices"] = [mod.cuda.get_device_name(i) for i in range(mod.cuda.device_count())]
     out["deterministic"] = {

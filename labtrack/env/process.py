@@ -81,16 +81,17 @@ def _env(extra: tuple[str, ...]) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-_argv_cache: tuple[tuple[str, ...], list[str]] | None = None
+_argv_cache: dict[tuple[str, ...], list[str]] = {}
 
 
-def _redacted_argv() -> list[str]:
-    """``redact_argv(sys.argv)``, recomputed only when argv changes (it rarely does)."""
-    global _argv_cache
-    current = tuple(sys.argv)
-    if _argv_cache is None or _argv_cache[0] != current:
-        _argv_cache = (current, redact_argv(current))
-    return list(_argv_cache[1])
+def _redacted(argv: list[str]) -> list[str]:
+    """``redact_argv(argv)``, remembered: argv rarely changes within a process."""
+    key = tuple(argv)
+    if key not in _argv_cache:
+        if len(_argv_cache) > 16:
+            _argv_cache.clear()
+        _argv_cache[key] = redact_argv(key)
+    return list(_argv_cache[key])
 
 
 def gather(options: Any = None) -> dict[str, Any]:
@@ -100,7 +101,9 @@ def gather(options: Any = None) -> dict[str, Any]:
     except (AttributeError, OSError):
         affinity = None
     return {
-        "argv": _redacted_argv(),
+        "argv": _redacted(sys.argv),
+        # the interpreter's own command line (python -m pkg.train ...), to re-run the same way
+        "orig_argv": _redacted(getattr(sys, "orig_argv", sys.argv)),
         "entry": _entry(sys.argv[0] if sys.argv else ""),
         "cwd": os.getcwd(),
         "pid": os.getpid(),

@@ -1,0 +1,211 @@
+"""Can this machine reproduce that run? And is this environment healthy? Pure verdict logic.
+
+``check_reproducibility(recorded, current)`` compares two environment snapshots and returns a verdict:
+
+- ``identical``: same fingerprint-relevant environment (exit code 0);
+- ``compatible``: only differences unlikely to change results — other packages' patch releases, OS,
+  kernel, CPU model, hostname, environment variables (exit code 0);
+- ``at-risk``: differences that may change results — framework or numerical-package versions, CUDA
+  or cuDNN builds, GPU model or driver, Python minor version, missing ordinary packages (exit code 1);
+- ``incompatible``: the run cannot be reproduced as recorded — it used a GPU and there is none, the
+  driver is too old for the recorded CUDA build, a framework's major version differs, a framework or
+  numerical package is missing, Python's major version differs (exit code 2).
+
+Each reason carries its level; they are ranked, worst first. ``doctor_findings`` reads one snapshot:
+dependency conflicts, CUDA consistency (framework built for a newer CUDA than the driver supports, a GPU
+whose compute capability the build has no kernels for).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from labtrack.core.diff import version_change
+
+__all__ = ["EXIT_CODES", "LEVELS", "Finding", "Reason", "Verdict", "check_reproducibility", "doctor_findings"]
+
+LEVELS = ("identical", "compatible", "at-risk", "incompatible")
+EXIT_CODES = {"identical": 0, "compatible": 0, "at-risk": 1, "incompatible": 2}
+FRAMEWORKS = ("torch", "tensorflow", "jax", "jaxlib")
+NUMERICAL = {
+    "torch", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "numpy", "scipy", "scikit-learn", "xgboost",
+    "lightgbm", "transformers", "triton", "nvidia-cudnn-cu11", "nvidia-cudnn-cu12", "nvidia-cublas-cu12",
+}
+
+
+@dataclass(frozen=True)
+class Reason:
+    level: str  # compatible | at-risk | incompatible
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"level": self.level, "message": self.message}
+
+
+@dataclass
+class Verdict:
+    level: str
+    reasons: list[Reason] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.level]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"verdict": self.level, "exit_code": self.exit_code, "reasons": [r.to_dict() for r in self.reasons]}
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # error | warning
+    topic: str  # dependencies | cuda | settings
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"level": self.level, "topic": self.topic, "message": self.message}
+
+
+def _section(snapshot: dict[str, Any], name: str) -> dict[str, Any]:
+    value = snapshot.get(name)
+    return value if isinstance(value, dict) and "error" not in value else {}
+
+
+def _major_minor(version: Any) -> tuple[int, int] | None:
+    match = re.match(r"^\s*(\d+)(?:\.(\d+))?", str(version or ""))
+    return (int(match.group(1)), int(match.group(2) or 0)) if match else None
+
+
+def _gpu_count(snapshot: dict[str, Any]) -> int:
+    count = _section(snapshot, "gpu").get("count")
+    return int(count) if isinstance(count, int) else 0
+
+
+def _gpu_names(snapshot: dict[str, Any]) -> list[str]:
+    return sorted({str(d.get("name")) for d in _section(snapshot, "gpu").get("devices") or [] if isinstance(d, dict)})
+
+
+def _distributions(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return _section(snapshot, "packages").get("distributions") or {}
+
+
+def _cuda_builds(snapshot: dict[str, Any]) -> dict[str, str]:
+    """framework -> the CUDA version it was built for (frameworks the run imported)."""
+    out = {}
+    for name, facts in _section(snapshot, "frameworks").items():
+        if isinstance(facts, dict) and facts.get("cuda"):
+            out[name] = str(facts["cuda"])
+    return out
+
+
+def _level_for_package(name: str, change: str | None) -> str:
+    if name in NUMERICAL:
+        return "incompatible" if change == "major" and name in FRAMEWORKS else "at-risk"
+    return "at-risk" if change in ("major", "minor") else "compatible"
+
+
+def check_reproducibility(recorded: dict[str, Any], current: dict[str, Any]) -> Verdict:
+    """How well the ``current`` environment matches the ``recorded`` one (see the module docstring)."""
+    reasons: list[Reason] = []
+
+    def add(level: str, message: str) -> None:
+        reasons.append(Reason(level, message))
+
+    # GPU: used by the run, present here, same model, driver new enough for the recorded CUDA builds.
+    used_gpu = _gpu_count(recorded) > 0
+    if used_gpu and _gpu_count(current) == 0:
+        why = _section(current, "gpu").get("reason") or "no GPU found"
+        add("incompatible", f"the run used {_gpu_count(recorded)} GPU(s) ({', '.join(_gpu_names(recorded))}); "
+                            f"this machine has none ({why})")
+    elif used_gpu:
+        if _gpu_names(recorded) != _gpu_names(current):
+            add("at-risk", f"GPU {', '.join(_gpu_names(recorded))} → {', '.join(_gpu_names(current))}")
+        if _gpu_count(recorded) != _gpu_count(current):
+            add("at-risk", f"GPU count {_gpu_count(recorded)} → {_gpu_count(current)}")
+        old_driver = _section(recorded, "gpu").get("driver_version")
+        new_driver = _section(current, "gpu").get("driver_version")
+        if old_driver != new_driver:
+            add("at-risk", f"GPU driver {old_driver} → {new_driver}")
+    driver_cuda = _major_minor(_section(current, "gpu").get("cuda_driver_version"))
+    for name, cuda in _cuda_builds(recorded).items():
+        build = _major_minor(cuda)
+        if used_gpu and driver_cuda and build and build > driver_cuda:
+            add("incompatible", f"{name} was built for CUDA {cuda}, but this driver supports CUDA "
+                                f"{'.'.join(map(str, driver_cuda))} at most (update the NVIDIA driver)")
+    # Frameworks' runtime builds, when both runs imported them.
+    rec_fw, cur_fw = _section(recorded, "frameworks"), _section(current, "frameworks")
+    for name in sorted(set(rec_fw) & set(cur_fw)):
+        a, b = rec_fw[name] or {}, cur_fw[name] or {}
+        for fact in ("cuda", "cudnn", "hip"):
+            if a.get(fact) and b.get(fact) and a[fact] != b[fact]:
+                add("at-risk", f"{name} {fact} build {a[fact]} → {b[fact]}")
+    # Packages: missing, added, changed with the size of the change.
+    rec, cur = _distributions(recorded), _distributions(current)
+    for name in sorted(set(rec) | set(cur)):
+        old = (rec.get(name) or {}).get("version")
+        new = (cur.get(name) or {}).get("version")
+        if old == new:
+            continue
+        if new is None:
+            level = "incompatible" if name in NUMERICAL else "at-risk"
+            add(level, f"{name} {old} is not installed here")
+        elif old is None:
+            add("compatible", f"{name} {new} is installed here but was not in the run's environment")
+        else:
+            change = version_change(old, new)
+            add(_level_for_package(name, change), f"{name} {old} → {new} ({change})")
+    # Python, OS, CPU.
+    old_py = (_section(recorded, "packages").get("python") or {}).get("version")
+    new_py = (_section(current, "packages").get("python") or {}).get("version")
+    if old_py and new_py and old_py != new_py:
+        change = version_change(old_py, new_py)
+        level = {"major": "incompatible", "minor": "at-risk"}.get(change or "", "compatible")
+        add(level, f"Python {old_py} → {new_py} ({change})")
+    old_cpu, new_cpu = _section(recorded, "hardware"), _section(current, "hardware")
+    if old_cpu.get("arch") and new_cpu.get("arch") and old_cpu["arch"] != new_cpu["arch"]:
+        add("at-risk", f"CPU architecture {old_cpu['arch']} → {new_cpu['arch']}")
+    elif old_cpu.get("model") != new_cpu.get("model"):
+        add("compatible", f"CPU {old_cpu.get('model')} → {new_cpu.get('model')}")
+    old_sys, new_sys = _section(recorded, "system"), _section(current, "system")
+    for key in ("os", "kernel", "libc"):
+        if old_sys.get(key) != new_sys.get(key):
+            add("compatible", f"{key} {old_sys.get(key)} → {new_sys.get(key)}")
+    order = {level: i for i, level in enumerate(LEVELS)}
+    reasons.sort(key=lambda r: -order[r.level])
+    level = max((r.level for r in reasons), key=order.__getitem__) if reasons else "identical"
+    return Verdict(level, reasons)
+
+
+def doctor_findings(snapshot: dict[str, Any], conflicts: list[dict[str, Any]] | None) -> list[Finding]:
+    """Problems of one environment: dependency conflicts and CUDA inconsistencies."""
+    findings = [Finding("error", "dependencies", c["message"]) for c in conflicts or []]
+    gpu = _section(snapshot, "gpu")
+    driver_cuda = _major_minor(gpu.get("cuda_driver_version"))
+    for name, cuda in _cuda_builds(snapshot).items():
+        build = _major_minor(cuda)
+        if driver_cuda and build and build > driver_cuda:
+            findings.append(Finding("error", "cuda", f"{name} is built for CUDA {cuda} but the NVIDIA driver "
+                                                     f"{gpu.get('driver_version')} supports CUDA "
+                                                     f"{gpu.get('cuda_driver_version')} at most: update the driver "
+                                                     f"or install a {name} build for an older CUDA"))
+        elif build and _gpu_count(snapshot) == 0:
+            findings.append(Finding("warning", "cuda", f"{name} is built for CUDA {cuda} but no GPU is usable here "
+                                                       f"({gpu.get('reason') or 'no device'}): it will run on the CPU"))
+    frameworks = _section(snapshot, "frameworks")
+    for device in gpu.get("devices") or []:
+        capability = str(device.get("compute_capability") or "")
+        if not re.fullmatch(r"\d+\.\d+", capability):
+            continue
+        sm = "sm_" + capability.replace(".", "")
+        for name, facts in frameworks.items():
+            arch = facts.get("arch_list") if isinstance(facts, dict) else None
+            if not arch:
+                continue
+            ptx = [a for a in arch if a.startswith("compute_")]
+            jit_ok = any(int(a.split("_")[1]) <= int(sm.split("_")[1]) for a in ptx if a.split("_")[1].isdigit())
+            if sm not in arch and not jit_ok:
+                findings.append(Finding("error", "cuda", f"{device.get('name')} has compute capability {capability}, "
+                                                         f"but this {name} build has kernels for "
+                                                         f"{', '.join(arch)} only"))
+    return findings

@@ -1,0 +1,304 @@
+"""Reproducibility verbs: doctor (is this environment healthy?), check (can this machine reproduce a
+run?), export (a recipe that rebuilds it) and reproduce (rebuild it and run it again, then compare).
+
+``reproduce`` works in a directory of its own: a virtualenv with the recorded packages pinned (uv when it
+is installed, else venv + pip), the code at the recorded commit in a git worktree (or a clone of the
+recorded remote) with the recorded uncommitted diff applied and recorded untracked files copied when
+they are still here unchanged, then the recorded command, with ``LABTRACK_REPRODUCES`` set so the new
+run is tagged ``reproduces=<run id>``. Its metrics are compared with the original's within ``rtol``,
+its artifacts by content hash.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labtrack import runtime
+from labtrack.core.checks import Finding, Verdict, check_reproducibility, doctor_findings
+from labtrack.core.errors import InvalidInput, LabtrackError
+from labtrack.core.recipes import Recipe, render
+from labtrack.run import GIT_DIFF_ARTIFACT, Run
+from labtrack.tracking import get_run, search_runs
+
+__all__ = ["DoctorReport", "Reproduction", "check", "doctor", "export", "recipe_for", "reproduce"]
+
+_INTERNAL_ARTIFACTS = ("labtrack/",)  # the recorded diff, pickled results: not outputs to compare
+
+
+@dataclass
+class DoctorReport:
+    findings: list[Finding]
+    environment_fingerprint: str | None
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.level == "error" for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "fingerprint": self.environment_fingerprint,
+                "findings": [f.to_dict() for f in self.findings]}
+
+
+def doctor() -> DoctorReport:
+    """This environment's health: dependency conflicts, CUDA consistency, settings and the store."""
+    from labtrack.env import capture
+    from labtrack.env.conflicts import find_conflicts_cached
+    from labtrack.settings import load_settings
+
+    findings: list[Finding] = []
+    try:
+        load_settings()
+        options = runtime.capture_options()
+    except LabtrackError as exc:
+        findings.append(Finding("error", "settings", str(exc)))
+        from labtrack.env import CaptureOptions
+
+        options = CaptureOptions()
+    environment = capture(options).environment
+    findings += doctor_findings(environment.snapshot, find_conflicts_cached())
+    try:
+        runtime.store()
+    except LabtrackError as exc:
+        findings.append(Finding("error", "store", str(exc)))
+    return DoctorReport(findings, environment.fingerprint)
+
+
+def _as_run(run: Run | str, store: str | None = None) -> Run:
+    return run if isinstance(run, Run) else get_run(run, store=store)
+
+
+def check(run: Run | str, *, store: str | None = None) -> Verdict:
+    """Can this machine reproduce ``run``? ``identical``, ``compatible``, ``at-risk`` or ``incompatible``,
+    with the reasons, worst first."""
+    target = _as_run(run, store)
+    recorded = target.environment
+    if recorded is None:
+        raise InvalidInput(f"run {target.id} recorded no environment (capture was off): nothing to check against",
+                           field="run")
+    current = runtime.capture_environment()
+    verdict = check_reproducibility(recorded.snapshot, current.snapshot)
+    return verdict
+
+
+def _diff_text(run: Run) -> str | None:
+    if not any(a.path == GIT_DIFF_ARTIFACT for a in run.artifacts):
+        return None
+    with run.open_artifact(GIT_DIFF_ARTIFACT) as f:
+        return f.read().decode("utf-8", errors="replace")
+
+
+def recipe_for(run: Run | str, *, store: str | None = None) -> Recipe:
+    target = _as_run(run, store)
+    env = target.environment
+    if env is None:
+        raise InvalidInput(f"run {target.id} recorded no environment (capture was off): no recipe can be made",
+                           field="run")
+    return Recipe.from_run(target.id, target.experiment, env.snapshot, _diff_text(target))
+
+
+def export(run: Run | str, fmt: str = "requirements", *, store: str | None = None) -> str:
+    """A recipe that rebuilds ``run``: ``requirements``, ``dockerfile``, ``conda`` or ``script``."""
+    return render(recipe_for(run, store=store), fmt)
+
+
+# -- reproduce -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Reproduction:
+    original: str
+    new_run: str | None
+    verdict: str  # reproduced | differs | failed
+    workdir: str
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return {"reproduced": 0, "differs": 1}.get(self.verdict, 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"original": self.original, "new_run": self.new_run, "verdict": self.verdict,
+                "exit_code": self.exit_code, "workdir": self.workdir, "metrics": self.metrics,
+                "artifacts": self.artifacts, "problems": self.problems}
+
+
+class _Failed(Exception):
+    pass
+
+
+def _run(cmd: list[str], log: Callable[[str], None], **kwargs: Any) -> None:
+    log("$ " + " ".join(cmd))
+    done = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-15:]
+        raise _Failed(f"`{' '.join(cmd[:4])} ...` failed (exit {done.returncode}):\n" + "\n".join(tail))
+
+
+def _python_for(version: str | None) -> str:
+    """An interpreter of the recorded major.minor version if one is on PATH, else this one."""
+    if version:
+        short = ".".join(version.split(".")[:2])
+        if ".".join(map(str, sys.version_info[:2])) == short:
+            return sys.executable
+        found = shutil.which(f"python{short}")
+        if found:
+            return found
+    return sys.executable
+
+
+def _uv() -> str | None:
+    """uv, when installed: on PATH or beside this interpreter (``pip install uv`` puts it there)."""
+    found = shutil.which("uv")
+    if found:
+        return found
+    beside = Path(sys.executable).parent / "uv"
+    return str(beside) if beside.exists() else None
+
+
+def _make_venv(recipe: Recipe, workdir: Path, log: Callable[[str], None]) -> Path:
+    venv = workdir / "venv"
+    python = venv / "bin" / "python"
+    if python.exists():
+        log(f"reusing the virtualenv {venv}")
+        return python
+    uv = _uv()
+    if uv:
+        _run([uv, "venv", "--quiet", "--python", _python_for(recipe.python), str(venv)], log)
+    else:
+        _run([_python_for(recipe.python), "-m", "venv", str(venv)], log)
+    requirements = workdir / "requirements.txt"
+    requirements.write_text(render(recipe, "requirements"), encoding="utf-8")
+    local = []
+    for name, info in sorted(recipe.distributions.items()):
+        if info.get("source") in ("local", "editable"):
+            path = str(info.get("url") or "").removeprefix("file://")
+            if path and Path(path).exists():
+                local.append(path)
+            else:
+                log(f"warning: {name} was installed from {path or 'a local path'}, which is not here: skipped")
+    install = [uv, "pip", "install", "--quiet", "--python", str(python)] if uv else [
+        str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    _run([*install, "-r", str(requirements)], log)
+    if local:
+        _run([*install, "--no-deps", *local], log)
+    return python
+
+
+def _checkout(recipe: Recipe, snapshot: dict[str, Any], workdir: Path, log: Callable[[str], None]) -> Path:
+    src = workdir / "src"
+    if src.exists():
+        shutil.rmtree(src)
+    root = Path(recipe.repo_root) if recipe.repo_root else None
+    if not recipe.commit:
+        raise _Failed("the run was not in a git repository: its code cannot be checked out")
+    if root is not None and (root / ".git").exists():
+        _run(["git", "-C", str(root), "worktree", "add", "--force", "--detach", str(src), recipe.commit], log)
+    elif recipe.remote:
+        _run(["git", "clone", "--quiet", recipe.remote, str(src)], log)
+        _run(["git", "-C", str(src), "checkout", "--quiet", "--detach", recipe.commit], log)
+    else:
+        raise _Failed(f"the repository {recipe.repo_root} is not here and no remote was recorded")
+    if recipe.diff:
+        patch = workdir / "labtrack.diff"
+        patch.write_text(recipe.diff, encoding="utf-8")
+        _run(["git", "-C", str(src), "apply", "--whitespace=nowarn", str(patch)], log)
+    git = snapshot.get("git") if isinstance(snapshot.get("git"), dict) else {}
+    for item in git.get("untracked") or []:
+        origin = root / item["path"] if root is not None else None
+        if origin is None or not origin.is_file():
+            log(f"warning: untracked file {item['path']} is not here; the run may need it")
+            continue
+        from labtrack.env.files import sha256_file
+
+        if item.get("sha256") and sha256_file(str(origin)) != item["sha256"]:
+            log(f"warning: untracked file {item['path']} changed since the run; copied as it is now")
+        (src / item["path"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(origin, src / item["path"])
+    return src
+
+
+def _compare(original: Run, new: Run, rtol: float, atol: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    metrics = []
+    new_metrics = new.metrics
+    for key, value in sorted(original.metrics.items()):
+        other = new_metrics.get(key)
+        same = other is not None and (
+            (math.isnan(value) and math.isnan(other)) or math.isclose(value, other, rel_tol=rtol, abs_tol=atol)
+        )
+        metrics.append({"key": key, "original": value, "new": other, "within_tolerance": same})
+    new_artifacts = {a.path: a.sha256 for a in new.artifacts}
+    artifacts = []
+    for item in original.artifacts:
+        if item.path.startswith(_INTERNAL_ARTIFACTS):
+            continue
+        other = new_artifacts.get(item.path)
+        artifacts.append({"path": item.path, "original": item.sha256, "new": other, "identical": other == item.sha256})
+    return metrics, artifacts
+
+
+def reproduce(
+    run: Run | str,
+    *,
+    workdir: str | os.PathLike[str] | None = None,
+    rtol: float = 1e-6,
+    atol: float = 0.0,
+    store: str | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> Reproduction:
+    """Rebuild ``run`` (packages, code, diff) in ``workdir``, run its command again, and compare."""
+    original = _as_run(run, store)
+    env = original.environment
+    if env is None:
+        raise InvalidInput(f"run {original.id} recorded no environment (capture was off): it cannot be rebuilt",
+                           field="run")
+    recipe = recipe_for(original, store=store)
+    if not recipe.command:
+        raise InvalidInput(f"run {original.id} recorded no re-runnable command (it ran as `python -c` or "
+                           "interactively)", field="run")
+    directory = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f"labtrack-reproduce-{original.id[:8]}-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    result = Reproduction(original=original.id, new_run=None, verdict="failed", workdir=str(directory.resolve()))
+    started = time.time()
+    try:
+        log(f"1/4 virtualenv with {len(recipe.distributions)} pinned distributions in {directory / 'venv'}")
+        python = _make_venv(recipe, directory, log)
+        log(f"2/4 code at {recipe.commit[:12] if recipe.commit else '?'}" + (" + recorded diff" if recipe.diff else ""))
+        src = _checkout(recipe, env.snapshot, directory, log)
+        location = runtime.store(store).url
+        child_env = {**os.environ, **recipe.env, "LABTRACK_STORE": location, "LABTRACK_REPRODUCES": original.id}
+        cwd = src / recipe.relative_cwd
+        log(f"3/4 running {recipe.command_text()} in {cwd}")
+        done = subprocess.run([str(python), *recipe.command[1:]], cwd=cwd, env=child_env,
+                              capture_output=True, text=True)
+        (directory / "output.log").write_text(done.stdout + done.stderr, encoding="utf-8")
+        if done.returncode != 0:
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+            raise _Failed(f"the command exited with {done.returncode}:\n{tail}")
+    except _Failed as exc:
+        result.problems.append(str(exc))
+        return result
+    log("4/4 comparing with the original")
+    found = [r for r in search_runs(filter=f"tags.reproduces = '{original.id}'", store=store)
+             if r.start_time >= started - 1]
+    if not found:
+        result.problems.append("the command finished but started no run tagged reproduces=" + original.id)
+        return result
+    new = found[0]
+    result.new_run = new.id
+    result.metrics, result.artifacts = _compare(original, new, rtol, atol)
+    ok = all(m["within_tolerance"] for m in result.metrics) and all(a["identical"] for a in result.artifacts)
+    result.verdict = "reproduced" if ok else "differs"
+    new.set_tag("labtrack.reproduction", result.verdict)
+    return result
