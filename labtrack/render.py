@@ -35,7 +35,8 @@ def note(message: str) -> None:
 
 
 def error(message: str) -> None:
-    _err.print(Text("Error: ", style="bold red") + Text(message))
+    # soft_wrap: a filter echoed with a caret under the bad column must not be re-wrapped
+    _err.print(Text("Error: ", style="bold red") + Text(message), soft_wrap=True)
 
 
 def fmt_time(ts: float | None) -> str:
@@ -343,6 +344,9 @@ def diff(result: Any) -> None:
             _out.print(f"  {change.describe()}")
         if len(section.changes) > 40:
             note(f"  ... {len(section.changes) - 40} more (--json for all)")
+    if result.identical_artifacts:
+        shown = ", ".join(result.identical_artifacts[:8]) + (" ..." if len(result.identical_artifacts) > 8 else "")
+        note(f"\nartifacts identical: {shown}")
     same = [s.name for s in result.sections if s.identical]
     missing = [s.name for s in result.sections if not s.compared]
     if same:

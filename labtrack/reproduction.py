@@ -214,7 +214,7 @@ def _checkout(recipe: Recipe, snapshot: dict[str, Any], workdir: Path, log: Call
         patch = workdir / "labtrack.diff"
         patch.write_text(recipe.diff, encoding="utf-8")
         _run(["git", "-C", str(src), "apply", "--whitespace=nowarn", str(patch)], log)
-    git = snapshot.get("git") if isinstance(snapshot.get("git"), dict) else {}
+    git: dict[str, Any] = snapshot["git"] if isinstance(snapshot.get("git"), dict) else {}
     for item in git.get("untracked") or []:
         origin = root / item["path"] if root is not None else None
         if origin is None or not origin.is_file():
@@ -243,8 +243,8 @@ def _compare(original: Run, new: Run, rtol: float, atol: float) -> tuple[list[di
     for item in original.artifacts:
         if item.path.startswith(_INTERNAL_ARTIFACTS):
             continue
-        other = new_artifacts.get(item.path)
-        artifacts.append({"path": item.path, "original": item.sha256, "new": other, "identical": other == item.sha256})
+        new_sha = new_artifacts.get(item.path)
+        artifacts.append({"path": item.path, "original": item.sha256, "new": new_sha, "identical": new_sha == item.sha256})
     return metrics, artifacts
 
 

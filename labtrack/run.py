@@ -371,9 +371,8 @@ class Run:
                 grouped.setdefault(key, Chunk.empty()).extend(chunk)
         self._unwritten.clear()
         for key, step, ts, value in items:
-            chunk = grouped.get(key)
-            if chunk is None:
-                chunk = grouped[key] = Chunk.empty()
+            found = grouped.get(key)
+            chunk = found if found is not None else grouped.setdefault(key, Chunk.empty())
             chunk.steps.append(step)
             chunk.timestamps.append(ts)
             chunk.values.append(value)

@@ -405,7 +405,7 @@ def _run_processes(tracked: TrackedFunction, configs: list[dict[str, Any]], keys
     import multiprocessing
     import queue
 
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    context: Any = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     events = context.Queue()
     processes = [
         context.Process(target=_worker_main, args=(tracked, configs, keys, sweep_id, lease, poll, events),

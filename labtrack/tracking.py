@@ -379,8 +379,9 @@ def search_runs(
     runtime.settle()
     node = parse_filter(filter) if filter else None
     stale_before = time.time() - runtime.settings().heartbeat_timeout
+    terms = parse_order_by(order_by if isinstance(order_by, (str, type(None))) else list(order_by))
     records = target.search_runs(
-        names, parse_order_by(order_by), max_results, offset, run_key=key, filter=node, stale_before=stale_before
+        names, terms, max_results, offset, run_key=key, filter=node, stale_before=stale_before
     )
     resolve_liveness(target, records)
     return RunList(Run(target, r.id, r) for r in records)

@@ -213,7 +213,10 @@ def test_seed_everything_makes_random_and_numpy_repeat(monkeypatch: pytest.Monke
     first = (random.random(), numpy.random.rand())
     seed_everything(1234)
     assert (random.random(), numpy.random.rand()) == first
-    assert info == {"seed": 1234, "seeded": ["random", "numpy"], "deterministic": {}}
+    import importlib.util
+
+    torch = ["torch"] if importlib.util.find_spec("torch") else []  # seeded too when installed (CI installs it)
+    assert info == {"seed": 1234, "seeded": ["random", "numpy", *torch], "deterministic": {}}
     import os
 
     assert os.environ["PYTHONHASHSEED"] == "1234"

@@ -89,6 +89,7 @@ class RunDiff:
     b: str
     metrics: list[dict[str, Any]]
     sections: list[Section]
+    identical_artifacts: list[str] = field(default_factory=list)  # same path, same content in both runs
 
     @property
     def identical(self) -> bool:
@@ -103,6 +104,7 @@ class RunDiff:
             "b": self.b,
             "metrics": self.metrics,
             "sections": [s.to_dict() for s in self.sections],
+            "identical_artifacts": self.identical_artifacts,
             "identical": self.identical,
         }
 
@@ -323,7 +325,7 @@ def _system(a: dict[str, Any], b: dict[str, Any]) -> Section:
 
 def _process(a: dict[str, Any], b: dict[str, Any]) -> tuple[Section, Section]:
     """(allowlisted environment variables, command line and host)."""
-    variables, command = Section("environment variables", 12), Section("command and host", 13)
+    variables, command = Section("environment variables", 12), Section("command and host", 14)
     pa, pb = _section(a, "process"), _section(b, "process")
     if pa is None or pb is None:
         variables.compared = command.compared = False
@@ -364,7 +366,7 @@ def diff_runs(a: RunView, b: RunView, *, git_log: list[str] | None = None) -> Ru
     sections += [builds, _gpu(a.environment, b.environment), versions, key_packages, packages,
                  _python(a.environment, b.environment), _hardware(a.environment, b.environment),
                  _system(a.environment, b.environment), variables]
-    artifacts = Section("artifacts", 14)
+    artifacts = Section("artifacts", 13)
     for path in sorted(set(a.artifacts) | set(b.artifacts)):
         ha, hb = a.artifacts.get(path), b.artifacts.get(path)
         if ha != hb:
@@ -373,7 +375,8 @@ def diff_runs(a: RunView, b: RunView, *, git_log: list[str] | None = None) -> Ru
                                             note="content differs" if kind == "changed" else ""))
     sections += [artifacts, command, Section("tags", 15, _dict_changes(a.tags, b.tags))]
     sections.sort(key=lambda s: s.rank)
-    return RunDiff(a=a.id, b=b.id, metrics=_metric_rows(a, b), sections=sections)
+    return RunDiff(a=a.id, b=b.id, metrics=_metric_rows(a, b), sections=sections,
+                   identical_artifacts=identical_artifacts(a, b))
 
 
 def identical_artifacts(a: RunView, b: RunView) -> list[str]:

@@ -325,6 +325,12 @@ def _git_line(g: dict[str, Any]) -> str:
     return text
 
 
+def _sec(snapshot: dict[str, Any], name: str) -> dict[str, Any]:
+    """A section that was captured without error, else an empty dict."""
+    value = snapshot.get(name)
+    return value if isinstance(value, dict) and "error" not in value else {}
+
+
 def environment_facts(snapshot: dict[str, Any]) -> list[tuple[str, str, float | None]]:
     """Searchable facts of a snapshot as (name, text, number) rows, for ``env.<name>`` in filters.
 
@@ -341,30 +347,30 @@ def environment_facts(snapshot: dict[str, Any]) -> list[tuple[str, str, float | 
         number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
         facts.append((name, str(value).lower() if isinstance(value, bool) else str(value), number))
 
-    packages = snapshot.get("packages")
-    if _ok(packages):
+    packages = _sec(snapshot, "packages")
+    if packages:
         python = packages.get("python") or {}
         add("python", python.get("version"))
         add("python.implementation", python.get("implementation"))
         for dist, info in (packages.get("distributions") or {}).items():
             if isinstance(info, dict):
                 add(f"packages.{dist}", info.get("version"))
-    system = snapshot.get("system")
-    if _ok(system):
+    system = _sec(snapshot, "system")
+    if system:
         distro = system.get("distro") or {}
         add("os", distro.get("pretty_name") or system.get("os"))
         add("kernel", system.get("kernel"))
         add("libc", system.get("libc"))
-    hardware = snapshot.get("hardware")
-    if _ok(hardware):
+    hardware = _sec(snapshot, "hardware")
+    if hardware:
         add("cpu", hardware.get("model"))
         add("cpu.arch", hardware.get("arch"))
         add("cpu.cores", hardware.get("logical_cores"))
         memory = hardware.get("memory_total")
         if isinstance(memory, (int, float)):
             add("memory_gb", round(memory / _GIB))
-    gpu = snapshot.get("gpu")
-    if _ok(gpu):
+    gpu = _sec(snapshot, "gpu")
+    if gpu:
         add("gpu.count", gpu.get("count"))
         add("gpu.driver", gpu.get("driver_version"))
         add("gpu.cuda", gpu.get("cuda_driver_version"))
@@ -373,8 +379,8 @@ def environment_facts(snapshot: dict[str, Any]) -> list[tuple[str, str, float | 
             add("gpu.name", name)
         for capability in sorted({str(d.get("compute_capability")) for d in devices if d.get("compute_capability")}):
             add("gpu.compute_capability", capability)
-    frameworks = snapshot.get("frameworks")
-    if _ok(frameworks):
+    frameworks = _sec(snapshot, "frameworks")
+    if frameworks:
         for name, info in frameworks.items():
             if not isinstance(info, dict):
                 continue

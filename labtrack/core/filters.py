@@ -156,7 +156,10 @@ def _tokenize(text: str) -> list[_Token]:
                 else:
                     chars.append(ch)
                     i += 1
-            tokens.append(_Token("string", text[column - 1 : i], "".join(chars), column))
+            literal = "".join(chars)
+            if "\x00" in literal:
+                raise _Syntax("a NUL character cannot be matched", column)
+            tokens.append(_Token("string", text[column - 1 : i], literal, column))
         elif c == "`":
             end = text.find("`", i + 1)
             if end == -1:

@@ -34,6 +34,11 @@ _PYTORCH_INDEX = "https://download.pytorch.org/whl/"
 _REDACTED = "[REDACTED]"
 
 
+def _sec(snapshot: dict[str, Any], name: str) -> dict[str, Any]:
+    value = snapshot.get(name)
+    return value if isinstance(value, dict) and "error" not in value else {}
+
+
 @dataclass
 class Recipe:
     run_id: str
@@ -52,11 +57,8 @@ class Recipe:
 
     @classmethod
     def from_run(cls, run_id: str, experiment: str, snapshot: dict[str, Any], diff: str | None) -> Recipe:
-        packages = snapshot.get("packages") if isinstance(snapshot.get("packages"), dict) else {}
-        git = snapshot.get("git") if isinstance(snapshot.get("git"), dict) else {}
-        process = snapshot.get("process") if isinstance(snapshot.get("process"), dict) else {}
-        gpu = snapshot.get("gpu") if isinstance(snapshot.get("gpu"), dict) else {}
-        frameworks = snapshot.get("frameworks") if isinstance(snapshot.get("frameworks"), dict) else {}
+        packages, git, process = _sec(snapshot, "packages"), _sec(snapshot, "git"), _sec(snapshot, "process")
+        gpu, frameworks = _sec(snapshot, "gpu"), _sec(snapshot, "frameworks")
         cuda = cudnn = None
         if isinstance(gpu.get("count"), int) and gpu["count"] > 0:
             for facts in frameworks.values():

@@ -40,7 +40,7 @@ def _installed() -> dict[str, Any]:
 
     found: dict[str, Any] = {}
     for dist in distributions():
-        name = dist.metadata.get("Name") if dist.metadata else None
+        name = dist.metadata["Name"] if dist.metadata else None
         if name and _normalize(name) not in found:
             found[_normalize(name)] = dist
     return found
@@ -70,7 +70,8 @@ def find_conflicts() -> list[dict[str, Any]]:
 
     def active(requirement: Requirement, extras: set[str]) -> bool:
         return requirement.marker is None or any(
-            requirement.marker.evaluate({**base_env, "extra": extra}) for extra in extras
+            requirement.marker.evaluate({**base_env, "extra": extra})  # type: ignore[dict-item]
+            for extra in extras
         )
 
     # Extras asked for by requirements that are themselves in force, to a fixed point (pandas[all]

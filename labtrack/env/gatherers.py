@@ -9,6 +9,7 @@ interpreter exit) and its late result is discarded. A gatherer that raises or ti
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import threading
@@ -156,7 +157,7 @@ def run_gatherers(names: Iterable[str], options: Any, timeout: float) -> dict[st
         elif fn in _fast:
             inline.append((name, fn))
         else:
-            tasks[name] = pool.submit(lambda options, fn=fn: _timed(fn, options), options)
+            tasks[name] = pool.submit(functools.partial(_timed, fn), options)
     for name, fn in inline:
         results[name] = _timed(fn, options)
     deadline = time.monotonic() + timeout

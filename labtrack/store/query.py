@@ -83,8 +83,9 @@ def _membership(column: Any, subquery: Any, negated: bool) -> Any:
 
 
 class _Compiler:
-    def __init__(self, stale_before: float) -> None:
+    def __init__(self, stale_before: float, dialect: str) -> None:
         self.status = status_expression(stale_before)
+        self.dialect = dialect
 
     def compile(self, node: Node) -> ColumnElement[bool]:
         if isinstance(node, And):
@@ -98,8 +99,7 @@ class _Compiler:
 
     # -- value conditions on one column ---------------------------------------------------------
 
-    @staticmethod
-    def _condition(node: Compare | InList | Like, number: Any, text: Any, field: Field) -> Any:
+    def _condition(self, node: Compare | InList | Like, number: Any, text: Any, field: Field) -> Any:
         """The condition on a (number, text) column pair: numbers compare as numbers, the rest as text."""
         if isinstance(node, Compare):
             if _is_number(node.value) and number is not None:
@@ -120,7 +120,11 @@ class _Compiler:
             return or_(*parts)
         if text is None:
             raise _bad(field, "LIKE needs a text field; metrics are numbers")
-        return text.ilike(node.pattern) if node.case_insensitive else text.like(node.pattern)
+        # No escape character on either backend (PostgreSQL's default is the backslash): a backslash in
+        # a pattern matches itself, as on SQLite. ILIKE folds case with lower() (a Unicode-aware one is
+        # installed on SQLite connections).
+        escape = {"escape": ""} if self.dialect == "postgresql" else {}
+        return text.ilike(node.pattern, **escape) if node.case_insensitive else text.like(node.pattern, **escape)
 
     def _keyed(self, node: Node, table: Any, key: str, number: Any, text: Any) -> Any:
         """runs.id [NOT] IN (SELECT run_id FROM table WHERE key = :key AND <condition>)."""
@@ -128,8 +132,9 @@ class _Compiler:
         if isinstance(node, IsNull):
             return _membership(db.runs.c.id, select(table.c.run_id).where(table.c.key == key), not node.negated)
         condition = self._condition(node, number, text, field)  # type: ignore[arg-type]
-        negated = getattr(node, "negated", False)
-        return _membership(db.runs.c.id, select(table.c.run_id).where(table.c.key == key, condition), negated)
+        if getattr(node, "negated", False):  # NOT IN / NOT LIKE, like !=, only speak of runs that have the key
+            condition = not_(condition)
+        return db.runs.c.id.in_(select(table.c.run_id).where(table.c.key == key, condition))
 
     # -- field kinds --------------------------------------------------------------------------
 
@@ -156,9 +161,8 @@ class _Compiler:
                 condition = column.in_([_timestamp(field, v) for v in node.values])
                 return not_(condition) if node.negated else condition
             raise _bad(field, "LIKE does not apply to times")
-        column = {"experiment": db.experiments.c.name, "status": self.status}.get(name)
-        if column is None:
-            column = db.runs.c[name]
+        special: Any = {"experiment": db.experiments.c.name, "status": self.status}.get(name)
+        column = special if special is not None else db.runs.c[name]
         if isinstance(node, IsNull):
             return column.is_not(None) if node.negated else column.is_(None)
         if isinstance(node, Compare) and name == "status":
@@ -188,8 +192,9 @@ class _Compiler:
                 condition = and_(facts.c.vkey.is_not(None), _OPS[node.op](facts.c.vkey, key))
                 return db.runs.c.env_fingerprint.in_(by_name.where(condition))
         condition = self._condition(node, facts.c.num, facts.c.text, field)  # type: ignore[arg-type]
-        negated = getattr(node, "negated", False)
-        return _membership(db.runs.c.env_fingerprint, by_name.where(condition), negated)
+        if getattr(node, "negated", False):
+            condition = not_(condition)
+        return db.runs.c.env_fingerprint.in_(by_name.where(condition))
 
 
 def _with_field(node: Node, field: Field) -> Node:
@@ -242,9 +247,10 @@ def search_query(
     offset: int,
     run_key: str | None,
     stale_before: float,
+    dialect: str,
 ) -> Any:
     """SELECT runs.id ... for a search; the caller loads the records of the ids it returns."""
-    compiler = _Compiler(stale_before)
+    compiler = _Compiler(stale_before, dialect)
     query = select(db.runs.c.id).join(db.experiments, db.experiments.c.id == db.runs.c.experiment_id)
     conditions: list[Any] = []
     if experiments is not None:

@@ -170,6 +170,10 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
 def _sweep_of(owner: str) -> str:
     """Claim owners are "<sweep id>/<host>/<pid>": workers of one sweep share the first part."""
     return owner.split("/", 1)[0]
@@ -242,6 +246,8 @@ class SqlStore(Store):
                 cursor.execute(f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT_PAGES}")
                 cursor.execute("PRAGMA foreign_keys = ON")
                 cursor.execute("PRAGMA case_sensitive_like = ON")  # LIKE as on PostgreSQL; ILIKE folds case
+                # SQLite's own lower() folds ASCII only; ILIKE must fold "Ü" as PostgreSQL does.
+                dbapi_conn.create_function("lower", 1, _lower, deterministic=True)
                 cursor.close()
 
             @event.listens_for(engine, "begin")
@@ -342,11 +348,14 @@ class SqlStore(Store):
     # -- experiments ---------------------------------------------------------------------------
 
     def _insert_ignore(self, table: Table) -> Any:
+        """An INSERT that can take ON CONFLICT clauses, in this dialect."""
         if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        return insert(table)
+            from sqlalchemy.dialects import postgresql
+
+            return postgresql.insert(table)
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(table)
 
     def get_or_create_experiment(self, name: str) -> Experiment:
         cached = self._experiments.get(name)
@@ -452,7 +461,7 @@ class SqlStore(Store):
                     last_timestamp=m.last_timestamp,
                     min=_none_to_nan(m.min_value),
                     max=_none_to_nan(m.max_value),
-                    count=m.count,
+                    count=m._mapping["count"],  # `m.count` would be the tuple method
                 )
         for record in records.values():
             record.params = dict(sorted(record.params.items()))
@@ -512,7 +521,7 @@ class SqlStore(Store):
     ) -> list[RunRecord]:
         query = search_query(
             experiments=experiments, node=filter, order_by=order_by, max_results=max_results, offset=offset,
-            run_key=run_key, stale_before=stale_before,
+            run_key=run_key, stale_before=stale_before, dialect=self.dialect,
         )
         with self._read() as conn:
             ids = conn.execute(query).scalars().all()
@@ -642,7 +651,7 @@ class SqlStore(Store):
             seq = 0
             if row is not None:
                 summary = Summary(
-                    count=row.count,
+                    count=row._mapping["count"],
                     last=_none_to_nan(row.last_value),
                     last_step=row.last_step,
                     last_timestamp=row.last_timestamp,
