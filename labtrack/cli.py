@@ -39,8 +39,11 @@ def _print_json(value: Any) -> None:
     click.echo(json.dumps(_jsonable(value), indent=2, ensure_ascii=False))
 
 
-def _command(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Adds --store, and turns LabtrackError into a clean message and exit status 1."""
+def _command(func: Callable[..., Any] | None = None, *, error_exit: int = 1) -> Any:
+    """Adds --store, and turns LabtrackError into a clean message and exit status ``error_exit``
+    (1; 3 for commands whose exit status is a verdict: check and reproduce)."""
+    if func is None:
+        return functools.partial(_command, error_exit=error_exit)
 
     @click.option("--store", "store", metavar="URL", envvar=None, help="Store URL (overrides LABTRACK_STORE).")
     @functools.wraps(func)
@@ -59,7 +62,7 @@ def _command(func: Callable[..., Any]) -> Callable[..., Any]:
                 click.echo(json.dumps(exc.to_dict()), err=True)
             else:
                 render.error(str(exc))
-            sys.exit(1)
+            sys.exit(error_exit)
 
     return wrapper
 
@@ -258,9 +261,9 @@ def doctor(as_json: bool) -> None:
 @main.command()
 @click.argument("run_id", metavar="RUN")
 @_json_option
-@_command
+@_command(error_exit=3)
 def check(run_id: str, as_json: bool) -> None:
-    """Can this machine reproduce RUN? Exit 0 identical or compatible, 1 at-risk, 2 incompatible."""
+    """Can this machine reproduce RUN? Exit 0 identical or compatible, 1 at-risk, 2 incompatible, 3 error."""
     from labtrack import reproduction
 
     verdict = reproduction.check(run_id)
@@ -300,9 +303,11 @@ def export(run_id: str, fmt: str, output: str | None) -> None:
 @click.option("--rtol", type=float, default=1e-6, show_default=True, help="Relative tolerance for metrics.")
 @click.option("--atol", type=float, default=0.0, show_default=True, help="Absolute tolerance for metrics.")
 @_json_option
-@_command
+@_command(error_exit=3)
 def reproduce_command(run_id: str, workdir: str | None, rtol: float, atol: float, as_json: bool) -> None:
-    """Rebuild RUN (packages, commit, diff), run its command again, compare. Exit 0 reproduced, 1 differs, 2 failed."""
+    """Rebuild RUN (packages, commit, diff), run its command again, compare.
+
+    Exit 0 reproduced, 1 differs, 2 failed to run, 3 error (e.g. no such run)."""
     from labtrack import reproduction
 
     result = reproduction.reproduce(run_id, workdir=workdir, rtol=rtol, atol=atol,

@@ -531,8 +531,11 @@ class Run:
         if env is None or "packages" not in env.snapshot or self._conflicts_recorded:
             return
         try:
-            from labtrack.env.conflicts import find_conflicts_cached
+            from labtrack.env.conflicts import find_conflicts_cached, wait_background
 
+            # Started in the background at start_run; only the first run after an install waits here
+            # (a fraction of a second), later ones find the result cached on disk.
+            wait_background(5.0)
             found = find_conflicts_cached(compute=False)
             if found is not None:
                 context = self._store.get_context(self.id) or {}

@@ -177,6 +177,22 @@ def check_reproducibility(recorded: dict[str, Any], current: dict[str, Any]) -> 
     return Verdict(level, reasons)
 
 
+def _runs_on(arch: list[str], major: int, minor: int) -> bool:
+    """Whether a build with kernels for ``arch`` (sm_80, compute_90 ...) runs on compute capability
+    major.minor: a cubin for sm_XY runs on the same major X with minor >= Y; PTX for compute_XY is JIT-compiled
+    for any capability >= X.Y."""
+    for entry in arch:
+        kind, _, digits = entry.partition("_")
+        if not digits.isdigit() or len(digits) < 2:
+            continue
+        a_major, a_minor = int(digits[:-1]), int(digits[-1])
+        if kind == "sm" and a_major == major and a_minor <= minor:
+            return True
+        if kind == "compute" and (a_major, a_minor) <= (major, minor):
+            return True
+    return False
+
+
 def doctor_findings(snapshot: dict[str, Any], conflicts: list[dict[str, Any]] | None) -> list[Finding]:
     """Problems of one environment: dependency conflicts and CUDA inconsistencies."""
     findings = [Finding("error", "dependencies", c["message"]) for c in conflicts or []]
@@ -197,14 +213,12 @@ def doctor_findings(snapshot: dict[str, Any], conflicts: list[dict[str, Any]] | 
         capability = str(device.get("compute_capability") or "")
         if not re.fullmatch(r"\d+\.\d+", capability):
             continue
-        sm = "sm_" + capability.replace(".", "")
         for name, facts in frameworks.items():
             arch = facts.get("arch_list") if isinstance(facts, dict) else None
             if not arch:
                 continue
-            ptx = [a for a in arch if a.startswith("compute_")]
-            jit_ok = any(int(a.split("_")[1]) <= int(sm.split("_")[1]) for a in ptx if a.split("_")[1].isdigit())
-            if sm not in arch and not jit_ok:
+            major, minor = (int(x) for x in capability.split("."))
+            if not _runs_on(arch, major, minor):
                 findings.append(Finding("error", "cuda", f"{device.get('name')} has compute capability {capability}, "
                                                          f"but this {name} build has kernels for "
                                                          f"{', '.join(arch)} only"))

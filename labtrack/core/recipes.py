@@ -34,6 +34,16 @@ _PYTORCH_INDEX = "https://download.pytorch.org/whl/"
 _REDACTED = "[REDACTED]"
 
 
+def _inside_checkout(arg: str, root: str | None, cwd: str | None) -> str:
+    """An absolute path into the repository becomes relative to the working directory, so the rebuilt
+    checkout's file runs, not the one at the recorded location."""
+    if root and cwd and arg.startswith(str(root).rstrip("/") + "/"):
+        import posixpath
+
+        return posixpath.relpath(arg, cwd)
+    return arg
+
+
 def _sec(snapshot: dict[str, Any], name: str) -> dict[str, Any]:
     value = snapshot.get(name)
     return value if isinstance(value, dict) and "error" not in value else {}
@@ -70,7 +80,7 @@ class Recipe:
         if root and cwd and (cwd == root or str(cwd).startswith(str(root).rstrip("/") + "/")):
             relative = str(cwd)[len(str(root)) :].lstrip("/") or "."
         argv = list(process.get("orig_argv") or process.get("argv") or [])
-        command = ["python", *argv[1:]] if argv else []
+        command = ["python", *(_inside_checkout(a, root, cwd) for a in argv[1:])] if argv else []
         if command[1:2] == ["-c"]:
             command = []  # an inline program: nothing to re-run
         return cls(
@@ -180,7 +190,8 @@ def _dockerfile(recipe: Recipe) -> str:
             "RUN apt-get update && apt-get install -y --no-install-recommends git "
             "&& rm -rf /var/lib/apt/lists/*",
         ]
-    out += [f"COPY <<{eof} /tmp/requirements.txt", requirements.rstrip("\n"), eof,
+    # Quoted delimiters: BuildKit must not expand $VARIABLES inside the files' contents.
+    out += [f"COPY <<'{eof}' /tmp/requirements.txt", requirements.rstrip("\n"), eof,
             "RUN python -m pip install --no-cache-dir -r /tmp/requirements.txt"]
     if recipe.commit and recipe.remote:
         out.append(f"RUN git clone {shlex.quote(recipe.remote)} /work && git -C /work checkout {recipe.commit}")
@@ -191,7 +202,7 @@ def _dockerfile(recipe: Recipe) -> str:
     else:
         out += ["# the run was not in a git repository: copy its code into the build context", "COPY . /work"]
     if diff:
-        out += [f"COPY <<{eof} /tmp/labtrack.diff", diff.rstrip("\n"), eof,
+        out += [f"COPY <<'{eof}' /tmp/labtrack.diff", diff.rstrip("\n"), eof,
                 "RUN git -C /work apply --whitespace=nowarn /tmp/labtrack.diff"]
     out.append(f"WORKDIR /work/{recipe.relative_cwd}".rstrip("/."))
     if recipe.env:

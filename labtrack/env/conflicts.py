@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-__all__ = ["find_conflicts", "find_conflicts_cached", "start_background"]
+__all__ = ["find_conflicts", "find_conflicts_cached", "start_background", "wait_background"]
 
 _ALGORITHM = "2"  # bump when find_conflicts changes: cached results of older versions are ignored
 _memo: dict[str, list[dict[str, Any]]] = {}
@@ -175,6 +175,13 @@ def find_conflicts_cached(*, compute: bool = True) -> list[dict[str, Any]] | Non
     except OSError:
         pass  # an unwritable cache only costs time
     return result
+
+
+def wait_background(timeout: float) -> None:
+    """Wait up to ``timeout`` seconds for a background computation started by ``start_background``."""
+    thread = _background
+    if thread is not None:
+        thread.join(timeout)
 
 
 def start_background() -> None:
