@@ -40,6 +40,9 @@ def _reset_labtrack() -> None:
     state.store_override = None
     state.terminating = None
     state.uncaught = None
+    state.seeds = None
+    state.stored_envs.clear()
+    state.last_fingerprint = None
     if state.writer is not None:
         with state.writer._lock:
             state.writer._runs.clear()

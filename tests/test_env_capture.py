@@ -221,7 +221,15 @@ def test_seed_everything_makes_random_and_numpy_repeat(monkeypatch: pytest.Monke
 
     assert os.environ["PYTHONHASHSEED"] == "1234"
     det = seed_everything(5, deterministic=True)
-    assert det["deterministic"] == {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+    expected = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+    if torch:  # installed (CI installs the CPU build): its determinism switches are set and reported too
+        import torch as torch_module
+
+        expected |= {"torch.use_deterministic_algorithms": True, "torch.backends.cudnn.deterministic": True,
+                     "torch.backends.cudnn.benchmark": False}
+        torch_module.use_deterministic_algorithms(False)  # leave the test process as it was
+        torch_module.backends.cudnn.deterministic = False
+    assert det["deterministic"] == expected
 
 
 @pytest.mark.parametrize("bad", [-1, 2**32, 1.5, "42", True])
