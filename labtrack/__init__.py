@@ -9,7 +9,6 @@ Everything public is listed in ``__all__``; other modules are internal.
 
 from __future__ import annotations
 
-from labtrack.compare import diff
 from labtrack.core.errors import (
     AmbiguousRunId,
     ExperimentNotFound,
@@ -22,9 +21,7 @@ from labtrack.core.errors import (
     StoreError,
 )
 from labtrack.core.model import ArtifactInfo, MetricHistory, MetricSummary, RunStatus
-from labtrack.reproduction import check, doctor, export, reproduce
 from labtrack.run import Run, RunList
-from labtrack.sweep import SweepResult, TrackedFunction, sweep, track
 from labtrack.tracking import (
     active_run,
     capture_environment,
@@ -51,6 +48,34 @@ from labtrack.tracking import (
 )
 
 __version__ = "0.1.0"
+
+# Loaded on first use, so that `import labtrack` stays fast: (module, name) for each lazy public name.
+_LAZY = {
+    "SweepResult": "labtrack.sweep",
+    "TrackedFunction": "labtrack.sweep",
+    "sweep": "labtrack.sweep",
+    "track": "labtrack.sweep",
+    "diff": "labtrack.compare",
+    "check": "labtrack.reproduction",
+    "doctor": "labtrack.reproduction",
+    "export": "labtrack.reproduction",
+    "reproduce": "labtrack.reproduction",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'labtrack' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "AmbiguousRunId",

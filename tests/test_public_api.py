@@ -45,8 +45,21 @@ def test_all_has_no_duplicates_and_every_name_exists() -> None:
 
 
 def test_all_is_exactly_the_public_names_init_defines() -> None:
-    defined = {n for n in names_bound_in_init() if not n.startswith("_")} | {"__version__"}
+    # Names bound by imports in __init__, plus those it loads lazily on first use (its _LAZY table).
+    defined = {n for n in names_bound_in_init() if not n.startswith("_")} | {"__version__"} | set(labtrack._LAZY)
     assert set(labtrack.__all__) == defined
+
+
+def test_lazy_names_load_on_first_use_and_are_fast_to_import() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, labtrack; heavy = [m for m in ('labtrack.sweep', 'labtrack.compare', "
+            "'labtrack.reproduction', 'sqlalchemy') if m in sys.modules]; print(heavy); "
+            "import labtrack as lt; lt.track; lt.diff; lt.check; "
+            "print(all(m in sys.modules for m in ('labtrack.sweep', 'labtrack.compare', 'labtrack.reproduction')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["[]", "True"]
 
 
 def test_every_public_attribute_of_the_package_is_in_all_or_a_submodule() -> None:
