@@ -51,10 +51,10 @@ __version__ = "0.1.0"
 
 # Loaded on first use, so that `import labtrack` stays fast: (module, name) for each lazy public name.
 _LAZY = {
-    "SweepResult": "labtrack.sweep",
-    "TrackedFunction": "labtrack.sweep",
-    "sweep": "labtrack.sweep",
-    "track": "labtrack.sweep",
+    "SweepResult": "labtrack.sweeps",
+    "TrackedFunction": "labtrack.sweeps",
+    "sweep": "labtrack.sweeps",
+    "track": "labtrack.sweeps",
     "diff": "labtrack.compare",
     "check": "labtrack.reproduction",
     "doctor": "labtrack.reproduction",

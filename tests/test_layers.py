@@ -26,7 +26,7 @@ SERVICES = 1
 CORE = 0
 
 # Top-level modules of the verbs layer (DESIGN.md: tracking.py, sweep.py, reproduce.py and their helpers).
-VERB_MODULES = {"writer", "runtime", "run", "tracking", "demo", "inputs", "sweep", "reproduction", "compare", "check",
+VERB_MODULES = {"writer", "runtime", "run", "tracking", "demo", "inputs", "sweeps", "reproduction", "compare", "check",
                 "export"}
 FACE_MODULES = {"cli", "render", "server", "__main__"}
 

@@ -50,14 +50,22 @@ def test_all_is_exactly_the_public_names_init_defines() -> None:
     assert set(labtrack.__all__) == defined
 
 
+def test_no_public_name_is_also_a_submodule_name() -> None:
+    """`import labtrack.x` binds `labtrack.x` to the module, which would shadow a function named x."""
+    import pkgutil
+
+    submodules = {m.name for m in pkgutil.iter_modules(labtrack.__path__)}
+    assert not submodules & set(labtrack.__all__)
+
+
 def test_lazy_names_load_on_first_use_and_are_fast_to_import() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, labtrack; heavy = [m for m in ('labtrack.sweep', 'labtrack.compare', "
+    code = ("import sys, labtrack; heavy = [m for m in ('labtrack.sweeps', 'labtrack.compare', "
             "'labtrack.reproduction', 'sqlalchemy') if m in sys.modules]; print(heavy); "
             "import labtrack as lt; lt.track; lt.diff; lt.check; "
-            "print(all(m in sys.modules for m in ('labtrack.sweep', 'labtrack.compare', 'labtrack.reproduction')))")
+            "print(all(m in sys.modules for m in ('labtrack.sweeps', 'labtrack.compare', 'labtrack.reproduction')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["[]", "True"]
 
