@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.mlflow_env import ROOT, MlflowEnv, ensure_mlflow
+from bench.mlflow_env import ROOT, MlflowEnv, ensure_extras, ensure_mlflow
 from bench.report import WorkloadResult, lines_of, problems_text, render
 from bench.spec import WORKLOADS, Workload, workload_names
 
@@ -57,9 +57,11 @@ def _labtrack_env() -> dict[str, str]:
     return env
 
 
-def _mlflow_env() -> dict[str, str]:
+def _mlflow_env(extras: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "PYTHONPATH"))}
     env.update(MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true", GIT_PYTHON_REFRESH="quiet")
+    if extras:
+        env["PYTHONPATH"] = extras
     return env
 
 
@@ -83,7 +85,8 @@ def run_workload(workload: Workload, quick: bool, mlflow: MlflowEnv | None, scra
             command = [mlflow.python, str(MLFLOW_SCRIPT), workload.name, "--dir", directory,
                        "--args", json.dumps(theirs)]
             _log(f"{workload.name}: MLflow {theirs}")
-            result.mlflow, result.mlflow_error = _run_worker(command, directory, _mlflow_env())
+            extras = mlflow.extras if workload.mlflow_extras else None
+            result.mlflow, result.mlflow_error = _run_worker(command, directory, _mlflow_env(extras))
             shutil.rmtree(directory, ignore_errors=True)
     result.seconds = time.perf_counter() - started
     _log(f"{workload.name}: done in {result.seconds:.1f} s")
@@ -128,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     mlflow = None if options.no_mlflow or not any(w.mlflow for w in selected) else ensure_mlflow()
     if mlflow and mlflow.python is None:
         _log(f"MLflow not available ({mlflow.reason}); labtrack numbers only")
+    elif mlflow and any(w.mlflow_extras for w in selected):
+        mlflow.extras = ensure_extras(mlflow)
     scratch = ROOT / ".bench" / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
     results = [run_workload(w, options.quick, mlflow, scratch) for w in selected]
@@ -156,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     print("'labtrack better by' = MLflow time / labtrack time, or labtrack rate / MLflow rate (>1: labtrack "
           "faster). Each workload runs in fresh processes with fresh temporary stores. MLflow writes every "
           "point synchronously, so its end_run has nothing left to write.")
+    if any(line.versus for r in results for line in lines_of(r)):
+        print("A comparison cell naming a tool in parentheses (pip freeze) compares with that tool, run in "
+              "labtrack's environment, not with MLflow. MLflow records no installed packages at start_run: its "
+              "`env` column is the context tags start_run resolves (git commit through GitPython, source, user).")
     problems = problems_text(results)
     if problems:
         print("\nProblems:\n" + problems)

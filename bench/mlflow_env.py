@@ -3,7 +3,8 @@
 MLflow is never imported into labtrack's environment: its workloads run as subprocesses of that
 virtualenv's python. ``mlflow-skinny`` plus SQLAlchemy and Alembic is what MLflow's SQLite tracking
 backend (``sqlite:///...``) needs; override with ``BENCH_MLFLOW_REQUIREMENTS="mlflow==2.14.3"`` (and
-``BENCH_MLFLOW_VENV=DIR`` to keep that install apart).
+``BENCH_MLFLOW_VENV=DIR`` to keep that install apart). pandas, which ``mlflow.search_runs`` needs, goes to
+``VENV/extras``, on the ``PYTHONPATH`` of the workloads that need it only (see ``ensure_extras``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["VENV", "MlflowEnv", "ensure_mlflow"]
+__all__ = ["EXTRAS_DIR", "VENV", "MlflowEnv", "ensure_extras", "ensure_mlflow"]
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("BENCH_MLFLOW_VENV") or ROOT / ".bench" / "mlflow-venv")
 REQUIREMENTS = os.environ.get("BENCH_MLFLOW_REQUIREMENTS", "mlflow-skinny sqlalchemy alembic").split()
+EXTRAS = ["pandas"]  # mlflow.search_runs returns a DataFrame: the `search` workload's MLflow side needs it
+EXTRAS_DIR = VENV / "extras"  # not on the venv's sys.path: see ensure_extras
 _PROBE = "import mlflow, sqlalchemy, alembic, mlflow.store.tracking.sqlalchemy_store; print(mlflow.__version__)"
 
 
@@ -28,6 +31,7 @@ class MlflowEnv:
     python: str | None  # None: not available, see ``reason``
     version: str | None = None
     reason: str | None = None
+    extras: str | None = None  # PYTHONPATH entry with EXTRAS (ensure_extras), for the workloads that need it
 
 
 def _probe(python: Path) -> str | None:
@@ -38,6 +42,30 @@ def _probe(python: Path) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else None
+
+
+def ensure_extras(env: MlflowEnv, log: bool = True) -> str | None:
+    """``EXTRAS_DIR`` with ``EXTRAS`` installed for ``env``'s python (once), or None if that failed.
+
+    A directory for ``PYTHONPATH``, not the virtualenv: ``import mlflow`` imports pandas whenever it can,
+    which would change what the other workloads (import time above all) measure of mlflow-skinny.
+    """
+    if env.python is None:
+        return None
+    probe = [env.python, "-c", "; ".join(f"import {name}" for name in EXTRAS)]
+    extras_env = dict(os.environ, PYTHONPATH=str(EXTRAS_DIR))
+    try:
+        if subprocess.run(probe, capture_output=True, timeout=120, env=extras_env).returncode == 0:
+            return str(EXTRAS_DIR)
+        if log:
+            print(f"bench: installing {' '.join(EXTRAS)} into {EXTRAS_DIR} (once) ...", file=sys.stderr, flush=True)
+        shutil.rmtree(EXTRAS_DIR, ignore_errors=True)
+        subprocess.run([env.python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target",
+                        str(EXTRAS_DIR), *EXTRAS], capture_output=True, timeout=900)
+        ok = subprocess.run(probe, capture_output=True, timeout=120, env=extras_env).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return str(EXTRAS_DIR) if ok else None
 
 
 def ensure_mlflow(log: bool = True) -> MlflowEnv:

@@ -37,6 +37,7 @@ class Line:
     mlflow_note: str
     ratio: float | None
     size: str
+    versus: str | None = None  # the comparison is this tool, measured on the labtrack side, not MLflow
 
 
 def _number(value: Any) -> float | None:
@@ -55,7 +56,8 @@ def _size(row: Row, result: WorkloadResult) -> str:
     if row.size_key is None:
         return ""
     parts = []
-    for name, side in (("", result.labtrack), ("MLflow ", result.mlflow if row.mlflow else None)):
+    theirs = result.mlflow if row.mlflow and not row.versus else None
+    for name, side in (("", result.labtrack), ("MLflow ", theirs)):
         value = (side or {}).get(row.size_key)
         if value is not None:
             parts.append(f"{name}{value:,}" if isinstance(value, int) else f"{name}{value}")
@@ -65,9 +67,14 @@ def _size(row: Row, result: WorkloadResult) -> str:
 def lines_of(result: WorkloadResult) -> list[Line]:
     lines = []
     for row in result.workload.rows:
+        if row.optional and result.labtrack is not None and row.key not in result.labtrack:
+            continue
         ours = _number((result.labtrack or {}).get(row.key))
         theirs = _number((result.mlflow or {}).get(row.mlflow)) if row.mlflow else None
-        if not row.mlflow or not result.workload.mlflow:
+        if row.versus:
+            theirs = _number((result.labtrack or {}).get(row.mlflow))
+            note = "" if theirs is not None or not result.labtrack_error else "error"
+        elif not row.mlflow or not result.workload.mlflow:
             note = "—"
         elif result.mlflow_error:
             note = "n/a"
@@ -76,7 +83,7 @@ def lines_of(result: WorkloadResult) -> list[Line]:
         target = f"{row.target.op} {format_value(row.target.value, row.unit)}" if row.target else ""
         meets = row.target.met(ours) if row.target and ours is not None and not math.isnan(ours) else None
         lines.append(Line(result.workload.name, row.label, row.unit, ours, target, meets, theirs, note,
-                          _ratio(row, ours, theirs), _size(row, result)))
+                          _ratio(row, ours, theirs), _size(row, result), row.versus))
     return lines
 
 
@@ -112,6 +119,8 @@ def render(results: list[WorkloadResult]) -> str:
             else:
                 ours = format_value(line.labtrack, line.unit)
             theirs = line.mlflow_note or format_value(line.mlflow, line.unit)
+            if line.versus and not line.mlflow_note:
+                theirs += f" ({line.versus})"
             meets = "" if line.meets is None and not line.target else ("yes" if line.meets else "**NO**")
             ratio = f"{line.ratio:,.1f}×" if line.ratio is not None else ""
             table.append([line.workload, line.label, ours, line.target, meets, theirs, ratio, line.size])

@@ -36,6 +36,9 @@ class Row:
     target: Target | None = None
     mlflow_key: str | None = None  # defaults to ``key``; "" = no MLflow counterpart
     size_key: str | None = "n"  # the measurement that says how big the sample was (shown in "size")
+    versus: str | None = None  # compare with another tool measured on the labtrack side (key ``mlflow_key``),
+    #                            not with MLflow: the comparison cell names it, e.g. "pip freeze"
+    optional: bool = False  # leave the row out when the labtrack side did not measure it (e.g. no strace)
 
     @property
     def mlflow(self) -> str:
@@ -48,6 +51,7 @@ class Workload:
     title: str
     rows: tuple[Row, ...]
     mlflow: bool = True  # whether workloads_mlflow has this workload
+    mlflow_extras: bool = False  # the MLflow side needs pandas (``mlflow_env.ensure_extras``)
     sizes: dict[str, dict[str, Any]] = field(default_factory=dict)  # "full"/"quick" -> worker arguments
 
 
@@ -125,7 +129,69 @@ WORKLOADS: tuple[Workload, ...] = (
             "quick": {"procs": 8, "n": 2000, "cold_n": 200, "mlflow_n": 50},
         },
     ),
-    # Later: environment capture vs `pip freeze`, exists() at 1k..100k runs, search over 100k runs, diff.
+    Workload(
+        "env",
+        "environment capture, in a small git repo with an uncommitted change",
+        (
+            Row("first capture in a fresh process (MLflow: start_run's context tags)", "first_ms", "ms",
+                target=Target("<=", 50), size_key="size"),
+            Row("repeat capture, same process", "repeat_ms", "ms", target=Target("<=", 5), size_key="repeat_n"),
+            Row("first capture vs `pip freeze` subprocess (W&B-style)", "first_ms", "ms",
+                mlflow_key="pip_freeze_ms", versus="pip freeze", size_key="freeze_n"),
+            Row("distributions installed (importlib.metadata)", "dists", "dists", better="none", mlflow_key="",
+                size_key="dists_note"),
+            Row("pip / py-cpuinfo processes started by a capture (strace -f)", "forbidden_spawns", "processes",
+                better="none", target=Target("==", 0), mlflow_key="", size_key="spawn_note", optional=True),
+        ),
+        sizes={
+            "full": {"n": 7, "repeats": 50, "dists": 150, "freeze_n": 3},
+            "quick": {"n": 5, "repeats": 20, "dists": 150, "freeze_n": 1},
+        },
+    ),
+    Workload(
+        "exists",
+        "exists(experiment, params) — MLflow: search_runs on all 10 params + status, max_results=1",
+        (
+            Row("exists(), small store", "small_ms", "ms", size_key="small_n"),
+            Row("exists(), medium store", "mid_ms", "ms", size_key="mid_n"),
+            Row("exists(), large store", "large_ms", "ms", target=Target("<=", 1.0), size_key="large_n"),
+            Row("of which compute_key (capture + hash)", "compute_key_ms", "ms", better="none", mlflow_key="",
+                size_key=None),
+        ),
+        sizes={
+            "full": {"sizes": [1000, 10_000, 100_000], "calls": 500, "mlflow_calls": 30},
+            "quick": {"sizes": [1000, 3000, 10_000], "calls": 200, "mlflow_calls": 10},
+        },
+    ),
+    Workload(
+        "search",
+        "search: 10 params, 5 metrics, 3 tags a run; filter = metrics.acc > 0.9 and params.lr = 0.01 and "
+        "tags.team = 'cv' (~2.5% of runs), order by metrics.acc desc, max_results=100",
+        (
+            Row("filter + order + top 100, MLflow's store size", "cmp_filter_ms", "ms", mlflow_key="filter_ms",
+                size_key="cmp_n"),
+            Row("filter + order + top 100, large store", "filter_ms", "ms", target=Target("<=", 20), mlflow_key=""),
+            Row("all runs into a DataFrame, MLflow's store size", "cmp_all_df_s", "s", mlflow_key="all_df_s",
+                size_key="cmp_n"),
+            Row("all runs into a DataFrame: search_runs(...).to_pandas(), large store", "all_df_s", "s",
+                target=Target("<=", 1.0), mlflow_key="", size_key="frame_n"),
+            Row("of which search_runs(max_results=None), large store", "all_search_s", "s", better="none",
+                mlflow_key=""),
+        ),
+        mlflow_extras=True,
+        sizes={
+            "full": {"n": 100_000, "compare_n": 10_000, "filter_calls": 15, "frame_calls": 1, "mlflow_n": 10_000},
+            "quick": {"n": 10_000, "compare_n": 3000, "filter_calls": 10, "frame_calls": 1, "mlflow_n": 3000},
+        },
+    ),
+    Workload(
+        "diff",
+        "diff(a, b) by run id, environments of 300 packages, 20 versions apart",
+        (Row("labtrack.diff(a, b)", "diff_ms", "ms", target=Target("<=", 50), mlflow_key=""),),
+        mlflow=False,
+        sizes={"full": {"packages": 300, "changes": 20, "calls": 30}, "quick": {"packages": 300, "changes": 20,
+                                                                              "calls": 10}},
+    ),
 )
 
 

@@ -13,13 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -328,6 +332,411 @@ def concurrency(directory: str, procs: int, n: int, cold_n: int, **_: Any) -> Re
     return result
 
 
+# -- 7. environment capture -----------------------------------------------------------------------
+
+# The entry script of the capture processes, committed in a small git repository like a user's train.py.
+ENV_SCRIPT = '''\
+import json, statistics, sys, time
+t0 = time.perf_counter()
+import labtrack
+t1 = time.perf_counter()
+env = labtrack.capture_environment()
+t2 = time.perf_counter()
+samples = []
+for _ in range(int(sys.argv[1])):
+    start = time.perf_counter()
+    labtrack.capture_environment()
+    samples.append(time.perf_counter() - start)
+from importlib.metadata import distributions
+git = env.snapshot.get("git") or {}
+print(json.dumps({
+    "import_ms": (t1 - t0) * 1e3, "first_ms": (t2 - t1) * 1e3,
+    "repeat_ms": statistics.median(samples) * 1e3 if samples else None,
+    "dists": len({d.metadata["Name"].lower() for d in distributions()}),
+    "captured_dists": len((env.snapshot.get("packages") or {}).get("distributions") or {}),
+    "dirty": bool(git.get("dirty")), "diff_bytes": git.get("diff_bytes"),
+    "errors": sorted(k for k, v in env.snapshot.items() if isinstance(v, dict) and "error" in v),
+}))
+'''
+_GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.com", "-c", "commit.gpgsign=false"]
+
+
+def small_git_repo(directory: str, script: str) -> str:
+    """A small repository: ``train.py`` (``script``) and a few files, committed, then a tracked file edited."""
+    repo = os.path.join(directory, "repo")
+    os.makedirs(os.path.join(repo, "src"))
+    files = {
+        "train.py": script,
+        "src/model.py": "".join(f"def layer_{i}(x):\n    return x * {i} + 1\n\n" for i in range(40)),
+        "src/data.py": "".join(f"PATH_{i} = 'data/part-{i:03d}.csv'\n" for i in range(40)),
+        "README.md": "# a small project\n" * 20,
+        ".gitignore": "data/\n*.pyc\n",
+    }
+    for name, text in files.items():
+        Path(repo, name).write_text(text)
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "initial"]):
+        subprocess.run([*_GIT, *command], cwd=repo, check=True, capture_output=True, timeout=60)
+    with open(os.path.join(repo, "src", "model.py"), "a") as f:  # uncommitted: the capture stores a git diff
+        f.write("\ndef head(x):\n    return layer_3(x) - 1\n")
+    return repo
+
+
+def synthetic_distributions(directory: str, count: int) -> str:
+    """A directory of ``count`` installed-looking distributions (``*.dist-info`` with a METADATA file)."""
+    site = os.path.join(directory, "site-extra")
+    body = "A synthetic distribution for the benchmark.\n" * 40  # real METADATA files carry a long description
+    for i in range(count):
+        name, version = f"bench-pkg-{i:03d}", f"{1 + i % 4}.{i % 17}.{i % 5}"
+        info = Path(site, f"{name.replace('-', '_')}-{version}.dist-info")
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                                       f"Summary: benchmark package {i}\n\n{body}")
+        (info / "INSTALLER").write_text("pip\n")
+        (info / "RECORD").write_text("")
+    return site
+
+
+def _count_spawns(repo: str, env: dict[str, str]) -> dict[str, Any]:
+    """The processes a first capture (plus three repeats) starts, seen by ``strace -f -e trace=execve``."""
+    trace = os.path.join(repo, "..", "strace.txt")
+    command = ["strace", "-f", "-qq", "-e", "trace=execve", "-e", "signal=none", "-s", "256", "-o", trace,
+               sys.executable, "train.py", "3"]
+    subprocess.run(command, cwd=repo, env=env, check=True, capture_output=True, timeout=_CHILD_TIMEOUT)
+    programs: list[str] = []
+    for line in Path(trace).read_text().splitlines():
+        if "execve(" in line and "= 0" in line.rsplit(")", 1)[-1]:
+            argv = line.split("[", 1)[1].split("]", 1)[0] if "[" in line else ""
+            programs.append(argv)
+    spawned = programs[1:]  # the first is the python process itself
+    forbidden = [argv for argv in spawned if "pip" in argv or "cpuinfo" in argv]
+    names: dict[str, int] = {}
+    for argv in spawned:
+        program = os.path.basename(argv.split(",", 1)[0].strip().strip('"'))
+        names[program] = names.get(program, 0) + 1
+    listed = ", ".join(f"{name}×{count}" for name, count in sorted(names.items())) or "none"
+    return {"forbidden_spawns": len(forbidden), "spawned": len(spawned),
+            "spawn_note": f"first + 3 repeat captures started {len(spawned)} processes: {listed}",
+            "forbidden_argv": forbidden[:5]}
+
+
+def env(directory: str, n: int, repeats: int, dists: int, freeze_n: int, **_: Any) -> Result:
+    repo = small_git_repo(directory, ENV_SCRIPT)
+    base = _child_env(directory)
+    probe = subprocess.run([sys.executable, "-c", "import importlib.metadata as m; "
+                            "print(len({d.metadata['Name'].lower() for d in m.distributions()}))"],
+                           capture_output=True, text=True, check=True, env=base, cwd=repo, timeout=120)
+    installed = int(probe.stdout.strip())
+    extra = max(0, dists - installed)
+    child_env = dict(base, PYTHONPATH=base["PYTHONPATH"] + os.pathsep + synthetic_distributions(directory, extra))
+    result: Result = {"venv_dists": installed, "synthetic_dists": extra, "problems": []}
+
+    freeze = []
+    for _ in range(freeze_n):  # W&B-style: a `pip freeze` subprocess in the same environment
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "pip", "freeze", "--disable-pip-version-check"], cwd=repo,
+                             env=child_env, capture_output=True, text=True, check=True, timeout=_CHILD_TIMEOUT)
+        freeze.append(time.perf_counter() - t0)
+    result["pip_freeze_ms"] = statistics.median(freeze) * 1e3
+    result["freeze_lines"] = len(out.stdout.splitlines())
+    result["freeze_n"] = f"median of {freeze_n}, {result['freeze_lines']} lines"
+
+    # git's cache of a repeat capture is bypassed for files changed < 2 s before ("racy"): start later.
+    newest = max(p.stat().st_mtime for p in Path(repo).rglob("*"))
+    time.sleep(max(0.0, newest + 2.5 - time.time()))
+    samples = []
+    for _ in range(n + 1):  # the first one writes labtrack's bytecode caches
+        out = subprocess.run([sys.executable, "train.py", str(repeats)], cwd=repo, env=child_env, capture_output=True,
+                             text=True, check=True, timeout=_CHILD_TIMEOUT)
+        samples.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    samples = samples[1:]
+    last = samples[-1]
+    result.update(
+        n=n, repeat_n=f"median of {repeats} × {n} processes",
+        first_ms=statistics.median(s["first_ms"] for s in samples),
+        first_max_ms=max(s["first_ms"] for s in samples),
+        repeat_ms=statistics.median(s["repeat_ms"] for s in samples),
+        import_ms=statistics.median(s["import_ms"] for s in samples),
+        dists=last["dists"], captured_dists=last["captured_dists"], diff_bytes=last["diff_bytes"],
+    )
+    result["size"] = f"{last['dists']} dists, dirty git repo; {n} processes"
+    result["dists_note"] = f"{installed} in .venv + {extra} synthetic *.dist-info on PYTHONPATH"
+    if not last["dirty"]:
+        result["problems"].append("the capture did not see the repository's uncommitted change")
+    if last["captured_dists"] < last["dists"]:
+        result["problems"].append(f"the capture recorded {last['captured_dists']} of {last['dists']} distributions")
+    if last["errors"]:
+        result["problems"].append(f"sections that failed: {', '.join(last['errors'])}")
+    if shutil.which("strace"):
+        try:
+            result.update(_count_spawns(repo, child_env))
+            if result["forbidden_spawns"]:
+                result["problems"].append(f"a capture started pip or py-cpuinfo: {result['forbidden_argv']}")
+        except (subprocess.SubprocessError, OSError) as exc:  # e.g. ptrace not permitted in this container
+            result["problems"].append(f"strace failed, spawn row skipped: {exc}")
+    if not result["problems"]:
+        del result["problems"]
+    return result
+
+
+# -- 8. exists() and search over many runs --------------------------------------------------------
+
+EXPERIMENT = "exp"
+_RUN_COLUMNS = ("id", "experiment_id", "name", "status", "start_time", "end_time", "heartbeat_time", "host", "pid",
+                "run_key", "env_fingerprint", "context", "error", "note", "result")
+_METRIC_COLUMNS = ("run_id", "key", "count", "last_value", "last_step", "last_timestamp", "min_value", "max_value",
+                   "chunks", "tail_count")  # summaries only: no chunks of points
+
+
+def synthetic_run(i: int) -> tuple[dict[str, Any], dict[str, str], dict[str, float]]:
+    """Params, tags and final metrics of run ``i`` (deterministic): the filter of ``search`` selects ~3%."""
+    rng = random.Random(i)
+    params = {
+        "lr": rng.choice((0.1, 0.03, 0.01, 0.003)), "epochs": rng.randint(1, 10),
+        "batch_size": rng.choice((32, 64, 128, 256)), "optimizer": rng.choice(("sgd", "adam", "adamw")),
+        "dropout": rng.choice((0.0, 0.1, 0.2, 0.3, 0.5)), "weight_decay": rng.choice((0.0, 1e-4, 1e-3)),
+        "layers": rng.randint(2, 8), "hidden": rng.choice((128, 256, 512, 1024)), "augment": rng.random() < 0.5,
+        "seed": i,
+    }
+    tags = {"team": rng.choice(("cv", "nlp", "speech")), "user": f"user{rng.randrange(20)}",
+            "dataset": rng.choice(("imagenet", "cifar10", "coco", "wiki"))}
+    acc = 0.6 + 0.4 * rng.random() ** 0.8  # acc > 0.9 for ~30% of runs
+    metrics = {"acc": acc, "loss": (1 - acc) * 2, "f1": acc - 0.02, "val_acc": acc - 0.03, "val_loss": (1 - acc) * 2.2}
+    return params, tags, metrics
+
+
+class SyntheticStore:
+    """A labtrack store filled with many FINISHED runs by bulk SQLAlchemy Core inserts into its tables.
+
+    ``start_run`` costs ~1 ms a run: 100k runs that way would take minutes. The rows are what
+    ``create_run`` + metric summaries write (params encoded by the store's own ``_param_rows``; metric
+    summaries only, no chunks of points), and each run key is the one ``labtrack.compute_key`` gives
+    here (checked for the runs that are looked up), so ``exists`` finds them.
+    """
+
+    def __init__(self, path: str) -> None:
+        from sqlalchemy import create_engine, event
+
+        import labtrack as lt
+        from labtrack import runtime
+        from labtrack.store import open_store, resolve_location
+
+        lt.set_store(path)
+        lt.list_experiments()  # creates the schema
+        store = open_store(path)
+        self.experiment_id = store.get_or_create_experiment(EXPERIMENT).id
+        captured = lt.capture_environment()
+        self.fingerprint = runtime.store_environment(store, captured)
+        self.code = runtime.code_version(captured)
+        store.close()
+        self.engine = create_engine(resolve_location(path)[0])
+
+        @event.listens_for(self.engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.execute("PRAGMA synchronous=OFF")  # building the fixture, not measured
+            dbapi_conn.execute("PRAGMA busy_timeout=60000")
+            dbapi_conn.execute("PRAGMA cache_size=-262144")  # 256 MiB: the random-key indexes stay in memory
+
+        self.ids = random.Random(20261123)  # run ids: random hex, like uuid4().hex
+        self.n = 0
+        self.build_s = 0.0
+
+    def key(self, params: dict[str, Any]) -> str:
+        from labtrack.core.identity import run_key
+
+        return run_key(EXPERIMENT, params, code=self.code, inputs={})
+
+    def grow(self, total: int, batch: int = 25_000) -> None:
+        from labtrack.store import schema as db
+        from labtrack.store.sql import SqlStore
+
+        t0 = time.perf_counter()
+        tables = (db.runs, db.params, db.tags, db.metrics)
+        # executemany on the driver with the tables' own INSERT statements (rows as tuples in column order):
+        # SQLAlchemy's per-row parameter processing would double the build time of 2.4M rows.
+        inserts = [str(t.insert().compile(dialect=self.engine.dialect)) for t in tables]
+        assert [c.name for c in db.runs.columns] == list(_RUN_COLUMNS), "labtrack's runs table changed"
+        assert [c.name for c in db.metrics.columns] == list(_METRIC_COLUMNS), "labtrack's metrics table changed"
+        param_columns = [c.name for c in db.params.columns]
+        base_time = 1.7e9
+        while self.n < total:
+            rows: tuple[list[tuple[Any, ...]], ...] = ([], [], [], [])
+            runs, params, tags, metrics = rows
+            for i in range(self.n, min(total, self.n + batch)):
+                p, t, m = synthetic_run(i)
+                run_id = f"{self.ids.getrandbits(128):032x}"
+                start, end = base_time + i * 30.0, base_time + i * 30.0 + 600.0
+                runs.append((run_id, self.experiment_id, f"run-{i}", "FINISHED", start, end, end, "bench-host",
+                             1000 + i % 30000, self.key(p), self.fingerprint, None, None, None, None))
+                params += [tuple(r[c] for c in param_columns) for r in SqlStore._param_rows(run_id, p)]
+                tags += [(run_id, k, v) for k, v in t.items()]
+                metrics += [(run_id, k, 100, v, 99, end, v * 0.5, v, 0, 0) for k, v in m.items()]
+            with self.engine.begin() as conn:
+                for sql, table_rows in zip(inserts, rows):
+                    conn.exec_driver_sql(sql, table_rows)
+            self.n += len(runs)
+        self.build_s += time.perf_counter() - t0
+
+
+def _median_ms(fn: Callable[[], Any], n: int) -> float:
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples) * 1e3
+
+
+@contextmanager
+def _outside_git() -> Iterator[None]:
+    """Work in an empty directory outside any git repository (the workload's is inside labtrack's checkout):
+    the code version in the run keys is then the entry script's hash, fixed for the whole process."""
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="labtrack-bench-") as empty:
+        os.chdir(empty)
+        try:
+            yield
+        finally:
+            os.chdir(here)
+
+
+def exists(directory: str, sizes: list[int], calls: int, **_: Any) -> Result:
+    with _outside_git():
+        return _exists(directory, sizes, calls)
+
+
+def _exists(directory: str, sizes: list[int], calls: int) -> Result:
+    import labtrack as lt
+
+    store = SyntheticStore(_store(directory, "store"))
+    result: Result = {"problems": []}
+    for label, size in zip(("small", "mid", "large"), sizes):
+        store.grow(size)
+        picks = [synthetic_run(i)[0] for i in random.Random(size).sample(range(size), calls)]
+        for p in picks[:10]:
+            if lt.compute_key(EXPERIMENT, p) != store.key(p):
+                result["problems"].append(f"run key mismatch: compute_key differs from the stored key for {p}")
+                break
+        lt.exists(EXPERIMENT, picks[0])  # warm: the store is open, the capture cached
+        found = 0
+        samples = []
+        for p in picks:
+            t0 = time.perf_counter()
+            found += lt.exists(EXPERIMENT, p)
+            samples.append(time.perf_counter() - t0)
+        missing = dict(picks[0], seed=-1)
+        if found != calls or lt.exists(EXPERIMENT, missing):
+            result["problems"].append(f"{size:,} runs: exists() found {found} of {calls} runs that exist")
+        result[f"{label}_ms"] = statistics.median(samples) * 1e3
+        result[f"{label}_p99_ms"] = sorted(samples)[int(len(samples) * 0.99)] * 1e3
+        result[f"{label}_n"] = size
+        result[f"{label}_miss_ms"] = _median_ms(partial(lt.exists, EXPERIMENT, missing), calls // 4)
+    result["compute_key_ms"] = _median_ms(partial(lt.compute_key, EXPERIMENT, picks[0]), calls)
+    result["build_s"] = store.build_s
+    result["n"] = sizes[-1]
+    result["calls"] = calls
+    if not result["problems"]:
+        del result["problems"]
+    return result
+
+
+SEARCH_FILTER = "metrics.acc > 0.9 and params.lr = 0.01 and tags.team = 'cv'"
+
+
+def _search_at(size: int, filter_calls: int, frame_calls: int, problems: list[str]) -> Result:
+    """The filter query and all runs into a DataFrame, on a store holding runs 0..size-1."""
+    import labtrack as lt
+
+    matching = []
+    for i in range(size):
+        p, t, m = synthetic_run(i)
+        if m["acc"] > 0.9 and p["lr"] == 0.01 and t["team"] == "cv":
+            matching.append(m["acc"])
+    matching.sort(reverse=True)
+
+    def query() -> Any:
+        return lt.search_runs(EXPERIMENT, filter=SEARCH_FILTER, order_by=["metrics.acc desc"], max_results=100)
+
+    found = query()
+    if [r.metrics["acc"] for r in found] != matching[:100]:
+        problems.append(f"{size:,} runs: the filter returned {len(found)} runs, not the top {min(100, len(matching))} "
+                        f"of {len(matching)} matching runs by acc")
+    result: Result = {"filter_ms": _median_ms(query, filter_calls), "matching": len(matching)}
+    searches, frames = [], []
+    for _ in range(frame_calls):
+        t0 = time.perf_counter()
+        runs = lt.search_runs(EXPERIMENT, max_results=None)
+        t1 = time.perf_counter()
+        frame = runs.to_pandas()
+        searches.append(t1 - t0)
+        frames.append(time.perf_counter() - t0)
+        if frame.shape[0] != size:
+            problems.append(f"{size:,} runs: the DataFrame has {frame.shape[0]} rows")
+        del runs, frame
+    result.update(all_search_s=statistics.median(searches), all_df_s=statistics.median(frames))
+    return result
+
+
+def search(directory: str, n: int, compare_n: int, filter_calls: int, frame_calls: int, **_: Any) -> Result:
+    problems: list[str] = []
+    with _outside_git():
+        store = SyntheticStore(_store(directory, "store"))
+        store.grow(compare_n)  # first at the size of MLflow's store, for the side-by-side rows
+        result: Result = {f"cmp_{k}": v for k, v in _search_at(compare_n, filter_calls, frame_calls, problems).items()}
+        store.grow(n)
+        result.update(_search_at(n, filter_calls, frame_calls, problems))
+    result.update(n=n, cmp_n=compare_n, build_s=store.build_s, matching_pct=100.0 * result["matching"] / n)
+    result["frame_n"] = f"{n:,}" + (f" (median of {frame_calls})" if frame_calls > 1 else "")
+    if problems:
+        result["problems"] = problems
+    return result
+
+
+# -- 9. diff --------------------------------------------------------------------------------------
+
+
+def diff(directory: str, packages: int, changes: int, calls: int, **_: Any) -> Result:
+    import labtrack as lt
+    from labtrack.core.environment import Environment
+    from labtrack.store import open_store
+
+    path = _store(directory, "store")
+    lt.set_store(path)
+    ids = []
+    for lr in (0.01, 0.02):
+        with lt.start_run("bench", params={"lr": lr, "epochs": 3, "optimizer": "adam"}, tags={"team": "cv"}) as run:
+            run.log_metrics({"acc": 0.9 + lr, "loss": 0.3 - lr})
+            ids.append(run.id)
+    # Two shared snapshots like the real one, with `packages` distributions each and `changes` versions apart.
+    real = lt.get_run(ids[0]).environment
+    assert real is not None, "the run recorded no environment"
+    per_run = real.per_run()
+    shared = {k: v for k, v in real.snapshot.items() if k not in per_run}
+    store = open_store(path)
+    for index, run_id in enumerate(ids):
+        dists = {f"bench-pkg-{i:03d}": {"version": f"{1 + i % 4}.{i % 17}.{i % 5}", "source": "index"}
+                 for i in range(packages)}
+        if index:
+            for i in range(0, packages, packages // changes)[:changes]:
+                old = dists[f"bench-pkg-{i:03d}"]["version"].split(".")
+                bumped = [old[0], str(int(old[1]) + 1), "0"] if i % 3 else [str(int(old[0]) + 1), "0", "0"]
+                dists[f"bench-pkg-{i:03d}"]["version"] = ".".join(bumped)
+        snapshot = json.loads(json.dumps(shared))
+        snapshot["packages"] = dict(snapshot.get("packages") or {}, distributions=dists)
+        fingerprint = Environment(snapshot).fingerprint
+        store.put_environment(fingerprint, snapshot)
+        store.update_context(run_id, store.get_context(run_id) or {}, env_fingerprint=fingerprint)
+    store.close()
+    a, b = (lt.get_run(i) for i in ids)
+    found = lt.diff(a, b)
+    changed = sum(len(s.changes) for s in found.sections if s.name in ("packages", "numerical packages"))
+    result: Result = {"n": f"{packages} packages each, {changes} changed", "changed_found": changed}
+    result["diff_ms"] = _median_ms(lambda: lt.diff(ids[0], ids[1]), calls)
+    result["diff_runs_ms"] = _median_ms(lambda: lt.diff(a, b), calls)
+    if changed != changes:
+        result["problems"] = [f"diff reported {changed} package changes, expected {changes}"]
+    return result
+
+
 # -- plumbing -------------------------------------------------------------------------------------
 
 WORKLOADS: dict[str, Callable[..., Result]] = {
@@ -337,6 +746,10 @@ WORKLOADS: dict[str, Callable[..., Result]] = {
     "runs": runs,
     "import": import_,
     "concurrency": concurrency,
+    "env": env,
+    "exists": exists,
+    "search": search,
+    "diff": diff,
     # internal: run in child processes by the workloads above
     "memory_child": memory_child,
     "concurrency_child": concurrency_child,

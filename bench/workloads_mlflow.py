@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -194,12 +195,229 @@ def concurrency(directory: str, procs: int, n: int, **_: Any) -> Result:
     return result
 
 
+# -- environment capture: what start_run records about where it runs (MLflow has no package capture) ----
+
+ENV_SCRIPT = '''\
+import json, statistics, sys, time
+t0 = time.perf_counter()
+import mlflow
+from mlflow.tracking.context.registry import resolve_tags
+t1 = time.perf_counter()
+tags = resolve_tags()
+t2 = time.perf_counter()
+samples = []
+for _ in range(int(sys.argv[1])):
+    start = time.perf_counter()
+    resolve_tags()
+    samples.append(time.perf_counter() - start)
+print(json.dumps({"import_ms": (t1 - t0) * 1e3, "first_ms": (t2 - t1) * 1e3,
+                  "repeat_ms": statistics.median(samples) * 1e3, "tags": sorted(tags)}))
+'''
+_GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.com", "-c", "commit.gpgsign=false"]
+
+
+def _small_git_repo(directory: str, script: str) -> str:
+    """The same small repository as the labtrack side: train.py, a few files, one tracked file edited."""
+    repo = os.path.join(directory, "repo")
+    os.makedirs(os.path.join(repo, "src"))
+    files = {
+        "train.py": script,
+        "src/model.py": "".join(f"def layer_{i}(x):\n    return x * {i} + 1\n\n" for i in range(40)),
+        "src/data.py": "".join(f"PATH_{i} = 'data/part-{i:03d}.csv'\n" for i in range(40)),
+        "README.md": "# a small project\n" * 20,
+        ".gitignore": "data/\n*.pyc\n",
+    }
+    for name, text in files.items():
+        Path(repo, name).write_text(text)
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "initial"]):
+        subprocess.run([*_GIT, *command], cwd=repo, check=True, capture_output=True, timeout=60)
+    with open(os.path.join(repo, "src", "model.py"), "a") as f:
+        f.write("\ndef head(x):\n    return layer_3(x) - 1\n")
+    return repo
+
+
+def env(directory: str, n: int, repeats: int, **_: Any) -> Result:
+    repo = _small_git_repo(directory, ENV_SCRIPT)
+    samples = []
+    for _ in range(n + 1):  # the first one writes the bytecode caches
+        out = subprocess.run([sys.executable, "train.py", str(repeats)], cwd=repo, capture_output=True, text=True,
+                             check=True, timeout=_CHILD_TIMEOUT)
+        samples.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    samples = samples[1:]
+    result: Result = {
+        "n": n, "size": f"{len(samples[-1]['tags'])} tags incl. git commit, no packages; {n} processes",
+        "repeat_n": f"median of {repeats} × {n} processes",
+        "first_ms": statistics.median(s["first_ms"] for s in samples),
+        "repeat_ms": statistics.median(s["repeat_ms"] for s in samples),
+        "import_ms": statistics.median(s["import_ms"] for s in samples),
+    }
+    if "mlflow.source.git.commit" not in samples[-1]["tags"]:
+        result["problems"] = ["resolve_tags() did not record the git commit"]
+    return result
+
+
+# -- exists and search over many runs --------------------------------------------------------------
+
+SEARCH_FILTER = "metrics.acc > 0.9 and params.lr = '0.01' and tags.team = 'cv'"
+
+
+def synthetic_run(i: int) -> tuple[dict[str, Any], dict[str, str], dict[str, float]]:
+    """Run ``i``'s params, tags and final metrics: the same as ``workloads_labtrack.synthetic_run``."""
+    rng = random.Random(i)
+    params = {
+        "lr": rng.choice((0.1, 0.03, 0.01, 0.003)), "epochs": rng.randint(1, 10),
+        "batch_size": rng.choice((32, 64, 128, 256)), "optimizer": rng.choice(("sgd", "adam", "adamw")),
+        "dropout": rng.choice((0.0, 0.1, 0.2, 0.3, 0.5)), "weight_decay": rng.choice((0.0, 1e-4, 1e-3)),
+        "layers": rng.randint(2, 8), "hidden": rng.choice((128, 256, 512, 1024)), "augment": rng.random() < 0.5,
+        "seed": i,
+    }
+    tags = {"team": rng.choice(("cv", "nlp", "speech")), "user": f"user{rng.randrange(20)}",
+            "dataset": rng.choice(("imagenet", "cifar10", "coco", "wiki"))}
+    acc = 0.6 + 0.4 * rng.random() ** 0.8
+    metrics = {"acc": acc, "loss": (1 - acc) * 2, "f1": acc - 0.02, "val_acc": acc - 0.03, "val_loss": (1 - acc) * 2.2}
+    return params, tags, metrics
+
+
+_TABLES = {  # MLflow's tables and the columns written (the rest keep their defaults)
+    "runs": ("run_uuid", "name", "source_type", "source_name", "entry_point_name", "user_id", "status", "start_time",
+             "end_time", "source_version", "lifecycle_stage", "artifact_uri", "experiment_id"),
+    "params": ("key", "value", "run_uuid"),
+    "tags": ("key", "value", "run_uuid"),
+    "latest_metrics": ("key", "value", "timestamp", "step", "is_nan", "run_uuid"),
+    "metrics": ("key", "value", "timestamp", "step", "is_nan", "run_uuid"),
+}
+
+
+class SyntheticStore:
+    """An MLflow SQLite store filled with FINISHED runs by bulk inserts into its tables (``log_batch`` for
+    each of 100k runs would take hours): what ``start_run`` + ``log_params`` + ``set_tags`` +
+    ``log_metrics`` (one point per metric) + ``end_run`` write, params as the strings MLflow stores."""
+
+    def __init__(self, directory: str) -> None:
+        import sqlalchemy
+
+        mlflow = _setup(directory)
+        self.experiment_id = int(mlflow.get_experiment_by_name("bench").experiment_id)
+        self.artifacts = os.path.join(directory, "mlruns", str(self.experiment_id))
+        self.engine = sqlalchemy.create_engine(f"sqlite:///{os.path.join(directory, 'mlflow.db')}")
+        self.ids = random.Random(20261123)
+        self.n = 0
+        self.build_s = 0.0
+
+    def grow(self, total: int, batch: int = 25_000) -> None:
+        t0 = time.perf_counter()
+        inserts = {name: f"INSERT INTO {name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+                   for name, cols in _TABLES.items()}
+        base_ms = 1_700_000_000_000
+        while self.n < total:
+            rows: dict[str, list[tuple[Any, ...]]] = {name: [] for name in _TABLES}
+            for i in range(self.n, min(total, self.n + batch)):
+                p, t, m = synthetic_run(i)
+                run_id = f"{self.ids.getrandbits(128):032x}"
+                start = base_ms + i * 30_000
+                end = start + 600_000
+                rows["runs"].append((run_id, f"run-{i}", "LOCAL", "train.py", "", "bench", "FINISHED", start, end, "",
+                                     "active", f"{self.artifacts}/{run_id}/artifacts", self.experiment_id))
+                rows["params"] += [(k, str(v), run_id) for k, v in p.items()]
+                rows["tags"] += [(k, v, run_id) for k, v in t.items()]
+                rows["latest_metrics"] += [(k, v, end, 99, False, run_id) for k, v in m.items()]
+                rows["metrics"] += [(k, v, end, 99, False, run_id) for k, v in m.items()]
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql("PRAGMA synchronous=OFF")  # building the fixture, not measured
+                for name, table_rows in rows.items():
+                    conn.exec_driver_sql(inserts[name], table_rows)
+            self.n += len(rows["runs"])
+        self.build_s += time.perf_counter() - t0
+
+
+def _median_ms(fn: Callable[[], Any], n: int) -> float:
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples) * 1e3
+
+
+def exists(directory: str, sizes: list[int], calls: int, **_: Any) -> Result:
+    """exists() the MLflow way: search_runs for a FINISHED run with every param of the configuration."""
+    from mlflow.tracking import MlflowClient
+
+    store = SyntheticStore(directory)
+    client = MlflowClient()
+    experiment = [str(store.experiment_id)]
+    result: Result = {"problems": []}
+    for label, size in zip(("small", "mid", "large"), sizes):
+        store.grow(size)
+        filters = []
+        for i in random.Random(size).sample(range(size), calls):
+            clauses = [f"params.{k} = '{v}'" for k, v in synthetic_run(i)[0].items()]
+            filters.append(" and ".join([*clauses, "attributes.status = 'FINISHED'"]))
+        client.search_runs(experiment, filter_string=filters[0], max_results=1)
+        found = 0
+        samples = []
+        for f in filters:
+            t0 = time.perf_counter()
+            found += len(client.search_runs(experiment, filter_string=f, max_results=1))
+            samples.append(time.perf_counter() - t0)
+        if found != calls:
+            result["problems"].append(f"{size:,} runs: search_runs found {found} of {calls} runs that exist")
+        result[f"{label}_ms"] = statistics.median(samples) * 1e3
+        result[f"{label}_n"] = size
+    result.update(build_s=store.build_s, n=sizes[-1], calls=calls)
+    if not result["problems"]:
+        del result["problems"]
+    return result
+
+
+def search(directory: str, n: int, filter_calls: int, frame_calls: int, **_: Any) -> Result:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    store = SyntheticStore(directory)
+    store.grow(n)
+    client = MlflowClient()
+    experiment = [str(store.experiment_id)]
+    matching = sorted((m["acc"] for p, t, m in map(synthetic_run, range(n))
+                       if m["acc"] > 0.9 and p["lr"] == 0.01 and t["team"] == "cv"), reverse=True)
+    result: Result = {"n": n, "cmp_n": n, "build_s": store.build_s, "matching": len(matching)}
+
+    def query() -> Any:
+        return client.search_runs(experiment, filter_string=SEARCH_FILTER, order_by=["metrics.acc DESC"],
+                                  max_results=100)
+
+    found = query()
+    result["filter_ms"] = _median_ms(query, filter_calls)
+    problems = []
+    if [r.data.metrics["acc"] for r in found] != matching[:100]:
+        problems.append(f"the filter returned {len(found)} runs, not the top 100 of {len(matching)} by acc")
+    frames = []
+    try:
+        for _ in range(frame_calls):
+            t0 = time.perf_counter()
+            frame = mlflow.search_runs(experiment_ids=experiment, max_results=n + 1)
+            frames.append(time.perf_counter() - t0)
+            if frame.shape[0] != n:
+                problems.append(f"the DataFrame has {frame.shape[0]} rows, not {n}")
+            del frame
+    except ImportError as exc:  # pandas: see bench.mlflow_env.ensure_extras
+        problems.append(f"mlflow.search_runs: {exc}")
+    if frames:
+        result["all_df_s"] = statistics.median(frames)
+    if problems:
+        result["problems"] = problems
+    return result
+
+
 WORKLOADS: dict[str, Callable[..., Result]] = {
     "log_metric": log_metric,
     "batch": batch,
     "runs": runs,
     "import": import_,
     "concurrency": concurrency,
+    "env": env,
+    "exists": exists,
+    "search": search,
     "concurrency_child": concurrency_child,
 }
 
