@@ -59,6 +59,7 @@ class Run:
         self._next_step: dict[str, int] = {}
         self._known_keys: set[str] = set()
         self._claim: tuple[str, float] | None = None  # (owner, lease) when a sweep runs it
+        self._batch: _Batch | None = None  # the search result this run came from, loaded together
         self._conflicts_recorded = True  # start_run sets False when they were not known yet
         self._created_here = False  # set by start_run: then keys not yet written are known to be new
         self._written_keys: set[str] = set()
@@ -96,6 +97,8 @@ class Run:
             self.flush()
 
     def _fetch(self) -> RunRecord:
+        if self._record is None and self._batch is not None:
+            self._batch.load()  # the whole search result in one round of queries, not one run at a time
         if self._record is not None and self._record.status.is_terminal and not self._live:
             return self._record
         self._settle()
@@ -567,31 +570,89 @@ class Run:
             warnings.warn(f"labtrack: could not refresh framework facts: {exc}", RuntimeWarning, stacklevel=3)
 
 
+class _Batch:
+    """Runs found by one search: their records are loaded together when the first is needed."""
+
+    def __init__(self, store: Store, runs: list[Run], stale_before: float) -> None:
+        self.store, self.runs, self.stale_before = store, runs, stale_before
+        self.loaded = False
+
+    def load(self) -> None:
+        if self.loaded:
+            return
+        self.loaded = True
+        records = self.store.get_runs([run.id for run in self.runs])
+        resolve_liveness(self.store, records)
+        by_id = {r.id: r for r in records}
+        for run in self.runs:
+            if run._record is None:
+                run._record = by_id.get(run.id)
+            run._batch = None
+
+
 class RunList(list):  # type: ignore[type-arg]
-    """A list of runs, as ``search_runs`` returns it."""
+    """A list of runs, as ``search_runs`` returns it.
+
+    A search returns ids at once; the runs' records are loaded in one batch when the first one is read.
+    """
+
+    _batch: _Batch | None = None
+
+    @classmethod
+    def from_search(cls, store: Store, ids: Sequence[str], stale_before: float) -> RunList:
+        runs = [Run(store, run_id) for run_id in ids]
+        batch = _Batch(store, runs, stale_before)
+        for run in runs:
+            run._batch = batch
+        out = cls(runs)
+        out._batch = batch
+        return out
 
     def to_pandas(self) -> Any:
-        """One row per run: id, experiment, status, times, then params.*, metrics.*, tags.* columns."""
+        """One row per run: id, experiment, name, status, start/end times, then params.*, metrics.* (last
+        values) and tags.* columns, built column by column."""
         try:
             import pandas as pd
         except ImportError as exc:
             raise LabtrackError("to_pandas needs pandas: pip install 'labtrack[pandas]'") from exc
-        rows = []
-        for run in self:
-            record = run.record
-            row: dict[str, Any] = {
-                "id": record.id,
-                "experiment": record.experiment,
-                "name": record.name,
-                "status": record.status.value,
-                "start_time": pd.to_datetime(record.start_time, unit="s"),
-                "end_time": pd.to_datetime(record.end_time, unit="s") if record.end_time else None,
-            }
-            row.update({f"params.{k}": v for k, v in record.params.items()})
-            row.update({f"metrics.{k}": m.last for k, m in record.metrics.items()})
-            row.update({f"tags.{k}": v for k, v in record.tags.items()})
-            rows.append(row)
-        return pd.DataFrame(rows)
+        import gc
+
+        records = [run.record for run in self]
+        n = len(records)
+        paused = n > 10_000 and gc.isenabled()  # many small objects, no cycles: don't let the GC rescan them
+        if paused:
+            gc.disable()
+        try:
+            return self._frame(pd, records, n)
+        finally:
+            if paused:
+                gc.enable()
+
+    @staticmethod
+    def _frame(pd: Any, records: list[RunRecord], n: int) -> Any:
+        columns: dict[str, Any] = {
+            "id": [r.id for r in records],
+            "experiment": [r.experiment for r in records],
+            "name": [r.name for r in records],
+            "status": [r.status.value for r in records],
+            "start_time": pd.to_datetime([r.start_time for r in records], unit="s"),
+            "end_time": pd.to_datetime([r.end_time if r.end_time is not None else math.nan for r in records],
+                                       unit="s"),
+        }
+        params: dict[str, list[Any]] = {}
+        metrics: dict[str, list[float]] = {}
+        tags: dict[str, list[Any]] = {}
+        for i, r in enumerate(records):
+            for key, value in r.params.items():
+                (params.get(key) or params.setdefault(key, [None] * n))[i] = value
+            for key, summary in r.metrics.items():
+                (metrics.get(key) or metrics.setdefault(key, [math.nan] * n))[i] = summary.last
+            for key, text in r.tags.items():
+                (tags.get(key) or tags.setdefault(key, [None] * n))[i] = text
+        columns.update({f"params.{k}": v for k, v in sorted(params.items())})
+        columns.update({f"metrics.{k}": v for k, v in sorted(metrics.items())})
+        columns.update({f"tags.{k}": v for k, v in sorted(tags.items())})
+        return pd.DataFrame(columns)
 
 
 def _terminal_status(status: RunStatus | str) -> RunStatus:

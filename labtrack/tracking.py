@@ -380,8 +380,13 @@ def search_runs(
     node = parse_filter(filter) if filter else None
     stale_before = time.time() - runtime.settings().heartbeat_timeout
     terms = parse_order_by(order_by if isinstance(order_by, (str, type(None))) else list(order_by))
-    records = target.search_runs(
-        names, terms, max_results, offset, run_key=key, filter=node, stale_before=stale_before
-    )
-    resolve_liveness(target, records)
-    return RunList(Run(target, r.id, r) for r in records)
+    ids = target.search_ids(names, terms, max_results, offset, run_key=key, filter=node, stale_before=stale_before)
+    if len(ids) > 10_000:  # see store.sql._gc_paused: many objects, no cycles
+        import gc
+
+        gc.disable()
+        try:
+            return RunList.from_search(target, ids, stale_before)
+        finally:
+            gc.enable()
+    return RunList.from_search(target, ids, stale_before)

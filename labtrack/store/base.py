@@ -95,6 +95,19 @@ class Store(abc.ABC):
         one query, never in Python."""
 
     @abc.abstractmethod
+    def search_ids(
+        self,
+        experiments: Sequence[str] | None = None,
+        order_by: Sequence[OrderTerm] = (),
+        max_results: int | None = None,
+        offset: int = 0,
+        run_key: str | None = None,
+        filter: Node | None = None,
+        stale_before: float = 0.0,
+    ) -> list[str]:
+        """The ids ``search_runs`` would return, in order (one query)."""
+
+    @abc.abstractmethod
     def end_run(
         self,
         run_id: str,

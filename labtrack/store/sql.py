@@ -58,6 +58,20 @@ __all__ = ["SqlStore"]
 CHUNK_MAX = 8192  # points per chunk row
 TAIL_MERGE_BELOW = 1024  # a last chunk smaller than this is extended instead of adding a row
 _IN_BATCH = 500  # ids per IN (...) list
+_LOAD_BATCH = 5000  # runs loaded per round of queries (SQLite allows 32766 bound parameters)
+_RUNS_IN = (
+    "SELECT r.id, r.name, r.status, r.start_time, r.end_time, r.heartbeat_time, r.host, r.pid, r.error, r.run_key, "
+    "r.env_fingerprint, r.note, r.result, e.name FROM runs r JOIN experiments e ON e.id = r.experiment_id "
+    "WHERE r.id IN ({})"
+)
+_PARAMS_IN = "SELECT run_id, key, value FROM params WHERE run_id IN ({}) ORDER BY run_id, key"
+_TAGS_IN = "SELECT run_id, key, value FROM tags WHERE run_id IN ({}) ORDER BY run_id, key"
+_METRICS_IN = (
+    "SELECT run_id, key, count, last_value, last_step, last_timestamp, min_value, max_value FROM metrics "
+    "WHERE run_id IN ({}) ORDER BY run_id, key"
+)
+_STATUSES = {s.value: s for s in RunStatus}
+
 _AUTOCHECKPOINT_PAGES = 10_000  # ~40 MB of WAL
 _MAINTAIN_EVERY = 2.0  # seconds between background checkpoints
 
@@ -168,6 +182,38 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@contextmanager
+def _gc_paused(pause: bool) -> Iterator[None]:
+    """Loading many runs creates millions of small objects that the cyclic garbage collector would scan
+    again and again (none of them form cycles): pause it meanwhile."""
+    import gc
+
+    if not pause or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+_decoded: dict[str, Any] = {}
+
+
+def _decode_param(value: str) -> Any:
+    """json.loads of a stored param, remembered for scalars: the same few values repeat across runs."""
+    found = _decoded.get(value, _decoded)
+    if found is not _decoded:
+        return found
+    decoded = json.loads(value)
+    if not isinstance(decoded, (list, dict)):  # containers are mutable: decode those every time
+        if len(_decoded) > 100_000:
+            _decoded.clear()
+        _decoded[value] = decoded
+    return decoded
 
 
 def _lower(value: Any) -> Any:
@@ -423,73 +469,54 @@ class SqlStore(Store):
         if conn.execute(select(db.runs.c.id).where(db.runs.c.id == run_id)).first() is None:
             raise RunNotFound(f"no run with id {run_id!r} in store {self.display_url}")
 
-    def _records(self, conn: Connection, rows: Sequence[Any]) -> list[RunRecord]:
-        records: dict[str, RunRecord] = {}
-        for r in rows:
-            records[r.id] = RunRecord(
-                id=r.id,
-                experiment=r.experiment,
-                status=RunStatus(r.status),
-                start_time=r.start_time,
-                end_time=r.end_time,
-                heartbeat_time=r.heartbeat_time,
-                host=r.host,
-                pid=r.pid,
-                name=r.name,
-                error=json.loads(r.error) if r.error else None,
-                run_key=r.run_key,
-                env_fingerprint=r.env_fingerprint,
-                note=r.note,
-                result=json.loads(r.result) if r.result else None,
-            )
-        ids = list(records)
-        for start in range(0, len(ids), _IN_BATCH):
-            part = ids[start : start + _IN_BATCH]
-            for p in conn.execute(select(db.params.c.run_id, db.params.c.key, db.params.c.value).where(db.params.c.run_id.in_(part))):
-                records[p.run_id].params[p.key] = json.loads(p.value)
-            for t in conn.execute(select(db.tags.c.run_id, db.tags.c.key, db.tags.c.value).where(db.tags.c.run_id.in_(part))):
-                records[t.run_id].tags[t.key] = t.value
-            query = select(
-                db.metrics.c.run_id, db.metrics.c.key, db.metrics.c.count, db.metrics.c.last_value, db.metrics.c.last_step,
-                db.metrics.c.last_timestamp, db.metrics.c.min_value, db.metrics.c.max_value,
-            ).where(db.metrics.c.run_id.in_(part))
-            for m in conn.execute(query):
-                records[m.run_id].metrics[m.key] = MetricSummary(
-                    key=m.key,
-                    last=_none_to_nan(m.last_value),
-                    last_step=m.last_step,
-                    last_timestamp=m.last_timestamp,
-                    min=_none_to_nan(m.min_value),
-                    max=_none_to_nan(m.max_value),
-                    count=m._mapping["count"],  # `m.count` would be the tuple method
-                )
-        for record in records.values():
-            record.params = dict(sorted(record.params.items()))
-            record.tags = dict(sorted(record.tags.items()))
-            record.metrics = dict(sorted(record.metrics.items()))
-        return [records[r.id] for r in rows]
+    def _select_in(self, conn: Connection, template: str, ids: Sequence[str]) -> list[tuple[Any, ...]]:
+        """Rows of ``template`` (SQL with one ``{}`` for the id list) for ``ids``, through the driver.
 
-    def _run_select(self) -> Any:
-        return select(
-            db.runs.c.id, db.runs.c.name, db.runs.c.status, db.runs.c.start_time, db.runs.c.end_time, db.runs.c.heartbeat_time,
-            db.runs.c.host, db.runs.c.pid, db.runs.c.error, db.runs.c.run_key, db.runs.c.env_fingerprint, db.runs.c.note,
-            db.runs.c.result, db.experiments.c.name.label("experiment"),
-        ).join(db.experiments, db.experiments.c.id == db.runs.c.experiment_id)
+        Loading many runs reads millions of small rows; SQLAlchemy's per-row processing would cost more
+        than the database. The ids are bound parameters, never SQL text.
+        """
+        mark = "?" if self.dialect == "sqlite" else "%s"
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(template.format(", ".join([mark] * len(ids))), list(ids))
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+
+    def _records(self, conn: Connection, ids: Sequence[str]) -> dict[str, RunRecord]:
+        """Records of ``ids`` (those that exist), keyed by id."""
+        records: dict[str, RunRecord] = {}
+        for (run_id, name, status, start, end, beat, host, pid, error, key, fingerprint, note, result,
+             experiment) in self._select_in(conn, _RUNS_IN, ids):
+            records[run_id] = RunRecord(
+                id=run_id, experiment=experiment, status=_STATUSES[status], start_time=start, end_time=end,
+                heartbeat_time=beat, host=host, pid=pid, name=name, error=json.loads(error) if error else None,
+                run_key=key, env_fingerprint=fingerprint, note=note, result=json.loads(result) if result else None,
+            )
+        # Rows come ordered by key, so each record's dicts are sorted without sorting them.
+        for run_id, key, value in self._select_in(conn, _PARAMS_IN, ids):
+            records[run_id].params[key] = _decode_param(value)
+        for run_id, key, value in self._select_in(conn, _TAGS_IN, ids):
+            records[run_id].tags[key] = value
+        for run_id, key, count, last, step, stamp, low, high in self._select_in(conn, _METRICS_IN, ids):
+            records[run_id].metrics[key] = MetricSummary(
+                key=key, last=_none_to_nan(last), last_step=step, last_timestamp=stamp,
+                min=_none_to_nan(low), max=_none_to_nan(high), count=count,
+            )
+        return records
 
     def get_run(self, run_id: str) -> RunRecord:
         with self._read() as conn:
-            rows = conn.execute(self._run_select().where(db.runs.c.id == run_id)).all()
-            if not rows:
-                raise RunNotFound(f"no run with id {run_id!r} in store {self.display_url}")
-            return self._records(conn, rows)[0]
+            found = self._records(conn, [run_id])
+        if run_id not in found:
+            raise RunNotFound(f"no run with id {run_id!r} in store {self.display_url}")
+        return found[run_id]
 
     def get_runs(self, run_ids: Sequence[str]) -> list[RunRecord]:
         found: dict[str, RunRecord] = {}
-        with self._read() as conn:
-            for start in range(0, len(run_ids), _IN_BATCH):
-                part = list(run_ids[start : start + _IN_BATCH])
-                rows = conn.execute(self._run_select().where(db.runs.c.id.in_(part))).all()
-                found.update((r.id, r) for r in self._records(conn, rows))
+        with _gc_paused(len(run_ids) > _LOAD_BATCH), self._read() as conn:
+            for start in range(0, len(run_ids), _LOAD_BATCH):
+                found.update(self._records(conn, run_ids[start : start + _LOAD_BATCH]))
         return [found[i] for i in run_ids if i in found]
 
     def resolve_run_id(self, id_or_prefix: str) -> str:
@@ -519,13 +546,24 @@ class SqlStore(Store):
         filter: Node | None = None,
         stale_before: float = 0.0,
     ) -> list[RunRecord]:
+        return self.get_runs(self.search_ids(experiments, order_by, max_results, offset, run_key, filter, stale_before))
+
+    def search_ids(
+        self,
+        experiments: Sequence[str] | None = None,
+        order_by: Sequence[OrderTerm] = (),
+        max_results: int | None = None,
+        offset: int = 0,
+        run_key: str | None = None,
+        filter: Node | None = None,
+        stale_before: float = 0.0,
+    ) -> list[str]:
         query = search_query(
             experiments=experiments, node=filter, order_by=order_by, max_results=max_results, offset=offset,
             run_key=run_key, stale_before=stale_before, dialect=self.dialect,
         )
         with self._read() as conn:
-            ids = conn.execute(query).scalars().all()
-        return self.get_runs(ids)
+            return list(conn.execute(query).scalars().all())
 
     def end_run(
         self,
