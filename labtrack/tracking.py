@@ -117,7 +117,7 @@ def start_run(
             context["conflicts"] = conflicts
     artifacts = []
     if captured is not None and captured.git_diff:
-        sha, size = target.put_artifact_bytes(captured.git_diff.encode("utf-8"))
+        sha, size = _stored_diff(target, captured.git_diff)
         artifacts.append(ArtifactInfo(path=GIT_DIFF_ARTIFACT, sha256=sha, size=size))
     key = run_key(
         experiment, valid_params, identity=parts, exclude=excluded, code=runtime.code_version(env),
@@ -151,6 +151,18 @@ def start_run(
     with runtime.state.lock:
         runtime.state.stack.append(run)
     return run
+
+
+def _stored_diff(target: Any, diff: str) -> tuple[str, int]:
+    """Store the uncommitted diff as a blob once per store and content (runs in a loop share it)."""
+    known = runtime.state.stored_diffs
+    found = known.get((target.url, diff))
+    if found is None:
+        found = target.put_artifact_bytes(diff.encode("utf-8"))
+        if len(known) > 64:
+            known.clear()
+        known[(target.url, diff)] = found
+    return found
 
 
 def _checked_exclude(exclude: Sequence[str]) -> tuple[str, ...]:

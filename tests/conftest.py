@@ -43,6 +43,8 @@ def _reset_labtrack() -> None:
     state.seeds = None
     state.stored_envs.clear()
     state.last_fingerprint = None
+    state.last_capture = None
+    state.stored_diffs.clear()
     if state.writer is not None:
         with state.writer._lock:
             state.writer._runs.clear()

@@ -77,13 +77,29 @@ def _path_key() -> tuple[Any, ...]:
     return tuple(key)
 
 
+def _head(dist: Any) -> str:
+    """The start of a distribution's METADATA, where Name and Version stand: long descriptions follow
+    them, and reading whole files for ~150 distributions is most of a first capture's time."""
+    path = getattr(dist, "_path", None)  # a PathDistribution's folder; others are read whole
+    if path is not None:
+        for filename in ("METADATA", "PKG-INFO"):
+            try:
+                with open(os.path.join(path, filename), "rb") as f:
+                    text = f.read(4096).decode("utf-8", errors="replace")
+            except OSError:
+                continue
+            if "\nVersion:" in text or text.startswith("Version:"):
+                return text
+    return dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+
+
 def _scan() -> dict[str, dict[str, Any]]:
     from importlib.metadata import distributions
 
     found: dict[str, dict[str, Any]] = {}
     for dist in distributions():  # in sys.path order: the first one found is the one imported
         try:
-            name, version = _header(dist.read_text("METADATA") or dist.read_text("PKG-INFO") or "")
+            name, version = _header(_head(dist))
         except OSError:
             continue
         if not name:
@@ -96,7 +112,8 @@ def _scan() -> dict[str, dict[str, Any]]:
 
 
 def installed_versions() -> dict[str, dict[str, Any]]:
-    """``{normalized name: {"version", "source", ...}}`` for every importable distribution (cached)."""
+    """``{normalized name: {"version", "source", ...}}`` for every importable distribution (cached until
+    a folder on sys.path changes: an install changes its mtime)."""
     global _cache_key, _cache_value
     key = _path_key()
     with _lock:

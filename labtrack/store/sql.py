@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
@@ -252,6 +253,9 @@ class SqlStore(Store):
         self.dialect = self._engine.dialect.name
         self._raws: dict[int, _Raw] = {}
         self._maintained = 0.0
+        self._local = threading.local()  # each thread's write connection (see _write)
+        self._connections: list[Connection] = []
+        self._connections_lock = threading.Lock()
         _live_stores.add(self)
         self._ensure_schema()
 
@@ -307,11 +311,16 @@ class SqlStore(Store):
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
+        """A write transaction on this thread's own connection (kept open: checking a connection out of
+        the pool and resetting it costs more than a small write)."""
         try:
-            with self._engine.connect() as conn:
-                conn.execution_options(labtrack_write=True)
+            conn = self._writer_connection()
+            try:
                 with conn.begin():
                     yield conn
+            except SQLAlchemyError:
+                self._drop_writer_connection(conn)  # it may be broken: the next write opens a fresh one
+                raise
         except LabtrackError:
             raise
         except IntegrityError as exc:
@@ -361,7 +370,35 @@ class SqlStore(Store):
             conn.execute(alembic_version.insert().values(version_num=SCHEMA_REVISION))
         return SCHEMA_REVISION
 
+    def _writer_connection(self) -> Connection:
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is None or conn.closed or getattr(local, "pid", None) != os.getpid():
+            conn = self._engine.connect()
+            conn.execution_options(labtrack_write=True)
+            local.conn, local.pid = conn, os.getpid()
+            with self._connections_lock:
+                self._connections.append(conn)
+        return conn
+
+    def _drop_writer_connection(self, conn: Connection) -> None:
+        self._local.conn = None
+        with self._connections_lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
+        try:
+            conn.invalidate()
+        except SQLAlchemyError:
+            pass
+
     def close(self) -> None:
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            try:
+                conn.close()
+            except SQLAlchemyError:
+                pass
         self._engine.dispose()
 
     def maintain(self) -> None:
