@@ -123,7 +123,7 @@ def _executor() -> _DaemonPool:
 # Gatherers (by function) whose last run took under _FAST_SECONDS: they answer from their caches, so they
 # run inline — handing them to a thread would cost more than the work. A gatherer that ever runs slow
 # again goes back to a thread, where the timeout protects the caller.
-_fast: set[Callable[[Any], Any]] = set()
+_fast: set[Callable[[Any], Any]] = set()  # filled below with the in-process readers
 _FAST_SECONDS = 0.002
 
 
@@ -138,6 +138,12 @@ def _timed(fn: Callable[[Any], Any], options: Any) -> Any:
     else:
         _fast.discard(fn)
     return result
+
+
+# In-process readers of /proc, sys.path and the environment start inline too: threads would only add
+# start-up and GIL hand-offs to the first capture, while git's and NVML's calls (which can block) run in
+# the pool meanwhile.
+_fast.update({_hardware, _frameworks, _packages, _system, _process})
 
 
 def run_gatherers(names: Iterable[str], options: Any, timeout: float) -> dict[str, Any]:

@@ -77,37 +77,45 @@ def _path_key() -> tuple[Any, ...]:
     return tuple(key)
 
 
-def _head(dist: Any) -> str:
-    """The start of a distribution's METADATA, where Name and Version stand: long descriptions follow
-    them, and reading whole files for ~150 distributions is most of a first capture's time."""
-    path = getattr(dist, "_path", None)  # a PathDistribution's folder; others are read whole
-    if path is not None:
-        for filename in ("METADATA", "PKG-INFO"):
-            try:
-                with open(os.path.join(path, filename), "rb") as f:
-                    text = f.read(4096).decode("utf-8", errors="replace")
-            except OSError:
-                continue
-            if "\nVersion:" in text or text.startswith("Version:"):
-                return text
-    return dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+def _read(path: str, limit: int = -1) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit).decode("utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def _metadata_folders() -> list[str]:
+    """Every ``*.dist-info`` / ``*.egg-info`` folder on sys.path, in sys.path order.
+
+    This is how ``importlib.metadata`` finds distributions on the file system, done directly: importing
+    importlib.metadata (with email, zipfile, csv ...) costs more than the whole scan. Distributions inside
+    zip files or eggs are not seen.
+    """
+    folders = []
+    for entry in sys.path:
+        directory = entry or "."
+        try:
+            with os.scandir(directory) as it:
+                names = sorted(e.name for e in it if e.name.endswith((".dist-info", ".egg-info")) and e.is_dir())
+        except OSError:
+            continue
+        folders += [os.path.join(directory, name) for name in names]
+    return folders
 
 
 def _scan() -> dict[str, dict[str, Any]]:
-    from importlib.metadata import distributions
-
     found: dict[str, dict[str, Any]] = {}
-    for dist in distributions():  # in sys.path order: the first one found is the one imported
-        try:
-            name, version = _header(_head(dist))
-        except OSError:
-            continue
+    for folder in _metadata_folders():  # in sys.path order: the first one found is the one imported
+        # Name and Version lead the file; a long description follows, which we do not need to read.
+        head = _read(os.path.join(folder, "METADATA"), 4096) or _read(os.path.join(folder, "PKG-INFO"), 4096) or ""
+        name, version = _header(head)
         if not name:
             continue
         key = normalize_name(name)
         if key in found:
             continue
-        found[key] = {"version": version, **_provenance(dist.read_text("direct_url.json"))}
+        found[key] = {"version": version, **_provenance(_read(os.path.join(folder, "direct_url.json")))}
     return dict(sorted(found.items()))
 
 
