@@ -619,7 +619,7 @@ class RunList(list):  # type: ignore[type-arg]
 
         records = [run.record for run in self]
         n = len(records)
-        paused = n > 10_000 and gc.isenabled()  # many small objects, no cycles: don't let the GC rescan them
+        paused = n > 2_000 and gc.isenabled()  # many small objects, no cycles: don't let the GC rescan them
         if paused:
             gc.disable()
         try:

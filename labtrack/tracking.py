@@ -393,7 +393,7 @@ def search_runs(
     stale_before = time.time() - runtime.settings().heartbeat_timeout
     terms = parse_order_by(order_by if isinstance(order_by, (str, type(None))) else list(order_by))
     ids = target.search_ids(names, terms, max_results, offset, run_key=key, filter=node, stale_before=stale_before)
-    if len(ids) > 10_000:  # see store.sql._gc_paused: many objects, no cycles
+    if len(ids) > 2_000:  # see store.sql._gc_paused: many objects, no cycles
         import gc
 
         gc.disable()

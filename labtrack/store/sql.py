@@ -555,7 +555,7 @@ class SqlStore(Store):
 
     def get_runs(self, run_ids: Sequence[str]) -> list[RunRecord]:
         found: dict[str, RunRecord] = {}
-        with _gc_paused(len(run_ids) > _LOAD_BATCH), self._read() as conn:
+        with _gc_paused(len(run_ids) > 2_000), self._read() as conn:
             for start in range(0, len(run_ids), _LOAD_BATCH):
                 found.update(self._records(conn, run_ids[start : start + _LOAD_BATCH]))
         return [found[i] for i in run_ids if i in found]
