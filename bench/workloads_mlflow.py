@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fixtures import small_git_repo  # bench/fixtures.py: this script's folder is on sys.path
+
 Result = dict[str, Any]
 _CHILD_TIMEOUT = 240.0
 
@@ -213,31 +215,9 @@ for _ in range(int(sys.argv[1])):
 print(json.dumps({"import_ms": (t1 - t0) * 1e3, "first_ms": (t2 - t1) * 1e3,
                   "repeat_ms": statistics.median(samples) * 1e3, "tags": sorted(tags)}))
 '''
-_GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.com", "-c", "commit.gpgsign=false"]
-
-
-def _small_git_repo(directory: str, script: str) -> str:
-    """The same small repository as the labtrack side: train.py, a few files, one tracked file edited."""
-    repo = os.path.join(directory, "repo")
-    os.makedirs(os.path.join(repo, "src"))
-    files = {
-        "train.py": script,
-        "src/model.py": "".join(f"def layer_{i}(x):\n    return x * {i} + 1\n\n" for i in range(40)),
-        "src/data.py": "".join(f"PATH_{i} = 'data/part-{i:03d}.csv'\n" for i in range(40)),
-        "README.md": "# a small project\n" * 20,
-        ".gitignore": "data/\n*.pyc\n",
-    }
-    for name, text in files.items():
-        Path(repo, name).write_text(text)
-    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "initial"]):
-        subprocess.run([*_GIT, *command], cwd=repo, check=True, capture_output=True, timeout=60)
-    with open(os.path.join(repo, "src", "model.py"), "a") as f:
-        f.write("\ndef head(x):\n    return layer_3(x) - 1\n")
-    return repo
-
 
 def env(directory: str, n: int, repeats: int, **_: Any) -> Result:
-    repo = _small_git_repo(directory, ENV_SCRIPT)
+    repo = small_git_repo(directory, ENV_SCRIPT)
     samples = []
     for _ in range(n + 1):  # the first one writes the bytecode caches
         out = subprocess.run([sys.executable, "train.py", str(repeats)], cwd=repo, capture_output=True, text=True,

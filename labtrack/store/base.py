@@ -78,7 +78,6 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def resolve_run_id(self, id_or_prefix: str) -> str: ...
 
-    @abc.abstractmethod
     def search_runs(
         self,
         experiments: Sequence[str] | None = None,
@@ -93,6 +92,7 @@ class Store(abc.ABC):
         newest first unless ordered otherwise. A RUNNING run whose heartbeat is older than
         ``stale_before`` counts as CRASHED for ``attributes.status``. Filtering happens in the store:
         one query, never in Python."""
+        return self.get_runs(self.search_ids(experiments, order_by, max_results, offset, run_key, filter, stale_before))
 
     @abc.abstractmethod
     def search_ids(

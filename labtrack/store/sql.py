@@ -577,18 +577,6 @@ class SqlStore(Store):
             raise AmbiguousRunId(f"run id prefix {prefix!r} matches several runs ({shown}); give more characters")
         return prefix if prefix in found else found[0]
 
-    def search_runs(
-        self,
-        experiments: Sequence[str] | None = None,
-        order_by: Sequence[OrderTerm] = (),
-        max_results: int | None = None,
-        offset: int = 0,
-        run_key: str | None = None,
-        filter: Node | None = None,
-        stale_before: float = 0.0,
-    ) -> list[RunRecord]:
-        return self.get_runs(self.search_ids(experiments, order_by, max_results, offset, run_key, filter, stale_before))
-
     def search_ids(
         self,
         experiments: Sequence[str] | None = None,
