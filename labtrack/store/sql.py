@@ -251,6 +251,8 @@ class SqlStore(Store):
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StoreError(f"cannot open store {self.display_url}: {exc}") from exc
         self.dialect = self._engine.dialect.name
+        # The driver's own error class: a few hot paths talk to the driver directly (see _Raw, _on_begin).
+        self._driver_error: type[Exception] = self._engine.dialect.loaded_dbapi.Error
         self._raws: dict[int, _Raw] = {}
         self._maintained = 0.0
         self._local = threading.local()  # each thread's write connection (see _write)
@@ -322,7 +324,7 @@ class SqlStore(Store):
             try:
                 with conn.begin():
                     yield conn
-            except SQLAlchemyError:
+            except (SQLAlchemyError, self._driver_error):
                 self._drop_writer_connection(conn)  # it may be broken: the next write opens a fresh one
                 raise
         except LabtrackError:
@@ -331,6 +333,8 @@ class SqlStore(Store):
             raise StoreError(f"store {self.display_url} refused a write: {exc.orig}") from exc
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot write to store {self.display_url}: {getattr(exc, 'orig', exc)}") from exc
+        except self._driver_error as exc:  # raised by the driver itself (our BEGIN IMMEDIATE), unwrapped
+            raise StoreError(f"cannot write to store {self.display_url}: {exc}") from exc
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -341,6 +345,8 @@ class SqlStore(Store):
             raise
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read store {self.display_url}: {getattr(exc, 'orig', exc)}") from exc
+        except self._driver_error as exc:
+            raise StoreError(f"cannot read store {self.display_url}: {exc}") from exc
 
     # -- schema --------------------------------------------------------------------------------
 
