@@ -256,7 +256,7 @@ class SqlStore(Store):
         self._raws: dict[int, _Raw] = {}
         self._maintained = 0.0
         self._local = threading.local()  # each thread's write connection (see _write)
-        self._connections: list[Connection] = []
+        self._connections: list[tuple[int, Connection]] = []  # (pid that opened it, connection)
         self._connections_lock = threading.Lock()
         _live_stores.add(self)
         self._ensure_schema()
@@ -388,14 +388,13 @@ class SqlStore(Store):
             conn.execution_options(labtrack_write=True)
             local.conn, local.pid = conn, os.getpid()
             with self._connections_lock:
-                self._connections.append(conn)
+                self._connections.append((os.getpid(), conn))
         return conn
 
     def _drop_writer_connection(self, conn: Connection) -> None:
         self._local.conn = None
         with self._connections_lock:
-            if conn in self._connections:
-                self._connections.remove(conn)
+            self._connections = [(pid, c) for pid, c in self._connections if c is not conn]
         try:
             conn.invalidate()
         except SQLAlchemyError:
@@ -404,7 +403,9 @@ class SqlStore(Store):
     def close(self) -> None:
         with self._connections_lock:
             connections, self._connections = self._connections, []
-        for conn in connections:
+        for pid, conn in connections:
+            if pid != os.getpid():
+                continue  # inherited through fork: the parent's, which closing here would break
             try:
                 conn.close()
             except SQLAlchemyError:
