@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from labtrack import runtime
-from labtrack.core.errors import InvalidInput, LabtrackError
+from labtrack.core.errors import InvalidInput, LabtrackError, StoreError
 from labtrack.core.model import ArtifactInfo, MetricHistory, MetricSummary, RunRecord, RunStatus, effective_status
 from labtrack.core.series import Chunk
 from labtrack.core.validation import (
@@ -55,7 +55,6 @@ class Run:
         self._live = False
         self._buffer: list[tuple[str, int, float, float]] = []
         self._columns: list[tuple[str, Chunk]] = []
-        self._unwritten: list[dict[str, Chunk]] = []  # drained but not yet stored (the store failed)
         self._next_step: dict[str, int] = {}
         self._known_keys: set[str] = set()
         self._claim: tuple[str, float] | None = None  # (owner, lease) when a sweep runs it
@@ -93,7 +92,7 @@ class Run:
 
     def _settle(self) -> None:
         """Write the points this process still buffers for the run, so that reads see them."""
-        if self._buffer or self._columns or self._unwritten:
+        if self._buffer or self._columns:
             self.flush()
 
     def _fetch(self) -> RunRecord:
@@ -347,14 +346,16 @@ class Run:
         self._ensure_registered()
         pending = sum(len(c) for _, c in self._columns)
         if pending >= self._hard_limit:
-            self.flush()
+            self.flush_in_background()
         elif pending >= self._flush_points:
             runtime.writer().kick()
 
     def _buffer_full(self) -> None:
         self._ensure_registered()
         if len(self._buffer) >= self._hard_limit:
-            self.flush()  # the writer is behind: write here, which bounds memory
+            # The writer is behind: write here, which bounds memory. If the store is down, keep buffering
+            # (and warn once): losing the points or stopping the training would both be worse.
+            self.flush_in_background()
         else:
             runtime.writer().kick()
 
@@ -363,28 +364,38 @@ class Run:
             self._registered = True
             runtime.writer().add(self, live=self._live)
 
-    def _drain(self) -> dict[str, Chunk]:
-        buffer = self._buffer
-        n = len(buffer)
-        items = buffer[:n]
-        del buffer[:n]  # appends from the logging thread land after n: nothing is lost (GIL-atomic ops)
+    def _peek(self) -> tuple[dict[str, Chunk], tuple[int, int]]:
+        """What is buffered, grouped by key, and how much of each buffer that is.
+
+        Nothing is removed here: ``_consume`` removes it once the store has it. So a failed write, or a
+        signal arriving anywhere in between, leaves every point in the buffer for the next attempt.
+        """
+        n, m = len(self._buffer), len(self._columns)
         grouped: dict[str, Chunk] = {}
-        for batch in self._unwritten:
-            for key, chunk in batch.items():
-                grouped.setdefault(key, Chunk.empty()).extend(chunk)
-        self._unwritten.clear()
-        for key, step, ts, value in items:
+        for key, step, ts, value in self._buffer[:n]:
             found = grouped.get(key)
             chunk = found if found is not None else grouped.setdefault(key, Chunk.empty())
             chunk.steps.append(step)
             chunk.timestamps.append(ts)
             chunk.values.append(value)
-        m = len(self._columns)
-        columns = self._columns[:m]
-        del self._columns[:m]
-        for key, chunk in columns:
+        for key, chunk in self._columns[:m]:
             grouped.setdefault(key, Chunk.empty()).extend(chunk)
-        return grouped
+        return grouped, (n, m)
+
+    def _consume(self, marks: tuple[int, int]) -> None:
+        # Appends from the logging thread land after these marks: nothing is lost (GIL-atomic operations).
+        del self._buffer[: marks[0]]
+        del self._columns[: marks[1]]
+
+    def _write_points(self, chunks: dict[str, Chunk], write: Any) -> None:
+        """``write(new_keys)`` the points; if the store refuses the shortcut for new keys (they exist after
+        all: e.g. a write that committed but reported an error), write again the careful way."""
+        try:
+            write(self._new_keys(chunks))
+        except StoreError as exc:
+            if not self._new_keys(chunks) or "refused" not in str(exc):
+                raise
+            write(set())
 
     def flush(self) -> None:
         """Write buffered metric points now.
@@ -392,15 +403,11 @@ class Run:
         Raises ``StoreError`` if the store fails; nothing is lost, the next flush retries.
         """
         with self._flush_lock:
-            chunks = self._drain()
+            chunks, marks = self._peek()
             if not chunks:
                 return
-            try:
-                self._store.log_metrics(self.id, chunks, self._new_keys(chunks))
-            except BaseException:
-                if chunks:
-                    self._unwritten.append(chunks)
-                raise
+            self._write_points(chunks, lambda new: self._store.log_metrics(self.id, chunks, new))
+            self._consume(marks)
             self._written_keys.update(chunks)
 
     def _new_keys(self, chunks: Mapping[str, Chunk]) -> set[str]:
@@ -509,23 +516,25 @@ class Run:
         """Write what is buffered and set the final status (FINISHED, FAILED or KILLED)."""
         status = _terminal_status(status)
         self._refresh_environment()
-        with self._flush_lock:
-            chunks = self._drain()
-            try:
-                self._store.end_run(
-                    self.id, status, _now(), error=error, metrics=chunks or None, new_keys=self._new_keys(chunks)
-                )
-            except BaseException:
-                if chunks:
-                    self._unwritten.append(chunks)
-                raise
-        self._live = False
-        self._record = None
-        runtime.writer().discard(self)
-        self._registered = False
-        with runtime.state.lock:
-            if self in runtime.state.stack:
-                runtime.state.stack.remove(self)
+        try:
+            with self._flush_lock:
+                chunks, marks = self._peek()
+                end_time = _now()
+                self._write_points(chunks, lambda new: self._store.end_run(
+                    self.id, status, end_time, error=error, metrics=chunks or None, new_keys=new,
+                ))
+                self._consume(marks)
+        finally:
+            # Even when the store fails, the run stops being active here: later runs can start, and its
+            # heartbeat stops (so it shows as CRASHED, not RUNNING forever). Its points stay buffered:
+            # calling end() again once the store is back writes them and the status.
+            self._live = False
+            self._record = None
+            runtime.writer().discard(self)
+            self._registered = False
+            with runtime.state.lock:
+                if self in runtime.state.stack:
+                    runtime.state.stack.remove(self)
 
 
     def _record_conflicts(self) -> None:

@@ -124,7 +124,20 @@ def install_hooks() -> None:
         pass
 
 
+def _after_fork_in_child() -> None:
+    if state.writer is not None:
+        state.writer.reset_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _end_runs_at_exit() -> None:
+    if threading.current_thread() is threading.main_thread():
+        try:  # a second SIGTERM (a scheduler's grace period) must not cut this short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        except (ValueError, OSError):
+            pass
     if state.terminating is not None or isinstance(state.uncaught, KeyboardInterrupt):
         status = RunStatus.KILLED
     elif state.uncaught is not None:

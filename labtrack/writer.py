@@ -40,18 +40,27 @@ class BackgroundWriter:
         self._pid = os.getpid()
         self._last_beat = time.time()
 
+    def reset_after_fork(self) -> None:
+        """In a forked child: no thread, fresh locks, and none of the parent's runs (the parent writes its
+        own buffers; a child writing copies of them would duplicate points)."""
+        self._pid = os.getpid()
+        self._thread = None
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._runs = {}
+        self._live = set()
+
     def _ensure_thread(self) -> None:
-        if self._pid != os.getpid():  # a forked child inherits no threads: start its own
-            self._pid = os.getpid()
-            self._thread = None
-            self._wake = threading.Event()
-            self._lock = threading.Lock()
+        if self._pid != os.getpid():  # also reset by runtime's at-fork hook; this covers any gap
+            self.reset_after_fork()
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._loop, name="labtrack-writer", daemon=True)
             self._thread.start()
 
     def add(self, run: Flushable, *, live: bool) -> None:
         """Flush ``run``'s buffer in the background; heartbeat it too when ``live``."""
+        if self._pid != os.getpid():
+            self.reset_after_fork()  # before taking a lock that the parent's thread may have held
         with self._lock:
             self._runs[id(run)] = run
             if live:

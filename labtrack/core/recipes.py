@@ -204,7 +204,7 @@ def _dockerfile(recipe: Recipe) -> str:
     if diff:
         out += [f"COPY <<'{eof}' /tmp/labtrack.diff", diff.rstrip("\n"), eof,
                 "RUN git -C /work apply --whitespace=nowarn /tmp/labtrack.diff"]
-    out.append(f"WORKDIR /work/{recipe.relative_cwd}".rstrip("/."))
+    out.append("WORKDIR /work" if recipe.relative_cwd == "." else f"WORKDIR /work/{recipe.relative_cwd}")
     if recipe.env:
         out.append("ENV " + " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(recipe.env.items())))
     if recipe.command:
@@ -258,7 +258,7 @@ def _script(recipe: Recipe) -> str:
         out.append(f"export {key}={shlex.quote(value)}")
     if recipe.command:
         out.append('VENV_PY="$(cd "$WORK/venv/bin" && pwd)/python"')
-        out.append(f'cd "$WORK/src/{recipe.relative_cwd}"')
+        out.append(f'cd "$WORK/src"/{shlex.quote(recipe.relative_cwd)}')
         out.append(f'exec "$VENV_PY" {shlex.join(recipe.command[1:])}')
     return "\n".join(out) + "\n"
 
