@@ -27,11 +27,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench.fixtures import small_git_repo
+from bench.fixtures import CHILD_TIMEOUT, median_ms, release, small_git_repo, synthetic_run, wait_for_go
 
 Result = dict[str, Any]
 
-_CHILD_TIMEOUT = 240.0
 
 
 def _store(directory: str, name: str) -> str:
@@ -252,26 +251,6 @@ def import_(directory: str, n: int, **_: Any) -> Result:
 # -- 6. concurrency -------------------------------------------------------------------------------
 
 
-def wait_for_go(barrier: str) -> None:
-    """Say "ready", then wait until every sibling is ready and the parent says "go"."""
-    Path(barrier, f"ready-{os.getpid()}").touch()
-    go = Path(barrier, "go")
-    deadline = time.time() + _CHILD_TIMEOUT
-    while not go.exists() and time.time() < deadline:
-        time.sleep(0.002)
-
-
-def release(barrier: str, children: list[subprocess.Popen[str]], timeout: float = 120.0) -> None:
-    """Say "go" once every child is ready (or has exited, or ``timeout`` passed)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        ready = len(list(Path(barrier).glob("ready-*")))
-        if ready + sum(c.poll() is not None for c in children) >= len(children):
-            break
-        time.sleep(0.01)
-    Path(barrier, "go").touch()
-
-
 def concurrency_child(directory: str, store: str, n: int, barrier: str, **_: Any) -> Result:
     import labtrack as lt
 
@@ -299,7 +278,7 @@ def _concurrent(directory: str, store: str, procs: int, n: int) -> Result:
     errors, outputs, messages = 0, [], []
     for child in children:
         try:
-            stdout, stderr = child.communicate(timeout=_CHILD_TIMEOUT)
+            stdout, stderr = child.communicate(timeout=CHILD_TIMEOUT)
         except subprocess.TimeoutExpired:
             child.kill()
             stdout, stderr = child.communicate()
@@ -393,7 +372,7 @@ def _count_spawns(repo: str, env: dict[str, str]) -> dict[str, Any]:
     trace = os.path.join(repo, "..", "strace.txt")
     command = ["strace", "-f", "-qq", "-e", "trace=execve", "-e", "signal=none", "-s", "256", "-o", trace,
                sys.executable, "train.py", "3"]
-    subprocess.run(command, cwd=repo, env=env, check=True, capture_output=True, timeout=_CHILD_TIMEOUT)
+    subprocess.run(command, cwd=repo, env=env, check=True, capture_output=True, timeout=CHILD_TIMEOUT)
     programs: list[str] = []
     for line in Path(trace).read_text().splitlines():
         if "execve(" in line and "= 0" in line.rsplit(")", 1)[-1]:
@@ -426,7 +405,7 @@ def env(directory: str, n: int, repeats: int, dists: int, freeze_n: int, **_: An
     for _ in range(freeze_n):  # W&B-style: a `pip freeze` subprocess in the same environment
         t0 = time.perf_counter()
         out = subprocess.run([sys.executable, "-m", "pip", "freeze", "--disable-pip-version-check"], cwd=repo,
-                             env=child_env, capture_output=True, text=True, check=True, timeout=_CHILD_TIMEOUT)
+                             env=child_env, capture_output=True, text=True, check=True, timeout=CHILD_TIMEOUT)
         freeze.append(time.perf_counter() - t0)
     result["pip_freeze_ms"] = statistics.median(freeze) * 1e3
     result["freeze_lines"] = len(out.stdout.splitlines())
@@ -438,7 +417,7 @@ def env(directory: str, n: int, repeats: int, dists: int, freeze_n: int, **_: An
     samples = []
     for _ in range(n + 1):  # the first one writes labtrack's bytecode caches
         out = subprocess.run([sys.executable, "train.py", str(repeats)], cwd=repo, env=child_env, capture_output=True,
-                             text=True, check=True, timeout=_CHILD_TIMEOUT)
+                             text=True, check=True, timeout=CHILD_TIMEOUT)
         samples.append(json.loads(out.stdout.strip().splitlines()[-1]))
     samples = samples[1:]
     last = samples[-1]
@@ -477,23 +456,6 @@ _RUN_COLUMNS = ("id", "experiment_id", "name", "status", "start_time", "end_time
                 "run_key", "env_fingerprint", "context", "error", "note", "result")
 _METRIC_COLUMNS = ("run_id", "key", "count", "last_value", "last_step", "last_timestamp", "min_value", "max_value",
                    "chunks", "tail_count")  # summaries only: no chunks of points
-
-
-def synthetic_run(i: int) -> tuple[dict[str, Any], dict[str, str], dict[str, float]]:
-    """Params, tags and final metrics of run ``i`` (deterministic): the filter of ``search`` selects ~3%."""
-    rng = random.Random(i)
-    params = {
-        "lr": rng.choice((0.1, 0.03, 0.01, 0.003)), "epochs": rng.randint(1, 10),
-        "batch_size": rng.choice((32, 64, 128, 256)), "optimizer": rng.choice(("sgd", "adam", "adamw")),
-        "dropout": rng.choice((0.0, 0.1, 0.2, 0.3, 0.5)), "weight_decay": rng.choice((0.0, 1e-4, 1e-3)),
-        "layers": rng.randint(2, 8), "hidden": rng.choice((128, 256, 512, 1024)), "augment": rng.random() < 0.5,
-        "seed": i,
-    }
-    tags = {"team": rng.choice(("cv", "nlp", "speech")), "user": f"user{rng.randrange(20)}",
-            "dataset": rng.choice(("imagenet", "cifar10", "coco", "wiki"))}
-    acc = 0.6 + 0.4 * rng.random() ** 0.8  # acc > 0.9 for ~30% of runs
-    metrics = {"acc": acc, "loss": (1 - acc) * 2, "f1": acc - 0.02, "val_acc": acc - 0.03, "val_loss": (1 - acc) * 2.2}
-    return params, tags, metrics
 
 
 class SyntheticStore:
@@ -569,15 +531,6 @@ class SyntheticStore:
         self.build_s += time.perf_counter() - t0
 
 
-def _median_ms(fn: Callable[[], Any], n: int) -> float:
-    samples = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples) * 1e3
-
-
 @contextmanager
 def _outside_git() -> Iterator[None]:
     """Work in an empty directory outside any git repository (the workload's is inside labtrack's checkout):
@@ -621,8 +574,8 @@ def _exists(directory: str, sizes: list[int], calls: int) -> Result:
         result[f"{label}_ms"] = statistics.median(samples) * 1e3
         result[f"{label}_p99_ms"] = sorted(samples)[int(len(samples) * 0.99)] * 1e3
         result[f"{label}_n"] = size
-        result[f"{label}_miss_ms"] = _median_ms(partial(lt.exists, EXPERIMENT, missing), calls // 4)
-    result["compute_key_ms"] = _median_ms(partial(lt.compute_key, EXPERIMENT, picks[0]), calls)
+        result[f"{label}_miss_ms"] = median_ms(partial(lt.exists, EXPERIMENT, missing), calls // 4)
+    result["compute_key_ms"] = median_ms(partial(lt.compute_key, EXPERIMENT, picks[0]), calls)
     result["build_s"] = store.build_s
     result["n"] = sizes[-1]
     result["calls"] = calls
@@ -652,7 +605,7 @@ def _search_at(size: int, filter_calls: int, frame_calls: int, problems: list[st
     if [r.metrics["acc"] for r in found] != matching[:100]:
         problems.append(f"{size:,} runs: the filter returned {len(found)} runs, not the top {min(100, len(matching))} "
                         f"of {len(matching)} matching runs by acc")
-    result: Result = {"filter_ms": _median_ms(query, filter_calls), "matching": len(matching)}
+    result: Result = {"filter_ms": median_ms(query, filter_calls), "matching": len(matching)}
     searches, frames = [], []
     for _ in range(frame_calls):
         t0 = time.perf_counter()
@@ -722,8 +675,8 @@ def diff(directory: str, packages: int, changes: int, calls: int, **_: Any) -> R
     found = lt.diff(a, b)
     changed = sum(len(s.changes) for s in found.sections if s.name in ("packages", "numerical packages"))
     result: Result = {"n": f"{packages} packages each, {changes} changed", "changed_found": changed}
-    result["diff_ms"] = _median_ms(lambda: lt.diff(ids[0], ids[1]), calls)
-    result["diff_runs_ms"] = _median_ms(lambda: lt.diff(a, b), calls)
+    result["diff_ms"] = median_ms(lambda: lt.diff(ids[0], ids[1]), calls)
+    result["diff_runs_ms"] = median_ms(lambda: lt.diff(a, b), calls)
     if changed != changes:
         result["problems"] = [f"diff reported {changed} package changes, expected {changes}"]
     return result
@@ -763,7 +716,7 @@ def _spawn_child(name: str, directory: str, args: dict[str, Any]) -> subprocess.
 
 def _run_child(name: str, directory: str, args: dict[str, Any]) -> Result:
     child = _spawn_child(name, directory, args)
-    stdout, stderr = child.communicate(timeout=_CHILD_TIMEOUT)
+    stdout, stderr = child.communicate(timeout=CHILD_TIMEOUT)
     if child.returncode != 0:
         raise RuntimeError(f"{name} failed (exit {child.returncode}): {stderr.strip()[-2000:]}")
     return json.loads(stdout.strip().splitlines()[-1])

@@ -21,13 +21,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from fixtures import small_git_repo  # bench/fixtures.py: this script's folder is on sys.path
+from fixtures import (  # bench/fixtures.py: this script's folder is on sys.path
+    CHILD_TIMEOUT,
+    median_ms,
+    release,
+    small_git_repo,
+    synthetic_run,
+    wait_for_go,
+)
 
 Result = dict[str, Any]
-_CHILD_TIMEOUT = 240.0
 
 
 def _setup(directory: str, name: str = "mlflow.db") -> Any:
@@ -134,10 +139,7 @@ def concurrency_child(directory: str, n: int, barrier: str, **_: Any) -> Result:
         mlflow.set_experiment("bench")  # open the store before the race starts
     except Exception as exc:
         errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
-    Path(barrier, f"ready-{os.getpid()}").touch()  # ready: wait until every sibling is, then start together
-    go, deadline = Path(barrier, "go"), time.time() + _CHILD_TIMEOUT
-    while not go.exists() and time.time() < deadline:
-        time.sleep(0.002)
+    wait_for_go(barrier)  # ready: wait until every sibling is, then start together
     t0 = time.time()
     run_id = None
     try:
@@ -163,17 +165,11 @@ def concurrency(directory: str, procs: int, n: int, **_: Any) -> Result:
                          stderr=subprocess.PIPE, text=True, cwd=directory)
         for _ in range(procs)
     ]
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        ready = len(list(Path(barrier).glob("ready-*")))
-        if ready + sum(c.poll() is not None for c in children) >= procs:
-            break
-        time.sleep(0.01)
-    Path(barrier, "go").touch()
+    release(barrier, children)
     errors, messages, outputs = 0, [], []
     for child in children:
         try:
-            stdout, stderr = child.communicate(timeout=_CHILD_TIMEOUT)
+            stdout, stderr = child.communicate(timeout=CHILD_TIMEOUT)
         except subprocess.TimeoutExpired:
             child.kill()
             stdout, stderr = child.communicate()
@@ -221,7 +217,7 @@ def env(directory: str, n: int, repeats: int, **_: Any) -> Result:
     samples = []
     for _ in range(n + 1):  # the first one writes the bytecode caches
         out = subprocess.run([sys.executable, "train.py", str(repeats)], cwd=repo, capture_output=True, text=True,
-                             check=True, timeout=_CHILD_TIMEOUT)
+                             check=True, timeout=CHILD_TIMEOUT)
         samples.append(json.loads(out.stdout.strip().splitlines()[-1]))
     samples = samples[1:]
     result: Result = {
@@ -239,23 +235,6 @@ def env(directory: str, n: int, repeats: int, **_: Any) -> Result:
 # -- exists and search over many runs --------------------------------------------------------------
 
 SEARCH_FILTER = "metrics.acc > 0.9 and params.lr = '0.01' and tags.team = 'cv'"
-
-
-def synthetic_run(i: int) -> tuple[dict[str, Any], dict[str, str], dict[str, float]]:
-    """Run ``i``'s params, tags and final metrics: the same as ``workloads_labtrack.synthetic_run``."""
-    rng = random.Random(i)
-    params = {
-        "lr": rng.choice((0.1, 0.03, 0.01, 0.003)), "epochs": rng.randint(1, 10),
-        "batch_size": rng.choice((32, 64, 128, 256)), "optimizer": rng.choice(("sgd", "adam", "adamw")),
-        "dropout": rng.choice((0.0, 0.1, 0.2, 0.3, 0.5)), "weight_decay": rng.choice((0.0, 1e-4, 1e-3)),
-        "layers": rng.randint(2, 8), "hidden": rng.choice((128, 256, 512, 1024)), "augment": rng.random() < 0.5,
-        "seed": i,
-    }
-    tags = {"team": rng.choice(("cv", "nlp", "speech")), "user": f"user{rng.randrange(20)}",
-            "dataset": rng.choice(("imagenet", "cifar10", "coco", "wiki"))}
-    acc = 0.6 + 0.4 * rng.random() ** 0.8
-    metrics = {"acc": acc, "loss": (1 - acc) * 2, "f1": acc - 0.02, "val_acc": acc - 0.03, "val_loss": (1 - acc) * 2.2}
-    return params, tags, metrics
 
 
 _TABLES = {  # MLflow's tables and the columns written (the rest keep their defaults)
@@ -310,15 +289,6 @@ class SyntheticStore:
         self.build_s += time.perf_counter() - t0
 
 
-def _median_ms(fn: Callable[[], Any], n: int) -> float:
-    samples = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples) * 1e3
-
-
 def exists(directory: str, sizes: list[int], calls: int, **_: Any) -> Result:
     """exists() the MLflow way: search_runs for a FINISHED run with every param of the configuration."""
     from mlflow.tracking import MlflowClient
@@ -367,7 +337,7 @@ def search(directory: str, n: int, filter_calls: int, frame_calls: int, **_: Any
                                   max_results=100)
 
     found = query()
-    result["filter_ms"] = _median_ms(query, filter_calls)
+    result["filter_ms"] = median_ms(query, filter_calls)
     problems = []
     if [r.data.metrics["acc"] for r in found] != matching[:100]:
         problems.append(f"the filter returned {len(found)} runs, not the top 100 of {len(matching)} by acc")
