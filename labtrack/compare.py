@@ -15,13 +15,10 @@ from labtrack.core.diff import RunDiff, RunView, diff_runs
 from labtrack.core.errors import InvalidInput
 from labtrack.core.filters import Field, parse_field
 from labtrack.run import Run
-from labtrack.tracking import get_run
+from labtrack.tracking import run_of
 
 __all__ = ["column_values", "diff", "group", "run_view"]
 
-
-def _as_run(run: Run | str, store: str | None) -> Run:
-    return run if isinstance(run, Run) else get_run(run, store=store)
 
 
 def run_view(run: Run) -> RunView:
@@ -58,7 +55,7 @@ def _git_log(view_a: RunView, view_b: RunView) -> list[str] | None:
 
 def diff(a: Run | str, b: Run | str, *, store: str | None = None) -> RunDiff:
     """What differs between two runs, most likely causes first (see ``labtrack.core.diff``)."""
-    view_a, view_b = run_view(_as_run(a, store)), run_view(_as_run(b, store))
+    view_a, view_b = run_view(run_of(a, store=store)), run_view(run_of(b, store=store))
     result = diff_runs(view_a, view_b, git_log=_git_log(view_a, view_b))
     return result
 

@@ -28,7 +28,7 @@ from labtrack.core.checks import Finding, Verdict, check_reproducibility, doctor
 from labtrack.core.errors import InvalidInput, LabtrackError
 from labtrack.core.recipes import Recipe, render
 from labtrack.run import GIT_DIFF_ARTIFACT, Run
-from labtrack.tracking import get_run, search_runs
+from labtrack.tracking import run_of, search_runs
 
 __all__ = ["DoctorReport", "Reproduction", "check", "doctor", "export", "recipe_for", "reproduce"]
 
@@ -73,14 +73,11 @@ def doctor() -> DoctorReport:
     return DoctorReport(findings, environment.fingerprint)
 
 
-def _as_run(run: Run | str, store: str | None = None) -> Run:
-    return run if isinstance(run, Run) else get_run(run, store=store)
-
 
 def check(run: Run | str, *, store: str | None = None) -> Verdict:
     """Can this machine reproduce ``run``? ``identical``, ``compatible``, ``at-risk`` or ``incompatible``,
     with the reasons, worst first."""
-    target = _as_run(run, store)
+    target = run_of(run, store=store)
     recorded = target.environment
     if recorded is None:
         raise InvalidInput(f"run {target.id} recorded no environment (capture was off): nothing to check against",
@@ -98,7 +95,7 @@ def _diff_text(run: Run) -> str | None:
 
 
 def recipe_for(run: Run | str, *, store: str | None = None) -> Recipe:
-    target = _as_run(run, store)
+    target = run_of(run, store=store)
     env = target.environment
     if env is None:
         raise InvalidInput(f"run {target.id} recorded no environment (capture was off): no recipe can be made",
@@ -258,7 +255,7 @@ def reproduce(
     log: Callable[[str], None] = lambda message: None,
 ) -> Reproduction:
     """Rebuild ``run`` (packages, code, diff) in ``workdir``, run its command again, and compare."""
-    original = _as_run(run, store)
+    original = run_of(run, store=store)
     env = original.environment
     if env is None:
         raise InvalidInput(f"run {original.id} recorded no environment (capture was off): it cannot be rebuilt",

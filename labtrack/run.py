@@ -393,7 +393,7 @@ class Run:
         try:
             write(self._new_keys(chunks))
         except StoreError as exc:
-            if not self._new_keys(chunks) or "refused" not in str(exc):
+            if not self._new_keys(chunks) or not exc.conflict:
                 raise
             write(set())
 

@@ -202,41 +202,21 @@ def capture() -> Captured | None:
     Runs started in quick succession (a loop, a sweep) share one capture for ``RECAPTURE_SECONDS``,
     except the ``process`` and ``git`` sections, read again for each run: the command line, directory
     and variables may change between runs, and so may the code, whose version is part of the run key
-    (git answers from its own cache after a stat check of the work tree). The other sections are served
-    from caches anyway (packages are re-checked at that interval, hardware kept for the process's life),
-    so this only skips re-assembling the same answer.
+    (git answers from its own cache after a stat check of the work tree). A package installed by the
+    process itself is seen by runs started ``RECAPTURE_SECONDS`` later.
     """
     if not settings().capture:
         return None
     import time as _time
 
-    from labtrack.core.environment import Environment, fingerprint_subset
-    from labtrack.env import Captured
+    from labtrack.core.environment import fingerprint_subset
     from labtrack.env import capture as capture_env
 
     options = capture_options()
     now = _time.monotonic()
     last = state.last_capture
     if last is not None and last[0] == options and now - last[1] < RECAPTURE_SECONDS:
-        previous: Captured = last[2]
-        snapshot = dict(previous.environment.snapshot)
-        snapshot["captured_at"] = _time.time()
-        from labtrack.env.gatherers import GATHERERS
-
-        diff = previous.git_diff
-        for name in ("process", "git"):
-            if name not in snapshot:
-                continue
-            try:
-                section = GATHERERS[name](options)
-                if name == "git" and isinstance(section, tuple):
-                    section, diff = section
-                snapshot[name] = section
-            except Exception as exc:  # as in a full capture: recorded, never raised
-                snapshot[name] = {"error": f"{type(exc).__name__}: {exc}"}
-        environment = Environment(snapshot)
-        environment.__dict__["fingerprint"] = previous.environment.fingerprint  # neither is hashed
-        return Captured(environment=environment, git_diff=diff)
+        return capture_env(options, reuse=last[2])
     captured = capture_env(options)
     # Hashing the snapshot costs more than capturing it again; reuse the hash while nothing it covers changed.
     subset = fingerprint_subset(captured.environment.snapshot)

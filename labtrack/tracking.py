@@ -44,6 +44,7 @@ __all__ = [
     "log_param",
     "log_params",
     "log_text",
+    "run_of",
     "search_runs",
     "seed_everything",
     "set_store",
@@ -347,6 +348,11 @@ def get_run(run_id: str, *, store: str | None = None) -> Run:
         if live.id == full_id and live._store is target:
             return live
     return Run(target, full_id, record)
+
+
+def run_of(run: Run | str, *, store: str | None = None) -> Run:
+    """``run`` itself, or the run that an id (or unique id prefix) names: for verbs that take either."""
+    return run if isinstance(run, Run) else get_run(run, store=store)
 
 
 def list_experiments(*, store: str | None = None) -> list[tuple[Experiment, int]]:

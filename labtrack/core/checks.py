@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labtrack.core.diff import version_change
+from labtrack.core.environment import section_of
 
 __all__ = ["EXIT_CODES", "LEVELS", "Finding", "Reason", "Verdict", "check_reproducibility", "doctor_findings"]
 
@@ -67,33 +68,28 @@ class Finding:
         return {"level": self.level, "topic": self.topic, "message": self.message}
 
 
-def _section(snapshot: dict[str, Any], name: str) -> dict[str, Any]:
-    value = snapshot.get(name)
-    return value if isinstance(value, dict) and "error" not in value else {}
-
-
 def _major_minor(version: Any) -> tuple[int, int] | None:
     match = re.match(r"^\s*(\d+)(?:\.(\d+))?", str(version or ""))
     return (int(match.group(1)), int(match.group(2) or 0)) if match else None
 
 
 def _gpu_count(snapshot: dict[str, Any]) -> int:
-    count = _section(snapshot, "gpu").get("count")
+    count = section_of(snapshot, "gpu").get("count")
     return int(count) if isinstance(count, int) else 0
 
 
 def _gpu_names(snapshot: dict[str, Any]) -> list[str]:
-    return sorted({str(d.get("name")) for d in _section(snapshot, "gpu").get("devices") or [] if isinstance(d, dict)})
+    return sorted({str(d.get("name")) for d in section_of(snapshot, "gpu").get("devices") or [] if isinstance(d, dict)})
 
 
 def _distributions(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return _section(snapshot, "packages").get("distributions") or {}
+    return section_of(snapshot, "packages").get("distributions") or {}
 
 
 def _cuda_builds(snapshot: dict[str, Any]) -> dict[str, str]:
     """framework -> the CUDA version it was built for (frameworks the run imported)."""
     out = {}
-    for name, facts in _section(snapshot, "frameworks").items():
+    for name, facts in section_of(snapshot, "frameworks").items():
         if isinstance(facts, dict) and facts.get("cuda"):
             out[name] = str(facts["cuda"])
     return out
@@ -115,7 +111,7 @@ def check_reproducibility(recorded: dict[str, Any], current: dict[str, Any]) -> 
     # GPU: used by the run, present here, same model, driver new enough for the recorded CUDA builds.
     used_gpu = _gpu_count(recorded) > 0
     if used_gpu and _gpu_count(current) == 0:
-        why = _section(current, "gpu").get("reason") or "no GPU found"
+        why = section_of(current, "gpu").get("reason") or "no GPU found"
         add("incompatible", f"the run used {_gpu_count(recorded)} GPU(s) ({', '.join(_gpu_names(recorded))}); "
                             f"this machine has none ({why})")
     elif used_gpu:
@@ -123,18 +119,18 @@ def check_reproducibility(recorded: dict[str, Any], current: dict[str, Any]) -> 
             add("at-risk", f"GPU {', '.join(_gpu_names(recorded))} → {', '.join(_gpu_names(current))}")
         if _gpu_count(recorded) != _gpu_count(current):
             add("at-risk", f"GPU count {_gpu_count(recorded)} → {_gpu_count(current)}")
-        old_driver = _section(recorded, "gpu").get("driver_version")
-        new_driver = _section(current, "gpu").get("driver_version")
+        old_driver = section_of(recorded, "gpu").get("driver_version")
+        new_driver = section_of(current, "gpu").get("driver_version")
         if old_driver != new_driver:
             add("at-risk", f"GPU driver {old_driver} → {new_driver}")
-    driver_cuda = _major_minor(_section(current, "gpu").get("cuda_driver_version"))
+    driver_cuda = _major_minor(section_of(current, "gpu").get("cuda_driver_version"))
     for name, cuda in _cuda_builds(recorded).items():
         build = _major_minor(cuda)
         if used_gpu and driver_cuda and build and build > driver_cuda:
             add("incompatible", f"{name} was built for CUDA {cuda}, but this driver supports CUDA "
                                 f"{'.'.join(map(str, driver_cuda))} at most (update the NVIDIA driver)")
     # Frameworks' runtime builds, when both runs imported them.
-    rec_fw, cur_fw = _section(recorded, "frameworks"), _section(current, "frameworks")
+    rec_fw, cur_fw = section_of(recorded, "frameworks"), section_of(current, "frameworks")
     for name in sorted(set(rec_fw) & set(cur_fw)):
         a, b = rec_fw[name] or {}, cur_fw[name] or {}
         for fact in ("cuda", "cudnn", "hip"):
@@ -156,18 +152,18 @@ def check_reproducibility(recorded: dict[str, Any], current: dict[str, Any]) -> 
             change = version_change(old, new)
             add(_level_for_package(name, change), f"{name} {old} → {new} ({change})")
     # Python, OS, CPU.
-    old_py = (_section(recorded, "packages").get("python") or {}).get("version")
-    new_py = (_section(current, "packages").get("python") or {}).get("version")
+    old_py = (section_of(recorded, "packages").get("python") or {}).get("version")
+    new_py = (section_of(current, "packages").get("python") or {}).get("version")
     if old_py and new_py and old_py != new_py:
         change = version_change(old_py, new_py)
         level = {"major": "incompatible", "minor": "at-risk"}.get(change or "", "compatible")
         add(level, f"Python {old_py} → {new_py} ({change})")
-    old_cpu, new_cpu = _section(recorded, "hardware"), _section(current, "hardware")
+    old_cpu, new_cpu = section_of(recorded, "hardware"), section_of(current, "hardware")
     if old_cpu.get("arch") and new_cpu.get("arch") and old_cpu["arch"] != new_cpu["arch"]:
         add("at-risk", f"CPU architecture {old_cpu['arch']} → {new_cpu['arch']}")
     elif old_cpu.get("model") != new_cpu.get("model"):
         add("compatible", f"CPU {old_cpu.get('model')} → {new_cpu.get('model')}")
-    old_sys, new_sys = _section(recorded, "system"), _section(current, "system")
+    old_sys, new_sys = section_of(recorded, "system"), section_of(current, "system")
     for key in ("os", "kernel", "libc"):
         if old_sys.get(key) != new_sys.get(key):
             add("compatible", f"{key} {old_sys.get(key)} → {new_sys.get(key)}")
@@ -196,7 +192,7 @@ def _runs_on(arch: list[str], major: int, minor: int) -> bool:
 def doctor_findings(snapshot: dict[str, Any], conflicts: list[dict[str, Any]] | None) -> list[Finding]:
     """Problems of one environment: dependency conflicts and CUDA inconsistencies."""
     findings = [Finding("error", "dependencies", c["message"]) for c in conflicts or []]
-    gpu = _section(snapshot, "gpu")
+    gpu = section_of(snapshot, "gpu")
     driver_cuda = _major_minor(gpu.get("cuda_driver_version"))
     for name, cuda in _cuda_builds(snapshot).items():
         build = _major_minor(cuda)
@@ -208,7 +204,7 @@ def doctor_findings(snapshot: dict[str, Any], conflicts: list[dict[str, Any]] | 
         elif build and _gpu_count(snapshot) == 0:
             findings.append(Finding("warning", "cuda", f"{name} is built for CUDA {cuda} but no GPU is usable here "
                                                        f"({gpu.get('reason') or 'no device'}): it will run on the CPU"))
-    frameworks = _section(snapshot, "frameworks")
+    frameworks = section_of(snapshot, "frameworks")
     for device in gpu.get("devices") or []:
         capability = str(device.get("compute_capability") or "")
         if not re.fullmatch(r"\d+\.\d+", capability):

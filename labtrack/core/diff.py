@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from labtrack.core.environment import section_of
 from labtrack.core.identity import canonical_json
 
 __all__ = ["Change", "RunDiff", "RunView", "Section", "diff_runs", "version_change"]
@@ -161,8 +162,8 @@ def _dict_changes(a: dict[str, Any], b: dict[str, Any], *, prefix: str = "") -> 
 
 
 def _section(env: dict[str, Any], name: str) -> dict[str, Any] | None:
-    value = env.get(name)
-    return value if isinstance(value, dict) and "error" not in value else None
+    """The section, or None when it was not captured (or failed): then the runs cannot be compared on it."""
+    return section_of(env, name) or None
 
 
 def _metric_rows(a: RunView, b: RunView) -> list[dict[str, Any]]:

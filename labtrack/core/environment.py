@@ -45,7 +45,7 @@ from typing import Any
 
 from labtrack.core.identity import canonical_json
 
-__all__ = ["SCHEMA_VERSION", "SECTIONS", "Environment", "environment_facts", "fingerprint_subset"]
+__all__ = ["SCHEMA_VERSION", "SECTIONS", "Environment", "environment_facts", "fingerprint_subset", "section_of"]
 
 SCHEMA_VERSION = 1
 SECTIONS = ("hardware", "gpu", "frameworks", "packages", "system", "process", "git")
@@ -325,7 +325,7 @@ def _git_line(g: dict[str, Any]) -> str:
     return text
 
 
-def _sec(snapshot: dict[str, Any], name: str) -> dict[str, Any]:
+def section_of(snapshot: dict[str, Any], name: str) -> dict[str, Any]:
     """A section that was captured without error, else an empty dict."""
     value = snapshot.get(name)
     return value if isinstance(value, dict) and "error" not in value else {}
@@ -347,7 +347,7 @@ def environment_facts(snapshot: dict[str, Any]) -> list[tuple[str, str, float | 
         number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
         facts.append((name, str(value).lower() if isinstance(value, bool) else str(value), number))
 
-    packages = _sec(snapshot, "packages")
+    packages = section_of(snapshot, "packages")
     if packages:
         python = packages.get("python") or {}
         add("python", python.get("version"))
@@ -355,13 +355,13 @@ def environment_facts(snapshot: dict[str, Any]) -> list[tuple[str, str, float | 
         for dist, info in (packages.get("distributions") or {}).items():
             if isinstance(info, dict):
                 add(f"packages.{dist}", info.get("version"))
-    system = _sec(snapshot, "system")
+    system = section_of(snapshot, "system")
     if system:
         distro = system.get("distro") or {}
         add("os", distro.get("pretty_name") or system.get("os"))
         add("kernel", system.get("kernel"))
         add("libc", system.get("libc"))
-    hardware = _sec(snapshot, "hardware")
+    hardware = section_of(snapshot, "hardware")
     if hardware:
         add("cpu", hardware.get("model"))
         add("cpu.arch", hardware.get("arch"))
@@ -369,7 +369,7 @@ def environment_facts(snapshot: dict[str, Any]) -> list[tuple[str, str, float | 
         memory = hardware.get("memory_total")
         if isinstance(memory, (int, float)):
             add("memory_gb", round(memory / _GIB))
-    gpu = _sec(snapshot, "gpu")
+    gpu = section_of(snapshot, "gpu")
     if gpu:
         add("gpu.count", gpu.get("count"))
         add("gpu.driver", gpu.get("driver_version"))
@@ -379,7 +379,7 @@ def environment_facts(snapshot: dict[str, Any]) -> list[tuple[str, str, float | 
             add("gpu.name", name)
         for capability in sorted({str(d.get("compute_capability")) for d in devices if d.get("compute_capability")}):
             add("gpu.compute_capability", capability)
-    frameworks = _sec(snapshot, "frameworks")
+    frameworks = section_of(snapshot, "frameworks")
     if frameworks:
         for name, info in frameworks.items():
             if not isinstance(info, dict):

@@ -81,9 +81,13 @@ class ExperimentNotFound(LabtrackError, LookupError):
 
 
 class StoreError(LabtrackError):
-    """The store could not be opened, read or written."""
+    """The store could not be opened, read or written.
+
+    ``conflict`` is True when the store refused a write because a unique key was taken.
+    """
 
     status_code = 503
+    conflict: bool = False
 
 
 class SchemaOutdated(StoreError):

@@ -42,7 +42,6 @@ __all__ = [
 
 ATTRIBUTES = ("id", "name", "status", "experiment", "start_time", "end_time", "run_key", "env_fingerprint")
 _AGGREGATES = ("last", "min", "max", "count")
-_COMPARISONS = ("=", "!=", "<>", "<", "<=", ">", ">=")
 _KEYWORDS = {"and", "or", "not", "in", "like", "ilike", "is", "null", "true", "false"}
 
 

@@ -24,6 +24,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
+from labtrack.core.environment import section_of
+
 __all__ = ["FORMATS", "Recipe", "render"]
 
 FORMATS = ("requirements", "dockerfile", "conda", "script")
@@ -44,11 +46,6 @@ def _inside_checkout(arg: str, root: str | None, cwd: str | None) -> str:
     return arg
 
 
-def _sec(snapshot: dict[str, Any], name: str) -> dict[str, Any]:
-    value = snapshot.get(name)
-    return value if isinstance(value, dict) and "error" not in value else {}
-
-
 @dataclass
 class Recipe:
     run_id: str
@@ -67,8 +64,8 @@ class Recipe:
 
     @classmethod
     def from_run(cls, run_id: str, experiment: str, snapshot: dict[str, Any], diff: str | None) -> Recipe:
-        packages, git, process = _sec(snapshot, "packages"), _sec(snapshot, "git"), _sec(snapshot, "process")
-        gpu, frameworks = _sec(snapshot, "gpu"), _sec(snapshot, "frameworks")
+        packages, git, process = section_of(snapshot, "packages"), section_of(snapshot, "git"), section_of(snapshot, "process")
+        gpu, frameworks = section_of(snapshot, "gpu"), section_of(snapshot, "frameworks")
         cuda = cudnn = None
         if isinstance(gpu.get("count"), int) and gpu["count"] > 0:
             for facts in frameworks.values():

@@ -13,7 +13,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Chunk", "pack", "summarize", "unpack"]
+__all__ = ["Chunk", "Summary", "pack", "unpack"]
 
 _SWAP = sys.byteorder != "little"
 
@@ -95,9 +95,3 @@ class Summary:
             self.min = lo if self.min != self.min else min(self.min, lo)
             self.max = hi if self.max != self.max else max(self.max, hi)
         self.count += n
-
-
-def summarize(chunk: Chunk) -> Summary:
-    summary = Summary()
-    summary.merge(chunk.steps, chunk.timestamps, chunk.values)
-    return summary

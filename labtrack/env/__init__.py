@@ -20,8 +20,16 @@ __all__ = ["CaptureOptions", "Captured", "capture", "refresh_frameworks", "seed_
 _DEFAULT_OPTIONS = CaptureOptions()
 
 
-def capture(options: CaptureOptions = _DEFAULT_OPTIONS) -> Captured:
+# The sections that can differ between two runs of one process (command line, variables, the code).
+PER_RUN_SECTIONS = ("process", "git")
+
+
+def capture(options: CaptureOptions = _DEFAULT_OPTIONS, *, reuse: Captured | None = None) -> Captured:
     """Capture the environment of this process (and the git repository of ``options.cwd``).
+
+    With ``reuse`` (an earlier capture with the same options), only the ``process`` and ``git`` sections
+    are gathered again and the rest, and the fingerprint, are taken from it: the fingerprint does not
+    cover those two sections.
 
     Never raises because of the machine: failures are recorded in the snapshot. Raises
     :class:`~labtrack.core.errors.InvalidInput` only for invalid options.
@@ -37,17 +45,25 @@ def capture(options: CaptureOptions = _DEFAULT_OPTIONS) -> Captured:
     from labtrack.env.gatherers import run_gatherers
 
     names = [name for name in SECTIONS if name in options.sections]
-    snapshot: dict[str, object] = {"schema": SCHEMA_VERSION, "captured_at": time.time()}
-    results = run_gatherers(names, options, options.timeout)
+    snapshot: dict[str, object] = {"schema": SCHEMA_VERSION}
     diff: str | None = None
+    if reuse is not None:
+        snapshot.update(reuse.environment.snapshot)
+        diff = reuse.git_diff
+        names = [name for name in names if name in PER_RUN_SECTIONS]
+    snapshot["captured_at"] = time.time()
+    results = run_gatherers(names, options, options.timeout)
     for name in names:
         result = results[name]
-        if name == "git" and isinstance(result, tuple):
-            result, diff = result
+        if name == "git":
+            result, diff = result if isinstance(result, tuple) else (result, None)
         if not isinstance(result, dict):
             result = {"error": f"gatherer returned {type(result).__name__}, not a dict"}
         snapshot[name] = result
-    return Captured(environment=Environment(snapshot), git_diff=diff)
+    environment = Environment(snapshot)
+    if reuse is not None:
+        environment.__dict__["fingerprint"] = reuse.environment.fingerprint  # cached_property's slot
+    return Captured(environment=environment, git_diff=diff)
 
 
 def refresh_frameworks(env: Environment) -> Environment:

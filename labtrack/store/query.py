@@ -85,10 +85,6 @@ def _timestamp(field: Field, value: Any) -> float:
     raise _bad(field, f"compare with a date such as '2026-11-01' or '2026-11-01 14:30', got {value!r}")
 
 
-def _membership(column: Any, subquery: Any, negated: bool) -> Any:
-    return column.not_in(subquery) if negated else column.in_(subquery)
-
-
 class _Compiler:
     def __init__(self, stale_before: float, dialect: str, *, correlated: bool = False) -> None:
         self.status = status_expression(stale_before)

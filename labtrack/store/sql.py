@@ -330,7 +330,9 @@ class SqlStore(Store):
         except LabtrackError:
             raise
         except IntegrityError as exc:
-            raise StoreError(f"store {self.display_url} refused a write: {exc.orig}") from exc
+            refused = StoreError(f"store {self.display_url} refused a write: {exc.orig}")
+            refused.conflict = True  # a unique key already taken: see Store.log_metrics' new_keys
+            raise refused from exc
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot write to store {self.display_url}: {getattr(exc, 'orig', exc)}") from exc
         except self._driver_error as exc:  # raised by the driver itself (our BEGIN IMMEDIATE), unwrapped
@@ -760,17 +762,14 @@ class SqlStore(Store):
             }
             (old_summaries if row is not None else new_summaries).append(values)
 
-        try:
-            if chunk_updates:
-                self._fast(conn, _Q.update_chunk, chunk_updates)
-            if chunk_inserts:
-                self._fast(conn, _Q.insert_chunk, chunk_inserts)
-            if old_summaries:
-                self._fast(conn, _Q.update_summary, old_summaries)
-            if new_summaries:
-                self._fast(conn, _Q.insert_summary, new_summaries)
-        except IntegrityError as exc:
-            raise StoreError(f"store {self.display_url} refused metrics of run {run_id}: {exc.orig}") from exc
+        if chunk_updates:
+            self._fast(conn, _Q.update_chunk, chunk_updates)
+        if chunk_inserts:
+            self._fast(conn, _Q.insert_chunk, chunk_inserts)
+        if old_summaries:
+            self._fast(conn, _Q.update_summary, old_summaries)
+        if new_summaries:
+            self._fast(conn, _Q.insert_summary, new_summaries)
 
     def get_metric_history(self, run_id: str, key: str) -> MetricHistory:
         with self._read() as conn:
