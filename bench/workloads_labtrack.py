@@ -453,7 +453,8 @@ def env(directory: str, n: int, repeats: int, dists: int, freeze_n: int, **_: An
 
 EXPERIMENT = "exp"
 _RUN_COLUMNS = ("id", "experiment_id", "name", "status", "start_time", "end_time", "heartbeat_time", "host", "pid",
-                "run_key", "env_fingerprint", "context", "error", "note", "result")
+                "run_key", "env_fingerprint", "context", "error", "note", "result", "frame_keys", "frame_values",
+                "frame_numbers")
 _METRIC_COLUMNS = ("run_id", "key", "count", "last_value", "last_step", "last_timestamp", "min_value", "max_value",
                    "chunks", "tail_count")  # summaries only: no chunks of points
 
@@ -462,8 +463,8 @@ class SyntheticStore:
     """A labtrack store filled with many FINISHED runs by bulk SQLAlchemy Core inserts into its tables.
 
     ``start_run`` costs ~1 ms a run: 100k runs that way would take minutes. The rows are what
-    ``create_run`` + metric summaries write (params encoded by the store's own ``_param_rows``; metric
-    summaries only, no chunks of points), and each run key is the one ``labtrack.compute_key`` gives
+    ``create_run`` + metric summaries + ``end_run`` write (params encoded by the store's own ``_param_rows``;
+    metric summaries only, no chunks of points; the frame ``end_run`` writes, by ``encode_frame``), and each run key is the one ``labtrack.compute_key`` gives
     here (checked for the runs that are looked up), so ``exists`` finds them.
     """
 
@@ -500,6 +501,7 @@ class SyntheticStore:
         return run_key(EXPERIMENT, params, code=self.code, inputs={})
 
     def grow(self, total: int, batch: int = 25_000) -> None:
+        from labtrack.core.frame import encode_frame
         from labtrack.store import schema as db
         from labtrack.store.sql import SqlStore
 
@@ -519,9 +521,12 @@ class SyntheticStore:
                 p, t, m = synthetic_run(i)
                 run_id = f"{self.ids.getrandbits(128):032x}"
                 start, end = base_time + i * 30.0, base_time + i * 30.0 + 600.0
+                param_rows = SqlStore._param_rows(run_id, p)
+                frame = encode_frame({r["key"]: r["value"] for r in param_rows}, t, m, start, end)
                 runs.append((run_id, self.experiment_id, f"run-{i}", "FINISHED", start, end, end, "bench-host",
-                             1000 + i % 30000, self.key(p), self.fingerprint, None, None, None, None))
-                params += [tuple(r[c] for c in param_columns) for r in SqlStore._param_rows(run_id, p)]
+                             1000 + i % 30000, self.key(p), self.fingerprint, None, None, None, None,
+                             frame.keys, frame.values, frame.numbers))
+                params += [tuple(r[c] for c in param_columns) for r in param_rows]
                 tags += [(run_id, k, v) for k, v in t.items()]
                 metrics += [(run_id, k, 100, v, 99, end, v * 0.5, v, 0, 0) for k, v in m.items()]
             with self.engine.begin() as conn:

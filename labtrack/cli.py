@@ -330,11 +330,13 @@ def upgrade() -> None:
     """Migrate the store's schema to this labtrack version (safe to run again)."""
     from labtrack import tracking
 
-    before, after = tracking.upgrade_store()
+    before, after, filled = tracking.upgrade_store()
     if before == after:
         render.note(f"store {tracking.store_location()} is already at schema revision {after}")
     else:
         render.note(f"store {tracking.store_location()} upgraded from revision {before or 'none'} to {after}")
+    if filled:
+        render.note(f"wrote the column summaries (frames) of {filled:,} ended runs")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,11 +10,13 @@ import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from labtrack import runtime
-from labtrack.core.errors import InvalidInput, LabtrackError, StoreError
+from labtrack.core.errors import InvalidInput, LabtrackError, RunNotFound, StoreError
+from labtrack.core.frame import RunTable
 from labtrack.core.model import ArtifactInfo, MetricHistory, MetricSummary, RunRecord, RunStatus, effective_status
 from labtrack.core.series import Chunk
 from labtrack.core.validation import (
@@ -29,7 +31,7 @@ from labtrack.core.validation import (
 
 if TYPE_CHECKING:
     from labtrack.core.environment import Environment
-    from labtrack.store.base import Store
+    from labtrack.store.base import Search, Store
 
 __all__ = ["GIT_DIFF_ARTIFACT", "Run", "RunList", "checked_params", "checked_tags", "resolve_liveness"]
 
@@ -38,6 +40,9 @@ GIT_DIFF_ARTIFACT = "labtrack/git.diff"  # the uncommitted diff against HEAD, wh
 _MAX_STEP = 2**63
 _TERMINAL_CHOICES = {s.value: s for s in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED)}
 _now = time.time
+_LOGGING_STATE = frozenset({"_owner_pid", "_buffer", "_columns", "_next_step", "_known_keys", "_written_keys",
+                            "_flush_lock", "_flush_points", "_hard_limit"})
+_logging_init_lock = threading.Lock()
 
 
 class Run:
@@ -47,28 +52,61 @@ class Run:
     process is logging to, buffered metric points are written first so reads see them.
     """
 
+    # Defaults shared by every run until one sets its own.
+    _record: RunRecord | None = None
+    _live = False
+    _claim: tuple[str, float] | None = None  # (owner, lease) when a sweep runs it
+    _batch: _Batch | None = None  # the search result this run came from, loaded together
+    _conflicts_recorded = True  # start_run sets False when they were not known yet
+    _created_here = False  # set by start_run: then keys not yet written are known to be new
+    _warned = False
+    _registered = False
+    _environment: Environment | None = None  # the snapshot captured at start (live runs)
+    # The state of logging (set by _init_logging).
+    _owner_pid: int
+    _buffer: list[tuple[str, int, float, float]]
+    _columns: list[tuple[str, Chunk]]
+    _next_step: dict[str, int]
+    _known_keys: set[str]
+    _written_keys: set[str]
+    _flush_lock: threading.RLock
+    _flush_points: int
+    _hard_limit: int
+
     def __init__(self, store: Store, run_id: str, record: RunRecord | None = None) -> None:
         self._store = store
         self.id = run_id
         self._record = record
+        self._init_logging()
+
+    @classmethod
+    def _found(cls, store: Store, run_id: str, batch: _Batch) -> Run:
+        """A run a search found: most are only read, so the state of logging is made on first use
+        (``__getattr__``) — a search of 100k runs would otherwise spend a third of a second on it."""
+        run = cls.__new__(cls)
+        run._store, run.id, run._batch = store, run_id, batch
+        return run
+
+    def _init_logging(self) -> None:
         self._owner_pid = os.getpid()
-        self._live = False
-        self._buffer: list[tuple[str, int, float, float]] = []
-        self._columns: list[tuple[str, Chunk]] = []
-        self._next_step: dict[str, int] = {}
-        self._known_keys: set[str] = set()
-        self._claim: tuple[str, float] | None = None  # (owner, lease) when a sweep runs it
-        self._batch: _Batch | None = None  # the search result this run came from, loaded together
-        self._conflicts_recorded = True  # start_run sets False when they were not known yet
-        self._created_here = False  # set by start_run: then keys not yet written are known to be new
-        self._written_keys: set[str] = set()
+        self._buffer = []
+        self._columns = []
+        self._next_step = {}
+        self._known_keys = set()
+        self._written_keys = set()
         self._flush_lock = threading.RLock()
-        self._warned = False
-        self._registered = False
         current = runtime.settings()
-        self._environment: Environment | None = None  # the snapshot captured at start (live runs)
         self._flush_points = current.flush_points
         self._hard_limit = current.flush_points * 4
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for attributes not set: the state of logging of a run made by _found.
+        if name in _LOGGING_STATE:
+            with _logging_init_lock:
+                if "_buffer" not in self.__dict__:
+                    self._init_logging()
+            return getattr(self, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __repr__(self) -> str:
         return f"<Run {self.id[:8]} experiment={self.experiment!r} status={self.status.value}>"
@@ -606,62 +644,100 @@ class RunList(list):  # type: ignore[type-arg]
     """
 
     _batch: _Batch | None = None
+    _found: _Found | None = None
 
     @classmethod
-    def from_search(cls, store: Store, ids: Sequence[str], stale_before: float) -> RunList:
-        runs = [Run(store, run_id) for run_id in ids]
-        batch = _Batch(store, runs, stale_before)
-        for run in runs:
-            run._batch = batch
+    def from_search(cls, store: Store, ids: Sequence[str], search: Search) -> RunList:
+        batch = _Batch(store, [], search.stale_before)
+        found = Run._found
+        runs = [found(store, run_id, batch) for run_id in ids]
+        batch.runs = runs
         out = cls(runs)
         out._batch = batch
+        out._found = _Found(store, search, runs, list(ids))
         return out
 
     def to_pandas(self) -> Any:
         """One row per run: id, experiment, name, status, start/end times, then params.*, metrics.* (last
-        values) and tags.* columns, built column by column."""
+        values) and tags.* columns.
+
+        Ended runs are read from their frames (``labtrack.core.frame``), a few queries whatever their
+        number; running ones from their rows.
+        """
         try:
+            import numpy as np
             import pandas as pd
         except ImportError as exc:
             raise LabtrackError("to_pandas needs pandas: pip install 'labtrack[pandas]'") from exc
-        import gc
+        runtime.settle()  # points this process still buffers are in the store first
+        found = self._found if self._found is not None and self._found.holds(self) else None
+        ids = found.ids if found is not None else [run.id for run in self]
+        table = self._table(ids, found)
 
-        records = [run.record for run in self]
-        n = len(records)
-        paused = n > 2_000 and gc.isenabled()  # many small objects, no cycles: don't let the GC rescan them
-        if paused:
-            gc.disable()
-        try:
-            return self._frame(pd, records, n)
-        finally:
-            if paused:
-                gc.enable()
+        def times(values: Any) -> Any:
+            return pd.to_datetime(np.frombuffer(values, dtype=np.float64), unit="s")
 
-    @staticmethod
-    def _frame(pd: Any, records: list[RunRecord], n: int) -> Any:
         columns: dict[str, Any] = {
-            "id": [r.id for r in records],
-            "experiment": [r.experiment for r in records],
-            "name": [r.name for r in records],
-            "status": [r.status.value for r in records],
-            "start_time": pd.to_datetime([r.start_time for r in records], unit="s"),
-            "end_time": pd.to_datetime([r.end_time if r.end_time is not None else math.nan for r in records],
-                                       unit="s"),
+            "id": table.ids, "experiment": table.experiment, "name": table.name, "status": table.status,
+            "start_time": times(table.start_time), "end_time": times(table.end_time),
         }
-        params: dict[str, list[Any]] = {}
-        metrics: dict[str, list[float]] = {}
-        tags: dict[str, list[Any]] = {}
-        for i, r in enumerate(records):
-            for key, value in r.params.items():
-                (params.get(key) or params.setdefault(key, [None] * n))[i] = value
-            for key, summary in r.metrics.items():
-                (metrics.get(key) or metrics.setdefault(key, [math.nan] * n))[i] = summary.last
-            for key, text in r.tags.items():
-                (tags.get(key) or tags.setdefault(key, [None] * n))[i] = text
-        columns.update({f"params.{k}": v for k, v in sorted(params.items())})
-        columns.update({f"metrics.{k}": v for k, v in sorted(metrics.items())})
-        columns.update({f"tags.{k}": v for k, v in sorted(tags.items())})
-        return pd.DataFrame(columns)
+        columns.update({f"params.{k}": v for k, v in table.params().items()})
+        columns.update({f"metrics.{k}": np.frombuffer(v, dtype=np.float64) for k, v in table.metrics().items()})
+        columns.update({f"tags.{k}": v for k, v in table.tags().items()})
+        frame = pd.DataFrame(columns)
+        # The store returns runs in its own order. Often it is the list's (or its reverse): check that in
+        # one comparison before mapping every id.
+        if table.ids == ids:
+            return frame
+        if table.ids[::-1] == ids:
+            return frame.iloc[::-1].reset_index(drop=True)
+        row_of = {run_id: i for i, run_id in enumerate(table.ids)}
+        try:
+            order = [row_of[run_id] for run_id in ids]
+        except KeyError as exc:
+            raise RunNotFound(f"run {exc.args[0]} is no longer in the store") from None
+        return frame.take(order).reset_index(drop=True)
+
+    def _table(self, ids: list[str], found: _Found | None) -> RunTable:
+        """The runs of ``ids`` as columns (maybe with more runs): ended ones from their frames, the rest
+        from their records, with their liveness resolved."""
+        if found is not None:
+            return _table_of(found.store, ids, found.search)
+        stores: dict[int, tuple[Store, list[str]]] = {}
+        for run in self:
+            stores.setdefault(id(run._store), (run._store, []))[1].append(run.id)
+        if len(stores) == 1:
+            return _table_of(self[0]._store, list(dict.fromkeys(ids)), None)
+        table = RunTable()
+        for store, store_ids in stores.values():
+            table.add_table(_table_of(store, list(dict.fromkeys(store_ids)), None))
+        return table
+
+
+@dataclass(frozen=True)
+class _Found:
+    """What a search found: its runs and their ids, and the search, which selects them again in the store
+    (cheaper than a list of 100k ids) for as long as the list still holds exactly those runs."""
+
+    store: Store
+    search: Search
+    runs: list[Run]
+    ids: list[str]
+
+    def holds(self, runs: list[Run]) -> bool:
+        return list.__eq__(runs, self.runs) is True  # Run has no __eq__: identity, compared in C
+
+
+def _table_of(store: Store, ids: list[str], search: Search | None) -> RunTable:
+    """Runs of one store (``ids`` without repeats) as columns: frames first, then the records of the rest."""
+    table = store.run_table(ids, search)
+    seen = set(table.ids)
+    pending = [run_id for run_id in ids if run_id not in seen]
+    if pending:
+        records = store.get_runs(pending)
+        resolve_liveness(store, records)
+        table.add_records(records)
+    return table
 
 
 def _terminal_status(status: RunStatus | str) -> RunStatus:

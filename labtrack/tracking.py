@@ -362,8 +362,9 @@ def list_experiments(*, store: str | None = None) -> list[tuple[Experiment, int]
     return target.list_experiments()
 
 
-def upgrade_store(store: str | None = None) -> tuple[str | None, str]:
-    """Migrate the store's schema to this labtrack's revision (what `labtrack db upgrade` does)."""
+def upgrade_store(store: str | None = None) -> tuple[str | None, str, int]:
+    """Migrate the store's schema to this labtrack's revision (what `labtrack db upgrade` does); returns
+    (revision before, revision after, ended runs whose frames were written)."""
     from labtrack.store import upgrade_store as upgrade
 
     location = store_location(store)
@@ -396,15 +397,19 @@ def search_runs(
     target = runtime.store(store)
     runtime.settle()
     node = parse_filter(filter) if filter else None
-    stale_before = time.time() - runtime.settings().heartbeat_timeout
+    from labtrack.store.base import Search
+
     terms = parse_order_by(order_by if isinstance(order_by, (str, type(None))) else list(order_by))
-    ids = target.search_ids(names, terms, max_results, offset, run_key=key, filter=node, stale_before=stale_before)
+    search = Search(experiments=names, order_by=terms, max_results=max_results, offset=offset, run_key=key,
+                    filter=node, stale_before=time.time() - runtime.settings().heartbeat_timeout)
+    ids = target.search_ids(names, terms, max_results, offset, run_key=key, filter=node,
+                            stale_before=search.stale_before)
     if len(ids) > 2_000:  # see store.sql._gc_paused: many objects, no cycles
         import gc
 
         gc.disable()
         try:
-            return RunList.from_search(target, ids, stale_before)
+            return RunList.from_search(target, ids, search)
         finally:
             gc.enable()
-    return RunList.from_search(target, ids, stale_before)
+    return RunList.from_search(target, ids, search)

@@ -60,12 +60,18 @@ def open_store(location: str, *, artifacts: str | None = None, busy_timeout: flo
     return SqlStore(url, artifact_root, busy_timeout=busy_timeout)
 
 
-def upgrade_store(location: str) -> tuple[str | None, str]:
-    """Migrate the store's schema to the latest revision; returns (revision before, revision after)."""
-    from labtrack.store.sql import upgrade_schema
+def upgrade_store(location: str) -> tuple[str | None, str, int]:
+    """Migrate the store's schema to the latest revision, then write the frames of ended runs that have
+    none yet; returns (revision before, revision after, frames written)."""
+    from labtrack.store.sql import SqlStore, upgrade_schema
 
-    url, _ = resolve_location(location)
-    return upgrade_schema(url)
+    url, artifact_root = resolve_location(location)
+    before, after = upgrade_schema(url)
+    store = SqlStore(url, artifact_root)
+    try:
+        return before, after, store.fill_frames()
+    finally:
+        store.close()
 
 
 def _make_dir(path: Path) -> None:

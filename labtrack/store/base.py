@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from labtrack.core.filters import Node
+from labtrack.core.frame import RunTable
 from labtrack.core.model import ArtifactInfo, Experiment, MetricHistory, RunRecord, RunStatus
 from labtrack.core.query import OrderTerm
 from labtrack.core.series import Chunk
 
-__all__ = ["NewRun", "Store"]
+__all__ = ["NewRun", "Search", "Store"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,19 @@ class NewRun:
     context: Mapping[str, Any] | None = None
     note: str | None = None
     artifacts: Sequence[ArtifactInfo] = ()
+
+
+@dataclass(frozen=True)
+class Search:
+    """A search as ``search_ids`` takes it, kept by a search's result to load its runs as columns."""
+
+    experiments: Sequence[str] | None = None
+    order_by: Sequence[OrderTerm] = ()
+    max_results: int | None = None
+    offset: int = 0
+    run_key: str | None = None
+    filter: Node | None = None
+    stale_before: float = 0.0
 
 
 class Store(abc.ABC):
@@ -106,6 +120,15 @@ class Store(abc.ABC):
         stale_before: float = 0.0,
     ) -> list[str]:
         """The ids ``search_runs`` would return, in order (one query)."""
+
+    @abc.abstractmethod
+    def run_table(self, run_ids: Sequence[str], search: Search | None = None) -> RunTable:
+        """The ended runs among ``run_ids`` as columns, read from their frames (``labtrack.core.frame``).
+
+        Runs still RUNNING, or without a frame, are left out: the caller loads those as records. With
+        ``search`` (the search that found ``run_ids``) the store selects the runs by it rather than by a
+        list of ids; the table may then hold runs beyond ``run_ids`` (created since), which the caller
+        ignores."""
 
     @abc.abstractmethod
     def end_run(

@@ -40,7 +40,7 @@ __all__ = [
     "tags",
 ]
 
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 metadata = MetaData(
     naming_convention={
@@ -77,9 +77,15 @@ runs = Table(
     Column("error", Text),  # JSON: {"type": ..., "message": ...}
     Column("note", Text),
     Column("result", Text),  # JSON: a tracked function's return value
-    Index(None, "experiment_id", "start_time"),
+    # The run's frame once it has ended (labtrack.core.frame): params, tags and last metric values in the
+    # compact form that loading many runs as columns reads. NULL while RUNNING, or before an upgrade.
+    Column("frame_keys", Text),
+    Column("frame_values", Text),
+    Column("frame_numbers", LargeBinary),
     Index(None, "run_key", "status"),
 )
+# Listing an experiment newest first (search's default order, ties by id) walks this index alone.
+Index("ix_runs_experiment_id_start_time_id", runs.c.experiment_id, runs.c.start_time.desc(), runs.c.id)
 
 params = Table(
     "params",

@@ -20,17 +20,21 @@ from typing import Any, BinaryIO, ClassVar
 
 from sqlalchemy import (
     Column,
+    LargeBinary,
     MetaData,
     String,
     Table,
+    Text,
     and_,
     bindparam,
     create_engine,
     event,
     func,
     inspect,
+    literal,
     select,
     text,
+    true,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -44,13 +48,14 @@ from labtrack.core.errors import (
     StoreError,
 )
 from labtrack.core.filters import Node
+from labtrack.core.frame import RunTable, encode_frame
 from labtrack.core.identity import same_value
 from labtrack.core.model import ArtifactInfo, Experiment, MetricHistory, MetricSummary, RunRecord, RunStatus
 from labtrack.core.query import OrderTerm
 from labtrack.core.series import Chunk, Summary, pack, unpack
 from labtrack.store import schema as db
 from labtrack.store.artifacts import LocalBlobStore
-from labtrack.store.base import NewRun, Store
+from labtrack.store.base import NewRun, Search, Store
 from labtrack.store.query import search_query
 from labtrack.store.schema import SCHEMA_REVISION
 
@@ -63,14 +68,23 @@ _LOAD_BATCH = 5000  # runs loaded per round of queries (SQLite allows 32766 boun
 _RUNS_IN = (
     "SELECT r.id, r.name, r.status, r.start_time, r.end_time, r.heartbeat_time, r.host, r.pid, r.error, r.run_key, "
     "r.env_fingerprint, r.note, r.result, e.name FROM runs r JOIN experiments e ON e.id = r.experiment_id "
-    "WHERE r.id IN ({})"
+    "WHERE r.id IN ({ids})"
 )
-_PARAMS_IN = "SELECT run_id, key, value FROM params WHERE run_id IN ({}) ORDER BY run_id, key"
-_TAGS_IN = "SELECT run_id, key, value FROM tags WHERE run_id IN ({}) ORDER BY run_id, key"
+_PARAMS_IN = "SELECT run_id, key, value FROM params WHERE run_id IN ({ids}) ORDER BY run_id, key"
+_TAGS_IN = "SELECT run_id, key, value FROM tags WHERE run_id IN ({ids}) ORDER BY run_id, key"
 _METRICS_IN = (
     "SELECT run_id, key, count, last_value, last_step, last_timestamp, min_value, max_value FROM metrics "
-    "WHERE run_id IN ({}) ORDER BY run_id, key"
+    "WHERE run_id IN ({ids}) ORDER BY run_id, key"
 )
+# What a frame is made of (labtrack.core.frame), for ended runs: (part, run id, key, text, number).
+_FRAME_PARTS_IN = (
+    "SELECT 0, r.id, NULL, NULL, r.start_time, r.end_time FROM runs r WHERE r.id IN ({ids}) AND r.status <> 'RUNNING' "
+    "UNION ALL SELECT 1, run_id, key, value, NULL, NULL FROM params WHERE run_id IN ({ids}) "
+    "UNION ALL SELECT 2, run_id, key, value, NULL, NULL FROM tags WHERE run_id IN ({ids}) "
+    "UNION ALL SELECT 3, run_id, key, NULL, last_value, NULL FROM metrics WHERE run_id IN ({ids})"
+)
+_FRAME_FILL_BATCH = 500  # runs whose frames are rebuilt per round of queries
+_FRAMED = db.runs.alias("framed")  # the runs a frame query reads; ``runs`` itself stays free for the search in it
 _STATUSES = {s.value: s for s in RunStatus}
 
 _AUTOCHECKPOINT_PAGES = 10_000  # ~40 MB of WAL
@@ -93,6 +107,12 @@ class _Q:
         db.runs.update()
         .where(db.runs.c.id == bindparam("b_id"))
         .values(status=bindparam("b_status"), end_time=bindparam("b_end"), error=bindparam("b_error"))
+    )
+    set_frame = (
+        db.runs.update()
+        .where(db.runs.c.id == bindparam("b_id"))
+        .values(frame_keys=bindparam("b_keys"), frame_values=bindparam("b_values"),
+                frame_numbers=bindparam("b_numbers"))
     )
     heartbeat = text(  # a heartbeat also revives a run a reader marked CRASHED: its process is alive
         "UPDATE runs SET heartbeat_time = :b_now, status = 'RUNNING', end_time = NULL "
@@ -215,6 +235,11 @@ def _decode_param(value: str) -> Any:
             _decoded.clear()
         _decoded[value] = decoded
     return decoded
+
+
+def _json_list(value: Any) -> list[Any]:
+    """A JSON array aggregate's value: text on SQLite, already decoded by psycopg on PostgreSQL."""
+    return value if isinstance(value, list) else json.loads(value)
 
 
 def _lower(value: Any) -> Any:
@@ -492,7 +517,7 @@ class SqlStore(Store):
             "start_time": run.start_time, "end_time": None, "heartbeat_time": run.start_time, "host": run.host,
             "pid": run.pid, "run_key": run.run_key, "env_fingerprint": run.env_fingerprint,
             "context": json.dumps(run.context) if run.context is not None else None, "error": None,
-            "note": run.note, "result": None,
+            "note": run.note, "result": None, "frame_keys": None, "frame_values": None, "frame_numbers": None,
         }
         with self._write() as conn:
             self._fast(conn, _Q.insert_run, [row])
@@ -515,23 +540,62 @@ class SqlStore(Store):
                          "text": v if isinstance(v, str) else encoded})
         return rows
 
-    def _require_run(self, conn: Connection, run_id: str) -> None:
-        if conn.execute(select(db.runs.c.id).where(db.runs.c.id == run_id)).first() is None:
+    def _require_run(self, conn: Connection, run_id: str) -> str:
+        """The run's stored status; raises RunNotFound. On PostgreSQL the run's row stays locked until the
+        transaction ends, so that a write racing ``end_run`` sees the status that run ends with."""
+        lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
+        found = self._driver_rows(conn, "SELECT status FROM runs WHERE id = {mark}" + lock, [run_id])
+        if not found:
             raise RunNotFound(f"no run with id {run_id!r} in store {self.display_url}")
+        return str(found[0][0])
+
+    def _driver_rows(self, conn: Connection, template: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Rows of ``template`` (SQL whose ``{mark}`` are the dialect's parameter markers), through the driver."""
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(template.format(mark="?" if self.dialect == "sqlite" else "%s"), list(params))
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
 
     def _select_in(self, conn: Connection, template: str, ids: Sequence[str]) -> list[tuple[Any, ...]]:
-        """Rows of ``template`` (SQL with one ``{}`` for the id list) for ``ids``, through the driver.
+        """Rows of ``template`` (SQL with ``{ids}`` for the id list, once or more) for ``ids``, through the
+        driver.
 
         Loading many runs reads millions of small rows; SQLAlchemy's per-row processing would cost more
         than the database. The ids are bound parameters, never SQL text.
         """
-        mark = "?" if self.dialect == "sqlite" else "%s"
+        marks = ", ".join(["?" if self.dialect == "sqlite" else "%s"] * len(ids))
         cursor = conn.connection.cursor()
         try:
-            cursor.execute(template.format(", ".join([mark] * len(ids))), list(ids))
+            cursor.execute(template.format(ids=marks), list(ids) * template.count("{ids}"))
             return list(cursor.fetchall())
         finally:
             cursor.close()
+
+    def _refresh_frames(self, conn: Connection, run_ids: Sequence[str]) -> int:
+        """Rewrite the frames of those of ``run_ids`` that have ended, from their rows (in the caller's
+        write transaction); returns how many."""
+        starts: dict[str, tuple[float, float | None]] = {}
+        params: dict[str, dict[str, str]] = {}
+        tags: dict[str, dict[str, str]] = {}
+        metrics: dict[str, dict[str, float]] = {}
+        for part, run_id, key, value, number, end in self._select_in(conn, _FRAME_PARTS_IN, run_ids):
+            if part == 0:
+                starts[run_id] = (number, end)
+            elif part == 1:
+                params.setdefault(run_id, {})[key] = value
+            elif part == 2:
+                tags.setdefault(run_id, {})[key] = value
+            else:
+                metrics.setdefault(run_id, {})[key] = _none_to_nan(number)
+        rows = []
+        for run_id, (start, end) in starts.items():
+            frame = encode_frame(params.get(run_id, {}), tags.get(run_id, {}), metrics.get(run_id, {}), start, end)
+            rows.append({"b_id": run_id, "b_keys": frame.keys, "b_values": frame.values, "b_numbers": frame.numbers})
+        if rows:
+            self._fast(conn, _Q.set_frame, rows)
+        return len(rows)
 
     def _records(self, conn: Connection, ids: Sequence[str]) -> dict[str, RunRecord]:
         """Records of ``ids`` (those that exist), keyed by id."""
@@ -601,7 +665,80 @@ class SqlStore(Store):
             run_key=run_key, stale_before=stale_before, dialect=self.dialect,
         )
         with self._read() as conn:
-            return list(conn.execute(query).scalars().all())
+            result = conn.execute(query)
+            # Straight from the driver's cursor: SQLAlchemy's row processing costs more than the query
+            # itself when a search returns 100k ids.
+            return [row[0] for row in result.cursor.fetchall()] if result.cursor is not None else []
+
+    def run_table(self, run_ids: Sequence[str], search: Search | None = None) -> RunTable:
+        table = RunTable()
+        with _gc_paused(len(run_ids) > 2_000), self._read() as conn:
+            experiments = dict(conn.execute(select(db.experiments.c.id, db.experiments.c.name)).all())
+            for scope in self._frame_scopes(run_ids, search):
+                framed = and_(_FRAMED.c.frame_keys.is_not(None), _FRAMED.c.status != RunStatus.RUNNING.value, scope)
+                groups = conn.execute(select(_FRAMED.c.experiment_id, _FRAMED.c.frame_keys).where(framed).distinct()).all()
+                if len(groups) == 1:  # the usual case: one aggregate over the runs, no sorting them into groups
+                    rows = [(*groups[0], *conn.execute(self._frame_aggregates().where(framed)).one())]
+                else:
+                    rows = list(conn.execute(
+                        select(_FRAMED.c.experiment_id, _FRAMED.c.frame_keys, *self._frame_aggregates().selected_columns)
+                        .where(framed).group_by(_FRAMED.c.experiment_id, _FRAMED.c.frame_keys)
+                    )) if groups else []
+                for experiment, keys, ids, names, statuses, values, numbers in rows:
+                    table.add_group(
+                        experiments[experiment], keys, ids.split(","), _json_list(names), statuses.split(","), values,
+                        bytes.fromhex(numbers) if isinstance(numbers, str) else bytes(numbers),
+                    )
+        return table
+
+    def _frame_scopes(self, run_ids: Sequence[str], search: Search | None) -> list[Any]:
+        """Conditions on ``_FRAMED`` selecting the runs: by the search when there is one (a plain listing
+        of experiments, or the search as a subquery), else by batches of ids."""
+        if search is None:
+            return [_FRAMED.c.id.in_(list(run_ids[i : i + _LOAD_BATCH])) for i in range(0, len(run_ids), _LOAD_BATCH)]
+        if search.filter is None and search.run_key is None and search.max_results is None and not search.offset:
+            if search.experiments is None:
+                return [true()]
+            named = select(db.experiments.c.id).where(db.experiments.c.name.in_(list(search.experiments)))
+            return [_FRAMED.c.experiment_id.in_(named)]
+        found = search_query(
+            experiments=search.experiments, node=search.filter, order_by=search.order_by,
+            max_results=search.max_results, offset=search.offset, run_key=search.run_key,
+            stale_before=search.stale_before, dialect=self.dialect,
+        )
+        if search.max_results is None and not search.offset:
+            found = found.order_by(None).offset(None)  # the order is the caller's business
+        return [_FRAMED.c.id.in_(found)]
+
+    def _frame_aggregates(self) -> Any:
+        """SELECT, over the ended runs of one frame group: their ids and statuses joined by commas, names
+        as a JSON array, value arrays inside one JSON array, number buffers concatenated (hex on SQLite,
+        whose group_concat is for text). Every aggregate sees the rows in the same order."""
+        r = _FRAMED
+        if self.dialect == "postgresql":
+            concat, names = func.string_agg, func.json_agg(r.c.name)
+            numbers = func.string_agg(r.c.frame_numbers, literal(b"", LargeBinary), type_=LargeBinary)
+        else:
+            concat, names = func.group_concat, func.json_group_array(r.c.name)
+            numbers = func.group_concat(func.hex(r.c.frame_numbers), literal(""), type_=Text)
+        values = literal("[", Text) + concat(r.c.frame_values, literal(","), type_=Text) + literal("]", Text)
+        return select(concat(r.c.id, literal(","), type_=Text), names, concat(r.c.status, literal(","), type_=Text),
+                      values, numbers)
+
+    def fill_frames(self) -> int:
+        """Write the frames of ended runs that have none (runs that ended before schema revision 0002);
+        returns how many. Run by ``labtrack db upgrade``."""
+        filled = 0
+        while True:
+            with self._write() as conn:
+                missing = conn.execute(
+                    select(db.runs.c.id)
+                    .where(db.runs.c.frame_keys.is_(None), db.runs.c.status != RunStatus.RUNNING.value)
+                    .limit(_FRAME_FILL_BATCH)
+                ).scalars().all()
+                if not missing:
+                    return filled
+                filled += self._refresh_frames(conn, missing)
 
     def end_run(
         self,
@@ -622,6 +759,7 @@ class SqlStore(Store):
             )
             if done == 0:
                 raise RunNotFound(f"no run with id {run_id!r} in store {self.display_url}")
+            self._refresh_frames(conn, [run_id])
 
     def heartbeat(self, run_id: str, now: float) -> None:
         with self._write() as conn:
@@ -634,7 +772,10 @@ class SqlStore(Store):
                 .where(db.runs.c.id == run_id, db.runs.c.status == "RUNNING", db.runs.c.heartbeat_time == observed_heartbeat)
                 .values(status="CRASHED", end_time=observed_heartbeat)
             )
-            return bool(done.rowcount)
+            if not done.rowcount:
+                return False
+            self._refresh_frames(conn, [run_id])
+            return True
 
     def set_note(self, run_id: str, note: str) -> None:
         with self._write() as conn:
@@ -651,7 +792,7 @@ class SqlStore(Store):
         if not values:
             return
         with self._write() as conn:
-            self._require_run(conn, run_id)
+            status = self._require_run(conn, run_id)
             existing = {
                 r.key: json.loads(r.value)
                 for r in conn.execute(
@@ -671,19 +812,25 @@ class SqlStore(Store):
             new = {k: v for k, v in values.items() if k not in existing}
             if new:
                 conn.execute(db.params.insert(), self._param_rows(run_id, new))
+                if status != RunStatus.RUNNING:
+                    self._refresh_frames(conn, [run_id])
 
     def set_tags(self, run_id: str, values: Mapping[str, str]) -> None:
         if not values:
             return
         with self._write() as conn:
-            self._require_run(conn, run_id)
+            status = self._require_run(conn, run_id)
             stmt = self._insert_ignore(db.tags)
             stmt = stmt.on_conflict_do_update(index_elements=["run_id", "key"], set_={"value": stmt.excluded.value})
             conn.execute(stmt, [{"run_id": run_id, "key": k, "value": v} for k, v in values.items()])
+            if status != RunStatus.RUNNING:
+                self._refresh_frames(conn, [run_id])
 
     def delete_tag(self, run_id: str, key: str) -> None:
         with self._write() as conn:
-            conn.execute(db.tags.delete().where(db.tags.c.run_id == run_id, db.tags.c.key == key))
+            done = conn.execute(db.tags.delete().where(db.tags.c.run_id == run_id, db.tags.c.key == key))
+            if done.rowcount:
+                self._refresh_frames(conn, [run_id])
 
     # -- metrics -------------------------------------------------------------------------------
 
@@ -693,18 +840,20 @@ class SqlStore(Store):
         if not chunks:
             return
         with self._write() as conn:
-            self._write_metrics(conn, run_id, chunks, new_keys)
+            status = self._write_metrics(conn, run_id, chunks, new_keys) or self._require_run(conn, run_id)
+            if status != RunStatus.RUNNING:  # points logged to a run that has ended
+                self._refresh_frames(conn, [run_id])
 
     def _write_metrics(
         self, conn: Connection, run_id: str, chunks: Mapping[str, Chunk], new_keys: frozenset[str] | set[str]
-    ) -> None:
+    ) -> str | None:
+        """Append the points; returns the run's status when it had to be read (no ``new_keys``)."""
         keys = [k for k, c in chunks.items() if len(c)]
         lookup = [k for k in keys if k not in new_keys]
         if self.dialect == "postgresql":
             # Serialise writers of one run: a key with no summary row yet has no row to lock FOR UPDATE.
             conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:run))"), {"run": run_id})
-        if not new_keys:
-            self._require_run(conn, run_id)
+        status = None if new_keys else self._require_run(conn, run_id)
         existing: dict[str, Any] = {}
         tails: dict[str, Chunk] = {}
         for start in range(0, len(lookup), _IN_BATCH):
@@ -770,6 +919,7 @@ class SqlStore(Store):
             self._fast(conn, _Q.update_summary, old_summaries)
         if new_summaries:
             self._fast(conn, _Q.insert_summary, new_summaries)
+        return status
 
     def get_metric_history(self, run_id: str, key: str) -> MetricHistory:
         with self._read() as conn:
