@@ -185,7 +185,7 @@ WORKLOADS: tuple[Workload, ...] = (
         ),
         mlflow_extras=True,
         sizes={
-            "full": {"n": 100_000, "compare_n": 10_000, "filter_calls": 15, "frame_calls": 1, "mlflow_n": 10_000},
+            "full": {"n": 100_000, "compare_n": 10_000, "filter_calls": 15, "frame_calls": 3, "mlflow_n": 10_000},
             "quick": {"n": 10_000, "compare_n": 3000, "filter_calls": 10, "frame_calls": 1, "mlflow_n": 3000},
         },
     ),

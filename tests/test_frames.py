@@ -8,6 +8,7 @@ metrics, ints beyond 64 bits, nested params, runs with different keys and in dif
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import uuid
@@ -23,6 +24,7 @@ import labtrack as lt
 from labtrack import runtime
 from labtrack.cli import main
 from labtrack.core.frame import RunTable, encode_frame
+from labtrack.core.jsontext import json_text
 from labtrack.store import resolve_location
 from labtrack.store.base import NewRun
 
@@ -45,7 +47,6 @@ def seconds(values: list[float]) -> Any:
 def expected_frame(ids: list[str]) -> Any:
     """The DataFrame of ``ids`` built from each run's record: what to_pandas must equal."""
     records = [lt.get_run(run_id).record for run_id in ids]
-    n = len(records)
     columns: dict[str, Any] = {
         "id": [r.id for r in records],
         "experiment": [r.experiment for r in records],
@@ -267,7 +268,7 @@ def test_a_group_of_frames_decodes_into_columns() -> None:
         encode_frame({"lr": "0.1", "opt": '"sgd"'}, {"team": "a,b"}, {"acc": math.nan, "loss": -0.0}, 10.0, None),
         encode_frame({"lr": "1e-05", "opt": '"adam"'}, {"team": ""}, {"acc": math.inf, "loss": 5e-324}, 11.5, 12.5),
     ]
-    assert frames[0].keys == frames[1].keys == '[["lr","opt"],["team"],["acc","loss"]]'
+    assert frames[0].keys == frames[1].keys and json.loads(frames[0].keys) == [["lr", "opt"], ["team"], ["acc", "loss"]]
     table = RunTable()
     table.add_group("exp", frames[0].keys, ["a", "b"], ["first", None], ["FINISHED", "FAILED"],
                     "[" + ",".join(f.values for f in frames) + "]", b"".join(f.numbers for f in frames))
@@ -286,6 +287,14 @@ def test_a_group_of_frames_decodes_into_columns() -> None:
     both.add_table(table)
     both.add_table(table)
     assert both.params()["opt"] == ["sgd", "adam", None] * 2 and len(both.metrics()["acc"]) == 6
+
+
+@pytest.mark.parametrize("value", [
+    0.1, 1.0, -0.0, 1e-310, 1.7976931348623157e308, math.nan, math.inf, -math.inf, 0, -7, 2**70, True, False, None,
+    "", "plain", 'quote " backslash \\ newline \n tab \t', "ü ✓ 日本", "\u2028 \x00 \x1f", [1, "a", None], {"b": [1.5]},
+])
+def test_json_text_is_what_json_dumps_writes(value: Any) -> None:
+    assert json_text(value) == json.dumps(value, ensure_ascii=False)
 
 
 def test_a_group_whose_parts_disagree_is_refused() -> None:

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from labtrack.core.jsontext import json_text
 from labtrack.core.model import RunRecord
 
 __all__ = ["FrameRow", "RunTable", "encode_frame"]
@@ -44,8 +45,8 @@ def encode_frame(
 ) -> FrameRow:
     """The frame of one run. ``params`` maps keys to their stored JSON text; ``metrics`` to last values."""
     param_keys, tag_keys, metric_keys = sorted(params), sorted(tags), sorted(metrics)
-    keys = json.dumps([param_keys, tag_keys, metric_keys], ensure_ascii=False, separators=(",", ":"))
-    values = [params[k] for k in param_keys] + [json.dumps(tags[k], ensure_ascii=False) for k in tag_keys]
+    keys = json_text([param_keys, tag_keys, metric_keys])
+    values = [params[k] for k in param_keys] + [json_text(tags[k]) for k in tag_keys]
     numbers = array("d", [start, math.nan if end is None else end])
     numbers.extend(metrics[k] for k in metric_keys)
     if not _NATIVE_LITTLE:

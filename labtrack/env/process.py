@@ -71,14 +71,19 @@ def process_start_time() -> float | None:
     return _start_time
 
 
+_ALLOWED = frozenset(ENV_ALLOWLIST)
+
+
 def _env(extra: tuple[str, ...]) -> dict[str, str]:
+    # The variables set are found from the environment's keys: looking up each absent name costs an
+    # exception, and this runs for every run.
+    wanted = _ALLOWED.union(extra) if extra else _ALLOWED
     out: dict[str, str] = {}
-    for name in (*ENV_ALLOWLIST, *extra):
+    for name in sorted(wanted.intersection(os.environ.keys())):
         value = os.environ.get(name)
-        if value is None or name in out:
-            continue
-        out[name] = REDACTED if is_secret_name(name) else redact_text(value)
-    return dict(sorted(out.items()))
+        if value is not None:
+            out[name] = REDACTED if is_secret_name(name) else redact_text(value)
+    return out
 
 
 _argv_cache: dict[tuple[str, ...], list[str]] = {}

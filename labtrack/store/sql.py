@@ -48,8 +48,9 @@ from labtrack.core.errors import (
     StoreError,
 )
 from labtrack.core.filters import Node
-from labtrack.core.frame import RunTable, encode_frame
+from labtrack.core.frame import FrameRow, RunTable, encode_frame
 from labtrack.core.identity import same_value
+from labtrack.core.jsontext import json_text
 from labtrack.core.model import ArtifactInfo, Experiment, MetricHistory, MetricSummary, RunRecord, RunStatus
 from labtrack.core.query import OrderTerm
 from labtrack.core.series import Chunk, Summary, pack, unpack
@@ -76,9 +77,9 @@ _METRICS_IN = (
     "SELECT run_id, key, count, last_value, last_step, last_timestamp, min_value, max_value FROM metrics "
     "WHERE run_id IN ({ids}) ORDER BY run_id, key"
 )
-# What a frame is made of (labtrack.core.frame), for ended runs: (part, run id, key, text, number).
+# What a frame is made of (labtrack.core.frame): (part, run id, key or status, text, number, end time).
 _FRAME_PARTS_IN = (
-    "SELECT 0, r.id, NULL, NULL, r.start_time, r.end_time FROM runs r WHERE r.id IN ({ids}) AND r.status <> 'RUNNING' "
+    "SELECT 0, id, status, NULL, start_time, end_time FROM runs WHERE id IN ({ids}) "
     "UNION ALL SELECT 1, run_id, key, value, NULL, NULL FROM params WHERE run_id IN ({ids}) "
     "UNION ALL SELECT 2, run_id, key, value, NULL, NULL FROM tags WHERE run_id IN ({ids}) "
     "UNION ALL SELECT 3, run_id, key, NULL, last_value, NULL FROM metrics WHERE run_id IN ({ids})"
@@ -103,17 +104,17 @@ class _Q:
     insert_params = db.params.insert()
     insert_tags = db.tags.insert()
     insert_artifacts = db.artifacts.insert()
+    _frame_values: ClassVar[dict[str, Any]] = {
+        "frame_keys": bindparam("b_keys"), "frame_values": bindparam("b_values"),
+        "frame_numbers": bindparam("b_numbers"),
+    }
     end_run = (
         db.runs.update()
         .where(db.runs.c.id == bindparam("b_id"))
-        .values(status=bindparam("b_status"), end_time=bindparam("b_end"), error=bindparam("b_error"))
+        .values(status=bindparam("b_status"), end_time=bindparam("b_end"), error=bindparam("b_error"),
+                **_frame_values)
     )
-    set_frame = (
-        db.runs.update()
-        .where(db.runs.c.id == bindparam("b_id"))
-        .values(frame_keys=bindparam("b_keys"), frame_values=bindparam("b_values"),
-                frame_numbers=bindparam("b_numbers"))
-    )
+    set_frame = db.runs.update().where(db.runs.c.id == bindparam("b_id")).values(_frame_values)
     heartbeat = text(  # a heartbeat also revives a run a reader marked CRASHED: its process is alive
         "UPDATE runs SET heartbeat_time = :b_now, status = 'RUNNING', end_time = NULL "
         "WHERE id = :b_id AND status IN ('RUNNING', 'CRASHED')"
@@ -535,7 +536,7 @@ class SqlStore(Store):
     def _param_rows(run_id: str, values: Mapping[str, Any]) -> list[dict[str, Any]]:
         rows = []
         for k, v in values.items():
-            encoded = json.dumps(v, ensure_ascii=False)
+            encoded = json_text(v)
             rows.append({"run_id": run_id, "key": k, "value": encoded, "num": _param_num(v),
                          "text": v if isinstance(v, str) else encoded})
         return rows
@@ -573,29 +574,41 @@ class SqlStore(Store):
         finally:
             cursor.close()
 
-    def _refresh_frames(self, conn: Connection, run_ids: Sequence[str]) -> int:
-        """Rewrite the frames of those of ``run_ids`` that have ended, from their rows (in the caller's
-        write transaction); returns how many."""
+    def _frames(
+        self, conn: Connection, run_ids: Sequence[str], ending: Mapping[str, float] | None = None
+    ) -> dict[str, FrameRow]:
+        """The frames of those of ``run_ids`` that have ended, or are ending now (``ending``: their end
+        times), from their rows."""
+        ending = ending or {}
         starts: dict[str, tuple[float, float | None]] = {}
         params: dict[str, dict[str, str]] = {}
         tags: dict[str, dict[str, str]] = {}
         metrics: dict[str, dict[str, float]] = {}
         for part, run_id, key, value, number, end in self._select_in(conn, _FRAME_PARTS_IN, run_ids):
             if part == 0:
-                starts[run_id] = (number, end)
+                if run_id in ending or key != RunStatus.RUNNING:
+                    starts[run_id] = (number, ending.get(run_id, end))
             elif part == 1:
                 params.setdefault(run_id, {})[key] = value
             elif part == 2:
                 tags.setdefault(run_id, {})[key] = value
             else:
                 metrics.setdefault(run_id, {})[key] = _none_to_nan(number)
-        rows = []
-        for run_id, (start, end) in starts.items():
-            frame = encode_frame(params.get(run_id, {}), tags.get(run_id, {}), metrics.get(run_id, {}), start, end)
-            rows.append({"b_id": run_id, "b_keys": frame.keys, "b_values": frame.values, "b_numbers": frame.numbers})
-        if rows:
-            self._fast(conn, _Q.set_frame, rows)
-        return len(rows)
+        return {
+            run_id: encode_frame(params.get(run_id, {}), tags.get(run_id, {}), metrics.get(run_id, {}), start, end)
+            for run_id, (start, end) in starts.items()
+        }
+
+    def _refresh_frames(self, conn: Connection, run_ids: Sequence[str]) -> int:
+        """Rewrite the frames of those of ``run_ids`` that have ended (in the caller's write transaction);
+        returns how many."""
+        frames = self._frames(conn, run_ids)
+        if frames:
+            self._fast(conn, _Q.set_frame, [
+                {"b_id": run_id, "b_keys": f.keys, "b_values": f.values, "b_numbers": f.numbers}
+                for run_id, f in frames.items()
+            ])
+        return len(frames)
 
     def _records(self, conn: Connection, ids: Sequence[str]) -> dict[str, RunRecord]:
         """Records of ``ids`` (those that exist), keyed by id."""
@@ -750,16 +763,18 @@ class SqlStore(Store):
         new_keys: frozenset[str] | set[str] = frozenset(),
     ) -> None:
         with self._write() as conn:
-            if metrics:
-                self._write_metrics(conn, run_id, metrics, new_keys)
-            done = self._fast(
-                conn, _Q.end_run,
-                [{"b_id": run_id, "b_status": status.value, "b_end": end_time,
-                  "b_error": json.dumps(dict(error)) if error else None}],
-            )
-            if done == 0:
+            locked = self._write_metrics(conn, run_id, metrics, new_keys) if metrics else None
+            if locked is None and self.dialect == "postgresql":
+                self._require_run(conn, run_id)  # lock the row before reading what the frame is made of
+            frame = self._frames(conn, [run_id], ending={run_id: end_time}).get(run_id)
+            if frame is None:
                 raise RunNotFound(f"no run with id {run_id!r} in store {self.display_url}")
-            self._refresh_frames(conn, [run_id])
+            # The status and the frame in one statement: end_run is on every run's path.
+            self._fast(conn, _Q.end_run, [{
+                "b_id": run_id, "b_status": status.value, "b_end": end_time,
+                "b_error": json.dumps(dict(error)) if error else None,
+                "b_keys": frame.keys, "b_values": frame.values, "b_numbers": frame.numbers,
+            }])
 
     def heartbeat(self, run_id: str, now: float) -> None:
         with self._write() as conn:
