@@ -51,14 +51,20 @@ def _run_worker(command: list[str], directory: str, env: dict[str, str]) -> tupl
         return None, f"unreadable output: {lines[-1][:200]}"
 
 
+# Python as users run it: with bytecode caches (a sandbox may set PYTHONDONTWRITEBYTECODE, which would make
+# every import in a fresh process compile from source — for labtrack's editable install, not for MLflow's).
+_NOT_PASSED = ("LABTRACK_STORE", "PYTHONDONTWRITEBYTECODE")
+
+
 def _labtrack_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "LABTRACK_STORE"}
+    env = {k: v for k, v in os.environ.items() if k not in _NOT_PASSED}
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
 
 def _mlflow_env(extras: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "PYTHONPATH"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLFLOW_TRACKING", "PYTHONPATH")) and k not in _NOT_PASSED}
     env.update(MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true", GIT_PYTHON_REFRESH="quiet")
     if extras:
         env["PYTHONPATH"] = extras
@@ -68,6 +74,7 @@ def _mlflow_env(extras: str | None = None) -> dict[str, str]:
 def run_workload(workload: Workload, quick: bool, mlflow: MlflowEnv | None, scratch: Path) -> WorkloadResult:
     result = WorkloadResult(workload)
     ours, theirs = _split_sizes(workload, quick)
+    os.sync()  # the previous workload's writes reach the disk now, not during this one
     started = time.perf_counter()
     directory = tempfile.mkdtemp(prefix=f"{workload.name}-labtrack-", dir=scratch)
     command = [sys.executable, "-m", "bench.workloads_labtrack", workload.name, "--dir", directory,
@@ -82,6 +89,7 @@ def run_workload(workload: Workload, quick: bool, mlflow: MlflowEnv | None, scra
             result.mlflow_error = f"MLflow not available: {mlflow.reason}"
         else:
             directory = tempfile.mkdtemp(prefix=f"{workload.name}-mlflow-", dir=scratch)
+            os.sync()
             command = [mlflow.python, str(MLFLOW_SCRIPT), workload.name, "--dir", directory,
                        "--args", json.dumps(theirs)]
             _log(f"{workload.name}: MLflow {theirs}")

@@ -707,7 +707,7 @@ WORKLOADS: dict[str, Callable[..., Result]] = {
 
 
 def _child_env(directory: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "LABTRACK_STORE"}
+    env = {k: v for k, v in os.environ.items() if k not in ("LABTRACK_STORE", "PYTHONDONTWRITEBYTECODE")}
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env

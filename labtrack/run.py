@@ -644,7 +644,7 @@ class RunList(list):  # type: ignore[type-arg]
     """
 
     _batch: _Batch | None = None
-    _found: _Found | None = None
+    _result: _SearchResult | None = None
 
     @classmethod
     def from_search(cls, store: Store, ids: Sequence[str], search: Search) -> RunList:
@@ -654,7 +654,7 @@ class RunList(list):  # type: ignore[type-arg]
         batch.runs = runs
         out = cls(runs)
         out._batch = batch
-        out._found = _Found(store, search, runs, list(ids))
+        out._result = _SearchResult(store, search, runs, list(ids))
         return out
 
     def to_pandas(self) -> Any:
@@ -670,7 +670,7 @@ class RunList(list):  # type: ignore[type-arg]
         except ImportError as exc:
             raise LabtrackError("to_pandas needs pandas: pip install 'labtrack[pandas]'") from exc
         runtime.settle()  # points this process still buffers are in the store first
-        found = self._found if self._found is not None and self._found.holds(self) else None
+        found = self._result if self._result is not None and self._result.holds(self) else None
         ids = found.ids if found is not None else [run.id for run in self]
         table = self._table(ids, found)
 
@@ -698,7 +698,7 @@ class RunList(list):  # type: ignore[type-arg]
             raise RunNotFound(f"run {exc.args[0]} is no longer in the store") from None
         return frame.take(order).reset_index(drop=True)
 
-    def _table(self, ids: list[str], found: _Found | None) -> RunTable:
+    def _table(self, ids: list[str], found: _SearchResult | None) -> RunTable:
         """The runs of ``ids`` as columns (maybe with more runs): ended ones from their frames, the rest
         from their records, with their liveness resolved."""
         if found is not None:
@@ -715,7 +715,7 @@ class RunList(list):  # type: ignore[type-arg]
 
 
 @dataclass(frozen=True)
-class _Found:
+class _SearchResult:
     """What a search found: its runs and their ids, and the search, which selects them again in the store
     (cheaper than a list of 100k ids) for as long as the list still holds exactly those runs."""
 

@@ -681,7 +681,8 @@ class SqlStore(Store):
             result = conn.execute(query)
             # Straight from the driver's cursor: SQLAlchemy's row processing costs more than the query
             # itself when a search returns 100k ids.
-            return [row[0] for row in result.cursor.fetchall()] if result.cursor is not None else []
+            cursor = getattr(result, "cursor", None)
+            return [row[0] for row in cursor.fetchall()] if cursor is not None else list(result.scalars().all())
 
     def run_table(self, run_ids: Sequence[str], search: Search | None = None) -> RunTable:
         table = RunTable()
