@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
+    cast,
     create_engine,
     event,
     func,
@@ -701,7 +702,7 @@ class SqlStore(Store):
                 for experiment, keys, ids, names, statuses, values, numbers in rows:
                     table.add_group(
                         experiments[experiment], keys, ids.split(","), _json_list(names), statuses.split(","), values,
-                        bytes.fromhex(numbers) if isinstance(numbers, str) else bytes(numbers),
+                        bytes(numbers),
                     )
         return table
 
@@ -726,15 +727,18 @@ class SqlStore(Store):
 
     def _frame_aggregates(self) -> Any:
         """SELECT, over the ended runs of one frame group: their ids and statuses joined by commas, names
-        as a JSON array, value arrays inside one JSON array, number buffers concatenated (hex on SQLite,
-        whose group_concat is for text). Every aggregate sees the rows in the same order."""
+        as a JSON array, value arrays inside one JSON array, number buffers concatenated. Every aggregate
+        sees the rows in the same order."""
         r = _FRAMED
+        numbers: Any
         if self.dialect == "postgresql":
             concat, names = func.string_agg, func.json_agg(r.c.name)
             numbers = func.string_agg(r.c.frame_numbers, literal(b"", LargeBinary), type_=LargeBinary)
         else:
             concat, names = func.group_concat, func.json_group_array(r.c.name)
-            numbers = func.group_concat(func.hex(r.c.frame_numbers), literal(""), type_=Text)
+            # group_concat joins blobs byte for byte (it takes their length, not up to a NUL); the cast
+            # keeps the result bytes. Exactness is tested with NaN, ±inf, subnormals and zeros.
+            numbers = cast(func.group_concat(r.c.frame_numbers, literal("")), LargeBinary)
         values = literal("[", Text) + concat(r.c.frame_values, literal(","), type_=Text) + literal("]", Text)
         return select(concat(r.c.id, literal(","), type_=Text), names, concat(r.c.status, literal(","), type_=Text),
                       values, numbers)
