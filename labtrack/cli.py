@@ -98,15 +98,19 @@ def experiments(as_json: bool) -> None:
 @click.option("--sort", "sort", multiple=True, metavar="TERM", help="Order, e.g. 'metrics.acc desc' (repeatable).")
 @click.option("--filter", "filter_", metavar="EXPR", help="Filter expression, e.g. \"metrics.acc > 0.9\".")
 @click.option("--key", "key", metavar="KEY", help="Only runs with this run key (see `labtrack show`).")
-@click.option("--columns", "columns", metavar="FIELDS", help="Columns to show, e.g. 'params.lr,metrics.acc'.")
+@click.option("--columns", "columns", metavar="FIELDS",
+              help="Columns to show, e.g. 'params.lr,metrics.acc'; with --group-by, the metrics to summarise "
+                   "(e.g. 'metrics.acc,metrics.loss.min').")
 @click.option("--group-by", "group_by", metavar="FIELDS",
-              help="Aggregate repeated runs by these fields (e.g. params.lr): metrics as mean ± std (n).")
-@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True, help="Most runs to show.")
+              help="Aggregate repeated runs by these fields (e.g. params.lr): metrics as mean ± std (n), over "
+                   "every matching run unless --limit is given.")
+@click.option("--limit", type=click.IntRange(min=0), default=None,
+              help="Most runs to show (default 50); with --group-by, most runs to aggregate (default all).")
 @click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip this many runs (pagination).")
 @_json_option
 @_command
 def runs(experiment: str | None, sort: tuple[str, ...], filter_: str | None, key: str | None, columns: str | None,
-         group_by: str | None, limit: int, offset: int, as_json: bool) -> None:
+         group_by: str | None, limit: int | None, offset: int, as_json: bool) -> None:
     """List runs (of EXPERIMENT, or all), newest first.
 
     \b
@@ -116,11 +120,15 @@ def runs(experiment: str | None, sort: tuple[str, ...], filter_: str | None, key
     """
     from labtrack import compare, tracking
 
-    found = tracking.search_runs(
-        experiment, filter=filter_, order_by=list(sort) or None, max_results=limit, offset=offset, key=key
-    )
+    if limit is None and not group_by:
+        limit = 50
+    # One run more than shown tells whether there are more.
+    found = tracking.search_runs(experiment, filter=filter_, order_by=list(sort) or None,
+                                 max_results=None if limit is None else limit + 1, offset=offset, key=key)
+    more = limit is not None and len(found) > limit
+    found = found if not more else found[:limit]
     if group_by:
-        groups = compare.group(found, _split(group_by))
+        groups = compare.group(found, _split(group_by), _split(columns) if columns else None)
         if as_json:
             _print_json([{"group": list(g.key), "runs": g.runs,
                           "metrics": {k: vars(v) for k, v in g.metrics.items()}} for g in groups])
@@ -134,12 +142,13 @@ def runs(experiment: str | None, sort: tuple[str, ...], filter_: str | None, key
             _print_json([{"id": run_id, **values} for run_id, values in table.items()])
         else:
             render.columns(found, [str(f) for f in fields], table)
-        return
-    if as_json:
+    elif as_json:
         _print_json([run.to_dict() for run in found])
     else:
         lead = [term.key for term in parse_order_by(list(sort)) if term.kind == "metrics"]
         render.runs(found, title=f"runs of {experiment}" if experiment else "runs", lead=lead)
+    if more and not as_json:
+        render.note(f"(the first {limit} shown; --limit N and --offset N show more)")
 
 
 def _split(names: str) -> list[str]:

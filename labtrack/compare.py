@@ -19,6 +19,7 @@ from labtrack.tracking import run_of
 
 __all__ = ["column_values", "diff", "group", "run_view"]
 
+_NOT_METRICS = {"params", "tags", "attributes", "env"}
 
 
 def run_view(run: Run) -> RunView:
@@ -78,15 +79,28 @@ def column_values(run: Run, field: Field) -> Any:
 
 
 def group(runs: Sequence[Run], by: Sequence[str], metrics: Sequence[str] | None = None) -> list[Group]:
-    """Group runs by the values of ``by`` (e.g. ["params.lr"]) and summarise metrics as mean ± std (n)."""
+    """Group runs by the values of ``by`` (e.g. ["params.lr"]) and summarise metrics as mean ± std (n).
+
+    ``metrics`` names what to summarise — ``acc``, ``metrics.acc`` or an aggregate such as
+    ``metrics.loss.min`` — and defaults to the last value of every metric the runs logged.
+    """
     fields = [parse_field(name) for name in by]
+    if metrics:
+        summarised = []
+        for name in metrics:
+            if name.split(".", 1)[0] in _NOT_METRICS:
+                raise InvalidInput(f"{name} cannot be averaged over a group; name metrics, e.g. metrics.acc or "
+                                   "metrics.loss.min (group by it with --group-by instead)", field="columns")
+            summarised.append(parse_field(name if name.startswith("metrics.") else f"metrics.{name}"))
+    else:
+        keys = sorted({k for run in runs for k in run.record.metrics})
+        summarised = [Field("metrics", k) for k in keys]
     rows = []
     for run in runs:
-        record = run.record
         row: dict[str, Any] = {str(f): column_values(run, f) for f in fields}
-        row.update({f"metrics.{k}": m.last for k, m in record.metrics.items()})
+        for f in summarised:
+            value = column_values(run, f)
+            if value is not None:
+                row[str(f)] = value
         rows.append(row)
-    names = [f"metrics.{m.removeprefix('metrics.')}" for m in metrics] if metrics else sorted(
-        {k for row in rows for k in row if k.startswith("metrics.")}
-    )
-    return group_runs(rows, [str(f) for f in fields], names)
+    return group_runs(rows, [str(f) for f in fields], [str(f) for f in summarised])

@@ -88,6 +88,25 @@ def _union_keys(dicts: Sequence[dict[str, Any]]) -> list[str]:
     return list(keys)
 
 
+def _width(header: str, cells: Sequence[Any]) -> int:
+    """Columns a table column takes: its widest line, plus borders and padding."""
+    lines = header.splitlines() or [""]
+    return max([len(line) for line in lines] + [len(str(c)) for c in cells]) + 3
+
+
+def _fitting(columns: Sequence[tuple[str, str, list[Any]]], budget: int) -> list[tuple[str, str, list[Any]]]:
+    """The leading (header, style, cells) columns that fit in ``budget`` terminal columns, never fewer than one
+    (a terminal too narrow for one column still gets it, folded)."""
+    shown: list[tuple[str, str, list[Any]]] = []
+    for column in columns:
+        cost = _width(column[0], column[2])
+        if cost > budget and shown:
+            break
+        shown.append(column)
+        budget -= cost
+    return shown
+
+
 def runs(found: Sequence[Run], title: str = "runs", lead: Sequence[str] = ()) -> None:
     """One row per run; as many param (magenta) and metric (cyan) columns as the terminal fits.
 
@@ -119,17 +138,7 @@ def runs(found: Sequence[Run], title: str = "runs", lead: Sequence[str] = ()) ->
     ]
     dynamic = varying + metric_columns + constant
 
-    def width(header: str, cells: list[Any]) -> int:
-        return max([len(header)] + [len(str(c)) for c in cells]) + 3
-
-    budget = _out.width - sum(width(h, c) for h, c in fixed) - 1
-    shown = []
-    for column in dynamic:
-        cost = width(column[0], column[2])
-        if cost > budget:
-            break
-        shown.append(column)
-        budget -= cost
+    shown = _fitting(dynamic, _out.width - sum(_width(h, c) for h, c in fixed) - 1)
     table = Table(title=title, title_justify="left")
     for header, _ in fixed:
         table.add_column(header, no_wrap=True, style="bold" if header == "run" else None)
@@ -306,20 +315,36 @@ def columns(found: Sequence[Run], names: Sequence[str], values: dict[str, dict[s
 
 
 def groups(found: Sequence[Any], by: Sequence[str], title: str | None = None) -> None:
-    metric_names = sorted({k for g in found for k in g.metrics})
-    table = Table(title=title or f"runs grouped by {', '.join(by)}", title_justify="left")
-    for name in by:
-        table.add_column(name, style="magenta", justify="right")
-    table.add_column("runs", justify="right")
+    """One row per group: the grouped-by values, the number of runs, then each metric's mean ± std as many
+    as the terminal fits (a mean and its spread are never broken over two lines)."""
+    if not found:
+        note("No runs found.")
+        return
+    metric_names = list(dict.fromkeys(k for g in found for k in g.metrics))
+    fixed = [(name, "magenta", ["" if g.key[i] is None else fmt_value(g.key[i], 5) for g in found])
+             for i, name in enumerate(by)]
+    fixed.append(("runs", "", [str(g.runs) for g in found]))
+    summaries = []
     for name in metric_names:
-        table.add_column(name.removeprefix("metrics.") + "  mean ± std", style="cyan", justify="right")
-    for g in found:
-        cells = ["" if v is None else fmt_value(v, 5) for v in g.key] + [str(g.runs)]
-        for name in metric_names:
+        cells = []
+        for g in found:
             stats = g.metrics.get(name)
-            cells.append(f"{stats.mean:.4g} ± {stats.std:.2g}" if stats else "")
-        table.add_row(*cells)
+            if stats is None:
+                cells.append("")
+                continue
+            spread = f" ± {stats.std:.2g}" if stats.n > 1 else ""  # one run has no spread to show
+            cells.append(f"{stats.mean:.4g}{spread}" + (f" (n={stats.n})" if stats.n != g.runs else ""))
+        summaries.append((name.removeprefix("metrics.") + "\nmean ± std", "cyan", cells))
+    shown = _fitting(summaries, _out.width - sum(_width(h, c) for h, _, c in fixed) - 1)
+    table = Table(title=title or f"runs grouped by {', '.join(by)}", title_justify="left")
+    for header, style, _ in fixed + shown:
+        table.add_column(header, style=style or None, justify="right", no_wrap=True)
+    for i in range(len(found)):
+        table.add_row(*[cells[i] for _, _, cells in fixed + shown])
     _out.print(table)
+    if len(shown) < len(summaries):
+        hidden = ", ".join(h.split("\n")[0] for h, _, _ in summaries[len(shown):])
+        note(f"(not shown for width: {hidden}; choose with --columns, or --json)")
 
 
 def diff(result: Any) -> None:

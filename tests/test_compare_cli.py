@@ -183,6 +183,56 @@ def test_group_by_two_fields_and_a_filter(store: str, seeded: dict[tuple[float, 
                                                 "max": acc_of(0.1, 1)}
 
 
+def test_group_by_summarises_the_metrics_named_by_columns(store: str, seeded: dict[tuple[float, int], str]) -> None:
+    result = invoke(store, "runs", "mnist", "--group-by", "params.lr", "--columns", "acc,metrics.loss.min", "--json")
+    assert result.exit_code == 0, result.output
+    for g in strict_json(result.output):
+        assert list(g["metrics"]) == ["metrics.acc", "metrics.loss.min"]
+        losses = [1.0 - acc_of(g["group"][0], s) for s in SEEDS]
+        assert g["metrics"]["metrics.loss.min"]["mean"] == pytest.approx(statistics.mean(losses))
+
+
+def test_group_by_refuses_to_average_a_param(store: str, seeded: Any) -> None:
+    result = invoke(store, "runs", "mnist", "--group-by", "params.lr", "--columns", "params.seed")
+    assert result.exit_code == 1
+    assert "params.seed cannot be averaged" in result.output and "--group-by" in result.output
+
+
+def test_group_by_aggregates_every_matching_run_not_only_the_listing_limit(store: str) -> None:
+    for seed in range(60):
+        with lt.start_run("seeds", params={"lr": 0.1, "seed": seed}, store=store) as run:
+            run.log_metric("acc", seed / 100)
+    everything = strict_json(invoke(store, "runs", "seeds", "--group-by", "params.lr", "--json").output)
+    assert [(g["runs"], g["metrics"]["metrics.acc"]["n"]) for g in everything] == [(60, 60)]
+    assert everything[0]["metrics"]["metrics.acc"]["mean"] == pytest.approx(sum(range(60)) / 6000)
+    newest = strict_json(invoke(store, "runs", "seeds", "--group-by", "params.lr", "--limit", "10", "--json").output)
+    assert [g["runs"] for g in newest] == [10]
+
+
+def test_a_listing_cut_at_its_limit_says_how_to_see_more(store: str) -> None:
+    for seed in range(7):
+        with lt.start_run("seeds", params={"seed": seed}, store=store):
+            pass
+    cut = invoke(store, "runs", "seeds", "--limit", "5")
+    assert cut.exit_code == 0 and "the first 5 shown" in cut.output and "--offset" in cut.output
+    whole = invoke(store, "runs", "seeds", "--limit", "7")
+    assert whole.exit_code == 0 and "shown" not in whole.output and whole.output.count("FINISHED") == 7
+
+
+def test_group_by_table_keeps_each_mean_and_std_on_one_line(store: str, seeded: dict[tuple[float, int], str]) -> None:
+    # One more run with more metrics makes the table wider than the terminal.
+    with lt.start_run("mnist", params={"lr": 0.1, "seed": 9, "epochs": 3}, store=store) as run:
+        run.log_metrics({"acc": 0.5, "precision": 0.123456, "recall": 0.654321, "f1_score": 0.5, "kappa": 0.25})
+    result = CliRunner().invoke(main, ["--store", store, "runs", "mnist", "--group-by", "params.lr"],
+                                catch_exceptions=False, env={"COLUMNS": "70"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert all(len(line) <= 70 for line in lines), result.output
+    accs = [acc_of(0.01, s) for s in SEEDS]
+    assert f"{statistics.mean(accs):.4g} ± {statistics.stdev(accs):.2g}" in result.output
+    assert "not shown for width" in result.output and "--columns" in result.output
+
+
 # -- compare ---------------------------------------------------------------------------------------
 
 
