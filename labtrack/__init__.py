@@ -21,7 +21,8 @@ from labtrack.core.errors import (
     StoreError,
 )
 from labtrack.core.model import ArtifactInfo, MetricHistory, MetricSummary, RunStatus
-from labtrack.run import Run, RunList
+from labtrack.run import Run
+from labtrack.runlist import RunList
 from labtrack.tracking import (
     active_run,
     capture_environment,

@@ -126,7 +126,8 @@ def runs(experiment: str | None, sort: tuple[str, ...], filter_: str | None, key
     found = tracking.search_runs(experiment, filter=filter_, order_by=list(sort) or None,
                                  max_results=None if limit is None else limit + 1, offset=offset, key=key)
     more = limit is not None and len(found) > limit
-    found = found if not more else found[:limit]
+    if more:
+        del found[limit:]
     if group_by:
         groups = compare.group(found, _split(group_by), _split(columns) if columns else None)
         if as_json:

@@ -27,7 +27,8 @@ from labtrack.core.model import ArtifactInfo, Experiment, RunStatus
 from labtrack.core.query import parse_order_by
 from labtrack.core.validation import check_key
 from labtrack.inputs import hash_inputs
-from labtrack.run import GIT_DIFF_ARTIFACT, Run, RunList, checked_params, checked_tags, resolve_liveness
+from labtrack.run import GIT_DIFF_ARTIFACT, Run, checked_params, checked_tags, resolve_liveness
+from labtrack.runlist import RunList
 from labtrack.runtime import set_store, store_location
 
 __all__ = [

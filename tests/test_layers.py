@@ -1,7 +1,7 @@
 """Imports point down the layers of DESIGN.md; the pure core imports nothing but the standard library.
 
     3  faces      labtrack (the package's re-exports), cli, render, server.*, __main__
-    2  verbs      writer, runtime, run, tracking, demo, inputs, sweep, reproduce, compare, check, export
+    2  verbs      writer, runtime, run, runlist, tracking, demo, inputs, sweep, reproduce, compare, check, export
     1  services   settings, store.*, env.*          (store and env never import each other)
     0  core       core.*                            (standard library only)
 
@@ -26,7 +26,7 @@ SERVICES = 1
 CORE = 0
 
 # Top-level modules of the verbs layer (DESIGN.md: tracking.py, sweep.py, reproduce.py and their helpers).
-VERB_MODULES = {"writer", "runtime", "run", "tracking", "demo", "inputs", "sweeps", "reproduction", "compare", "check",
+VERB_MODULES = {"writer", "runtime", "run", "runlist", "tracking", "demo", "inputs", "sweeps", "reproduction", "compare", "check",
                 "export"}
 FACE_MODULES = {"cli", "render", "server", "__main__"}
 

@@ -20,8 +20,8 @@ import labtrack
 import labtrack as lt
 from labtrack.cli import main
 from labtrack.store import open_store, resolve_location
+from labtrack.store.migrate import upgrade_schema
 from labtrack.store.schema import SCHEMA_REVISION, metadata
-from labtrack.store.sql import upgrade_schema
 
 MIGRATIONS = Path(labtrack.__file__).parent / "store" / "migrations"
 

@@ -20,7 +20,7 @@ from labtrack.core.model import ArtifactInfo, RunStatus
 from labtrack.core.query import parse_order_by
 from labtrack.core.series import Chunk
 from labtrack.store import NewRun, Store, open_store
-from labtrack.store.sql import CHUNK_MAX, TAIL_MERGE_BELOW
+from labtrack.store.points import CHUNK_MAX, TAIL_MERGE_BELOW
 
 INF = math.inf
 

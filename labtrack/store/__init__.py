@@ -63,7 +63,8 @@ def open_store(location: str, *, artifacts: str | None = None, busy_timeout: flo
 def upgrade_store(location: str) -> tuple[str | None, str, int]:
     """Migrate the store's schema to the latest revision, then write the frames of ended runs that have
     none yet; returns (revision before, revision after, frames written)."""
-    from labtrack.store.sql import SqlStore, upgrade_schema
+    from labtrack.store.migrate import upgrade_schema
+    from labtrack.store.sql import SqlStore
 
     url, artifact_root = resolve_location(location)
     before, after = upgrade_schema(url)

@@ -13,31 +13,17 @@ import math
 import os
 import threading
 import time
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, BinaryIO
 
 from sqlalchemy import (
-    Column,
-    LargeBinary,
-    MetaData,
-    String,
     Table,
-    Text,
-    and_,
-    bindparam,
-    cast,
-    create_engine,
-    event,
     func,
-    inspect,
-    literal,
     select,
     text,
-    true,
 )
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from labtrack.core.errors import (
@@ -49,178 +35,30 @@ from labtrack.core.errors import (
     StoreError,
 )
 from labtrack.core.filters import Node
-from labtrack.core.frame import FrameRow, RunTable, encode_frame
+from labtrack.core.frame import FrameRow, RunTable
 from labtrack.core.identity import same_value
 from labtrack.core.jsontext import json_text
 from labtrack.core.model import ArtifactInfo, Experiment, MetricHistory, MetricSummary, RunRecord, RunStatus
 from labtrack.core.query import OrderTerm
-from labtrack.core.series import Chunk, Summary, pack, unpack
+from labtrack.core.series import Chunk, unpack
 from labtrack.store import schema as db
 from labtrack.store.artifacts import LocalBlobStore
 from labtrack.store.base import NewRun, Search, Store
+from labtrack.store.engine import RawStatement, display_url, gc_paused, make_engine
+from labtrack.store.frames import ID_BATCH, build_frames, read_frames
+from labtrack.store.migrate import create_schema, read_revision
+from labtrack.store.points import TAIL_MERGE_BELOW, none_to_nan, plan_writes
 from labtrack.store.query import search_query
 from labtrack.store.schema import SCHEMA_REVISION
+from labtrack.store.statements import FRAME_PARTS_IN, METRICS_IN, PARAMS_IN, RUNS_IN, TAGS_IN, Q
 
 __all__ = ["SqlStore"]
 
-CHUNK_MAX = 8192  # points per chunk row
-TAIL_MERGE_BELOW = 1024  # a last chunk smaller than this is extended instead of adding a row
 _IN_BATCH = 500  # ids per IN (...) list
-_LOAD_BATCH = 5000  # runs loaded per round of queries (SQLite allows 32766 bound parameters)
-_RUNS_IN = (
-    "SELECT r.id, r.name, r.status, r.start_time, r.end_time, r.heartbeat_time, r.host, r.pid, r.error, r.run_key, "
-    "r.env_fingerprint, r.note, r.result, e.name FROM runs r JOIN experiments e ON e.id = r.experiment_id "
-    "WHERE r.id IN ({ids})"
-)
-_PARAMS_IN = "SELECT run_id, key, value FROM params WHERE run_id IN ({ids}) ORDER BY run_id, key"
-_TAGS_IN = "SELECT run_id, key, value FROM tags WHERE run_id IN ({ids}) ORDER BY run_id, key"
-_METRICS_IN = (
-    "SELECT run_id, key, count, last_value, last_step, last_timestamp, min_value, max_value FROM metrics "
-    "WHERE run_id IN ({ids}) ORDER BY run_id, key"
-)
-# What a frame is made of (labtrack.core.frame): (part, run id, key or status, text, number, end time).
-_FRAME_PARTS_IN = (
-    "SELECT 0, id, status, NULL, start_time, end_time FROM runs WHERE id IN ({ids}) "
-    "UNION ALL SELECT 1, run_id, key, value, NULL, NULL FROM params WHERE run_id IN ({ids}) "
-    "UNION ALL SELECT 2, run_id, key, value, NULL, NULL FROM tags WHERE run_id IN ({ids}) "
-    "UNION ALL SELECT 3, run_id, key, NULL, last_value, NULL FROM metrics WHERE run_id IN ({ids})"
-)
 _FRAME_FILL_BATCH = 500  # runs whose frames are rebuilt per round of queries
-_FRAMED = db.runs.alias("framed")  # the runs a frame query reads; ``runs`` itself stays free for the search in it
 _STATUSES = {s.value: s for s in RunStatus}
 
-_AUTOCHECKPOINT_PAGES = 10_000  # ~40 MB of WAL
 _MAINTAIN_EVERY = 2.0  # seconds between background checkpoints
-
-_version_meta = MetaData()
-alembic_version = Table("alembic_version", _version_meta, Column("version_num", String(32), primary_key=True))
-
-
-
-
-class _Q:
-    """Hot statements, built once: SQLAlchemy then reuses their compiled form on every call."""
-
-    insert_run = db.runs.insert()
-    insert_params = db.params.insert()
-    insert_tags = db.tags.insert()
-    insert_artifacts = db.artifacts.insert()
-    _frame_values: ClassVar[dict[str, Any]] = {
-        "frame_keys": bindparam("b_keys"), "frame_values": bindparam("b_values"),
-        "frame_numbers": bindparam("b_numbers"),
-    }
-    end_run = (
-        db.runs.update()
-        .where(db.runs.c.id == bindparam("b_id"))
-        .values(status=bindparam("b_status"), end_time=bindparam("b_end"), error=bindparam("b_error"),
-                **_frame_values)
-    )
-    set_frame = db.runs.update().where(db.runs.c.id == bindparam("b_id")).values(_frame_values)
-    heartbeat = text(  # a heartbeat also revives a run a reader marked CRASHED: its process is alive
-        "UPDATE runs SET heartbeat_time = :b_now, status = 'RUNNING', end_time = NULL "
-        "WHERE id = :b_id AND status IN ('RUNNING', 'CRASHED')"
-    )
-    summaries = (
-        select(db.metrics)
-        .where(db.metrics.c.run_id == bindparam("b_run"), db.metrics.c.key.in_(bindparam("b_keys", expanding=True)))
-        .with_for_update()
-    )
-    tails = (
-        select(db.metric_chunks.c.key, db.metric_chunks.c.step_data, db.metric_chunks.c.time_data,
-               db.metric_chunks.c.value_data)
-        .join(
-            db.metrics,
-            and_(
-                db.metrics.c.run_id == db.metric_chunks.c.run_id,
-                db.metrics.c.key == db.metric_chunks.c.key,
-                db.metric_chunks.c.seq == db.metrics.c.chunks - 1,
-            ),
-        )
-        .where(db.metrics.c.run_id == bindparam("b_run"), db.metrics.c.key.in_(bindparam("b_keys", expanding=True)))
-    )
-    _chunk_values: ClassVar[dict[str, Any]] = {
-        "count": bindparam("b_count"), "step_min": bindparam("b_step_min"), "step_max": bindparam("b_step_max"),
-        "step_data": bindparam("b_steps"), "time_data": bindparam("b_timestamps"), "value_data": bindparam("b_values"),
-    }
-    _summary_values: ClassVar[dict[str, Any]] = {
-        "count": bindparam("b_count"), "last_value": bindparam("b_last"), "last_step": bindparam("b_last_step"),
-        "last_timestamp": bindparam("b_last_ts"), "min_value": bindparam("b_min"), "max_value": bindparam("b_max"),
-        "chunks": bindparam("b_chunks"), "tail_count": bindparam("b_tail"),
-    }
-    update_chunk = (
-        db.metric_chunks.update()
-        .where(
-            db.metric_chunks.c.run_id == bindparam("b_run"),
-            db.metric_chunks.c.key == bindparam("b_key"),
-            db.metric_chunks.c.seq == bindparam("b_seq"),
-        )
-        .values(_chunk_values)
-    )
-    insert_chunk = db.metric_chunks.insert().values(
-        run_id=bindparam("b_run"), key=bindparam("b_key"), seq=bindparam("b_seq"), **_chunk_values
-    )
-    update_summary = (
-        db.metrics.update()
-        .where(db.metrics.c.run_id == bindparam("b_run"), db.metrics.c.key == bindparam("b_key"))
-        .values(_summary_values)
-    )
-    insert_summary = db.metrics.insert().values(run_id=bindparam("b_run"), key=bindparam("b_key"), **_summary_values)
-
-
-class _Raw:
-    """A hot statement compiled once per dialect and run on the DBAPI cursor.
-
-    SQLAlchemy's per-call work (parameter processing, result set-up) costs ~70 µs a statement, more
-    than SQLite's own work for these small writes; run creation does ~8 of them. Only for statements
-    whose parameters need no type conversion (numbers, text, bytes).
-    """
-
-    def __init__(self, stmt: Any, dialect: Any) -> None:
-        compiled = stmt.compile(dialect=dialect)
-        self.sql = str(compiled)
-        self.names: tuple[str, ...] | None = tuple(compiled.positiontup) if compiled.positional else None
-        if "POSTCOMPILE" in self.sql or any(v is not None for v in compiled.params.values()):
-            raise TypeError("_Raw takes statements whose every parameter comes from the rows")
-
-    def run(self, conn: Connection, rows: list[dict[str, Any]]) -> int:
-        params = [tuple(row[n] for n in self.names) for row in rows] if self.names is not None else rows
-        cursor = conn.connection.cursor()
-        try:
-            if len(params) == 1:
-                cursor.execute(self.sql, params[0])
-            else:
-                cursor.executemany(self.sql, params)
-            return int(cursor.rowcount)
-        finally:
-            cursor.close()
-
-
-_live_stores: weakref.WeakSet[SqlStore] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    # A forked child must not share the parent's database connections.
-    for store in list(_live_stores):
-        store._engine.dispose(close=False)
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-@contextmanager
-def _gc_paused(pause: bool) -> Iterator[None]:
-    """Loading many runs creates millions of small objects that the cyclic garbage collector would scan
-    again and again (none of them form cycles): pause it meanwhile."""
-    import gc
-
-    if not pause or not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 _decoded: dict[str, Any] = {}
@@ -239,26 +77,9 @@ def _decode_param(value: str) -> Any:
     return decoded
 
 
-def _json_list(value: Any) -> list[Any]:
-    """A JSON array aggregate's value: text on SQLite, already decoded by psycopg on PostgreSQL."""
-    return value if isinstance(value, list) else json.loads(value)
-
-
-def _lower(value: Any) -> Any:
-    return value.lower() if isinstance(value, str) else value
-
-
 def _sweep_of(owner: str) -> str:
     """Claim owners are "<sweep id>/<host>/<pid>": workers of one sweep share the first part."""
     return owner.split("/", 1)[0]
-
-
-def _nan_to_none(value: float) -> float | None:
-    return None if value != value else value
-
-
-def _none_to_nan(value: float | None) -> float:
-    return math.nan if value is None else float(value)
 
 
 def _param_num(value: Any) -> float | None:
@@ -274,73 +95,25 @@ class SqlStore(Store):
         self._blobs = LocalBlobStore(artifact_root)
         self._experiments: dict[str, Experiment] = {}
         try:
-            self._engine = self._make_engine(url, busy_timeout)
+            self._engine = make_engine(url, busy_timeout)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StoreError(f"cannot open store {self.display_url}: {exc}") from exc
         self.dialect = self._engine.dialect.name
-        # The driver's own error class: a few hot paths talk to the driver directly (see _Raw, _on_begin).
+        # The driver's own error class: a few hot paths talk to the driver directly (see store.engine).
         self._driver_error: type[Exception] = self._engine.dialect.loaded_dbapi.Error
-        self._raws: dict[int, _Raw] = {}
+        self._raws: dict[int, RawStatement] = {}
         self._maintained = 0.0
         self._local = threading.local()  # each thread's write connection (see _write)
         self._connections: list[tuple[int, Connection]] = []  # (pid that opened it, connection)
         self._connections_lock = threading.Lock()
-        _live_stores.add(self)
         self._ensure_schema()
 
     @property
     def display_url(self) -> str:
         """The URL with any password hidden: safe to print and log."""
-        try:
-            return make_url(self.url).render_as_string(hide_password=True)
-        except Exception:  # an unparsable URL has no password we can find; show only its scheme
-            return self.url.split("://", 1)[0] + "://…"
+        return display_url(self.url)
 
     # -- engine and transactions ---------------------------------------------------------------
-
-    @staticmethod
-    def _make_engine(url: str, busy_timeout: float) -> Engine:
-        if url.startswith("sqlite"):
-            engine = create_engine(
-                url, connect_args={"timeout": busy_timeout, "check_same_thread": False}
-            )
-            busy_ms = int(busy_timeout * 1000)
-
-            @event.listens_for(engine, "connect")
-            def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-                dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see _on_begin)
-                cursor = dbapi_conn.cursor()
-                cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
-                for attempt in range(50):
-                    try:
-                        cursor.execute("PRAGMA journal_mode = WAL")
-                        break
-                    except Exception:  # switching to WAL needs a moment alone with the file
-                        if attempt == 49:
-                            raise
-                        time.sleep(0.05)
-                cursor.execute("PRAGMA synchronous = NORMAL")
-                # Checkpoints (which fsync) are run by the background writer (see maintain); this higher
-                # threshold only keeps the WAL bounded if no writer runs, and keeps fsyncs off commits.
-                cursor.execute(f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT_PAGES}")
-                cursor.execute("PRAGMA foreign_keys = ON")
-                # Searches over many runs hop between index pages: a bigger page cache (grown only as
-                # pages are read) and memory-mapped reads keep the second query from going to the file.
-                cursor.execute("PRAGMA cache_size = -65536")
-                cursor.execute("PRAGMA mmap_size = 268435456")
-                cursor.execute("PRAGMA case_sensitive_like = ON")  # LIKE as on PostgreSQL; ILIKE folds case
-                # SQLite's own lower() folds ASCII only; ILIKE must fold "Ü" as PostgreSQL does.
-                dbapi_conn.create_function("lower", 1, _lower, deterministic=True)
-                cursor.close()
-
-            @event.listens_for(engine, "begin")
-            def _on_begin(conn: Connection) -> None:
-                write = conn.get_execution_options().get("labtrack_write", False)
-                # Straight to the driver: this runs for every transaction.
-                conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")  # type: ignore[union-attr]
-
-            return engine
-        return create_engine(url, pool_pre_ping=True)
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -379,35 +152,18 @@ class SqlStore(Store):
 
     # -- schema --------------------------------------------------------------------------------
 
-    def _read_revision(self) -> tuple[bool, str | None]:
-        """(whether the schema exists, its revision)."""
-        with self._read() as conn:
-            if not inspect(conn).has_table("alembic_version"):
-                return False, None
-            return True, conn.execute(select(alembic_version.c.version_num)).scalar()
-
     def _ensure_schema(self) -> None:
-        exists, revision = self._read_revision()
+        with self._read() as conn:
+            exists, revision = read_revision(conn)
         if not exists:
-            revision = self._create_schema()
+            with self._write() as conn:
+                revision = create_schema(conn)
         if revision != SCHEMA_REVISION:
             raise SchemaOutdated(
                 f"store {self.display_url} has schema revision {revision or 'none'}, this labtrack uses "
                 f"{SCHEMA_REVISION}: run `labtrack db upgrade --store {self.display_url}` "
                 "(or upgrade labtrack if the store is newer)"
             )
-
-    def _create_schema(self) -> str:
-        """Create every table at the latest revision, exactly once however many processes race."""
-        with self._write() as conn:
-            if self.dialect == "postgresql":
-                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(72718281)")
-            if inspect(conn).has_table("alembic_version"):  # another process won the race
-                return str(conn.execute(select(alembic_version.c.version_num)).scalar())
-            db.metadata.create_all(conn)
-            _version_meta.create_all(conn)
-            conn.execute(alembic_version.insert().values(version_num=SCHEMA_REVISION))
-        return SCHEMA_REVISION
 
     def _writer_connection(self) -> Connection:
         local = self._local
@@ -457,10 +213,10 @@ class SqlStore(Store):
             pass  # a checkpoint is an optimisation; SQLite will checkpoint on its own
 
     def _fast(self, conn: Connection, stmt: Any, rows: list[dict[str, Any]]) -> int:
-        """Execute a prebuilt statement from ``_Q`` for ``rows`` (see ``_Raw``); returns the rowcount."""
+        """Execute a prebuilt statement from ``Q`` for ``rows`` (see ``RawStatement``); returns the rowcount."""
         raw = self._raws.get(id(stmt))
         if raw is None:
-            raw = self._raws[id(stmt)] = _Raw(stmt, self._engine.dialect)
+            raw = self._raws[id(stmt)] = RawStatement(stmt, self._engine.dialect)
         try:
             return raw.run(conn, rows)
         except self._engine.dialect.loaded_dbapi.IntegrityError as exc:
@@ -522,14 +278,14 @@ class SqlStore(Store):
             "note": run.note, "result": None, "frame_keys": None, "frame_values": None, "frame_numbers": None,
         }
         with self._write() as conn:
-            self._fast(conn, _Q.insert_run, [row])
+            self._fast(conn, Q.insert_run, [row])
             if run.params:
-                self._fast(conn, _Q.insert_params, self._param_rows(run.id, run.params))
+                self._fast(conn, Q.insert_params, self._param_rows(run.id, run.params))
             if run.tags:
-                self._fast(conn, _Q.insert_tags, [{"run_id": run.id, "key": k, "value": v} for k, v in run.tags.items()])
+                self._fast(conn, Q.insert_tags, [{"run_id": run.id, "key": k, "value": v} for k, v in run.tags.items()])
             if run.artifacts:
                 conn.execute(
-                    _Q.insert_artifacts,
+                    Q.insert_artifacts,
                     [{"run_id": run.id, "path": a.path, "sha256": a.sha256, "size": a.size} for a in run.artifacts],
                 )
 
@@ -580,32 +336,14 @@ class SqlStore(Store):
     ) -> dict[str, FrameRow]:
         """The frames of those of ``run_ids`` that have ended, or are ending now (``ending``: their end
         times), from their rows."""
-        ending = ending or {}
-        starts: dict[str, tuple[float, float | None]] = {}
-        params: dict[str, dict[str, str]] = {}
-        tags: dict[str, dict[str, str]] = {}
-        metrics: dict[str, dict[str, float]] = {}
-        for part, run_id, key, value, number, end in self._select_in(conn, _FRAME_PARTS_IN, run_ids):
-            if part == 0:
-                if run_id in ending or key != RunStatus.RUNNING:
-                    starts[run_id] = (number, ending.get(run_id, end))
-            elif part == 1:
-                params.setdefault(run_id, {})[key] = value
-            elif part == 2:
-                tags.setdefault(run_id, {})[key] = value
-            else:
-                metrics.setdefault(run_id, {})[key] = _none_to_nan(number)
-        return {
-            run_id: encode_frame(params.get(run_id, {}), tags.get(run_id, {}), metrics.get(run_id, {}), start, end)
-            for run_id, (start, end) in starts.items()
-        }
+        return build_frames(self._select_in(conn, FRAME_PARTS_IN, run_ids), ending or {})
 
     def _refresh_frames(self, conn: Connection, run_ids: Sequence[str]) -> int:
         """Rewrite the frames of those of ``run_ids`` that have ended (in the caller's write transaction);
         returns how many."""
         frames = self._frames(conn, run_ids)
         if frames:
-            self._fast(conn, _Q.set_frame, [
+            self._fast(conn, Q.set_frame, [
                 {"b_id": run_id, "b_keys": f.keys, "b_values": f.values, "b_numbers": f.numbers}
                 for run_id, f in frames.items()
             ])
@@ -615,21 +353,21 @@ class SqlStore(Store):
         """Records of ``ids`` (those that exist), keyed by id."""
         records: dict[str, RunRecord] = {}
         for (run_id, name, status, start, end, beat, host, pid, error, key, fingerprint, note, result,
-             experiment) in self._select_in(conn, _RUNS_IN, ids):
+             experiment) in self._select_in(conn, RUNS_IN, ids):
             records[run_id] = RunRecord(
                 id=run_id, experiment=experiment, status=_STATUSES[status], start_time=start, end_time=end,
                 heartbeat_time=beat, host=host, pid=pid, name=name, error=json.loads(error) if error else None,
                 run_key=key, env_fingerprint=fingerprint, note=note, result=json.loads(result) if result else None,
             )
         # Rows come ordered by key, so each record's dicts are sorted without sorting them.
-        for run_id, key, value in self._select_in(conn, _PARAMS_IN, ids):
+        for run_id, key, value in self._select_in(conn, PARAMS_IN, ids):
             records[run_id].params[key] = _decode_param(value)
-        for run_id, key, value in self._select_in(conn, _TAGS_IN, ids):
+        for run_id, key, value in self._select_in(conn, TAGS_IN, ids):
             records[run_id].tags[key] = value
-        for run_id, key, count, last, step, stamp, low, high in self._select_in(conn, _METRICS_IN, ids):
+        for run_id, key, count, last, step, stamp, low, high in self._select_in(conn, METRICS_IN, ids):
             records[run_id].metrics[key] = MetricSummary(
-                key=key, last=_none_to_nan(last), last_step=step, last_timestamp=stamp,
-                min=_none_to_nan(low), max=_none_to_nan(high), count=count,
+                key=key, last=none_to_nan(last), last_step=step, last_timestamp=stamp,
+                min=none_to_nan(low), max=none_to_nan(high), count=count,
             )
         return records
 
@@ -642,9 +380,9 @@ class SqlStore(Store):
 
     def get_runs(self, run_ids: Sequence[str]) -> list[RunRecord]:
         found: dict[str, RunRecord] = {}
-        with _gc_paused(len(run_ids) > 2_000), self._read() as conn:
-            for start in range(0, len(run_ids), _LOAD_BATCH):
-                found.update(self._records(conn, run_ids[start : start + _LOAD_BATCH]))
+        with gc_paused(len(run_ids) > 2_000), self._read() as conn:
+            for start in range(0, len(run_ids), ID_BATCH):
+                found.update(self._records(conn, run_ids[start : start + ID_BATCH]))
         return [found[i] for i in run_ids if i in found]
 
     def resolve_run_id(self, id_or_prefix: str) -> str:
@@ -686,62 +424,8 @@ class SqlStore(Store):
             return [row[0] for row in cursor.fetchall()] if cursor is not None else list(result.scalars().all())
 
     def run_table(self, run_ids: Sequence[str], search: Search | None = None) -> RunTable:
-        table = RunTable()
-        with _gc_paused(len(run_ids) > 2_000), self._read() as conn:
-            experiments = dict(conn.execute(select(db.experiments.c.id, db.experiments.c.name)).all())
-            for scope in self._frame_scopes(run_ids, search):
-                framed = and_(_FRAMED.c.frame_keys.is_not(None), _FRAMED.c.status != RunStatus.RUNNING.value, scope)
-                groups = conn.execute(select(_FRAMED.c.experiment_id, _FRAMED.c.frame_keys).where(framed).distinct()).all()
-                if len(groups) == 1:  # the usual case: one aggregate over the runs, no sorting them into groups
-                    rows = [(*groups[0], *conn.execute(self._frame_aggregates().where(framed)).one())]
-                else:
-                    rows = list(conn.execute(
-                        select(_FRAMED.c.experiment_id, _FRAMED.c.frame_keys, *self._frame_aggregates().selected_columns)
-                        .where(framed).group_by(_FRAMED.c.experiment_id, _FRAMED.c.frame_keys)
-                    )) if groups else []
-                for experiment, keys, ids, names, statuses, values, numbers in rows:
-                    table.add_group(
-                        experiments[experiment], keys, ids.split(","), _json_list(names), statuses.split(","), values,
-                        bytes(numbers),
-                    )
-        return table
-
-    def _frame_scopes(self, run_ids: Sequence[str], search: Search | None) -> list[Any]:
-        """Conditions on ``_FRAMED`` selecting the runs: by the search when there is one (a plain listing
-        of experiments, or the search as a subquery), else by batches of ids."""
-        if search is None:
-            return [_FRAMED.c.id.in_(list(run_ids[i : i + _LOAD_BATCH])) for i in range(0, len(run_ids), _LOAD_BATCH)]
-        if search.filter is None and search.run_key is None and search.max_results is None and not search.offset:
-            if search.experiments is None:
-                return [true()]
-            named = select(db.experiments.c.id).where(db.experiments.c.name.in_(list(search.experiments)))
-            return [_FRAMED.c.experiment_id.in_(named)]
-        found = search_query(
-            experiments=search.experiments, node=search.filter, order_by=search.order_by,
-            max_results=search.max_results, offset=search.offset, run_key=search.run_key,
-            stale_before=search.stale_before, dialect=self.dialect,
-        )
-        if search.max_results is None and not search.offset:
-            found = found.order_by(None).offset(None)  # the order is the caller's business
-        return [_FRAMED.c.id.in_(found)]
-
-    def _frame_aggregates(self) -> Any:
-        """SELECT, over the ended runs of one frame group: their ids and statuses joined by commas, names
-        as a JSON array, value arrays inside one JSON array, number buffers concatenated. Every aggregate
-        sees the rows in the same order."""
-        r = _FRAMED
-        numbers: Any
-        if self.dialect == "postgresql":
-            concat, names = func.string_agg, func.json_agg(r.c.name)
-            numbers = func.string_agg(r.c.frame_numbers, literal(b"", LargeBinary), type_=LargeBinary)
-        else:
-            concat, names = func.group_concat, func.json_group_array(r.c.name)
-            # group_concat joins blobs byte for byte (it takes their length, not up to a NUL); the cast
-            # keeps the result bytes. Exactness is tested with NaN, ±inf, subnormals and zeros.
-            numbers = cast(func.group_concat(r.c.frame_numbers, literal("")), LargeBinary)
-        values = literal("[", Text) + concat(r.c.frame_values, literal(","), type_=Text) + literal("]", Text)
-        return select(concat(r.c.id, literal(","), type_=Text), names, concat(r.c.status, literal(","), type_=Text),
-                      values, numbers)
+        with gc_paused(len(run_ids) > 2_000), self._read() as conn:
+            return read_frames(conn, self.dialect, run_ids, search)
 
     def fill_frames(self) -> int:
         """Write the frames of ended runs that have none (runs that ended before schema revision 0002);
@@ -775,7 +459,7 @@ class SqlStore(Store):
             if frame is None:
                 raise RunNotFound(f"no run with id {run_id!r} in store {self.display_url}")
             # The status and the frame in one statement: end_run is on every run's path.
-            self._fast(conn, _Q.end_run, [{
+            self._fast(conn, Q.end_run, [{
                 "b_id": run_id, "b_status": status.value, "b_end": end_time,
                 "b_error": json.dumps(dict(error)) if error else None,
                 "b_keys": frame.keys, "b_values": frame.values, "b_numbers": frame.numbers,
@@ -783,7 +467,7 @@ class SqlStore(Store):
 
     def heartbeat(self, run_id: str, now: float) -> None:
         with self._write() as conn:
-            self._fast(conn, _Q.heartbeat, [{"b_id": run_id, "b_now": now}])
+            self._fast(conn, Q.heartbeat, [{"b_id": run_id, "b_now": now}])
 
     def mark_crashed(self, run_id: str, observed_heartbeat: float | None) -> bool:
         with self._write() as conn:
@@ -878,67 +562,18 @@ class SqlStore(Store):
         tails: dict[str, Chunk] = {}
         for start in range(0, len(lookup), _IN_BATCH):
             part = lookup[start : start + _IN_BATCH]
-            rows = conn.execute(_Q.summaries, {"b_run": run_id, "b_keys": part}).all()
+            rows = conn.execute(Q.summaries, {"b_run": run_id, "b_keys": part}).all()
             existing.update((r.key, r) for r in rows)
             small = [r.key for r in rows if r.tail_count < TAIL_MERGE_BELOW]
             if small:
-                tail_rows = conn.execute(_Q.tails, {"b_run": run_id, "b_keys": small})
+                tail_rows = conn.execute(Q.tails, {"b_run": run_id, "b_keys": small})
                 tails.update((t.key, unpack(t.step_data, t.time_data, t.value_data)) for t in tail_rows)
 
-        new_summaries: list[dict[str, Any]] = []
-        old_summaries: list[dict[str, Any]] = []
-        chunk_inserts: list[dict[str, Any]] = []
-        chunk_updates: list[dict[str, Any]] = []
-        for key in keys:
-            chunk = chunks[key]
-            row = existing.get(key)
-            summary = Summary()
-            seq = 0
-            if row is not None:
-                summary = Summary(
-                    count=row._mapping["count"],
-                    last=_none_to_nan(row.last_value),
-                    last_step=row.last_step,
-                    last_timestamp=row.last_timestamp,
-                    min=_none_to_nan(row.min_value),
-                    max=_none_to_nan(row.max_value),
-                )
-                seq = row.chunks
-            summary.merge(chunk.steps, chunk.timestamps, chunk.values)
-            combined = chunk
-            rewrite_tail = key in tails
-            if rewrite_tail:
-                combined = tails[key]
-                combined.extend(chunk)
-                seq -= 1
-            pieces = [
-                Chunk(combined.steps[i : i + CHUNK_MAX], combined.timestamps[i : i + CHUNK_MAX], combined.values[i : i + CHUNK_MAX])
-                for i in range(0, len(combined), CHUNK_MAX)
-            ]
-            for n, piece in enumerate(pieces):
-                steps_b, ts_b, values_b = pack(piece)
-                item = {
-                    "b_run": run_id, "b_key": key, "b_seq": seq + n, "b_count": len(piece),
-                    "b_step_min": min(piece.steps), "b_step_max": max(piece.steps),
-                    "b_steps": steps_b, "b_timestamps": ts_b, "b_values": values_b,
-                }
-                (chunk_updates if rewrite_tail and n == 0 else chunk_inserts).append(item)
-            values = {
-                "b_run": run_id, "b_key": key, "b_count": summary.count, "b_last": _nan_to_none(summary.last),
-                "b_last_step": summary.last_step, "b_last_ts": summary.last_timestamp,
-                "b_min": _nan_to_none(summary.min), "b_max": _nan_to_none(summary.max),
-                "b_chunks": seq + len(pieces), "b_tail": len(pieces[-1]),
-            }
-            (old_summaries if row is not None else new_summaries).append(values)
-
-        if chunk_updates:
-            self._fast(conn, _Q.update_chunk, chunk_updates)
-        if chunk_inserts:
-            self._fast(conn, _Q.insert_chunk, chunk_inserts)
-        if old_summaries:
-            self._fast(conn, _Q.update_summary, old_summaries)
-        if new_summaries:
-            self._fast(conn, _Q.insert_summary, new_summaries)
+        writes = plan_writes(run_id, {k: chunks[k] for k in keys}, existing, tails)
+        for stmt, planned in ((Q.update_chunk, writes.chunk_updates), (Q.insert_chunk, writes.chunk_inserts),
+                              (Q.update_summary, writes.summary_updates), (Q.insert_summary, writes.summary_inserts)):
+            if planned:
+                self._fast(conn, stmt, planned)
         return status
 
     def get_metric_history(self, run_id: str, key: str) -> MetricHistory:
@@ -1106,37 +741,3 @@ class SqlStore(Store):
         with self._write() as conn:
             if conn.execute(db.runs.update().where(db.runs.c.id == run_id).values(values)).rowcount == 0:
                 raise RunNotFound(f"no run with id {run_id!r} in store {self.display_url}")
-
-
-
-def upgrade_schema(url: str) -> tuple[str | None, str]:
-    """Run the Alembic migrations on the database at ``url`` up to the head revision."""
-    from alembic import command
-    from alembic.config import Config
-    from alembic.util import CommandError
-
-    display = SqlStore.__new__(SqlStore)
-    display.url = url
-    try:
-        engine = SqlStore._make_engine(url, 60.0)
-        with engine.connect() as conn:
-            conn.execution_options(labtrack_write=True)
-            with conn.begin():
-                if engine.dialect.name == "postgresql":
-                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(72718281)")
-                before = None
-                if inspect(conn).has_table("alembic_version"):
-                    before = conn.execute(select(alembic_version.c.version_num)).scalar()
-                config = Config()
-                config.set_main_option("script_location", os.path.join(os.path.dirname(__file__), "migrations"))
-                config.attributes["connection"] = conn
-                command.upgrade(config, "head")
-                after = conn.execute(select(alembic_version.c.version_num)).scalar()
-        engine.dispose()
-    except SQLAlchemyError as exc:
-        raise StoreError(f"cannot upgrade store {display.display_url}: {getattr(exc, 'orig', exc)}") from exc
-    except CommandError as exc:  # e.g. a revision this labtrack does not know: the store is newer
-        raise StoreError(
-            f"cannot upgrade store {display.display_url}: {exc}; it was made by a newer labtrack — upgrade labtrack"
-        ) from exc
-    return before, str(after)
