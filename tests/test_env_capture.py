@@ -146,6 +146,28 @@ def test_the_entry_script_is_hashed(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert entry2["sha256"] == hashlib.sha256(script.read_bytes()).hexdigest() != entry["sha256"]
 
 
+def test_allowlisted_variables_follow_changes_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    opts = CaptureOptions(sections=frozenset({"process"}), extra_env_vars=("MY_SPLIT",))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("MY_SPLIT", raising=False)
+    before = capture(opts).environment.snapshot["process"]["env"]
+    assert "CUDA_VISIBLE_DEVICES" not in before and "MY_SPLIT" not in before
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,0")
+    monkeypatch.setenv("MY_SPLIT", "val")
+    after = capture(opts).environment.snapshot["process"]["env"]
+    assert after["CUDA_VISIBLE_DEVICES"] == "1,0" and after["MY_SPLIT"] == "val"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert capture(opts).environment.snapshot["process"]["env"]["CUDA_VISIBLE_DEVICES"] == "0"
+    assert list(after) == sorted(after)
+
+
+@pytest.mark.parametrize("argv0", ["", "-c", "-m", "no/such/script.py", "."])
+def test_a_run_without_an_entry_script_records_what_started_it(argv0: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", [argv0])
+    entry = capture(CaptureOptions(sections=frozenset({"process"}))).environment.snapshot["process"]["entry"]
+    assert entry == {"kind": argv0 if argv0 in ("-c", "-m") else "interactive"}
+
+
 def _python(code: str) -> str:
     return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
 

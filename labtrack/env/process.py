@@ -10,6 +10,7 @@ Every recorded value and argument still passes through :mod:`labtrack.core.redac
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from typing import Any
 
@@ -39,13 +40,13 @@ _start_time: float | None = None
 def _entry(argv0: str) -> dict[str, Any]:
     if argv0 in ("-c", "-m"):
         return {"kind": argv0}
-    if not argv0 or not os.path.isfile(argv0):
+    try:
+        st = os.stat(argv0) if argv0 else None
+    except (OSError, ValueError):
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode):
         return {"kind": "interactive"}
     path = os.path.abspath(argv0)
-    try:
-        st = os.stat(path)
-    except OSError:
-        return {"path": path, "sha256": None, "size": None}
     return {"path": path, "sha256": sha256_file(path, st), "size": st.st_size}
 
 
@@ -74,12 +75,27 @@ def process_start_time() -> float | None:
 _ALLOWED = frozenset(ENV_ALLOWLIST)
 
 
+def _set_names(wanted: frozenset[str]) -> list[str]:
+    """Which of ``wanted`` are set in the environment. This runs for every run: looking up each absent
+    name costs an exception, and ``os.environ.keys()`` decodes every key, so on POSIX the names are
+    matched against the environment's raw bytes in one set operation."""
+    raw = getattr(os.environ, "_data", None)
+    encode = getattr(os.environ, "encodekey", None)
+    if isinstance(raw, dict) and encode is not None and os.name == "posix":
+        encoded = _encoded.get(wanted)
+        if encoded is None:
+            encoded = _encoded[wanted] = {encode(name): name for name in wanted}
+        return sorted(encoded[key] for key in raw.keys() & encoded.keys())
+    return sorted(wanted.intersection(os.environ.keys()))
+
+
+_encoded: dict[frozenset[str], dict[Any, str]] = {}
+
+
 def _env(extra: tuple[str, ...]) -> dict[str, str]:
-    # The variables set are found from the environment's keys: looking up each absent name costs an
-    # exception, and this runs for every run.
     wanted = _ALLOWED.union(extra) if extra else _ALLOWED
     out: dict[str, str] = {}
-    for name in sorted(wanted.intersection(os.environ.keys())):
+    for name in _set_names(wanted):
         value = os.environ.get(name)
         if value is not None:
             out[name] = REDACTED if is_secret_name(name) else redact_text(value)

@@ -65,7 +65,7 @@ def plan_writes(run_id: str, chunks: Mapping[str, Chunk], existing: Mapping[str,
             combined = tails[key]
             combined.extend(chunk)
             seq -= 1
-        pieces = [
+        pieces = [combined] if len(combined) <= CHUNK_MAX else [  # the usual case: a flush fits in one chunk
             Chunk(combined.steps[i : i + CHUNK_MAX], combined.timestamps[i : i + CHUNK_MAX],
                   combined.values[i : i + CHUNK_MAX])
             for i in range(0, len(combined), CHUNK_MAX)
