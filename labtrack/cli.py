@@ -128,13 +128,16 @@ def runs(experiment: str | None, sort: tuple[str, ...], filter_: str | None, key
     more = limit is not None and len(found) > limit
     if more:
         del found[limit:]
+    more = more and bool(limit)
     if group_by:
-        groups = compare.group(found, _split(group_by), _split(columns) if columns else None)
+        grouping = compare.group(found, _split(group_by), _split(columns) if columns else None)
         if as_json:
             _print_json([{"group": list(g.key), "runs": g.runs,
-                          "metrics": {k: vars(v) for k, v in g.metrics.items()}} for g in groups])
+                          "metrics": {k: vars(v) for k, v in g.metrics.items()}} for g in grouping.groups])
         else:
-            render.groups(groups, _split(group_by), title=f"runs of {experiment} by {group_by}" if experiment else None)
+            render.groups(grouping, title=f"runs of {experiment} by {group_by}" if experiment else None)
+            if more:
+                render.note(f"(over the newest {limit} matching runs only; without --limit, over all of them)")
         return
     if columns:
         fields = [parse_field(name) for name in _split(columns)]

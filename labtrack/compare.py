@@ -10,7 +10,7 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
-from labtrack.core.aggregate import Group, group_runs
+from labtrack.core.aggregate import Grouping, group_runs
 from labtrack.core.diff import RunDiff, RunView, diff_runs
 from labtrack.core.errors import InvalidInput
 from labtrack.core.filters import Field, parse_field
@@ -78,13 +78,14 @@ def column_values(run: Run, field: Field) -> Any:
                        field="columns")
 
 
-def group(runs: Sequence[Run], by: Sequence[str], metrics: Sequence[str] | None = None) -> list[Group]:
+def group(runs: Sequence[Run], by: Sequence[str], metrics: Sequence[str] | None = None) -> Grouping:
     """Group runs by the values of ``by`` (e.g. ["params.lr"]) and summarise metrics as mean ± std (n).
 
     ``metrics`` names what to summarise — ``acc``, ``metrics.acc`` or an aggregate such as
     ``metrics.loss.min`` — and defaults to the last value of every metric the runs logged.
     """
     fields = [parse_field(name) for name in by]
+    logged = sorted({k for run in runs for k in run.record.metrics})
     if metrics:
         summarised = []
         for name in metrics:
@@ -92,9 +93,12 @@ def group(runs: Sequence[Run], by: Sequence[str], metrics: Sequence[str] | None 
                 raise InvalidInput(f"{name} cannot be averaged over a group; name metrics, e.g. metrics.acc or "
                                    "metrics.loss.min (group by it with --group-by instead)", field="columns")
             summarised.append(parse_field(name if name.startswith("metrics.") else f"metrics.{name}"))
+        unknown = [str(f) for f in summarised if f.key not in logged]
+        if runs and unknown:
+            raise InvalidInput(f"no run here logged {', '.join(unknown)}; the runs logged: "
+                               f"{', '.join(logged) or 'no metrics'}", field="columns")
     else:
-        keys = sorted({k for run in runs for k in run.record.metrics})
-        summarised = [Field("metrics", k) for k in keys]
+        summarised = [Field("metrics", k) for k in logged]
     rows = []
     for run in runs:
         row: dict[str, Any] = {str(f): column_values(run, f) for f in fields}
@@ -103,4 +107,5 @@ def group(runs: Sequence[Run], by: Sequence[str], metrics: Sequence[str] | None 
             if value is not None:
                 row[str(f)] = value
         rows.append(row)
-    return group_runs(rows, [str(f) for f in fields], [str(f) for f in summarised])
+    names = [str(f) for f in summarised]
+    return Grouping([str(f) for f in fields], names, group_runs(rows, [str(f) for f in fields], names))

@@ -95,12 +95,11 @@ def _width(header: str, cells: Sequence[Any]) -> int:
 
 
 def _fitting(columns: Sequence[tuple[str, str, list[Any]]], budget: int) -> list[tuple[str, str, list[Any]]]:
-    """The leading (header, style, cells) columns that fit in ``budget`` terminal columns, never fewer than one
-    (a terminal too narrow for one column still gets it, folded)."""
+    """The leading (header, style, cells) columns that fit whole in ``budget`` terminal columns."""
     shown: list[tuple[str, str, list[Any]]] = []
     for column in columns:
         cost = _width(column[0], column[2])
-        if cost > budget and shown:
+        if cost > budget:
             break
         shown.append(column)
         budget -= cost
@@ -314,18 +313,21 @@ def columns(found: Sequence[Run], names: Sequence[str], values: dict[str, dict[s
     _out.print(table)
 
 
-def groups(found: Sequence[Any], by: Sequence[str], title: str | None = None) -> None:
-    """One row per group: the grouped-by values, the number of runs, then each metric's mean ± std as many
-    as the terminal fits (a mean and its spread are never broken over two lines)."""
+_FOLDED_MIN = 12  # columns a folded group-by value keeps when the terminal is narrow
+
+
+def groups(grouping: Any, title: str | None = None) -> None:
+    """One row per group: the grouped-by values, the number of runs, then each metric's mean ± std, as many
+    as the terminal fits. A mean and its spread are never cut or broken over two lines; long grouped-by
+    values fold instead."""
+    found, by = grouping.groups, grouping.by
     if not found:
         note("No runs found.")
         return
-    metric_names = list(dict.fromkeys(k for g in found for k in g.metrics))
-    fixed = [(name, "magenta", ["" if g.key[i] is None else fmt_value(g.key[i], 5) for g in found])
-             for i, name in enumerate(by)]
-    fixed.append(("runs", "", [str(g.runs) for g in found]))
+    keys = [(name, ["" if g.key[i] is None else fmt_value(g.key[i], 5) for g in found]) for i, name in enumerate(by)]
+    counts = [str(g.runs) for g in found]
     summaries = []
-    for name in metric_names:
+    for name in grouping.metrics:
         cells = []
         for g in found:
             stats = g.metrics.get(name)
@@ -335,12 +337,19 @@ def groups(found: Sequence[Any], by: Sequence[str], title: str | None = None) ->
             spread = f" ± {stats.std:.2g}" if stats.n > 1 else ""  # one run has no spread to show
             cells.append(f"{stats.mean:.4g}{spread}" + (f" (n={stats.n})" if stats.n != g.runs else ""))
         summaries.append((name.removeprefix("metrics.") + "\nmean ± std", "cyan", cells))
-    shown = _fitting(summaries, _out.width - sum(_width(h, c) for h, _, c in fixed) - 1)
+    key_widths = [_width(name, cells) for name, cells in keys]
+    # The grouped-by values may fold down to _FOLDED_MIN each; what they would take beyond that goes to
+    # metric columns only if those fit whole.
+    budget = _out.width - 1 - _width("runs", counts) - sum(min(w, _FOLDED_MIN) for w in key_widths)
+    shown = _fitting(summaries, budget)
     table = Table(title=title or f"runs grouped by {', '.join(by)}", title_justify="left")
-    for header, style, _ in fixed + shown:
-        table.add_column(header, style=style or None, justify="right", no_wrap=True)
+    for name, _ in keys:
+        table.add_column(name, style="magenta", justify="right", overflow="fold", min_width=min(len(name), 8))
+    table.add_column("runs", justify="right", no_wrap=True, min_width=_width("runs", counts) - 3)
+    for header, style, cells in shown:
+        table.add_column(header, style=style, justify="right", no_wrap=True, min_width=_width(header, cells) - 3)
     for i in range(len(found)):
-        table.add_row(*[cells[i] for _, _, cells in fixed + shown])
+        table.add_row(*[cells[i] for _, cells in keys], counts[i], *[cells[i] for _, _, cells in shown])
     _out.print(table)
     if len(shown) < len(summaries):
         hidden = ", ".join(h.split("\n")[0] for h, _, _ in summaries[len(shown):])

@@ -219,18 +219,77 @@ def test_a_listing_cut_at_its_limit_says_how_to_see_more(store: str) -> None:
     assert whole.exit_code == 0 and "shown" not in whole.output and whole.output.count("FINISHED") == 7
 
 
-def test_group_by_table_keeps_each_mean_and_std_on_one_line(store: str, seeded: dict[tuple[float, int], str]) -> None:
+def narrow(store: str, *args: str, columns: int = 70) -> Result:
+    return CliRunner().invoke(main, ["--store", store, *args], catch_exceptions=False, env={"COLUMNS": str(columns)})
+
+
+def test_group_by_table_keeps_each_mean_and_std_whole_and_names_what_did_not_fit(
+    store: str, seeded: dict[tuple[float, int], str]
+) -> None:
     # One more run with more metrics makes the table wider than the terminal.
     with lt.start_run("mnist", params={"lr": 0.1, "seed": 9, "epochs": 3}, store=store) as run:
         run.log_metrics({"acc": 0.5, "precision": 0.123456, "recall": 0.654321, "f1_score": 0.5, "kappa": 0.25})
-    result = CliRunner().invoke(main, ["--store", store, "runs", "mnist", "--group-by", "params.lr"],
-                                catch_exceptions=False, env={"COLUMNS": "70"})
+    result = narrow(store, "runs", "mnist", "--group-by", "params.lr")
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
-    assert all(len(line) <= 70 for line in lines), result.output
-    accs = [acc_of(0.01, s) for s in SEEDS]
-    assert f"{statistics.mean(accs):.4g} ± {statistics.stdev(accs):.2g}" in result.output
-    assert "not shown for width" in result.output and "--columns" in result.output
+    assert "…" not in result.output
+    for lr in (0.01, 0.001):
+        accs = [acc_of(lr, s) for s in SEEDS]
+        assert f"│ {statistics.mean(accs):.4g} ± {statistics.stdev(accs):.2g} │" in result.output
+    counts = [line.split("│")[2].strip() for line in result.output.splitlines() if line.startswith("│")]
+    assert sorted(counts) == ["3", "3", "4"]  # the runs column, whole, on every row
+    header, _, note = result.output.partition("not shown for width: ")
+    hidden = note.split(";")[0].replace("\n", " ").split(", ")
+    assert hidden and all(name not in header for name in hidden)
+    assert {"acc", "f1_score", "kappa", "loss", "precision", "recall"} - set(hidden) <= set(header.split())
+
+
+def test_group_by_folds_a_long_grouped_value_rather_than_cut_the_numbers(store: str) -> None:
+    arch = "resnet50-with-a-very-long-architecture-description"
+    for seed in range(3):
+        with lt.start_run("long", params={"arch": arch, "seed": seed}, store=store) as run:
+            run.log_metrics({"acc": 0.9 + seed / 100, "loss": 0.1})
+    result = narrow(store, "runs", "long", "--group-by", "params.arch")
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    assert "0.91 ± 0.01" in result.output and "0.1 ± 0" in result.output
+    rows = [line.split("│") for line in result.output.splitlines() if line.startswith("│")]
+    assert "".join(row[1].strip() for row in rows) == arch  # folded over several lines, every character kept
+    assert [row[2].strip() for row in rows if row[2].strip()] == ["3"]
+
+
+def test_group_by_columns_follow_the_metric_names_not_the_first_group(store: str) -> None:
+    with lt.start_run("order", params={"lr": 0.1}, store=store) as run:
+        run.log_metrics({"b_metric": 1.0})
+    with lt.start_run("order", params={"lr": 0.2}, store=store) as run:
+        run.log_metrics({"a_metric": 2.0, "b_metric": 3.0})
+    default = invoke(store, "runs", "order", "--group-by", "params.lr").output
+    assert default.index("a_metric") < default.index("b_metric")
+    chosen = invoke(store, "runs", "order", "--group-by", "params.lr", "--columns", "b_metric,a_metric").output
+    assert chosen.index("b_metric") < chosen.index("a_metric")
+
+
+def test_group_by_refuses_a_metric_no_run_logged(store: str, seeded: Any) -> None:
+    result = invoke(store, "runs", "mnist", "--group-by", "params.lr", "--columns", "acc,acc_typo")
+    assert result.exit_code == 1
+    assert "no run here logged metrics.acc_typo" in result.output and "acc, loss" in result.output
+
+
+def test_group_by_over_the_newest_runs_only_says_so(store: str, seeded: Any) -> None:
+    result = invoke(store, "runs", "mnist", "--group-by", "params.lr", "--limit", "4")
+    assert result.exit_code == 0
+    assert "over the newest 4 matching runs only" in result.output
+    assert "newest" not in invoke(store, "runs", "mnist", "--group-by", "params.lr").output
+
+
+def test_a_narrow_terminal_hides_optional_columns_and_keeps_the_run_id_whole(store: str, seeded: Any) -> None:
+    with lt.start_run("mnist", params={"lr": 0.5, "optimizer": "adamw-with-decoupled-weight-decay"}, store=store):
+        pass
+    result = narrow(store, "runs", "mnist", columns=60)
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("│")]
+    assert len(rows) == len(seeded) + 1 and all(len(row.split("│")[1].strip()) == 8 for row in rows)
+    assert "not shown for width" in result.output and "optimizer" in result.output
 
 
 # -- compare ---------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 
 from labtrack.core.identity import canonical_json
 
-__all__ = ["Group", "MetricStats", "group_runs"]
+__all__ = ["Group", "Grouping", "MetricStats", "group_runs"]
 
 
 @dataclass(frozen=True)
@@ -35,14 +35,25 @@ class Group:
     metrics: dict[str, MetricStats]
 
 
+@dataclass(frozen=True)
+class Grouping:
+    """Groups of runs, with the fields they are grouped by and the metrics summarised, in display order."""
+
+    by: list[str]
+    metrics: list[str]
+    groups: list[Group]
+
+
 def _stats(values: list[float]) -> MetricStats | None:
     finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     if not finite:
         return None
-    n = len(finite)
-    mean = sum(finite) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in finite) / (n - 1)) if n > 1 else 0.0
-    return MetricStats(n, mean, std, min(finite), max(finite))
+    n, low, high = len(finite), min(finite), max(finite)
+    if low == high:  # repeated runs that agree exactly: no spread, not a rounding error's worth of one
+        return MetricStats(n, low, 0.0, low, high)
+    mean = math.fsum(finite) / n
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in finite) / (n - 1)) if n > 1 else 0.0
+    return MetricStats(n, mean, std, low, high)
 
 
 def group_runs(rows: Sequence[dict[str, Any]], by: Sequence[str], metrics: Sequence[str]) -> list[Group]:
