@@ -128,7 +128,6 @@ def runs(experiment: str | None, sort: tuple[str, ...], filter_: str | None, key
     more = limit is not None and len(found) > limit
     if more:
         del found[limit:]
-    more = more and bool(limit)
     if group_by:
         grouping = compare.group(found, _split(group_by), _split(columns) if columns else None)
         if as_json:
@@ -136,7 +135,7 @@ def runs(experiment: str | None, sort: tuple[str, ...], filter_: str | None, key
                           "metrics": {k: vars(v) for k, v in g.metrics.items()}} for g in grouping.groups])
         else:
             render.groups(grouping, title=f"runs of {experiment} by {group_by}" if experiment else None)
-            if more:
+            if more and limit:
                 render.note(f"(over the newest {limit} matching runs only; without --limit, over all of them)")
         return
     if columns:
@@ -151,7 +150,7 @@ def runs(experiment: str | None, sort: tuple[str, ...], filter_: str | None, key
     else:
         lead = [term.key for term in parse_order_by(list(sort)) if term.kind == "metrics"]
         render.runs(found, title=f"runs of {experiment}" if experiment else "runs", lead=lead)
-    if more and not as_json:
+    if more and limit and not as_json:
         render.note(f"(the first {limit} shown; --limit N and --offset N show more)")
 
 

@@ -13,13 +13,11 @@ from typing import Any
 from labtrack.core.aggregate import Grouping, group_runs
 from labtrack.core.diff import RunDiff, RunView, diff_runs
 from labtrack.core.errors import InvalidInput
-from labtrack.core.filters import Field, parse_field
+from labtrack.core.filters import FIELD_KINDS, Field, parse_field
 from labtrack.run import Run
 from labtrack.tracking import run_of
 
 __all__ = ["column_values", "diff", "group", "run_view"]
-
-_NOT_METRICS = {"params", "tags", "attributes", "env"}
 
 
 def run_view(run: Run) -> RunView:
@@ -85,11 +83,12 @@ def group(runs: Sequence[Run], by: Sequence[str], metrics: Sequence[str] | None 
     ``metrics.loss.min`` — and defaults to the last value of every metric the runs logged.
     """
     fields = [parse_field(name) for name in by]
+    by_names = [str(f) for f in fields]
     logged = sorted({k for run in runs for k in run.record.metrics})
     if metrics:
         summarised = []
         for name in metrics:
-            if name.split(".", 1)[0] in _NOT_METRICS:
+            if name.split(".", 1)[0] in FIELD_KINDS and not name.startswith("metrics."):
                 raise InvalidInput(f"{name} cannot be averaged over a group; name metrics, e.g. metrics.acc or "
                                    "metrics.loss.min (group by it with --group-by instead)", field="columns")
             summarised.append(parse_field(name if name.startswith("metrics.") else f"metrics.{name}"))
@@ -101,11 +100,11 @@ def group(runs: Sequence[Run], by: Sequence[str], metrics: Sequence[str] | None 
         summarised = [Field("metrics", k) for k in logged]
     rows = []
     for run in runs:
-        row: dict[str, Any] = {str(f): column_values(run, f) for f in fields}
+        row: dict[str, Any] = {name: column_values(run, f) for name, f in zip(by_names, fields)}
         for f in summarised:
             value = column_values(run, f)
             if value is not None:
                 row[str(f)] = value
         rows.append(row)
     names = [str(f) for f in summarised]
-    return Grouping([str(f) for f in fields], names, group_runs(rows, [str(f) for f in fields], names))
+    return Grouping(by_names, names, group_runs(rows, by_names, names))

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from labtrack.core.aggregate import Grouping
 from labtrack.core.model import Experiment, RunStatus
 
 if TYPE_CHECKING:
@@ -88,10 +89,14 @@ def _union_keys(dicts: Sequence[dict[str, Any]]) -> list[str]:
     return list(keys)
 
 
+def _content_width(header: str, cells: Sequence[Any]) -> int:
+    """The widest line of a column: a line of its header or a cell."""
+    return max([len(line) for line in header.splitlines() or [""]] + [len(str(c)) for c in cells])
+
+
 def _width(header: str, cells: Sequence[Any]) -> int:
-    """Columns a table column takes: its widest line, plus borders and padding."""
-    lines = header.splitlines() or [""]
-    return max([len(line) for line in lines] + [len(str(c)) for c in cells]) + 3
+    """Terminal columns a table column takes: its content plus borders and padding."""
+    return _content_width(header, cells) + 3
 
 
 def _fitting(columns: Sequence[tuple[str, str, list[Any]]], budget: int) -> list[tuple[str, str, list[Any]]]:
@@ -316,7 +321,7 @@ def columns(found: Sequence[Run], names: Sequence[str], values: dict[str, dict[s
 _FOLDED_MIN = 12  # columns a folded group-by value keeps when the terminal is narrow
 
 
-def groups(grouping: Any, title: str | None = None) -> None:
+def groups(grouping: Grouping, title: str | None = None) -> None:
     """One row per group: the grouped-by values, the number of runs, then each metric's mean ± std, as many
     as the terminal fits. A mean and its spread are never cut or broken over two lines; long grouped-by
     values fold instead."""
@@ -345,9 +350,9 @@ def groups(grouping: Any, title: str | None = None) -> None:
     table = Table(title=title or f"runs grouped by {', '.join(by)}", title_justify="left")
     for name, _ in keys:
         table.add_column(name, style="magenta", justify="right", overflow="fold", min_width=min(len(name), 8))
-    table.add_column("runs", justify="right", no_wrap=True, min_width=_width("runs", counts) - 3)
+    table.add_column("runs", justify="right", no_wrap=True, min_width=_content_width("runs", counts))
     for header, style, cells in shown:
-        table.add_column(header, style=style, justify="right", no_wrap=True, min_width=_width(header, cells) - 3)
+        table.add_column(header, style=style, justify="right", no_wrap=True, min_width=_content_width(header, cells))
     for i in range(len(found)):
         table.add_row(*[cells[i] for _, cells in keys], counts[i], *[cells[i] for _, _, cells in shown])
     _out.print(table)

@@ -27,6 +27,7 @@ from labtrack.core.errors import InvalidInput
 
 __all__ = [
     "ATTRIBUTES",
+    "FIELD_KINDS",
     "And",
     "Compare",
     "Field",
@@ -321,12 +322,15 @@ class _Parser:
                       t.column)
 
 
+FIELD_KINDS = ("metrics", "params", "tags", "attributes", "env")  # what a field name starts with
+
+
 def _make_field(names: list[str], quoted: list[bool], column: int) -> Field:
     kind = names[0].lower() if not quoted[0] else names[0]
     rest = names[1:]
     if kind in ATTRIBUTES and not rest:
         return Field("attributes", kind)
-    if kind not in ("metrics", "params", "tags", "attributes", "env"):
+    if kind not in FIELD_KINDS:
         raise _Syntax(
             f"unknown field {'.'.join(names)!r}: start with metrics., params., tags., attributes. or env.", column
         )
