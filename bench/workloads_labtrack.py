@@ -472,7 +472,7 @@ class SyntheticStore:
         from sqlalchemy import create_engine, event
 
         import labtrack as lt
-        from labtrack import runtime
+        from labtrack.run import process as runtime
         from labtrack.store import open_store, resolve_location
 
         lt.set_store(path)

@@ -21,9 +21,9 @@ from labtrack.core.errors import (
     StoreError,
 )
 from labtrack.core.model import ArtifactInfo, MetricHistory, MetricSummary, RunStatus
-from labtrack.run import Run
-from labtrack.runlist import RunList
-from labtrack.tracking import (
+from labtrack.run.handle import Run
+from labtrack.verbs.runlist import RunList
+from labtrack.verbs.tracking import (
     active_run,
     capture_environment,
     compute_key,
@@ -52,15 +52,15 @@ __version__ = "0.1.0"
 
 # Loaded on first use, so that `import labtrack` stays fast: (module, name) for each lazy public name.
 _LAZY = {
-    "SweepResult": "labtrack.sweeps",
-    "TrackedFunction": "labtrack.sweeps",
-    "sweep": "labtrack.sweeps",
-    "track": "labtrack.sweeps",
-    "diff": "labtrack.compare",
-    "check": "labtrack.reproduction",
-    "doctor": "labtrack.reproduction",
-    "export": "labtrack.reproduction",
-    "reproduce": "labtrack.reproduction",
+    "SweepResult": "labtrack.verbs.sweeps",
+    "TrackedFunction": "labtrack.verbs.sweeps",
+    "sweep": "labtrack.verbs.sweeps",
+    "track": "labtrack.verbs.sweeps",
+    "diff": "labtrack.verbs.compare",
+    "check": "labtrack.verbs.reproduction",
+    "doctor": "labtrack.verbs.reproduction",
+    "export": "labtrack.verbs.reproduction",
+    "reproduce": "labtrack.verbs.reproduction",
 }
 
 

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _reset_labtrack() -> None:
-    from labtrack import runtime
+    from labtrack.run import process as runtime
 
     state = runtime.state
     for run in list(state.stack):
@@ -169,7 +169,7 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
     try:
         yield f"{base}/{name}"
     finally:
-        from labtrack import runtime
+        from labtrack.run import process as runtime
 
         for store in runtime.state.stores.values():
             store.close()

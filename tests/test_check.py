@@ -155,7 +155,7 @@ def test_verdict_is_the_worst_reason(recorded: Snapshot) -> None:
 
 
 def check_cli(run_id: str, python_env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "labtrack.cli", "check", run_id, *extra], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "labtrack", "check", run_id, *extra], capture_output=True,
                           text=True, env={**python_env, "COLUMNS": "200"}, timeout=120)
 
 

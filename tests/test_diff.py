@@ -370,7 +370,7 @@ def test_diff_of_runs_in_a_git_repo_reports_the_dirty_tree_new_commits_params_me
 def test_diff_end_to_end_sees_an_edited_environment_as_a_cuda_and_gpu_change(
     tmp_path: Path, real: dict[str, Any]
 ) -> None:
-    from labtrack import runtime
+    from labtrack.run import process as runtime
     from labtrack.core.environment import Environment
 
     lt.set_store(str(tmp_path / "store"))

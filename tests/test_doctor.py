@@ -73,7 +73,7 @@ def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def doctor(python: Path, cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(python), "-m", "labtrack.cli", "doctor", *args], cwd=cwd, env=env,
+    return subprocess.run([str(python), "-m", "labtrack", "doctor", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -162,7 +162,7 @@ def test_runs_record_the_conflicts_of_their_environment(broken_python: Path, iso
                               text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         ids.append(done.stdout.strip().splitlines()[-1])
-    shown = subprocess.run([str(broken_python), "-m", "labtrack.cli", "show", ids[-1], "--json"], cwd=isolated_labtrack,
+    shown = subprocess.run([str(broken_python), "-m", "labtrack", "show", ids[-1], "--json"], cwd=isolated_labtrack,
                            env=env, capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr
     conflicts = json.loads(shown.stdout)["environment"].get("conflicts")
@@ -190,7 +190,7 @@ def test_a_run_records_conflicts_that_doctor_already_found(broken_python: Path, 
 
 def test_invalid_setting_is_an_error_naming_it(isolated_labtrack: Path, python_env: dict[str, str]) -> None:
     env = {**python_env, "LABTRACK_FLUSH_INTERVAL": "abc", "XDG_CACHE_HOME": str(isolated_labtrack / "cache")}
-    done = subprocess.run([sys.executable, "-m", "labtrack.cli", "doctor", "--json"], cwd=isolated_labtrack, env=env,
+    done = subprocess.run([sys.executable, "-m", "labtrack", "doctor", "--json"], cwd=isolated_labtrack, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stdout + done.stderr
     report = json.loads(done.stdout)
@@ -199,7 +199,7 @@ def test_invalid_setting_is_an_error_naming_it(isolated_labtrack: Path, python_e
     assert "LABTRACK_FLUSH_INTERVAL" in settings[0]["message"]
     assert "abc" in settings[0]["message"]
 
-    plain = subprocess.run([sys.executable, "-m", "labtrack.cli", "doctor"], cwd=isolated_labtrack, env=env,
+    plain = subprocess.run([sys.executable, "-m", "labtrack", "doctor"], cwd=isolated_labtrack, env=env,
                            capture_output=True, text=True, timeout=120)
     assert plain.returncode == 1
     assert "LABTRACK_FLUSH_INTERVAL" in plain.stdout + plain.stderr

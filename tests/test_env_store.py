@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from env_helpers import git_env, make_repo  # noqa: F401  (git_env is a fixture)
 
 import labtrack as lt
-from labtrack import runtime
+from labtrack.run import process as runtime
 from labtrack.cli import main
 from labtrack.core.environment import SECTIONS
 from labtrack.env import gatherers

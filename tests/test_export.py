@@ -329,7 +329,7 @@ def test_exported_script_rebuilds_and_runs_the_run(tmp_path: Path, python_env: d
 
     edit_snapshot(store, run_id, small)
     script = tmp_path / "rebuild.sh"
-    exported = subprocess.run([sys.executable, "-m", "labtrack.cli", "export", run_id[:10], "--format", "script",
+    exported = subprocess.run([sys.executable, "-m", "labtrack", "export", run_id[:10], "--format", "script",
                                "-o", str(script)], env={**python_env, "LABTRACK_STORE": str(store)},
                               capture_output=True, text=True, timeout=120)
     assert exported.returncode == 0, exported.stderr
@@ -369,6 +369,6 @@ def test_unknown_format_is_invalid_input(tmp_path: Path, python_env: dict[str, s
     run_id, _, store = record(tmp_path, python_env, remote=None, dirty=None)
     with pytest.raises(InvalidInput, match="requirements, dockerfile, conda, script"):
         lt.export(run_id, "wheel", store=str(store))
-    done = subprocess.run([sys.executable, "-m", "labtrack.cli", "export", run_id, "--format", "wheel"],
+    done = subprocess.run([sys.executable, "-m", "labtrack", "export", run_id, "--format", "wheel"],
                           env={**python_env, "LABTRACK_STORE": str(store)}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "wheel" in done.stderr

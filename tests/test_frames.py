@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
 import labtrack as lt
-from labtrack import runtime
+from labtrack.run import process as runtime
 from labtrack.cli import main
 from labtrack.core.frame import RunTable, encode_frame
 from labtrack.core.jsontext import json_text

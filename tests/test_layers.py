@@ -1,9 +1,13 @@
 """Imports point down the layers of DESIGN.md; the pure core imports nothing but the standard library.
 
-    3  faces      labtrack (the package's re-exports), cli, render, server.*, __main__
-    2  verbs      writer, runtime, run, runlist, tracking, demo, inputs, sweep, reproduce, compare, check, export
+    4  faces      labtrack (the package's re-exports), cli.*, server.*, ui.*, integrations.*, testing.*, __main__
+    3  verbs      verbs.*   (the Client, tracking, sweeps, comparison, reproduction)
+    2  run        run.*     (the run handle, its write buffer and spool, the background writer, process state)
     1  services   settings, store.*, env.*          (store and env never import each other)
     0  core       core.*                            (standard library only)
+
+No module may import, directly or through others, a module that imports it back: import circles are
+failures inside a layer too.
 
 Every ``import`` and ``from ... import`` is checked, including those inside functions and under
 ``TYPE_CHECKING``: a lazy import is still a dependency.
@@ -20,15 +24,15 @@ import labtrack
 
 PACKAGE = Path(labtrack.__file__).resolve().parent
 
-FACES = 3
-VERBS = 2
+FACES = 4
+VERBS = 3
+RUN = 2
 SERVICES = 1
 CORE = 0
 
-# Top-level modules of the verbs layer (DESIGN.md: tracking.py, sweep.py, reproduce.py and their helpers).
-VERB_MODULES = {"writer", "runtime", "run", "runlist", "tracking", "demo", "inputs", "sweeps", "reproduction", "compare", "check",
-                "export"}
-FACE_MODULES = {"cli", "render", "server", "__main__"}
+LAYER_OF_FOLDER = {"core": CORE, "settings": SERVICES, "store": SERVICES, "env": SERVICES, "run": RUN,
+                   "verbs": VERBS, "cli": FACES, "server": FACES, "ui": FACES, "integrations": FACES,
+                   "testing": FACES, "__main__": FACES}
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,7 @@ def imports_of(name: str, path: Path, known: set[str]) -> list[Edge]:
                 continue
             for alias in node.names:
                 candidate = f"{base}.{alias.name}"
-                # `from labtrack import runtime` depends on labtrack.runtime, not on the package's re-exports
+                # `from labtrack.store import schema` depends on labtrack.store.schema, not on the package's re-exports
                 edges.append(Edge(name, candidate if candidate in known else base, node.lineno))
     return edges
 
@@ -83,16 +87,7 @@ def rank(name: str) -> int | None:
     parts = name.split(".")
     if parts == ["labtrack"]:
         return FACES
-    head = parts[1]
-    if head == "core":
-        return CORE
-    if head in ("settings", "store", "env"):
-        return SERVICES
-    if head in VERB_MODULES:
-        return VERBS
-    if head in FACE_MODULES:
-        return FACES
-    return None
+    return LAYER_OF_FOLDER.get(parts[1])
 
 
 def layer_group(name: str) -> str:
@@ -181,10 +176,66 @@ def test_core_imports_only_the_standard_library_and_core() -> None:
 
 
 def test_the_import_walk_sees_imports_inside_functions() -> None:
-    """Guards the checker itself: cli.py imports labtrack.tracking only inside its command functions."""
+    """Guards the checker itself: the CLI imports labtrack.verbs.tracking only inside its command functions."""
     found, edges = all_edges()
     known = set(found)
-    cli_targets = {labtrack_target(e.target, known) for e in edges if e.source == "labtrack.cli"}
-    assert "labtrack.tracking" in cli_targets
+    cli_targets = {labtrack_target(e.target, known) for e in edges if e.source == "labtrack.cli.main"}
+    assert "labtrack.verbs.tracking" in cli_targets
     core_targets = {e.target for e in edges if e.source.startswith("labtrack.core")}
     assert "labtrack.core.errors" in core_targets
+
+
+def import_circles(edges: list[Edge], known: set[str]) -> list[list[str]]:
+    """Strongly connected groups of two or more modules (Tarjan), each sorted; a self-import counts too."""
+    graph: dict[str, set[str]] = {name: set() for name in known}
+    for edge in edges:
+        target = labtrack_target(edge.target, known)
+        if target is not None and edge.source in graph:
+            graph[edge.source].add(target)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1 or node in graph[node]:
+                circles.append(sorted(group))
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
+    for name in sorted(graph):
+        if name not in index:
+            visit(name)
+    return circles
+
+
+def test_no_import_circles_anywhere() -> None:
+    found, edges = all_edges()
+    circles = import_circles(edges, set(found))
+    assert circles == [], "modules that import each other (directly or through others):\n" + "\n".join(
+        " <-> ".join(c) for c in circles)
+
+
+def test_the_circle_finder_finds_a_circle() -> None:
+    """Guards the checker itself, on a made-up graph: a -> b -> c -> a is one circle; d -> a is not in it."""
+    edges = [Edge("labtrack.a", "labtrack.b", 1), Edge("labtrack.b", "labtrack.c", 1), Edge("labtrack.c", "labtrack.a", 1),
+             Edge("labtrack.d", "labtrack.a", 1)]
+    assert import_circles(edges, {"labtrack.a", "labtrack.b", "labtrack.c", "labtrack.d"}) == [
+        ["labtrack.a", "labtrack.b", "labtrack.c"]]

@@ -62,10 +62,10 @@ def test_lazy_names_load_on_first_use_and_are_fast_to_import() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, labtrack; heavy = [m for m in ('labtrack.sweeps', 'labtrack.compare', "
-            "'labtrack.reproduction', 'sqlalchemy') if m in sys.modules]; print(heavy); "
+    code = ("import sys, labtrack; heavy = [m for m in ('labtrack.verbs.sweeps', 'labtrack.verbs.compare', "
+            "'labtrack.verbs.reproduction', 'sqlalchemy') if m in sys.modules]; print(heavy); "
             "import labtrack as lt; lt.track; lt.diff; lt.check; "
-            "print(all(m in sys.modules for m in ('labtrack.sweeps', 'labtrack.compare', 'labtrack.reproduction')))")
+            "print(all(m in sys.modules for m in ('labtrack.verbs.sweeps', 'labtrack.verbs.compare', 'labtrack.verbs.reproduction')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["[]", "True"]
 

@@ -22,7 +22,7 @@ import pytest
 from packaging.version import Version
 
 import labtrack as lt
-from labtrack import runtime
+from labtrack.run import process as runtime
 from labtrack.core.environment import Environment
 
 # -- the corpus: what is logged ---------------------------------------------------------------------

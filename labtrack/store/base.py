@@ -190,7 +190,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def open_artifact(self, sha256: str) -> BinaryIO: ...
 
-    # identity and claims (see labtrack.sweeps)
+    # identity and claims (see labtrack.verbs.sweeps)
     @abc.abstractmethod
     def find_finished_run(self, run_key: str) -> str | None:
         """Id of the latest FINISHED run with this key, or None (one indexed lookup)."""

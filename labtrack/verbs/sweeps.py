@@ -24,11 +24,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from labtrack import runtime
+from labtrack.run import process as runtime
 from labtrack.core.errors import InvalidInput
 from labtrack.core.identity import DEFAULT_IDENTITY, check_identity
-from labtrack.run import Run
-from labtrack.tracking import active_run, compute_key, get_run, start_run
+from labtrack.run.handle import Run
+from labtrack.verbs.tracking import active_run, compute_key, get_run, start_run
 
 __all__ = ["SweepResult", "TrackedFunction", "sweep", "track"]
 

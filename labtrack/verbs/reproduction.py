@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labtrack import runtime
+from labtrack.run import process as runtime
 from labtrack.core.checks import Finding, Verdict, check_reproducibility, doctor_findings
 from labtrack.core.errors import InvalidInput, LabtrackError
 from labtrack.core.recipes import Recipe, render
-from labtrack.run import GIT_DIFF_ARTIFACT, Run
-from labtrack.tracking import run_of, search_runs
+from labtrack.run.handle import GIT_DIFF_ARTIFACT, Run
+from labtrack.verbs.tracking import run_of, search_runs
 
 __all__ = ["DoctorReport", "Reproduction", "check", "doctor", "export", "recipe_for", "reproduce"]
 
@@ -297,5 +297,5 @@ def reproduce(
     result.metrics, result.artifacts = _compare(original, new, rtol, atol)
     ok = all(m["within_tolerance"] for m in result.metrics) and all(a["identical"] for a in result.artifacts)
     result.verdict = "reproduced" if ok else "differs"
-    new.set_tag("labtrack.reproduction", result.verdict)
+    new.set_tag("labtrack.verbs.reproduction", result.verdict)
     return result

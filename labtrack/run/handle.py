@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from labtrack import runtime
+from labtrack.run import process as runtime
 from labtrack.core.errors import InvalidInput, LabtrackError, StoreError
 from labtrack.core.model import ArtifactInfo, MetricHistory, MetricSummary, RunRecord, RunStatus, effective_status
 from labtrack.core.series import Chunk
@@ -29,7 +29,7 @@ from labtrack.core.validation import (
 
 if TYPE_CHECKING:
     from labtrack.core.environment import Environment
-    from labtrack.runlist import Batch
+    from labtrack.verbs.runlist import Batch
     from labtrack.store.base import Store
 
 __all__ = ["GIT_DIFF_ARTIFACT", "Run", "checked_params", "checked_tags", "resolve_liveness"]

@@ -10,7 +10,7 @@ import random
 from collections.abc import Callable
 from itertools import product
 
-from labtrack.tracking import Run, start_run
+from labtrack.verbs.tracking import Run, start_run
 
 __all__ = ["DEMO_EXPERIMENT", "make_dataset", "run_demo", "train_logreg"]
 

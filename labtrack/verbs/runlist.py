@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from labtrack import runtime
+from labtrack.run import process as runtime
 from labtrack.core.errors import LabtrackError, RunNotFound
 from labtrack.core.frame import RunTable
-from labtrack.run import Run, resolve_liveness
+from labtrack.run.handle import Run, resolve_liveness
 
 if TYPE_CHECKING:
     from labtrack.store.base import Search, Store

@@ -16,7 +16,7 @@ from labtrack.core.aggregate import Grouping
 from labtrack.core.model import Experiment, RunStatus
 
 if TYPE_CHECKING:
-    from labtrack.run import Run
+    from labtrack.run.handle import Run
 
 __all__ = ["demo_progress", "error", "experiments", "note", "run_detail", "runs"]
 

@@ -14,8 +14,8 @@ from labtrack.core.aggregate import Grouping, group_runs
 from labtrack.core.diff import RunDiff, RunView, diff_runs
 from labtrack.core.errors import InvalidInput
 from labtrack.core.filters import FIELD_KINDS, Field, parse_field
-from labtrack.run import Run
-from labtrack.tracking import run_of
+from labtrack.run.handle import Run
+from labtrack.verbs.tracking import run_of
 
 __all__ = ["column_values", "diff", "group", "run_view"]
 

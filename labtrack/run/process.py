@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from labtrack.core.model import RunStatus
 from labtrack.settings import Settings, load_settings
-from labtrack.writer import BackgroundWriter
+from labtrack.run.writer import BackgroundWriter
 
 if TYPE_CHECKING:
     from labtrack.core.environment import Environment
     from labtrack.env import Captured, CaptureOptions
-    from labtrack.run import Run
+    from labtrack.run.handle import Run
     from labtrack.store.base import Store
 
 __all__ = ["error_of", "install_hooks", "set_store", "settings", "state", "store", "store_location", "writer"]

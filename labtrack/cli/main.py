@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from labtrack import render
+from labtrack.cli import render
 from labtrack.core.errors import LabtrackError
 from labtrack.core.filters import parse_field
 from labtrack.core.query import parse_order_by
@@ -48,7 +48,7 @@ def _command(func: Callable[..., Any] | None = None, *, error_exit: int = 1) -> 
     @click.option("--store", "store", metavar="URL", envvar=None, help="Store URL (overrides LABTRACK_STORE).")
     @functools.wraps(func)
     def wrapper(*args: Any, store: str | None = None, **kwargs: Any) -> Any:
-        from labtrack import tracking
+        from labtrack.verbs import tracking
 
         ctx = click.get_current_context()
         chosen = store or (ctx.obj or {}).get("store")
@@ -84,7 +84,7 @@ def main(ctx: click.Context, store: str | None) -> None:
 @_command
 def experiments(as_json: bool) -> None:
     """List experiments with their number of runs."""
-    from labtrack import tracking
+    from labtrack.verbs import tracking
 
     found = tracking.list_experiments()
     if as_json:
@@ -118,7 +118,7 @@ def runs(experiment: str | None, sort: tuple[str, ...], filter_: str | None, key
       --filter "metrics.acc > 0.9 and params.lr = 0.01"
       --filter "env.gpu.name LIKE '%A100%' and env.packages.torch >= '2.1'"
     """
-    from labtrack import compare, tracking
+    from labtrack.verbs import compare, tracking
 
     if limit is None and not group_by:
         limit = 50
@@ -165,7 +165,7 @@ def _split(names: str) -> list[str]:
 @_command
 def compare_runs(run_ids: tuple[str, ...], show_all: bool, as_json: bool) -> None:
     """Params and metrics of several runs side by side; rows that differ are highlighted."""
-    from labtrack import tracking
+    from labtrack.verbs import tracking
 
     found = [tracking.get_run(r) for r in run_ids]
     if as_json:
@@ -181,7 +181,7 @@ def compare_runs(run_ids: tuple[str, ...], show_all: bool, as_json: bool) -> Non
 @_command
 def diff_command(run_a: str, run_b: str, as_json: bool) -> None:
     """Why do runs A and B differ? Params, metrics, code and environment, likeliest causes first."""
-    from labtrack import compare
+    from labtrack.verbs import compare
 
     result = compare.diff(run_a, run_b)
     if as_json:
@@ -197,7 +197,7 @@ def diff_command(run_a: str, run_b: str, as_json: bool) -> None:
 @_command
 def show(run_id: str, full_env: bool, as_json: bool) -> None:
     """Show everything recorded about RUN (an id or a unique id prefix)."""
-    from labtrack import tracking
+    from labtrack.verbs import tracking
 
     run = tracking.get_run(run_id)
     env = run.environment
@@ -218,7 +218,7 @@ def show(run_id: str, full_env: bool, as_json: bool) -> None:
 @_command
 def env(sections: tuple[str, ...], as_json: bool) -> None:
     """Show this machine's environment, as runs record it."""
-    from labtrack import tracking
+    from labtrack.verbs import tracking
 
     snapshot = tracking.capture_environment()
     if as_json:
@@ -236,8 +236,8 @@ def env(sections: tuple[str, ...], as_json: bool) -> None:
 @_command
 def demo(as_json: bool) -> None:
     """Train a small logistic regression six ways, track every run, and show the runs."""
-    from labtrack import tracking
-    from labtrack.demo import DEMO_EXPERIMENT, run_demo
+    from labtrack.verbs import tracking
+    from labtrack.verbs.demo import DEMO_EXPERIMENT, run_demo
 
     location = tracking.store_location()
     if not as_json:
@@ -259,7 +259,7 @@ def demo(as_json: bool) -> None:
 @_command
 def doctor(as_json: bool) -> None:
     """Check this environment: dependency conflicts, CUDA consistency, settings, the store. Exit 1 on errors."""
-    from labtrack import reproduction
+    from labtrack.verbs import reproduction
 
     report = reproduction.doctor()
     if as_json:
@@ -276,7 +276,7 @@ def doctor(as_json: bool) -> None:
 @_command(error_exit=3)
 def check(run_id: str, as_json: bool) -> None:
     """Can this machine reproduce RUN? Exit 0 identical or compatible, 1 at-risk, 2 incompatible, 3 error."""
-    from labtrack import reproduction
+    from labtrack.verbs import reproduction
 
     verdict = reproduction.check(run_id)
     if as_json:
@@ -294,7 +294,7 @@ def check(run_id: str, as_json: bool) -> None:
 @_command
 def export(run_id: str, fmt: str, output: str | None) -> None:
     """A pinned recipe that rebuilds RUN: requirements, Dockerfile, conda environment or shell script."""
-    from labtrack import reproduction
+    from labtrack.verbs import reproduction
 
     text = reproduction.export(run_id, fmt)
     if output:
@@ -320,7 +320,7 @@ def reproduce_command(run_id: str, workdir: str | None, rtol: float, atol: float
     """Rebuild RUN (packages, commit, diff), run its command again, compare.
 
     Exit 0 reproduced, 1 differs, 2 failed to run, 3 error (e.g. no such run)."""
-    from labtrack import reproduction
+    from labtrack.verbs import reproduction
 
     result = reproduction.reproduce(run_id, workdir=workdir, rtol=rtol, atol=atol,
                                  log=(lambda m: None) if as_json else render.note)
@@ -340,7 +340,7 @@ def db() -> None:
 @_command
 def upgrade() -> None:
     """Migrate the store's schema to this labtrack version (safe to run again)."""
-    from labtrack import tracking
+    from labtrack.verbs import tracking
 
     before, after, filled = tracking.upgrade_store()
     if before == after:

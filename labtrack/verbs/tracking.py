@@ -2,7 +2,7 @@
 
 ``start_run`` opens a run in the selected store and makes it the active run; ``log_*`` functions act on
 the active run (and raise ``NoActiveRunError`` without one). Metric points are buffered in memory and
-written by the background writer (``labtrack.writer``); ending a run writes what is left and the final
+written by the background writer (``labtrack.run.writer``); ending a run writes what is left and the final
 status in one transaction.
 
 Statuses: leaving a ``with start_run(...)`` block normally gives FINISHED, an exception FAILED (with
@@ -19,17 +19,17 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from labtrack import runtime
+from labtrack.run import process as runtime
 from labtrack.core.errors import InvalidInput, NoActiveRunError
 from labtrack.core.filters import parse_filter
 from labtrack.core.identity import DEFAULT_IDENTITY, check_identity, run_key
 from labtrack.core.model import ArtifactInfo, Experiment, RunStatus
 from labtrack.core.query import parse_order_by
 from labtrack.core.validation import check_key
-from labtrack.inputs import hash_inputs
-from labtrack.run import GIT_DIFF_ARTIFACT, Run, checked_params, checked_tags, resolve_liveness
-from labtrack.runlist import RunList
-from labtrack.runtime import set_store, store_location
+from labtrack.verbs.inputs import hash_inputs
+from labtrack.run.handle import GIT_DIFF_ARTIFACT, Run, checked_params, checked_tags, resolve_liveness
+from labtrack.verbs.runlist import RunList
+from labtrack.run.process import set_store, store_location
 
 __all__ = [
     "active_run",
