@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from labtrack.core.series import Chunk
+
+if TYPE_CHECKING:
+    from labtrack.core.filters import Node
+    from labtrack.core.query import OrderTerm
 
 __all__ = [
     "ArtifactInfo",
+    "ClaimState",
     "Experiment",
+    "IngestMark",
     "MetricHistory",
     "MetricSummary",
+    "NewRun",
+    "RunEnd",
     "RunRecord",
     "RunStatus",
+    "RunWrite",
+    "Search",
     "effective_status",
 ]
 
@@ -140,3 +153,94 @@ def effective_status(record: RunRecord, now: float, stale_after: float) -> RunSt
         return record.status
     beat = record.heartbeat_time if record.heartbeat_time is not None else record.start_time
     return RunStatus.CRASHED if now - beat > stale_after else RunStatus.RUNNING
+
+
+class ClaimState(enum.StrEnum):
+    """What ``Store.claim`` answers for a configuration (a run key) that a sweep worker wants to run."""
+
+    CLAIMED = "claimed"  # the caller holds it now, for the lease
+    DONE = "done"  # a FINISHED run has this key (or its claim was released as done)
+    BUSY = "busy"  # another worker holds a live lease on it
+    FAILED = "failed"  # it failed earlier in the same sweep: the next sweep retries it, not this one
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A run to create: its id is chosen by the client (32 lowercase hex), so creating it twice is harmless."""
+
+    id: str
+    experiment: str
+    start_time: float
+    name: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    params: Mapping[str, Any] | None = None
+    tags: Mapping[str, str] | None = None
+    run_key: str | None = None
+    env_fingerprint: str | None = None
+    context: Mapping[str, Any] | None = None
+    note: str | None = None
+    artifacts: Sequence[ArtifactInfo] = ()
+
+
+@dataclass(frozen=True)
+class Search:
+    """A search of runs, as a store takes it (and a search's result keeps it, to load its runs as columns).
+
+    ``stale_before``: a RUNNING run whose heartbeat is older counts as CRASHED for ``attributes.status``.
+    """
+
+    experiments: Sequence[str] | None = None
+    order_by: Sequence[OrderTerm] = ()
+    max_results: int | None = None
+    offset: int = 0
+    run_key: str | None = None
+    filter: Node | None = None
+    stale_before: float = 0.0
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """The end of a run: its terminal status, when, and for FAILED/KILLED runs what happened."""
+
+    status: RunStatus
+    end_time: float
+    error: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class IngestMark:
+    """How far into one writer's spool (``source``) a run's points are stored: the positions just past the
+    last journal record and the last point written. A write carrying a mark at or below the stored one has
+    its points stored already (an earlier attempt committed although it reported an error): the store skips
+    them, so a retried or recovered write stores every point exactly once."""
+
+    source: str
+    journal: int
+    points: int
+
+
+@dataclass
+class RunWrite:
+    """Everything a writer has for one run, applied by ``Store.write`` in one transaction, in this order:
+    create the run, params, tags, note, context sections, environment, artifacts, result, metric points
+    (with the ingest mark), end."""
+
+    run_id: str
+    create: NewRun | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    note: str | None = None
+    context: dict[str, Any] = field(default_factory=dict)  # sections replacing those of the run's context
+    env_fingerprint: str | None = None  # repoint the run's shared environment snapshot
+    artifacts: list[ArtifactInfo] = field(default_factory=list)
+    has_result: bool = False
+    result: Any = None  # a tracked function's return value (JSON), written when ``has_result``
+    metrics: dict[str, Chunk] = field(default_factory=dict)
+    new_keys: frozenset[str] = frozenset()  # metric keys the writer knows have no points stored yet
+    mark: IngestMark | None = None
+    end: RunEnd | None = None
+
+    @property
+    def points(self) -> int:
+        return sum(len(chunk) for chunk in self.metrics.values())

@@ -23,46 +23,15 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from labtrack.core.filters import Node
 from labtrack.core.frame import RunTable
-from labtrack.core.model import ArtifactInfo, Experiment, MetricHistory, RunRecord, RunStatus
+from labtrack.core.model import ArtifactInfo, Experiment, MetricHistory, NewRun, RunRecord, RunStatus, Search
 from labtrack.core.query import OrderTerm
 from labtrack.core.series import Chunk
 
 __all__ = ["NewRun", "Search", "Store"]
-
-
-@dataclass(frozen=True)
-class NewRun:
-    id: str
-    experiment: str
-    start_time: float
-    name: str | None = None
-    host: str | None = None
-    pid: int | None = None
-    params: Mapping[str, Any] | None = None
-    tags: Mapping[str, str] | None = None
-    run_key: str | None = None
-    env_fingerprint: str | None = None
-    context: Mapping[str, Any] | None = None
-    note: str | None = None
-    artifacts: Sequence[ArtifactInfo] = ()
-
-
-@dataclass(frozen=True)
-class Search:
-    """A search as ``search_ids`` takes it, kept by a search's result to load its runs as columns."""
-
-    experiments: Sequence[str] | None = None
-    order_by: Sequence[OrderTerm] = ()
-    max_results: int | None = None
-    offset: int = 0
-    run_key: str | None = None
-    filter: Node | None = None
-    stale_before: float = 0.0
 
 
 class Store(abc.ABC):
