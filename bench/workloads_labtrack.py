@@ -674,7 +674,7 @@ def diff(directory: str, packages: int, changes: int, calls: int, **_: Any) -> R
         snapshot["packages"] = dict(snapshot.get("packages") or {}, distributions=dists)
         fingerprint = Environment(snapshot).fingerprint
         store.put_environment(fingerprint, snapshot)
-        store.update_context(run_id, store.get_context(run_id) or {}, env_fingerprint=fingerprint)
+        store.merge_context(run_id, {}, env_fingerprint=fingerprint)
     store.close()
     a, b = (lt.get_run(i) for i in ids)
     found = lt.diff(a, b)

@@ -15,6 +15,7 @@ from click.testing import CliRunner, Result
 
 import labtrack as lt
 from labtrack.cli import main
+from labtrack.core.model import Search
 from labtrack.store import open_store
 from labtrack.store.schema import SCHEMA_REVISION
 
@@ -220,7 +221,7 @@ def test_demo_creates_six_finished_runs_in_the_default_store() -> None:
     assert result.exit_code == 0, result.output
     store = open_store(".labtrack")
     try:
-        found = store.search_runs(["demo-logreg"])
+        found = store.search_runs(Search(experiments=["demo-logreg"]))
     finally:
         store.close()
     assert len(found) == 6

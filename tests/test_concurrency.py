@@ -117,7 +117,7 @@ def test_processes_opening_a_new_store_at_once_create_the_schema_exactly_once(
         assert code == 0, err
         assert "locked" not in err
         assert out.split()[-1] == "1"  # each sees the one experiment they all created
-    url, _ = resolve_location(location)
+    url, _, _ = resolve_location(location)
     engine = create_engine(url)
     try:
         with engine.connect() as conn:

@@ -386,7 +386,7 @@ def test_diff_end_to_end_sees_an_edited_environment_as_a_cuda_and_gpu_change(
         shared = {k: v for k, v in snapshot.items() if k not in ("process", "git")}
         fingerprint = Environment(shared).fingerprint
         store.put_environment(fingerprint, shared)
-        store.update_context(run.id, store.get_context(run.id) or {}, env_fingerprint=fingerprint)
+        store.merge_context(run.id, {}, env_fingerprint=fingerprint)
     result = lt.diff(a.id, b.id)
     assert differing(result)[:4] == ["framework builds", "gpu", "frameworks", "numerical packages"]
     assert changes(result, "frameworks")["torch"].describe() == "torch 2.1.0+cu118 → 2.3.1+cu121 (minor)"

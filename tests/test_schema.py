@@ -98,7 +98,7 @@ def test_schema_revision_is_the_alembic_head() -> None:
 
 def test_a_new_store_is_created_at_the_latest_revision(store_url: str) -> None:
     open_store(store_url).close()
-    url, _ = resolve_location(store_url)
+    url, _, _ = resolve_location(store_url)
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
@@ -109,7 +109,7 @@ def test_a_new_store_is_created_at_the_latest_revision(store_url: str) -> None:
 
 def _outdated(store_url: str) -> str:
     """A store whose schema predates every revision: only an empty alembic_version table."""
-    url, _ = resolve_location(store_url)
+    url, _, _ = resolve_location(store_url)
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
@@ -152,7 +152,7 @@ def test_the_cli_reports_an_outdated_store_without_a_traceback(tmp_path: Path) -
 def test_a_store_from_a_newer_labtrack_is_refused_and_db_upgrade_fails_cleanly(tmp_path: Path) -> None:
     location = str(tmp_path / "future")
     open_store(location).close()
-    url, _ = resolve_location(location)
+    url, _, _ = resolve_location(location)
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))

@@ -179,7 +179,7 @@ def _build(url: str, backend: str, workdir: Path) -> Corpus:
             store.put_environment(fingerprints[name], snapshot)
         for spec in SPECS:
             context = store.get_context(ids[spec.handle]) or {}
-            store.update_context(ids[spec.handle], context, env_fingerprint=fingerprints[spec.env])
+            store.merge_context(ids[spec.handle], context, env_fingerprint=fingerprints[spec.env])
         for s in list(runtime.state.stores.values()):
             s.close()
         runtime.state.stores.clear()

@@ -8,6 +8,8 @@
     │   └── AmbiguousRunId (400)   an id prefix that matches several runs
     ├── ExperimentNotFound (404)
     └── StoreError (503)           the store cannot be opened, read or written
+        ├── StoreConflict (409)    a write collided with what the store holds (a key already taken):
+        │                          retried as a careful write, which checks instead of assuming
         └── SchemaOutdated (503)   the store's schema needs `labtrack db upgrade`
 
 Each class carries the HTTP status the tracking server answers with, so that one JSON error body
@@ -26,6 +28,7 @@ __all__ = [
     "ParamConflict",
     "RunNotFound",
     "SchemaOutdated",
+    "StoreConflict",
     "StoreError",
 ]
 
@@ -81,13 +84,16 @@ class ExperimentNotFound(LabtrackError, LookupError):
 
 
 class StoreError(LabtrackError):
-    """The store could not be opened, read or written.
-
-    ``conflict`` is True when the store refused a write because a unique key was taken.
-    """
+    """The store could not be opened, read or written."""
 
     status_code = 503
-    conflict: bool = False
+
+
+class StoreConflict(StoreError):
+    """The store refused a write because a unique key was taken: e.g. a run created again, or points of a
+    metric the writer believed new. Writers retry it as a careful write (``Store.write(..., retry=True)``)."""
+
+    status_code = 409
 
 
 class SchemaOutdated(StoreError):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from labtrack.run import process as runtime
-from labtrack.core.errors import InvalidInput, LabtrackError, StoreError
+from labtrack.core.errors import InvalidInput, LabtrackError, StoreConflict, StoreError
 from labtrack.core.model import ArtifactInfo, MetricHistory, MetricSummary, RunRecord, RunStatus, effective_status
 from labtrack.core.series import Chunk
 from labtrack.core.validation import (
@@ -430,7 +430,7 @@ class Run:
         try:
             write(self._new_keys(chunks))
         except StoreError as exc:
-            if not self._new_keys(chunks) or not exc.conflict:
+            if not self._new_keys(chunks) or not isinstance(exc, StoreConflict):
                 raise
             write(set())
 
@@ -587,9 +587,7 @@ class Run:
             wait_background(5.0)
             found = find_conflicts_cached(compute=False)
             if found is not None:
-                context = self._store.get_context(self.id) or {}
-                context["conflicts"] = found
-                self._store.update_context(self.id, context)
+                self._store.merge_context(self.id, {"conflicts": found})
         except Exception as exc:  # information only: never fails the run
             warnings.warn(f"labtrack: could not record dependency conflicts: {exc}", RuntimeWarning, stacklevel=3)
 
@@ -610,7 +608,7 @@ class Run:
             refreshed = refresh_frameworks(env)
             if refreshed.fingerprint != env.fingerprint:
                 fingerprint = runtime.store_environment(self._store, refreshed)
-                self._store.update_context(self.id, self._store.get_context(self.id) or {}, fingerprint)
+                self._store.merge_context(self.id, {}, fingerprint)
             self._environment = refreshed
         except Exception as exc:  # the run is ending: a failed refresh must not fail it
             warnings.warn(f"labtrack: could not refresh framework facts: {exc}", RuntimeWarning, stacklevel=3)

@@ -1,29 +1,79 @@
 """Persistence behind one ``Store`` interface. ``open_store`` turns a store URL into a backend.
 
 A store URL is a directory (``.labtrack``: SQLite file + artifact blobs inside it), ``sqlite:///file.db``,
-``postgresql+psycopg://user@host/db`` or, for a tracking server, ``http(s)://host``.
+``postgresql+psycopg://user@host/db`` or, for a tracking server, ``http(s)://host``. Which backend opens
+which URL is one table, ``BACKENDS``: a new backend is one row.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from labtrack.core.errors import InvalidInput, StoreError
-from labtrack.store.base import NewRun, Store
+from labtrack.store.base import BlobStore, Store
+from labtrack.store.blobs import open_blobs
 
-__all__ = ["NewRun", "Store", "open_store", "resolve_location", "upgrade_store"]
+__all__ = ["BACKENDS", "Backend", "BlobStore", "Store", "open_store", "resolve_location", "upgrade_store"]
 
 
-def resolve_location(location: str, artifacts: str | None = None) -> tuple[str, str]:
-    """(SQLAlchemy database URL, artifact root directory) for a store URL; creates local directories."""
-    scheme = location.split("://", 1)[0].lower() if "://" in location else ""
-    if scheme in ("http", "https"):
-        raise StoreError(
-            f"store {location!r}: the tracking-server client is not part of this labtrack version yet; "
-            "use a directory, sqlite:/// or postgresql+psycopg:// store URL"
-        )
-    if scheme.startswith("sqlite"):
+@dataclass(frozen=True)
+class Backend:
+    """Opens the store URLs of one scheme (the part before ``+``, e.g. ``postgresql`` of
+    ``postgresql+psycopg``; ``""`` for a plain directory)."""
+
+    scheme: str
+    open: Callable[[str, str | None, float], Store]  # (url, artifacts location, SQLite busy timeout)
+    example: str
+
+
+def _open_sql(location: str, artifacts: str | None, busy_timeout: float) -> Store:
+    from labtrack.store.sql import SqlStore
+
+    url, artifact_root, home = resolve_location(location, artifacts)
+    return SqlStore(url, open_blobs(artifact_root), busy_timeout=busy_timeout, home=home)
+
+
+def _open_remote(location: str, artifacts: str | None, busy_timeout: float) -> Store:
+    raise StoreError(
+        f"store {location!r}: the tracking-server client is not part of this labtrack version yet; "
+        "use a directory, sqlite:/// or postgresql+psycopg:// store URL"
+    )
+
+
+BACKENDS: tuple[Backend, ...] = (
+    Backend("", _open_sql, ".labtrack"),
+    Backend("sqlite", _open_sql, "sqlite:///runs.db"),
+    Backend("postgresql", _open_sql, "postgresql+psycopg://user@host/db"),
+    Backend("http", _open_remote, "http://host:5000"),
+    Backend("https", _open_remote, "https://tracking.example"),
+)
+
+
+def scheme_of(location: str) -> str:
+    return location.split("://", 1)[0].split("+", 1)[0].lower() if "://" in location else ""
+
+
+def open_store(location: str, *, artifacts: str | None = None, busy_timeout: float = 60.0) -> Store:
+    """Open (creating if needed) the store at ``location``."""
+    scheme = scheme_of(location)
+    for backend in BACKENDS:
+        if backend.scheme == scheme:
+            return backend.open(location, artifacts, busy_timeout)
+    raise InvalidInput(
+        f"store {location!r}: unknown scheme {scheme!r}; use "
+        + ", ".join(b.example for b in BACKENDS if b.scheme) + " or a directory",
+        field="store",
+    )
+
+
+def resolve_location(location: str, artifacts: str | None = None) -> tuple[str, str, Path | None]:
+    """(SQLAlchemy database URL, artifact location, the store's own local directory or None) for a SQL
+    store URL; creates local directories."""
+    scheme = scheme_of(location)
+    if scheme == "sqlite":
         raw_path = location.split(":///", 1)[1] if ":///" in location else ""
         if not raw_path or raw_path.startswith(":memory:"):
             raise InvalidInput(
@@ -33,15 +83,11 @@ def resolve_location(location: str, artifacts: str | None = None) -> tuple[str, 
             )
         db_path = Path(raw_path).expanduser().resolve()
         _make_dir(db_path.parent)
-        return f"sqlite:///{db_path}", artifacts or str(db_path.parent / "artifacts")
-    if scheme.startswith("postgresql"):
-        return location, artifacts or str(Path(".labtrack", "artifacts").resolve())
+        return f"sqlite:///{db_path}", artifacts or str(db_path.parent / "artifacts"), db_path.parent
+    if scheme == "postgresql":
+        return location, artifacts or str(Path(".labtrack", "artifacts").resolve()), None
     if scheme:
-        raise InvalidInput(
-            f"store {location!r}: unknown scheme {scheme!r}; use a directory, sqlite:///file.db, "
-            "postgresql+psycopg://... or http(s)://host",
-            field="store",
-        )
+        raise InvalidInput(f"store {location!r} is not a SQL store URL", field="store")
     directory = Path(location).expanduser().resolve()
     if directory.exists() and not directory.is_dir():
         raise InvalidInput(
@@ -49,15 +95,7 @@ def resolve_location(location: str, artifacts: str | None = None) -> tuple[str, 
             field="store",
         )
     _make_dir(directory)
-    return f"sqlite:///{directory / 'labtrack.db'}", artifacts or str(directory / "artifacts")
-
-
-def open_store(location: str, *, artifacts: str | None = None, busy_timeout: float = 60.0) -> Store:
-    """Open (creating if needed) the store at ``location``."""
-    from labtrack.store.sql import SqlStore
-
-    url, artifact_root = resolve_location(location, artifacts)
-    return SqlStore(url, artifact_root, busy_timeout=busy_timeout)
+    return f"sqlite:///{directory / 'labtrack.db'}", artifacts or str(directory / "artifacts"), directory
 
 
 def upgrade_store(location: str) -> tuple[str | None, str, int]:
@@ -66,9 +104,9 @@ def upgrade_store(location: str) -> tuple[str | None, str, int]:
     from labtrack.store.migrate import upgrade_schema
     from labtrack.store.sql import SqlStore
 
-    url, artifact_root = resolve_location(location)
+    url, artifact_root, home = resolve_location(location)
     before, after = upgrade_schema(url)
-    store = SqlStore(url, artifact_root)
+    store = SqlStore(url, open_blobs(artifact_root), home=home)
     try:
         return before, after, store.fill_frames()
     finally:

@@ -1,22 +1,35 @@
 """The one interface every store implements, and its contract.
 
-Contract (checked by ``tests/test_store_contract.py`` against every backend):
+A new backend subclasses ``Store``, implements the abstract methods, and proves the contract by
+subclassing ``labtrack.testing.store_contract.StoreContract`` (see docs/architecture.md).
+
+Contract:
 
 - Thread safety: a Store may be called from several threads at once (the training thread and the
-  background flusher). Several processes may share one store; each write is one short transaction.
-- Ids: run ids are 32 lowercase hex characters chosen by the caller (uuid4); ``resolve_run_id``
-  accepts a unique prefix.
-- Params are immutable: ``log_params`` with a key already logged and a different value (under
-  ``labtrack.core.identity.same_value``) raises ``ParamConflict`` and writes none of the batch.
-- Tags are mutable: ``set_tags`` overwrites.
-- Metrics: ``log_metrics`` appends chunks of points per key and keeps the per-key summary; points are
-  returned by ``get_metric_history`` ordered by step, then by logging order. NaN and ±inf round-trip.
-- Status: ``end_run`` moves a run to a terminal status; ``heartbeat`` renews a RUNNING run (and revives
-  one a reader had marked CRASHED, since its process is evidently alive); ``mark_crashed`` only
+  background writer). Several processes may share one store; each ``write`` is one short transaction.
+- Ids: run ids are 32 lowercase hex characters chosen by the client (uuid4), so creating a run twice is
+  detectable and harmless; ``resolve_run_id`` accepts a unique prefix.
+- Writes: ``write`` applies every ``RunWrite`` of the call in one transaction (all or nothing), each in
+  the order of its fields: create, params, tags, note, context, environment, artifacts, result, metric
+  points, end. With ``retry=False`` the store may trust the writer's hints (a run to create does not
+  exist yet; ``new_keys`` have no points yet) and refuse with ``StoreConflict`` when one is wrong; with
+  ``retry=True`` it trusts nothing: a run that exists is not created again, and points covered by the
+  stored ingest mark (``IngestMark``) are skipped. So a write retried after an error whose outcome is
+  unknown (the commit may have happened) stores everything exactly once.
+- Params are immutable: a key already logged with a different value (under
+  ``labtrack.core.identity.same_value``) raises ``ParamConflict`` and the write stores nothing.
+- Tags are mutable: later values overwrite. Context sections replace the run's sections of the same name
+  (a merge, atomic: two writers merging different sections both keep theirs).
+- Metrics: points are appended in chunks per key with a per-key summary; ``get_metric_history`` returns
+  them ordered by step, then by logging order. NaN and ±inf round-trip exactly.
+- Status: ``RunWrite.end`` moves a run to a terminal status; ``heartbeat`` renews a RUNNING run (and
+  revives one a reader had marked CRASHED, since its process is evidently alive); ``mark_crashed`` only
   succeeds if the run is still RUNNING with the heartbeat the caller observed.
-- Errors: unknown runs raise ``RunNotFound``; backend failures raise ``StoreError`` (never a
-  driver exception); an outdated schema raises ``SchemaOutdated`` naming ``labtrack db upgrade``.
+- Errors: unknown runs raise ``RunNotFound``; backend failures raise ``StoreError`` (never a driver
+  exception); an outdated schema raises ``SchemaOutdated`` naming ``labtrack db upgrade``.
 - Environments are stored once per fingerprint (``put_environment`` is idempotent).
+- Artifacts: content goes to the store's ``blobs`` (content-addressed, see ``BlobStore``); ``write``
+  records which path of a run holds which content.
 """
 
 from __future__ import annotations
@@ -25,21 +38,39 @@ import abc
 from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
 
-from labtrack.core.filters import Node
 from labtrack.core.frame import RunTable
-from labtrack.core.model import ArtifactInfo, Experiment, MetricHistory, NewRun, RunRecord, RunStatus, Search
-from labtrack.core.query import OrderTerm
+from labtrack.core.model import (
+    ArtifactInfo,
+    ClaimState,
+    Experiment,
+    IngestMark,
+    MetricHistory,
+    NewRun,
+    RunEnd,
+    RunRecord,
+    RunStatus,
+    RunWrite,
+    Search,
+)
 from labtrack.core.series import Chunk
+from labtrack.store.blobs import BlobStore
 
-__all__ = ["NewRun", "Search", "Store"]
+__all__ = ["BlobStore", "NewRun", "RunWrite", "Search", "Store"]
 
 
 class Store(abc.ABC):
     """Persistence for experiments, runs, metrics, artifacts and environment snapshots."""
 
     url: str
+    blobs: BlobStore
 
-    # experiments
+    @property
+    def display_url(self) -> str:
+        """The URL with any secret hidden: safe to print and log."""
+        return self.url
+
+    # -- experiments ------------------------------------------------------------------------------
+
     @abc.abstractmethod
     def get_or_create_experiment(self, name: str) -> Experiment: ...
 
@@ -47,9 +78,7 @@ class Store(abc.ABC):
     def list_experiments(self) -> list[tuple[Experiment, int]]:
         """Every experiment with its number of runs, oldest first."""
 
-    # runs
-    @abc.abstractmethod
-    def create_run(self, run: NewRun) -> None: ...
+    # -- reading runs -----------------------------------------------------------------------------
 
     @abc.abstractmethod
     def get_run(self, run_id: str) -> RunRecord: ...
@@ -61,34 +90,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def resolve_run_id(self, id_or_prefix: str) -> str: ...
 
-    def search_runs(
-        self,
-        experiments: Sequence[str] | None = None,
-        order_by: Sequence[OrderTerm] = (),
-        max_results: int | None = None,
-        offset: int = 0,
-        run_key: str | None = None,
-        filter: Node | None = None,
-        stale_before: float = 0.0,
-    ) -> list[RunRecord]:
-        """Runs of the given experiments (all when None) matching ``run_key`` and the ``filter`` AST,
-        newest first unless ordered otherwise. A RUNNING run whose heartbeat is older than
-        ``stale_before`` counts as CRASHED for ``attributes.status``. Filtering happens in the store:
-        one query, never in Python."""
-        return self.get_runs(self.search_ids(experiments, order_by, max_results, offset, run_key, filter, stale_before))
-
     @abc.abstractmethod
-    def search_ids(
-        self,
-        experiments: Sequence[str] | None = None,
-        order_by: Sequence[OrderTerm] = (),
-        max_results: int | None = None,
-        offset: int = 0,
-        run_key: str | None = None,
-        filter: Node | None = None,
-        stale_before: float = 0.0,
-    ) -> list[str]:
-        """The ids ``search_runs`` would return, in order (one query)."""
+    def search_ids(self, search: Search) -> list[str]:
+        """Ids of the runs of ``search.experiments`` (all when None) matching its run key and filter, newest
+        first unless ordered otherwise (runs missing an order key last). Filtering happens in the store, in
+        one query, never in Python."""
+
+    def search_runs(self, search: Search) -> list[RunRecord]:
+        return self.get_runs(self.search_ids(search))
 
     @abc.abstractmethod
     def run_table(self, run_ids: Sequence[str], search: Search | None = None) -> RunTable:
@@ -100,18 +109,30 @@ class Store(abc.ABC):
         ignores."""
 
     @abc.abstractmethod
-    def end_run(
-        self,
-        run_id: str,
-        status: RunStatus,
-        end_time: float,
-        error: Mapping[str, str] | None = None,
-        metrics: Mapping[str, Chunk] | None = None,
-        new_keys: frozenset[str] | set[str] = frozenset(),
-    ) -> None:
-        """Write the last metric points (if any) and the terminal status in one transaction.
+    def get_metric_history(self, run_id: str, key: str) -> MetricHistory: ...
 
-        ``new_keys`` (as in ``log_metrics``) names metrics the caller knows have no points yet."""
+    @abc.abstractmethod
+    def list_artifacts(self, run_id: str) -> list[ArtifactInfo]: ...
+
+    def open_artifact(self, sha256: str) -> BinaryIO:
+        return self.blobs.open(sha256)
+
+    @abc.abstractmethod
+    def get_context(self, run_id: str) -> dict[str, Any] | None:
+        """The per-run part of the environment (process, git, seeds, conflicts)."""
+
+    @abc.abstractmethod
+    def get_environment(self, fingerprint: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    def ingest_mark(self, run_id: str, source: str) -> IngestMark | None:
+        """How far into ``source``'s spool this run's points are stored (None: nothing from it yet)."""
+
+    # -- writing runs -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def write(self, writes: Sequence[RunWrite], *, retry: bool = False) -> None:
+        """Apply every write in one transaction (see the contract above)."""
 
     @abc.abstractmethod
     def heartbeat(self, run_id: str, now: float) -> None: ...
@@ -120,46 +141,63 @@ class Store(abc.ABC):
     def mark_crashed(self, run_id: str, observed_heartbeat: float | None) -> bool: ...
 
     @abc.abstractmethod
-    def set_note(self, run_id: str, note: str) -> None: ...
-
-    # params, tags, metrics
-    @abc.abstractmethod
-    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None: ...
-
-    @abc.abstractmethod
-    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None: ...
-
-    @abc.abstractmethod
     def delete_tag(self, run_id: str, key: str) -> None: ...
 
     @abc.abstractmethod
-    def log_metrics(
-        self, run_id: str, chunks: Mapping[str, Chunk], new_keys: frozenset[str] | set[str] = frozenset()
-    ) -> None:
-        """Append points. ``new_keys``: metrics the caller guarantees have no points in this run yet (it
-        created the run and has not written them), which saves reading their summaries first."""
+    def put_environment(self, fingerprint: str, snapshot: Mapping[str, Any]) -> None: ...
 
-    @abc.abstractmethod
-    def get_metric_history(self, run_id: str, key: str) -> MetricHistory: ...
+    # One write each, for callers outside a run's writer (and tests): all go through ``write``.
 
-    # artifacts
-    @abc.abstractmethod
+    def create_run(self, run: NewRun) -> None:
+        self.write([RunWrite(run.id, create=run)])
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        if params:
+            self.write([RunWrite(run_id, params=dict(params))])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        if tags:
+            self.write([RunWrite(run_id, tags=dict(tags))])
+
+    def set_note(self, run_id: str, note: str) -> None:
+        self.write([RunWrite(run_id, note=note)])
+
+    def set_result(self, run_id: str, result: Any) -> None:
+        self.write([RunWrite(run_id, has_result=True, result=result)])
+
+    def merge_context(self, run_id: str, sections: Mapping[str, Any], env_fingerprint: str | None = None) -> None:
+        """Replace these sections of the run's context (atomically), and repoint its shared environment
+        snapshot when a fingerprint is given."""
+        self.write([RunWrite(run_id, context=dict(sections), env_fingerprint=env_fingerprint)])
+
+    def add_artifacts(self, run_id: str, items: Sequence[ArtifactInfo]) -> None:
+        if items:
+            self.write([RunWrite(run_id, artifacts=list(items))])
+
+    def log_metrics(self, run_id: str, chunks: Mapping[str, Chunk], new_keys: frozenset[str] = frozenset()) -> None:
+        """Append points. ``new_keys``: metrics the caller guarantees have no points in this run yet."""
+        chunks = {k: c for k, c in chunks.items() if len(c)}
+        if chunks:
+            self.write([RunWrite(run_id, metrics=chunks, new_keys=frozenset(new_keys))])
+
+    def end_run(self, run_id: str, status: RunStatus, end_time: float, error: Mapping[str, str] | None = None,
+                metrics: Mapping[str, Chunk] | None = None, new_keys: frozenset[str] = frozenset()) -> None:
+        """Write the last metric points (if any) and the terminal status in one transaction."""
+        chunks = {k: c for k, c in (metrics or {}).items() if len(c)}
+        self.write([RunWrite(run_id, metrics=chunks, new_keys=frozenset(new_keys),
+                             end=RunEnd(status, end_time, dict(error) if error else None))])
+
+    # -- artifacts' content -----------------------------------------------------------------------
+
     def put_artifact_file(self, path: str) -> tuple[str, int]:
         """Store a local file's content (once per sha256); return (sha256, size)."""
+        return self.blobs.put_file(path)
 
-    @abc.abstractmethod
-    def put_artifact_bytes(self, data: bytes) -> tuple[str, int]: ...
+    def put_artifact_bytes(self, data: bytes) -> tuple[str, int]:
+        return self.blobs.put_bytes(data)
 
-    @abc.abstractmethod
-    def add_artifacts(self, run_id: str, items: Sequence[ArtifactInfo]) -> None: ...
+    # -- identity and claims (see labtrack.verbs.sweeps) ------------------------------------------
 
-    @abc.abstractmethod
-    def list_artifacts(self, run_id: str) -> list[ArtifactInfo]: ...
-
-    @abc.abstractmethod
-    def open_artifact(self, sha256: str) -> BinaryIO: ...
-
-    # identity and claims (see labtrack.verbs.sweeps)
     @abc.abstractmethod
     def find_finished_run(self, run_key: str) -> str | None:
         """Id of the latest FINISHED run with this key, or None (one indexed lookup)."""
@@ -169,10 +207,10 @@ class Store(abc.ABC):
         """Which of these keys have a FINISHED run."""
 
     @abc.abstractmethod
-    def claim(self, run_key: str, owner: str, lease: float, now: float) -> str:
-        """Atomically claim a configuration for ``lease`` seconds. Returns "claimed"; "done" (a FINISHED
-        run has this key); "busy" (another worker holds a live lease); or "failed" (it failed earlier in
-        the same sweep — owners are "<sweep id>/<host>/<pid>"). An expired lease is taken over."""
+    def claim(self, run_key: str, owner: str, lease: float, now: float) -> ClaimState:
+        """Atomically claim a configuration for ``lease`` seconds (see ``ClaimState``). Owners are
+        "<sweep id>/<host>/<pid>": FAILED means it failed earlier in the same sweep. An expired lease is
+        taken over."""
 
     @abc.abstractmethod
     def renew_claims(self, owner: str, lease: float, now: float) -> None: ...
@@ -181,23 +219,7 @@ class Store(abc.ABC):
     def release_claim(self, run_key: str, owner: str, *, done: bool, run_id: str | None = None) -> None:
         """Mark the claim done (kept: no one claims the key again) or failed (free for the next sweep)."""
 
-    @abc.abstractmethod
-    def set_result(self, run_id: str, result: Any) -> None: ...
-
-    # environments
-    @abc.abstractmethod
-    def put_environment(self, fingerprint: str, snapshot: Mapping[str, Any]) -> None: ...
-
-    @abc.abstractmethod
-    def get_environment(self, fingerprint: str) -> dict[str, Any] | None: ...
-
-    @abc.abstractmethod
-    def get_context(self, run_id: str) -> dict[str, Any] | None:
-        """The per-run part of the environment (process, git, seeds)."""
-
-    @abc.abstractmethod
-    def update_context(self, run_id: str, context: Mapping[str, Any], env_fingerprint: str | None = None) -> None:
-        """Replace the run's per-run environment; also repoint its shared snapshot when a fingerprint is given."""
+    # -- housekeeping -----------------------------------------------------------------------------
 
     def maintain(self) -> None:  # noqa: B027 - optional
         """Periodic housekeeping, called by the background writer thread (cheap when nothing is due)."""

@@ -32,6 +32,7 @@ __all__ = [
     "env_facts",
     "environments",
     "experiments",
+    "ingest_marks",
     "metadata",
     "metric_chunks",
     "metrics",
@@ -40,7 +41,7 @@ __all__ = [
     "tags",
 ]
 
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 
 metadata = MetaData(
     naming_convention={
@@ -169,6 +170,18 @@ claims = Table(
     Column("run_id", String(32)),
     Column("lease_until", Float, nullable=False),  # renewed by the owner's heartbeat; expired = free
     Column("created_time", Float, nullable=False),
+)
+
+# How far into each writer's spool (labtrack.run.spool) a run's points are stored, written in the same
+# transaction as the points: a write retried after an unknown outcome, or a dead process's spool recovered
+# later, skips what is already here (labtrack.core.model.IngestMark).
+ingest_marks = Table(
+    "ingest_marks",
+    metadata,
+    Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("source", String(64), primary_key=True),  # the spool's id
+    Column("journal", BigInteger, nullable=False),  # position just past the last journal record stored
+    Column("points", BigInteger, nullable=False),  # position just past the last point stored
 )
 
 environments = Table(

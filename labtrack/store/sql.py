@@ -1,64 +1,51 @@
 """The SQL store: SQLite (embedded default) and PostgreSQL through SQLAlchemy Core.
 
-SQLite runs in WAL mode with a busy timeout, and every write transaction starts with
-``BEGIN IMMEDIATE``: a writer waits for the write lock up front instead of failing half-way with
-"database is locked" when it tries to upgrade a read lock. Readers never block writers in WAL mode.
-On PostgreSQL, concurrent writers to the same metric summary serialise on ``SELECT ... FOR UPDATE``.
+This module holds the reads, claims and environments; the write path is ``sqlwrite``, the engine and
+transactions ``sqlbase`` (WAL mode and ``BEGIN IMMEDIATE`` on SQLite, row locks on PostgreSQL).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
-import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Any, BinaryIO
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
-from sqlalchemy import (
-    Table,
-    func,
-    select,
-    text,
-)
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from labtrack.core.errors import (
-    AmbiguousRunId,
-    LabtrackError,
-    ParamConflict,
-    RunNotFound,
-    SchemaOutdated,
-    StoreError,
+from labtrack.core.errors import AmbiguousRunId, RunNotFound
+from labtrack.core.frame import RunTable
+from labtrack.core.model import (
+    ArtifactInfo,
+    ClaimState,
+    Experiment,
+    IngestMark,
+    MetricHistory,
+    MetricSummary,
+    RunRecord,
+    RunStatus,
+    RunWrite,
+    Search,
 )
-from labtrack.core.filters import Node
-from labtrack.core.frame import FrameRow, RunTable
-from labtrack.core.identity import same_value
-from labtrack.core.jsontext import json_text
-from labtrack.core.model import ArtifactInfo, Experiment, MetricHistory, MetricSummary, RunRecord, RunStatus
-from labtrack.core.query import OrderTerm
 from labtrack.core.series import Chunk, unpack
 from labtrack.store import schema as db
-from labtrack.store.artifacts import LocalBlobStore
-from labtrack.store.base import NewRun, Search, Store
-from labtrack.store.engine import RawStatement, display_url, gc_paused, make_engine
-from labtrack.store.frames import ID_BATCH, build_frames, read_frames
-from labtrack.store.migrate import create_schema, read_revision
-from labtrack.store.points import TAIL_MERGE_BELOW, none_to_nan, plan_writes
+from labtrack.store.base import Store
+from labtrack.store.blobs import BlobStore
+from labtrack.store.engine import gc_paused
+from labtrack.store.frames import ID_BATCH, read_frames
+from labtrack.store.points import none_to_nan
 from labtrack.store.query import search_query
-from labtrack.store.schema import SCHEMA_REVISION
-from labtrack.store.statements import FRAME_PARTS_IN, METRICS_IN, PARAMS_IN, RUNS_IN, TAGS_IN, Q
+from labtrack.store.sqlbase import SqlBase
+from labtrack.store.sqlwrite import apply_writes, refresh_frames
+from labtrack.store.statements import METRICS_IN, PARAMS_IN, RUNS_IN, TAGS_IN, Q
 
 __all__ = ["SqlStore"]
 
 _IN_BATCH = 500  # ids per IN (...) list
 _FRAME_FILL_BATCH = 500  # runs whose frames are rebuilt per round of queries
 _STATUSES = {s.value: s for s in RunStatus}
-
-_MAINTAIN_EVERY = 2.0  # seconds between background checkpoints
 
 
 _decoded: dict[str, Any] = {}
@@ -82,159 +69,16 @@ def _sweep_of(owner: str) -> str:
     return owner.split("/", 1)[0]
 
 
-def _param_num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
 
 
-class SqlStore(Store):
-    def __init__(self, url: str, artifact_root: str, *, busy_timeout: float = 60.0) -> None:
-        self.url = url
-        self._blobs = LocalBlobStore(artifact_root)
-        self._experiments: dict[str, Experiment] = {}
-        try:
-            self._engine = make_engine(url, busy_timeout)
-        except (SQLAlchemyError, ImportError, ValueError) as exc:
-            raise StoreError(f"cannot open store {self.display_url}: {exc}") from exc
-        self.dialect = self._engine.dialect.name
-        # The driver's own error class: a few hot paths talk to the driver directly (see store.engine).
-        self._driver_error: type[Exception] = self._engine.dialect.loaded_dbapi.Error
-        self._raws: dict[int, RawStatement] = {}
-        self._maintained = 0.0
-        self._local = threading.local()  # each thread's write connection (see _write)
-        self._connections: list[tuple[int, Connection]] = []  # (pid that opened it, connection)
-        self._connections_lock = threading.Lock()
-        self._ensure_schema()
+class SqlStore(SqlBase, Store):
+    """A store on SQLite (the embedded default) or PostgreSQL; artifact content in ``blobs``."""
 
-    @property
-    def display_url(self) -> str:
-        """The URL with any password hidden: safe to print and log."""
-        return display_url(self.url)
-
-    # -- engine and transactions ---------------------------------------------------------------
-
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        """A write transaction on this thread's own connection (kept open: checking a connection out of
-        the pool and resetting it costs more than a small write)."""
-        try:
-            conn = self._writer_connection()
-            try:
-                with conn.begin():
-                    yield conn
-            except (SQLAlchemyError, self._driver_error):
-                self._drop_writer_connection(conn)  # it may be broken: the next write opens a fresh one
-                raise
-        except LabtrackError:
-            raise
-        except IntegrityError as exc:
-            refused = StoreError(f"store {self.display_url} refused a write: {exc.orig}")
-            refused.conflict = True  # a unique key already taken: see Store.log_metrics' new_keys
-            raise refused from exc
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot write to store {self.display_url}: {getattr(exc, 'orig', exc)}") from exc
-        except self._driver_error as exc:  # raised by the driver itself (our BEGIN IMMEDIATE), unwrapped
-            raise StoreError(f"cannot write to store {self.display_url}: {exc}") from exc
-
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        try:
-            with self._engine.connect() as conn, conn.begin():
-                yield conn
-        except LabtrackError:
-            raise
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot read store {self.display_url}: {getattr(exc, 'orig', exc)}") from exc
-        except self._driver_error as exc:
-            raise StoreError(f"cannot read store {self.display_url}: {exc}") from exc
-
-    # -- schema --------------------------------------------------------------------------------
-
-    def _ensure_schema(self) -> None:
-        with self._read() as conn:
-            exists, revision = read_revision(conn)
-        if not exists:
-            with self._write() as conn:
-                revision = create_schema(conn)
-        if revision != SCHEMA_REVISION:
-            raise SchemaOutdated(
-                f"store {self.display_url} has schema revision {revision or 'none'}, this labtrack uses "
-                f"{SCHEMA_REVISION}: run `labtrack db upgrade --store {self.display_url}` "
-                "(or upgrade labtrack if the store is newer)"
-            )
-
-    def _writer_connection(self) -> Connection:
-        local = self._local
-        conn = getattr(local, "conn", None)
-        if conn is None or conn.closed or getattr(local, "pid", None) != os.getpid():
-            conn = self._engine.connect()
-            conn.execution_options(labtrack_write=True)
-            local.conn, local.pid = conn, os.getpid()
-            with self._connections_lock:
-                self._connections.append((os.getpid(), conn))
-        return conn
-
-    def _drop_writer_connection(self, conn: Connection) -> None:
-        self._local.conn = None
-        with self._connections_lock:
-            self._connections = [(pid, c) for pid, c in self._connections if c is not conn]
-        try:
-            conn.invalidate()
-        except SQLAlchemyError:
-            pass
-
-    def close(self) -> None:
-        with self._connections_lock:
-            connections, self._connections = self._connections, []
-        for pid, conn in connections:
-            if pid != os.getpid():
-                continue  # inherited through fork: the parent's, which closing here would break
-            try:
-                conn.close()
-            except SQLAlchemyError:
-                pass
-        self._engine.dispose()
-
-    def maintain(self) -> None:
-        """Housekeeping for the background writer: on SQLite, a passive WAL checkpoint every few seconds,
-        so that the fsync it costs happens here and not in the commit of a training thread."""
-        if self.dialect != "sqlite":
-            return
-        now = time.monotonic()
-        if now - self._maintained < _MAINTAIN_EVERY:
-            return
-        self._maintained = now
-        try:
-            with self._engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
-        except SQLAlchemyError:
-            pass  # a checkpoint is an optimisation; SQLite will checkpoint on its own
-
-    def _fast(self, conn: Connection, stmt: Any, rows: list[dict[str, Any]]) -> int:
-        """Execute a prebuilt statement from ``Q`` for ``rows`` (see ``RawStatement``); returns the rowcount."""
-        raw = self._raws.get(id(stmt))
-        if raw is None:
-            raw = self._raws[id(stmt)] = RawStatement(stmt, self._engine.dialect)
-        try:
-            return raw.run(conn, rows)
-        except self._engine.dialect.loaded_dbapi.IntegrityError as exc:
-            raise IntegrityError(raw.sql, None, exc) from exc
-        except self._engine.dialect.loaded_dbapi.Error as exc:
-            raise SQLAlchemyError(f"{exc}") from exc
+    def __init__(self, url: str, blobs: BlobStore, *, busy_timeout: float = 60.0, home: Path | None = None) -> None:
+        self.blobs = blobs
+        super().__init__(url, busy_timeout=busy_timeout, home=home)
 
     # -- experiments ---------------------------------------------------------------------------
-
-    def _insert_ignore(self, table: Table) -> Any:
-        """An INSERT that can take ON CONFLICT clauses, in this dialect."""
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects import postgresql
-
-            return postgresql.insert(table)
-        from sqlalchemy.dialects import sqlite
-
-        return sqlite.insert(table)
 
     def get_or_create_experiment(self, name: str) -> Experiment:
         cached = self._experiments.get(name)
@@ -242,13 +86,12 @@ class SqlStore(Store):
             return cached
         with self._read() as conn:
             row = conn.execute(select(db.experiments).where(db.experiments.c.name == name)).first()
-        if row is None:
+        if row is not None:
+            experiment = Experiment(id=row.id, name=row.name, created_time=row.created_time)
+        else:
             with self._write() as conn:
-                stmt = self._insert_ignore(db.experiments).values(name=name, created_time=time.time())
-                conn.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
-                row = conn.execute(select(db.experiments).where(db.experiments.c.name == name)).one()
-        experiment = Experiment(id=row.id, name=row.name, created_time=row.created_time)
-        self._experiments[name] = experiment
+                experiment = self._experiment_in(conn, name)
+        self._remember_experiment(experiment)
         return experiment
 
     def list_experiments(self) -> list[tuple[Experiment, int]]:
@@ -266,88 +109,7 @@ class SqlStore(Store):
                 for r in conn.execute(query)
             ]
 
-    # -- runs ----------------------------------------------------------------------------------
-
-    def create_run(self, run: NewRun) -> None:
-        experiment = self.get_or_create_experiment(run.experiment)
-        row = {
-            "id": run.id, "experiment_id": experiment.id, "name": run.name, "status": RunStatus.RUNNING.value,
-            "start_time": run.start_time, "end_time": None, "heartbeat_time": run.start_time, "host": run.host,
-            "pid": run.pid, "run_key": run.run_key, "env_fingerprint": run.env_fingerprint,
-            "context": json.dumps(run.context) if run.context is not None else None, "error": None,
-            "note": run.note, "result": None, "frame_keys": None, "frame_values": None, "frame_numbers": None,
-        }
-        with self._write() as conn:
-            self._fast(conn, Q.insert_run, [row])
-            if run.params:
-                self._fast(conn, Q.insert_params, self._param_rows(run.id, run.params))
-            if run.tags:
-                self._fast(conn, Q.insert_tags, [{"run_id": run.id, "key": k, "value": v} for k, v in run.tags.items()])
-            if run.artifacts:
-                conn.execute(
-                    Q.insert_artifacts,
-                    [{"run_id": run.id, "path": a.path, "sha256": a.sha256, "size": a.size} for a in run.artifacts],
-                )
-
-    @staticmethod
-    def _param_rows(run_id: str, values: Mapping[str, Any]) -> list[dict[str, Any]]:
-        rows = []
-        for k, v in values.items():
-            encoded = json_text(v)
-            rows.append({"run_id": run_id, "key": k, "value": encoded, "num": _param_num(v),
-                         "text": v if isinstance(v, str) else encoded})
-        return rows
-
-    def _require_run(self, conn: Connection, run_id: str) -> str:
-        """The run's stored status; raises RunNotFound. On PostgreSQL the run's row stays locked until the
-        transaction ends, so that a write racing ``end_run`` sees the status that run ends with."""
-        lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
-        found = self._driver_rows(conn, "SELECT status FROM runs WHERE id = {mark}" + lock, [run_id])
-        if not found:
-            raise RunNotFound(f"no run with id {run_id!r} in store {self.display_url}")
-        return str(found[0][0])
-
-    def _driver_rows(self, conn: Connection, template: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        """Rows of ``template`` (SQL whose ``{mark}`` are the dialect's parameter markers), through the driver."""
-        cursor = conn.connection.cursor()
-        try:
-            cursor.execute(template.format(mark="?" if self.dialect == "sqlite" else "%s"), list(params))
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
-
-    def _select_in(self, conn: Connection, template: str, ids: Sequence[str]) -> list[tuple[Any, ...]]:
-        """Rows of ``template`` (SQL with ``{ids}`` for the id list, once or more) for ``ids``, through the
-        driver.
-
-        Loading many runs reads millions of small rows; SQLAlchemy's per-row processing would cost more
-        than the database. The ids are bound parameters, never SQL text.
-        """
-        marks = ", ".join(["?" if self.dialect == "sqlite" else "%s"] * len(ids))
-        cursor = conn.connection.cursor()
-        try:
-            cursor.execute(template.format(ids=marks), list(ids) * template.count("{ids}"))
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
-
-    def _frames(
-        self, conn: Connection, run_ids: Sequence[str], ending: Mapping[str, float] | None = None
-    ) -> dict[str, FrameRow]:
-        """The frames of those of ``run_ids`` that have ended, or are ending now (``ending``: their end
-        times), from their rows."""
-        return build_frames(self._select_in(conn, FRAME_PARTS_IN, run_ids), ending or {})
-
-    def _refresh_frames(self, conn: Connection, run_ids: Sequence[str]) -> int:
-        """Rewrite the frames of those of ``run_ids`` that have ended (in the caller's write transaction);
-        returns how many."""
-        frames = self._frames(conn, run_ids)
-        if frames:
-            self._fast(conn, Q.set_frame, [
-                {"b_id": run_id, "b_keys": f.keys, "b_values": f.values, "b_numbers": f.numbers}
-                for run_id, f in frames.items()
-            ])
-        return len(frames)
+    # -- reading runs --------------------------------------------------------------------------
 
     def _records(self, conn: Connection, ids: Sequence[str]) -> dict[str, RunRecord]:
         """Records of ``ids`` (those that exist), keyed by id."""
@@ -402,19 +164,11 @@ class SqlStore(Store):
             raise AmbiguousRunId(f"run id prefix {prefix!r} matches several runs ({shown}); give more characters")
         return prefix if prefix in found else found[0]
 
-    def search_ids(
-        self,
-        experiments: Sequence[str] | None = None,
-        order_by: Sequence[OrderTerm] = (),
-        max_results: int | None = None,
-        offset: int = 0,
-        run_key: str | None = None,
-        filter: Node | None = None,
-        stale_before: float = 0.0,
-    ) -> list[str]:
+    def search_ids(self, search: Search) -> list[str]:
         query = search_query(
-            experiments=experiments, node=filter, order_by=order_by, max_results=max_results, offset=offset,
-            run_key=run_key, stale_before=stale_before, dialect=self.dialect,
+            experiments=search.experiments, node=search.filter, order_by=search.order_by,
+            max_results=search.max_results, offset=search.offset, run_key=search.run_key,
+            stale_before=search.stale_before, dialect=self.dialect,
         )
         with self._read() as conn:
             result = conn.execute(query)
@@ -440,30 +194,25 @@ class SqlStore(Store):
                 ).scalars().all()
                 if not missing:
                     return filled
-                filled += self._refresh_frames(conn, missing)
+                filled += refresh_frames(self, conn, missing)
 
-    def end_run(
-        self,
-        run_id: str,
-        status: RunStatus,
-        end_time: float,
-        error: Mapping[str, str] | None = None,
-        metrics: Mapping[str, Chunk] | None = None,
-        new_keys: frozenset[str] | set[str] = frozenset(),
-    ) -> None:
+    # -- writing runs --------------------------------------------------------------------------
+
+    def write(self, writes: Sequence[RunWrite], *, retry: bool = False) -> None:
+        if not writes:
+            return
         with self._write() as conn:
-            locked = self._write_metrics(conn, run_id, metrics, new_keys) if metrics else None
-            if locked is None and self.dialect == "postgresql":
-                self._require_run(conn, run_id)  # lock the row before reading what the frame is made of
-            frame = self._frames(conn, [run_id], ending={run_id: end_time}).get(run_id)
-            if frame is None:
-                raise RunNotFound(f"no run with id {run_id!r} in store {self.display_url}")
-            # The status and the frame in one statement: end_run is on every run's path.
-            self._fast(conn, Q.end_run, [{
-                "b_id": run_id, "b_status": status.value, "b_end": end_time,
-                "b_error": json.dumps(dict(error)) if error else None,
-                "b_keys": frame.keys, "b_values": frame.values, "b_numbers": frame.numbers,
-            }])
+            experiments = apply_writes(self, conn, writes, retry)
+        for experiment in experiments:
+            self._remember_experiment(experiment)
+
+    def ingest_mark(self, run_id: str, source: str) -> IngestMark | None:
+        with self._read() as conn:
+            row = conn.execute(
+                select(db.ingest_marks.c.journal, db.ingest_marks.c.points)
+                .where(db.ingest_marks.c.run_id == run_id, db.ingest_marks.c.source == source)
+            ).first()
+        return IngestMark(source, row.journal, row.points) if row is not None else None
 
     def heartbeat(self, run_id: str, now: float) -> None:
         with self._write() as conn:
@@ -478,103 +227,14 @@ class SqlStore(Store):
             )
             if not done.rowcount:
                 return False
-            self._refresh_frames(conn, [run_id])
+            refresh_frames(self, conn, [run_id])
             return True
-
-    def set_note(self, run_id: str, note: str) -> None:
-        with self._write() as conn:
-            if conn.execute(db.runs.update().where(db.runs.c.id == run_id).values(note=note)).rowcount == 0:
-                raise RunNotFound(f"no run with id {run_id!r} in store {self.display_url}")
-
-    def set_result(self, run_id: str, result: Any) -> None:
-        with self._write() as conn:
-            conn.execute(db.runs.update().where(db.runs.c.id == run_id).values(result=json.dumps(result)))
-
-    # -- params and tags -----------------------------------------------------------------------
-
-    def log_params(self, run_id: str, values: Mapping[str, Any]) -> None:
-        if not values:
-            return
-        with self._write() as conn:
-            status = self._require_run(conn, run_id)
-            existing = {
-                r.key: json.loads(r.value)
-                for r in conn.execute(
-                    select(db.params.c.key, db.params.c.value).where(
-                        db.params.c.run_id == run_id, db.params.c.key.in_(list(values))
-                    )
-                )
-            }
-            conflicts = [k for k, v in values.items() if k in existing and not same_value(existing[k], v)]
-            if conflicts:
-                detail = "; ".join(f"{k!r}: logged {existing[k]!r}, now {values[k]!r}" for k in conflicts)
-                raise ParamConflict(
-                    f"params are immutable and {detail}. Log a new key, or start a new run for a new value "
-                    "(nothing from this call was written)",
-                    field=f"param {conflicts[0]!r}",
-                )
-            new = {k: v for k, v in values.items() if k not in existing}
-            if new:
-                conn.execute(db.params.insert(), self._param_rows(run_id, new))
-                if status != RunStatus.RUNNING:
-                    self._refresh_frames(conn, [run_id])
-
-    def set_tags(self, run_id: str, values: Mapping[str, str]) -> None:
-        if not values:
-            return
-        with self._write() as conn:
-            status = self._require_run(conn, run_id)
-            stmt = self._insert_ignore(db.tags)
-            stmt = stmt.on_conflict_do_update(index_elements=["run_id", "key"], set_={"value": stmt.excluded.value})
-            conn.execute(stmt, [{"run_id": run_id, "key": k, "value": v} for k, v in values.items()])
-            if status != RunStatus.RUNNING:
-                self._refresh_frames(conn, [run_id])
 
     def delete_tag(self, run_id: str, key: str) -> None:
         with self._write() as conn:
             done = conn.execute(db.tags.delete().where(db.tags.c.run_id == run_id, db.tags.c.key == key))
             if done.rowcount:
-                self._refresh_frames(conn, [run_id])
-
-    # -- metrics -------------------------------------------------------------------------------
-
-    def log_metrics(
-        self, run_id: str, chunks: Mapping[str, Chunk], new_keys: frozenset[str] | set[str] = frozenset()
-    ) -> None:
-        if not chunks:
-            return
-        with self._write() as conn:
-            status = self._write_metrics(conn, run_id, chunks, new_keys) or self._require_run(conn, run_id)
-            if status != RunStatus.RUNNING:  # points logged to a run that has ended
-                self._refresh_frames(conn, [run_id])
-
-    def _write_metrics(
-        self, conn: Connection, run_id: str, chunks: Mapping[str, Chunk], new_keys: frozenset[str] | set[str]
-    ) -> str | None:
-        """Append the points; returns the run's status when it had to be read (no ``new_keys``)."""
-        keys = [k for k, c in chunks.items() if len(c)]
-        lookup = [k for k in keys if k not in new_keys]
-        if self.dialect == "postgresql":
-            # Serialise writers of one run: a key with no summary row yet has no row to lock FOR UPDATE.
-            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:run))"), {"run": run_id})
-        status = None if new_keys else self._require_run(conn, run_id)
-        existing: dict[str, Any] = {}
-        tails: dict[str, Chunk] = {}
-        for start in range(0, len(lookup), _IN_BATCH):
-            part = lookup[start : start + _IN_BATCH]
-            rows = conn.execute(Q.summaries, {"b_run": run_id, "b_keys": part}).all()
-            existing.update((r.key, r) for r in rows)
-            small = [r.key for r in rows if r.tail_count < TAIL_MERGE_BELOW]
-            if small:
-                tail_rows = conn.execute(Q.tails, {"b_run": run_id, "b_keys": small})
-                tails.update((t.key, unpack(t.step_data, t.time_data, t.value_data)) for t in tail_rows)
-
-        writes = plan_writes(run_id, {k: chunks[k] for k in keys}, existing, tails)
-        for stmt, planned in ((Q.update_chunk, writes.chunk_updates), (Q.insert_chunk, writes.chunk_inserts),
-                              (Q.update_summary, writes.summary_updates), (Q.insert_summary, writes.summary_inserts)):
-            if planned:
-                self._fast(conn, stmt, planned)
-        return status
+                refresh_frames(self, conn, [run_id])
 
     def get_metric_history(self, run_id: str, key: str) -> MetricHistory:
         with self._read() as conn:
@@ -596,23 +256,6 @@ class SqlStore(Store):
 
     # -- artifacts -----------------------------------------------------------------------------
 
-    def put_artifact_file(self, path: str) -> tuple[str, int]:
-        return self._blobs.put_file(path)
-
-    def put_artifact_bytes(self, data: bytes) -> tuple[str, int]:
-        return self._blobs.put_bytes(data)
-
-    def add_artifacts(self, run_id: str, items: Sequence[ArtifactInfo]) -> None:
-        if not items:
-            return
-        with self._write() as conn:
-            self._require_run(conn, run_id)
-            stmt = self._insert_ignore(db.artifacts)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["run_id", "path"], set_={"sha256": stmt.excluded.sha256, "size": stmt.excluded.size}
-            )
-            conn.execute(stmt, [{"run_id": run_id, "path": a.path, "sha256": a.sha256, "size": a.size} for a in items])
-
     def list_artifacts(self, run_id: str) -> list[ArtifactInfo]:
         with self._read() as conn:
             rows = conn.execute(
@@ -621,9 +264,6 @@ class SqlStore(Store):
                 .order_by(db.artifacts.c.path)
             ).all()
         return [ArtifactInfo(path=r.path, sha256=r.sha256, size=r.size) for r in rows]
-
-    def open_artifact(self, sha256: str) -> BinaryIO:
-        return self._blobs.open(sha256)
 
     # -- identity and claims -------------------------------------------------------------------
 
@@ -650,37 +290,37 @@ class SqlStore(Store):
                 )
         return found
 
-    def claim(self, run_key: str, owner: str, lease: float, now: float) -> str:
+    def claim(self, run_key: str, owner: str, lease: float, now: float) -> ClaimState:
         with self._write() as conn:
             finished = conn.execute(
                 select(db.runs.c.id).where(db.runs.c.run_key == run_key, db.runs.c.status == "FINISHED").limit(1)
             ).first()
             if finished is not None:
-                return "done"
+                return ClaimState.DONE
             stmt = self._insert_ignore(db.claims).values(
                 run_key=run_key, owner=owner, state="running", lease_until=now + lease, created_time=now
             )
             inserted = stmt.on_conflict_do_nothing(index_elements=["run_key"]).returning(db.claims.c.run_key)
             if conn.execute(inserted).first() is not None:  # rowcount is unreliable for ON CONFLICT
-                return "claimed"
+                return ClaimState.CLAIMED
             row = conn.execute(
                 select(db.claims.c.owner, db.claims.c.state, db.claims.c.lease_until)
                 .where(db.claims.c.run_key == run_key)
                 .with_for_update()
             ).one()
             if row.state == "done":
-                return "done"
+                return ClaimState.DONE
             if row.state == "failed" and _sweep_of(row.owner) == _sweep_of(owner):
-                return "failed"  # it failed in this very sweep: retried by the next sweep, not this one
+                return ClaimState.FAILED  # it failed in this very sweep: retried by the next sweep, not this one
             if row.lease_until >= now and row.state == "running":
-                return "busy"
+                return ClaimState.BUSY
             taken = conn.execute(
                 db.claims.update()
                 .where(db.claims.c.run_key == run_key, db.claims.c.owner == row.owner,
                        db.claims.c.lease_until == row.lease_until)
                 .values(owner=owner, state="running", lease_until=now + lease, run_id=None)
             )
-            return "claimed" if taken.rowcount == 1 else "busy"
+            return ClaimState.CLAIMED if taken.rowcount == 1 else "busy"
 
     def renew_claims(self, owner: str, lease: float, now: float) -> None:
         with self._write() as conn:
@@ -733,11 +373,3 @@ class SqlStore(Store):
         if row is None:
             raise RunNotFound(f"no run with id {run_id!r} in store {self.display_url}")
         return json.loads(row.context) if row.context else None
-
-    def update_context(self, run_id: str, context: Mapping[str, Any], env_fingerprint: str | None = None) -> None:
-        values: dict[str, Any] = {"context": json.dumps(context)}
-        if env_fingerprint is not None:
-            values["env_fingerprint"] = env_fingerprint
-        with self._write() as conn:
-            if conn.execute(db.runs.update().where(db.runs.c.id == run_id).values(values)).rowcount == 0:
-                raise RunNotFound(f"no run with id {run_id!r} in store {self.display_url}")

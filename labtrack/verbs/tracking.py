@@ -272,9 +272,7 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> dict[str, Any]
     run = active_run()
     if run is not None:
         run._settle()
-        context = run._store.get_context(run.id) or {}
-        context["seeds"] = info
-        run._store.update_context(run.id, context)
+        run._store.merge_context(run.id, {"seeds": info})
     return info
 
 
@@ -403,8 +401,7 @@ def search_runs(
     terms = parse_order_by(order_by if isinstance(order_by, (str, type(None))) else list(order_by))
     search = Search(experiments=names, order_by=terms, max_results=max_results, offset=offset, run_key=key,
                     filter=node, stale_before=time.time() - runtime.settings().heartbeat_timeout)
-    ids = target.search_ids(names, terms, max_results, offset, run_key=key, filter=node,
-                            stale_before=search.stale_before)
+    ids = target.search_ids(search)
     if len(ids) > 2_000:  # see store.sql._gc_paused: many objects, no cycles
         import gc
 

@@ -1,0 +1,164 @@
+"""Artifact content: the ``BlobStore`` interface, and its local-directory implementation.
+
+Blobs are content-addressed: a blob's name is its content's sha256, so identical files logged by many
+runs are stored once and no user-chosen path ever becomes a blob name. ``open_blobs`` turns a location
+into a blob store (a directory now; S3-compatible buckets are the next backend).
+
+On a local directory, a blob lives at ``<root>/sha256/<2 hex>/<64 hex>``: its name is its content's sha256, so identical files
+logged by many runs are stored once, and no user-chosen path ever becomes a file name here — an
+artifact path cannot escape the store. Writes go to a temporary file in the same directory and are
+renamed into place, so a reader never sees half a blob and concurrent writers of the same content
+are harmless.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+from labtrack.core.errors import InvalidInput, StoreError
+
+__all__ = ["BlobStore", "LocalBlobStore", "check_sha256", "open_blobs"]
+
+_BUFFER = 1 << 20
+_HEX = frozenset("0123456789abcdef")
+
+
+def check_sha256(sha256: str) -> str:
+    if not isinstance(sha256, str) or len(sha256) != 64 or not _HEX.issuperset(sha256):
+        raise InvalidInput(f"{sha256!r} is not a sha256 hex digest", field="sha256")
+    return sha256
+
+
+class BlobStore(abc.ABC):
+    """Content-addressed storage of artifact bytes.
+
+    Contract: ``put_*`` return (sha256, size) and are idempotent (storing the same content again is
+    harmless and cheap); a blob, once stored, never changes; ``open`` of an unknown blob raises
+    ``StoreError``; a failed put leaves nothing behind (no partial blob, no temporary file).
+    """
+
+    url: str
+
+    @abc.abstractmethod
+    def put_file(self, path: str | os.PathLike[str], *, move: bool = False) -> tuple[str, int]:
+        """Store a local file's content. With ``move=True`` the caller gives the file up: the store may take
+        it over (a rename) instead of copying it."""
+
+    @abc.abstractmethod
+    def put_bytes(self, data: bytes) -> tuple[str, int]: ...
+
+    @abc.abstractmethod
+    def open(self, sha256: str) -> BinaryIO: ...
+
+    @abc.abstractmethod
+    def exists(self, sha256: str) -> bool: ...
+
+
+def open_blobs(location: str) -> BlobStore:
+    """The blob store at ``location``: a local directory (``file://`` or a path)."""
+    if location.startswith("file://"):
+        location = location.removeprefix("file://")
+    elif "://" in location:
+        raise InvalidInput(
+            f"artifacts {location!r}: this labtrack stores artifacts in a local directory; give a path",
+            field="artifacts",
+        )
+    return LocalBlobStore(location)
+
+
+def _remove(path: str | None) -> None:
+    if path is not None:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+class LocalBlobStore(BlobStore):
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.url = str(self.root)
+
+    def _blob_path(self, sha256: str) -> Path:
+        return self.root / "sha256" / sha256[:2] / check_sha256(sha256)
+
+    def _tmp_dir(self) -> Path:
+        tmp = self.root / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        return tmp
+
+    def _commit(self, tmp_path: str, sha256: str) -> None:
+        final = self._blob_path(sha256)
+        if final.exists():
+            os.unlink(tmp_path)
+            return
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp_path, 0o444)  # blobs are immutable; nothing should edit them in place
+        os.replace(tmp_path, final)
+
+    def put_file(self, path: str | os.PathLike[str], *, move: bool = False) -> tuple[str, int]:
+        if move:
+            taken = self._take(path)
+            if taken is not None:
+                return taken
+        digest = hashlib.sha256()
+        size = 0
+        tmp_path = None
+        try:
+            fd, tmp_path = tempfile.mkstemp(dir=self._tmp_dir(), prefix="blob-")
+            with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+                while block := src.read(_BUFFER):
+                    digest.update(block)
+                    out.write(block)
+                    size += len(block)
+            self._commit(tmp_path, digest.hexdigest())
+        except OSError as exc:
+            _remove(tmp_path)  # a full disk must not stay full of our half-written copy
+            raise StoreError(f"cannot store artifact {os.fspath(path)!r} under {self.root}: {exc}") from exc
+        return digest.hexdigest(), size
+
+    def _take(self, path: str | os.PathLike[str]) -> tuple[str, int] | None:
+        """Rename ``path`` into place when it is on this store's file system (its content is hashed first);
+        None when it is not (the caller copies)."""
+        try:
+            if os.stat(path).st_dev != os.stat(self._tmp_dir()).st_dev:
+                return None
+            digest = hashlib.sha256()
+            size = 0
+            with open(path, "rb") as src:
+                while block := src.read(_BUFFER):
+                    digest.update(block)
+                    size += len(block)
+            self._commit(os.fspath(path), digest.hexdigest())
+        except OSError as exc:
+            raise StoreError(f"cannot store artifact {os.fspath(path)!r} under {self.root}: {exc}") from exc
+        return digest.hexdigest(), size
+
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        sha = hashlib.sha256(data).hexdigest()
+        if self._blob_path(sha).exists():
+            return sha, len(data)
+        tmp_path = None
+        try:
+            fd, tmp_path = tempfile.mkstemp(dir=self._tmp_dir(), prefix="blob-")
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            self._commit(tmp_path, sha)
+        except OSError as exc:
+            _remove(tmp_path)
+            raise StoreError(f"cannot store artifact under {self.root}: {exc}") from exc
+        return sha, len(data)
+
+    def open(self, sha256: str) -> BinaryIO:
+        try:
+            return open(self._blob_path(sha256), "rb")
+        except FileNotFoundError as exc:
+            raise StoreError(f"artifact blob {sha256} is missing from {self.root}") from exc
+
+    def exists(self, sha256: str) -> bool:
+        return self._blob_path(sha256).exists()

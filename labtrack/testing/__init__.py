@@ -1,0 +1,1 @@
+"""Test support shipped with labtrack: the Store contract suite (``store_contract``)."""
