@@ -13,7 +13,7 @@ import pytest
 from env_helpers import git, git_env, make_repo  # noqa: F401  (git_env is a fixture)
 
 import labtrack as lt
-from labtrack.core.diff import RunDiff, RunView, Section, diff_runs, version_change
+from labtrack.core.diff import MetricDelta, RunDiff, RunView, Section, diff_runs, version_change
 
 # -- building blocks -------------------------------------------------------------------------------
 
@@ -176,7 +176,7 @@ def test_identical_runs_have_every_section_identical(real: dict[str, Any]) -> No
     assert result.identical
     assert result.differing() == []
     assert all(s.identical for s in result.sections if s.name != "code" or s.compared)
-    assert result.metrics == [{"key": "acc", "a": 0.9, "b": 0.9, "delta": 0.0, "pct": 0.0, "same": True}]
+    assert result.metrics == [MetricDelta("acc", 0.9, 0.9, delta=0.0, pct=0.0, same=True)]
     assert result.to_dict()["identical"] is True
 
 
@@ -217,16 +217,16 @@ def test_metrics_show_last_values_with_delta_and_percent() -> None:
         RunView("a", metrics={"acc": 0.9, "loss": 0.5, "old": 1.0, "nan": math.nan, "zero": 0.0, "inf": math.inf}),
         RunView("b", metrics={"acc": 0.95, "loss": 0.4, "new": 2.0, "nan": math.nan, "zero": 1.0, "inf": 1.0}),
     )
-    rows = {r["key"]: r for r in result.metrics}
+    rows = {r.key: r for r in result.metrics}
     assert list(rows) == sorted(rows)
-    assert rows["acc"]["delta"] == pytest.approx(0.05) and rows["acc"]["pct"] == pytest.approx(5.5555556)
-    assert rows["loss"]["delta"] == pytest.approx(-0.1) and rows["loss"]["pct"] == pytest.approx(-20.0)
-    assert not rows["acc"]["same"]
-    assert (rows["old"]["b"], rows["old"]["delta"], rows["old"]["same"]) == (None, None, False)
-    assert (rows["new"]["a"], rows["new"]["delta"]) == (None, None)
-    assert rows["nan"]["same"] is True
-    assert (rows["zero"]["delta"], rows["zero"]["pct"]) == (1.0, None)  # no percentage of zero
-    assert (rows["inf"]["delta"], rows["inf"]["pct"], rows["inf"]["same"]) == (None, None, False)
+    assert rows["acc"].delta == pytest.approx(0.05) and rows["acc"].pct == pytest.approx(5.5555556)
+    assert rows["loss"].delta == pytest.approx(-0.1) and rows["loss"].pct == pytest.approx(-20.0)
+    assert not rows["acc"].same
+    assert rows["old"] == MetricDelta("old", 1.0, None, delta=None, pct=None, same=False)
+    assert (rows["new"].a, rows["new"].delta) == (None, None)
+    assert rows["nan"].same is True
+    assert (rows["zero"].delta, rows["zero"].pct) == (1.0, None)  # no percentage of zero
+    assert (rows["inf"].delta, rows["inf"].pct, rows["inf"].same) == (None, None, False)
 
 
 def test_artifacts_compare_by_content_hash() -> None:
@@ -343,9 +343,9 @@ def test_diff_of_runs_in_a_git_repo_reports_the_dirty_tree_new_commits_params_me
     code = changes(result, "code")
     assert set(code) == {"working tree"}
     assert (code["working tree"].a, code["working tree"].b) == ("clean", "uncommitted changes")
-    rows = {r["key"]: r for r in result.metrics}
-    assert rows["acc"]["delta"] == pytest.approx(0.05) and rows["acc"]["pct"] == pytest.approx(5.5555556)
-    assert rows["loss"]["pct"] == pytest.approx(-20.0)
+    rows = {r.key: r for r in result.metrics}
+    assert rows["acc"].delta == pytest.approx(0.05) and rows["acc"].pct == pytest.approx(5.5555556)
+    assert rows["loss"].pct == pytest.approx(-20.0)
     arts = changes(result, "artifacts")
     assert "model.pt" not in arts  # same bytes, same hash
     assert arts["config.json"].kind == "changed"
@@ -360,7 +360,7 @@ def test_diff_of_runs_in_a_git_repo_reports_the_dirty_tree_new_commits_params_me
     assert code["commit"].note == "2 commit(s) between them"  # git log a..b, the repository is here
     assert (code["working tree"].a, code["working tree"].b) == ("uncommitted changes", "clean")
     assert sections(later)["params"].identical
-    assert all(r["same"] for r in later.metrics)
+    assert all(r.same for r in later.metrics)
     assert "config.json" not in changes(later, "artifacts")
 
     same_code = lt.diff(committed, committed)

@@ -13,6 +13,8 @@ from rich.table import Table
 from rich.text import Text
 
 from labtrack.core.aggregate import Grouping
+from labtrack.core.checks import DoctorReport, Reproduction, Verdict
+from labtrack.core.diff import RunDiff
 from labtrack.core.model import Experiment, RunStatus
 
 if TYPE_CHECKING:
@@ -361,19 +363,19 @@ def groups(grouping: Grouping, title: str | None = None) -> None:
         note(f"(not shown for width: {hidden}; choose with --columns, or --json)")
 
 
-def diff(result: Any) -> None:
+def diff(result: RunDiff) -> None:
     """A run diff: metrics with deltas, then each differing section, likeliest cause first."""
     _out.print(Text(f"diff {result.a[:8]} → {result.b[:8]}", style="bold"))
-    changed_metrics = [m for m in result.metrics if not m["same"]]
+    changed_metrics = [m for m in result.metrics if not m.same]
     if changed_metrics:
         table = Table(title="metrics (last values)", title_justify="left")
         for name in ("key", "A", "B", "delta", "%"):
             table.add_column(name, justify="left" if name == "key" else "right")
         for m in changed_metrics:
-            pct = f"{m['pct']:+.2f}%" if m["pct"] is not None else ""
-            delta = f"{m['delta']:+.4g}" if m["delta"] is not None else ""
-            table.add_row(m["key"], "" if m["a"] is None else fmt_value(m["a"]),
-                          "" if m["b"] is None else fmt_value(m["b"]), delta, pct)
+            pct = f"{m.pct:+.2f}%" if m.pct is not None else ""
+            delta = f"{m.delta:+.4g}" if m.delta is not None else ""
+            table.add_row(m.key, "" if m.a is None else fmt_value(m.a), "" if m.b is None else fmt_value(m.b),
+                          delta, pct)
         _out.print(table)
     elif result.metrics:
         note("metrics: identical")
@@ -398,7 +400,7 @@ _LEVEL_STYLE = {"identical": "green", "compatible": "green", "at-risk": "yellow"
                 "error": "red", "warning": "yellow"}
 
 
-def doctor(report: Any) -> None:
+def doctor(report: DoctorReport) -> None:
     if not report.findings:
         _out.print(Text("✓ no dependency conflicts, CUDA consistent, settings valid, store reachable", style="green"))
     for finding in report.findings:
@@ -408,14 +410,14 @@ def doctor(report: Any) -> None:
         note(f"environment fingerprint {report.environment_fingerprint[:16]}")
 
 
-def verdict(result: Any, run_id: str) -> None:
+def verdict(result: Verdict, run_id: str) -> None:
     _out.print(Text("verdict: ", style="bold") + Text(result.level, style=_LEVEL_STYLE.get(result.level, "")) +
                Text(f"  (this machine vs run {run_id})"))
     for reason in result.reasons:
         _out.print(Text(f"  {reason.level:12} ", style=_LEVEL_STYLE.get(reason.level, "")) + Text(reason.message))
 
 
-def reproduction(result: Any) -> None:
+def reproduction(result: Reproduction) -> None:
     style = {"reproduced": "green", "differs": "yellow", "failed": "bold red"}[result.verdict]
     _out.print(Text("verdict: ", style="bold") + Text(result.verdict, style=style) +
                Text(f"  (new run {result.new_run[:8] if result.new_run else '-'}, work dir {result.workdir})"))
@@ -426,10 +428,10 @@ def reproduction(result: Any) -> None:
         for name in ("key", "original", "reproduced", ""):
             table.add_column(name, justify="left" if name == "key" else "right")
         for m in result.metrics:
-            table.add_row(m["key"], fmt_value(m["original"]), "" if m["new"] is None else fmt_value(m["new"]),
-                          Text("✓" if m["within_tolerance"] else "✗", style="green" if m["within_tolerance"] else "red"))
+            table.add_row(m.key, fmt_value(m.original), "" if m.new is None else fmt_value(m.new),
+                          Text("✓" if m.within_tolerance else "✗", style="green" if m.within_tolerance else "red"))
         _out.print(table)
     for a in result.artifacts:
-        state = Text("identical", style="green") if a["identical"] else Text(
-            "missing" if a["new"] is None else "different content", style="red")
-        _out.print(Text(f"  {a['path']}: ") + state)
+        state = Text("identical", style="green") if a.identical else Text(
+            "missing" if a.new is None else "different content", style="red")
+        _out.print(Text(f"  {a.path}: ") + state)

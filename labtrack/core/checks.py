@@ -14,18 +14,33 @@
 Each reason carries its level; they are ranked, worst first. ``doctor_findings`` reads one snapshot:
 dependency conflicts, CUDA consistency (framework built for a newer CUDA than the driver supports, a GPU
 whose compute capability the build has no kernels for).
+
+The outcomes of the reproducibility verbs are records here too: a ``Verdict`` (check), a ``DoctorReport``
+(doctor) and a ``Reproduction`` (reproduce: each metric and artifact of the original against the new run's).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from labtrack.core.diff import version_change
 from labtrack.core.environment import section_of
 
-__all__ = ["EXIT_CODES", "LEVELS", "Finding", "Reason", "Verdict", "check_reproducibility", "doctor_findings"]
+__all__ = [
+    "EXIT_CODES",
+    "LEVELS",
+    "ArtifactCheck",
+    "DoctorReport",
+    "Finding",
+    "MetricCheck",
+    "Reason",
+    "Reproduction",
+    "Verdict",
+    "check_reproducibility",
+    "doctor_findings",
+]
 
 LEVELS = ("identical", "compatible", "at-risk", "incompatible")
 EXIT_CODES = {"identical": 0, "compatible": 0, "at-risk": 1, "incompatible": 2}
@@ -47,7 +62,7 @@ class Reason:
 
 @dataclass
 class Verdict:
-    level: str
+    level: str  # identical | compatible | at-risk | incompatible
     reasons: list[Reason] = field(default_factory=list)
 
     @property
@@ -61,11 +76,70 @@ class Verdict:
 @dataclass(frozen=True)
 class Finding:
     level: str  # error | warning
-    topic: str  # dependencies | cuda | settings
+    topic: str  # dependencies | cuda | settings | store
     message: str
 
     def to_dict(self) -> dict[str, str]:
         return {"level": self.level, "topic": self.topic, "message": self.message}
+
+
+@dataclass
+class DoctorReport:
+    """What ``labtrack doctor`` found about this environment, and its fingerprint."""
+
+    findings: list[Finding]
+    environment_fingerprint: str | None
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.level == "error" for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "fingerprint": self.environment_fingerprint,
+                "findings": [f.to_dict() for f in self.findings]}
+
+
+@dataclass(frozen=True)
+class MetricCheck:
+    """One metric of the original run against the reproduction's (None when it logged no such metric)."""
+
+    key: str
+    original: float
+    new: float | None
+    within_tolerance: bool
+
+
+@dataclass(frozen=True)
+class ArtifactCheck:
+    """One artifact of the original run against the reproduction's, by content (sha256; None when missing)."""
+
+    path: str
+    original: str
+    new: str | None
+    identical: bool
+
+
+@dataclass
+class Reproduction:
+    """The outcome of ``reproduce``: ``reproduced`` (every metric within tolerance, every artifact identical),
+    ``differs``, or ``failed`` (it could not be rebuilt or run: see ``problems``)."""
+
+    original: str
+    new_run: str | None
+    verdict: str  # reproduced | differs | failed
+    workdir: str
+    metrics: list[MetricCheck] = field(default_factory=list)
+    artifacts: list[ArtifactCheck] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return {"reproduced": 0, "differs": 1}.get(self.verdict, 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"original": self.original, "new_run": self.new_run, "verdict": self.verdict,
+                "exit_code": self.exit_code, "workdir": self.workdir, "metrics": [asdict(m) for m in self.metrics],
+                "artifacts": [asdict(a) for a in self.artifacts], "problems": self.problems}
 
 
 def _major_minor(version: Any) -> tuple[int, int] | None:

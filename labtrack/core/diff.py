@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from labtrack.core.environment import section_of
 from labtrack.core.identity import canonical_json
 
-__all__ = ["Change", "RunDiff", "RunView", "Section", "diff_runs", "version_change"]
+__all__ = ["Change", "MetricDelta", "RunDiff", "RunView", "Section", "diff_runs", "version_change"]
 
 _RELEASE = re.compile(r"^\s*v?(\d+(?:\.\d+)*)(.*)$")
 # Packages whose version most directly decides numerical results (ranked with the frameworks).
@@ -84,11 +84,24 @@ class Section:
         }
 
 
+@dataclass(frozen=True)
+class MetricDelta:
+    """One metric's last value in both runs (None where a run did not log it). ``delta`` is b − a and ``pct``
+    the change in percent of |a|, when both are finite (no percentage of 0); ``same`` counts NaN as NaN."""
+
+    key: str
+    a: float | None
+    b: float | None
+    delta: float | None = None
+    pct: float | None = None
+    same: bool = False
+
+
 @dataclass
 class RunDiff:
     a: str
     b: str
-    metrics: list[dict[str, Any]]
+    metrics: list[MetricDelta]
     sections: list[Section]
     identical_artifacts: list[str] = field(default_factory=list)  # same path, same content in both runs
 
@@ -103,7 +116,7 @@ class RunDiff:
         return {
             "a": self.a,
             "b": self.b,
-            "metrics": self.metrics,
+            "metrics": [asdict(m) for m in self.metrics],
             "sections": [s.to_dict() for s in self.sections],
             "identical_artifacts": self.identical_artifacts,
             "identical": self.identical,
@@ -166,18 +179,18 @@ def _section(env: dict[str, Any], name: str) -> dict[str, Any] | None:
     return section_of(env, name) or None
 
 
-def _metric_rows(a: RunView, b: RunView) -> list[dict[str, Any]]:
+def _metric_rows(a: RunView, b: RunView) -> list[MetricDelta]:
     rows = []
     for key in sorted(set(a.metrics) | set(b.metrics)):
         va, vb = a.metrics.get(key), b.metrics.get(key)
-        row: dict[str, Any] = {"key": key, "a": va, "b": vb, "delta": None, "pct": None, "same": False}
-        if va is not None and vb is not None:
-            same = va == vb or (math.isnan(va) and math.isnan(vb))
-            row["same"] = same
-            if math.isfinite(va) and math.isfinite(vb):
-                row["delta"] = vb - va
-                row["pct"] = (vb - va) / abs(va) * 100 if va != 0 else None
-        rows.append(row)
+        if va is None or vb is None:
+            rows.append(MetricDelta(key, va, vb))
+            continue
+        same = va == vb or (math.isnan(va) and math.isnan(vb))
+        if math.isfinite(va) and math.isfinite(vb):
+            rows.append(MetricDelta(key, va, vb, vb - va, (vb - va) / abs(va) * 100 if va != 0 else None, same))
+        else:
+            rows.append(MetricDelta(key, va, vb, same=same))
     return rows
 
 

@@ -19,12 +19,20 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from labtrack.run import process as runtime
-from labtrack.core.checks import Finding, Verdict, check_reproducibility, doctor_findings
+from labtrack.core.checks import (
+    ArtifactCheck,
+    DoctorReport,
+    Finding,
+    MetricCheck,
+    Reproduction,
+    Verdict,
+    check_reproducibility,
+    doctor_findings,
+)
 from labtrack.core.errors import InvalidInput, LabtrackError
 from labtrack.core.recipes import Recipe, render
 from labtrack.run.handle import GIT_DIFF_ARTIFACT, Run
@@ -33,20 +41,6 @@ from labtrack.verbs.tracking import run_of, search_runs
 __all__ = ["DoctorReport", "Reproduction", "check", "doctor", "export", "recipe_for", "reproduce"]
 
 _INTERNAL_ARTIFACTS = ("labtrack/",)  # the recorded diff, pickled results: not outputs to compare
-
-
-@dataclass
-class DoctorReport:
-    findings: list[Finding]
-    environment_fingerprint: str | None
-
-    @property
-    def ok(self) -> bool:
-        return not any(f.level == "error" for f in self.findings)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "fingerprint": self.environment_fingerprint,
-                "findings": [f.to_dict() for f in self.findings]}
 
 
 def doctor() -> DoctorReport:
@@ -109,26 +103,6 @@ def export(run: Run | str, fmt: str = "requirements", *, store: str | None = Non
 
 
 # -- reproduce -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Reproduction:
-    original: str
-    new_run: str | None
-    verdict: str  # reproduced | differs | failed
-    workdir: str
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    artifacts: list[dict[str, Any]] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def exit_code(self) -> int:
-        return {"reproduced": 0, "differs": 1}.get(self.verdict, 2)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"original": self.original, "new_run": self.new_run, "verdict": self.verdict,
-                "exit_code": self.exit_code, "workdir": self.workdir, "metrics": self.metrics,
-                "artifacts": self.artifacts, "problems": self.problems}
 
 
 class _Failed(Exception):
@@ -226,7 +200,7 @@ def _checkout(recipe: Recipe, snapshot: dict[str, Any], workdir: Path, log: Call
     return src
 
 
-def _compare(original: Run, new: Run, rtol: float, atol: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _compare(original: Run, new: Run, rtol: float, atol: float) -> tuple[list[MetricCheck], list[ArtifactCheck]]:
     metrics = []
     new_metrics = new.metrics
     for key, value in sorted(original.metrics.items()):
@@ -234,14 +208,14 @@ def _compare(original: Run, new: Run, rtol: float, atol: float) -> tuple[list[di
         same = other is not None and (
             (math.isnan(value) and math.isnan(other)) or math.isclose(value, other, rel_tol=rtol, abs_tol=atol)
         )
-        metrics.append({"key": key, "original": value, "new": other, "within_tolerance": same})
+        metrics.append(MetricCheck(key, value, other, same))
     new_artifacts = {a.path: a.sha256 for a in new.artifacts}
     artifacts = []
     for item in original.artifacts:
         if item.path.startswith(_INTERNAL_ARTIFACTS):
             continue
         new_sha = new_artifacts.get(item.path)
-        artifacts.append({"path": item.path, "original": item.sha256, "new": new_sha, "identical": new_sha == item.sha256})
+        artifacts.append(ArtifactCheck(item.path, item.sha256, new_sha, new_sha == item.sha256))
     return metrics, artifacts
 
 
@@ -295,7 +269,7 @@ def reproduce(
     new = found[0]
     result.new_run = new.id
     result.metrics, result.artifacts = _compare(original, new, rtol, atol)
-    ok = all(m["within_tolerance"] for m in result.metrics) and all(a["identical"] for a in result.artifacts)
+    ok = all(m.within_tolerance for m in result.metrics) and all(a.identical for a in result.artifacts)
     result.verdict = "reproduced" if ok else "differs"
     new.set_tag("labtrack.verbs.reproduction", result.verdict)
     return result
