@@ -190,8 +190,8 @@ def test_check_command_verdicts_follow_the_stored_snapshot(isolated_labtrack: Pa
     gpu = check_cli(run.id, python_env, "--json")
     assert gpu.returncode == 2, gpu.stdout + gpu.stderr
     body = json.loads(gpu.stdout)
-    assert set(body) == {"verdict", "exit_code", "reasons"}
-    assert body["verdict"] == "incompatible" and body["exit_code"] == 2
+    assert set(body) == {"level", "exit_code", "reasons"}
+    assert body["level"] == "incompatible" and body["exit_code"] == 2
     assert all(set(r) == {"level", "message"} for r in body["reasons"])
     assert body["reasons"][0]["level"] == "incompatible"
     assert "GPU" in body["reasons"][0]["message"] and "A100" in body["reasons"][0]["message"]

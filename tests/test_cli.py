@@ -15,6 +15,7 @@ from click.testing import CliRunner, Result
 
 import labtrack as lt
 from labtrack.cli import main
+from labtrack.core import wire
 from labtrack.core.model import Search
 from labtrack.store import open_store
 from labtrack.store.schema import SCHEMA_REVISION
@@ -147,7 +148,10 @@ def test_an_error_with_json_is_a_json_error_body() -> None:
     result = invoke("show", "0" * 32, "--json")
     assert result.exit_code == 1
     body = strict_json(result.stderr)
-    assert body["error"] == "RunNotFound" and body["status"] == 404 and body["message"]
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == "RunNotFound" and body["error"]["status"] == 404 and body["error"]["message"]
+    assert body["error"]["field"] is None
+    assert isinstance(wire.error_from_wire(body), lt.RunNotFound)
 
 
 def test_store_option_selects_the_store_before_or_after_the_command(tmp_path: Path) -> None:

@@ -96,7 +96,8 @@ def test_runs_filter_syntax_error_exits_1_with_a_caret_under_the_column(store: s
     as_json = invoke(store, "runs", "mnist", "--filter", text, "--json")
     assert as_json.exit_code == 1
     body = json.loads(as_json.stderr)
-    assert body["field"] == "filter" and "column 15" in body["message"]
+    assert body["error"]["field"] == "filter" and "column 15" in body["error"]["message"]
+    assert body["error"]["code"] == "InvalidInput" and body["error"]["status"] == 400
 
 
 def test_syntax_error_caret_lines_up_under_a_long_filter(store: str, seeded: Any) -> None:

@@ -15,18 +15,20 @@ Each reason carries its level; they are ranked, worst first. ``doctor_findings``
 dependency conflicts, CUDA consistency (framework built for a newer CUDA than the driver supports, a GPU
 whose compute capability the build has no kernels for).
 
-The outcomes of the reproducibility verbs are records here too: a ``Verdict`` (check), a ``DoctorReport``
-(doctor) and a ``Reproduction`` (reproduce: each metric and artifact of the original against the new run's).
+The outcomes of the reproducibility verbs are records here too, in the wire format of ``core.wire``: a
+``Verdict`` (check), a ``DoctorReport`` (doctor) and a ``Reproduction`` (reproduce: each metric and
+artifact of the original against the new run's).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, cast
 
 from labtrack.core.diff import version_change
 from labtrack.core.environment import section_of
+from labtrack.core.wire import to_wire
 
 __all__ = [
     "EXIT_CODES",
@@ -57,7 +59,7 @@ class Reason:
     message: str
 
     def to_dict(self) -> dict[str, str]:
-        return {"level": self.level, "message": self.message}
+        return cast("dict[str, str]", to_wire(self))
 
 
 @dataclass
@@ -65,12 +67,14 @@ class Verdict:
     level: str  # identical | compatible | at-risk | incompatible
     reasons: list[Reason] = field(default_factory=list)
 
+    wire_derived: ClassVar[tuple[str, ...]] = ("exit_code",)
+
     @property
     def exit_code(self) -> int:
         return EXIT_CODES[self.level]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"verdict": self.level, "exit_code": self.exit_code, "reasons": [r.to_dict() for r in self.reasons]}
+        return cast("dict[str, Any]", to_wire(self))
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ class Finding:
     message: str
 
     def to_dict(self) -> dict[str, str]:
-        return {"level": self.level, "topic": self.topic, "message": self.message}
+        return cast("dict[str, str]", to_wire(self))
 
 
 @dataclass
@@ -90,13 +94,14 @@ class DoctorReport:
     findings: list[Finding]
     environment_fingerprint: str | None
 
+    wire_derived: ClassVar[tuple[str, ...]] = ("ok",)
+
     @property
     def ok(self) -> bool:
         return not any(f.level == "error" for f in self.findings)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "fingerprint": self.environment_fingerprint,
-                "findings": [f.to_dict() for f in self.findings]}
+        return cast("dict[str, Any]", to_wire(self))
 
 
 @dataclass(frozen=True)
@@ -132,14 +137,14 @@ class Reproduction:
     artifacts: list[ArtifactCheck] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
+    wire_derived: ClassVar[tuple[str, ...]] = ("exit_code",)
+
     @property
     def exit_code(self) -> int:
         return {"reproduced": 0, "differs": 1}.get(self.verdict, 2)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"original": self.original, "new_run": self.new_run, "verdict": self.verdict,
-                "exit_code": self.exit_code, "workdir": self.workdir, "metrics": [asdict(m) for m in self.metrics],
-                "artifacts": [asdict(a) for a in self.artifacts], "problems": self.problems}
+        return cast("dict[str, Any]", to_wire(self))
 
 
 def _major_minor(version: Any) -> tuple[int, int] | None:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, cast
 
 from labtrack.core.environment import section_of
 from labtrack.core.identity import canonical_json
+from labtrack.core.wire import to_wire
 
 __all__ = ["Change", "MetricDelta", "RunDiff", "RunView", "Section", "diff_runs", "version_change"]
 
@@ -61,7 +62,7 @@ class Change:
         return f"{self.key} {arrow}{extra}{'; ' + self.note if self.note else ''}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "a": self.a, "b": self.b, "kind": self.kind, "level": self.level, "note": self.note}
+        return cast("dict[str, Any]", to_wire(self))
 
 
 @dataclass
@@ -71,17 +72,14 @@ class Section:
     changes: list[Change] = field(default_factory=list)
     compared: bool = True  # False when either run lacks the information
 
+    wire_derived: ClassVar[tuple[str, ...]] = ("identical",)
+
     @property
     def identical(self) -> bool:
         return self.compared and not self.changes
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "identical": self.identical,
-            "compared": self.compared,
-            "changes": [c.to_dict() for c in self.changes],
-        }
+        return cast("dict[str, Any]", to_wire(self))
 
 
 @dataclass(frozen=True)
@@ -105,6 +103,8 @@ class RunDiff:
     sections: list[Section]
     identical_artifacts: list[str] = field(default_factory=list)  # same path, same content in both runs
 
+    wire_derived: ClassVar[tuple[str, ...]] = ("identical",)
+
     @property
     def identical(self) -> bool:
         return all(s.identical or not s.compared for s in self.sections)
@@ -113,14 +113,7 @@ class RunDiff:
         return [s for s in self.sections if s.changes]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "a": self.a,
-            "b": self.b,
-            "metrics": [asdict(m) for m in self.metrics],
-            "sections": [s.to_dict() for s in self.sections],
-            "identical_artifacts": self.identical_artifacts,
-            "identical": self.identical,
-        }
+        return cast("dict[str, Any]", to_wire(self))
 
 
 def _show(value: Any) -> str:

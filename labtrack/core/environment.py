@@ -35,15 +35,19 @@ UUIDs (which physical card), container and scheduler ids, paths (executable, pre
 checkouts), whether a framework happened to be imported yet, and the whole ``process`` and ``git``
 sections — code identity is the run key's business, not the environment's. :meth:`Environment.per_run`
 returns what a store must keep per run for that reason.
+
+On the wire (``core.wire``) an environment is its snapshot with ``"fingerprint"`` added beside the
+sections; decoding reads the snapshot and computes the fingerprint again (it follows from the snapshot).
 """
 
 from __future__ import annotations
 
 import copy
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 from labtrack.core.identity import canonical_json
+from labtrack.core.wire import Json, from_wire, join_path, to_wire
 
 __all__ = ["SCHEMA_VERSION", "SECTIONS", "Environment", "environment_facts", "fingerprint_subset", "section_of"]
 
@@ -163,6 +167,18 @@ class Environment:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Environment:
         return cls(copy.deepcopy(d))
+
+    def wire_encode(self) -> dict[str, Json]:
+        if "fingerprint" in self.snapshot:
+            raise ValueError("a snapshot has no 'fingerprint' section: the wire format puts the fingerprint there")
+        encoded = cast("dict[str, Json]", to_wire(self.snapshot, dict[str, Any]))
+        return {**encoded, "fingerprint": self.fingerprint}
+
+    @classmethod
+    def wire_decode(cls, data: object, path: str) -> Environment:
+        snapshot = from_wire(dict[str, Any], data, path=path)
+        from_wire(str | None, snapshot.pop("fingerprint", None), path=join_path(path, "fingerprint"))
+        return cls(snapshot)
 
     def replace_section(self, name: str, section: dict[str, Any]) -> Environment:
         """A new Environment with one section replaced (the fingerprint is recomputed)."""

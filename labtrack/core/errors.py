@@ -37,10 +37,13 @@ class LabtrackError(Exception):
     """Root of every error labtrack raises."""
 
     status_code: int = 500
+    field: str | None = None  # the input at fault, when there is one (see InvalidInput)
 
     def to_dict(self) -> dict[str, object]:
-        """The JSON error body used by the CLI's ``--json`` and the server."""
-        return {"error": type(self).__name__, "message": str(self), "status": self.status_code}
+        """The JSON error body of the CLI's ``--json`` and the server: ``{"error": {"code": <class name>,
+        "message", "field", "status"}}`` (``core.wire.error_from_wire`` reads it back)."""
+        return {"error": {"code": type(self).__name__, "message": str(self), "field": self.field,
+                          "status": self.status_code}}
 
 
 class InvalidInput(LabtrackError, ValueError):
@@ -51,12 +54,6 @@ class InvalidInput(LabtrackError, ValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
-
-    def to_dict(self) -> dict[str, object]:
-        body = super().to_dict()
-        if self.field is not None:
-            body["field"] = self.field
-        return body
 
 
 class ParamConflict(InvalidInput):

@@ -13,6 +13,10 @@ whenever its params, tags or metrics change afterwards:
 
 A group of N runs with the same keys then arrives as one JSON text of N arrays and one buffer of
 N × width doubles: a column is a slice of the buffer or one position of every array.
+
+A ``RunTable`` travels column-wise in the wire format (``core.wire``): ``ids``, ``experiment``, ``name`` and
+``status`` as arrays, ``start_time`` and ``end_time`` packed, ``params`` and ``tags`` as ``{key: [value per
+run]}`` and ``metrics`` as ``{key: packed last values}``; ``"encoding": "le-base64"`` names the packing.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ import json
 import math
 import sys
 from array import array
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any
 
+from labtrack.core.errors import InvalidInput
 from labtrack.core.jsontext import json_text
 from labtrack.core.model import RunRecord
+from labtrack.core.wire import ENCODING, Json, decode_array, encode_array, expect_object, from_wire, join_path, to_wire
 
 __all__ = ["FrameRow", "RunTable", "encode_frame"]
 
@@ -82,6 +88,78 @@ class RunTable:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @classmethod
+    def from_columns(
+        cls, ids: Sequence[str], experiment: Sequence[str], name: Sequence[str | None], status: Sequence[str],
+        start_time: Sequence[float], end_time: Sequence[float], params: Mapping[str, Sequence[Any]],
+        tags: Mapping[str, Sequence[str | None]], metrics: Mapping[str, Sequence[float]],
+    ) -> RunTable:
+        """A table of whole columns, each with one entry per run (None or NaN where a run lacks the key)."""
+        named: dict[str, Mapping[str, Sized]] = {"params": params, "tags": tags, "metrics": metrics}
+        uneven = _uneven(len(ids), {
+            "experiment": experiment, "name": name, "status": status, "start_time": start_time, "end_time": end_time,
+            **{join_path(kind, key): column for kind, by_key in named.items() for key, column in by_key.items()},
+        })
+        if uneven is not None:
+            raise ValueError(f"column {uneven} has not one entry for each of the {len(ids)} runs")
+        table = cls()
+        table.ids.extend(ids)
+        table.experiment.extend(experiment)
+        table.name.extend(name)
+        table.status.extend(status)
+        table.start_time.extend(start_time)
+        table.end_time.extend(end_time)
+        table._params = {key: [(0, list(column))] for key, column in params.items()}
+        table._tags = {key: [(0, list(column))] for key, column in tags.items()}
+        table._metrics = {key: [(0, array("d", column))] for key, column in metrics.items()}
+        return table
+
+    def wire_encode(self) -> dict[str, Json]:
+        return {
+            "encoding": ENCODING,
+            "ids": list(self.ids),
+            "experiment": list(self.experiment),
+            "name": list(self.name),
+            "status": list(self.status),
+            "start_time": encode_array(self.start_time, "d"),
+            "end_time": encode_array(self.end_time, "d"),
+            "params": to_wire(self.params(), dict[str, list[Any]]),
+            "tags": to_wire(self.tags(), dict[str, list[str | None]]),
+            "metrics": {key: encode_array(column, "d") for key, column in self.metrics().items()},
+        }
+
+    @classmethod
+    def wire_decode(cls, data: object, path: str) -> RunTable:
+        fields = expect_object(data, path, ("encoding", "ids", "experiment", "name", "status", "start_time",
+                                            "end_time", "params", "tags", "metrics"))
+
+        def under(name: str) -> str:
+            return join_path(path, name)
+
+        if fields["encoding"] != ENCODING:
+            raise InvalidInput(f"{under('encoding')}: expected {ENCODING!r}", field=under("encoding"))
+        packed = from_wire(dict[str, str], fields["metrics"], path=under("metrics"))
+        columns: dict[str, Any] = {
+            "ids": from_wire(list[str], fields["ids"], path=under("ids")),
+            "experiment": from_wire(list[str], fields["experiment"], path=under("experiment")),
+            "name": from_wire(list[str | None], fields["name"], path=under("name")),
+            "status": from_wire(list[str], fields["status"], path=under("status")),
+            "start_time": decode_array(fields["start_time"], "d", under("start_time")),
+            "end_time": decode_array(fields["end_time"], "d", under("end_time")),
+            "params": from_wire(dict[str, list[Any]], fields["params"], path=under("params")),
+            "tags": from_wire(dict[str, list[str | None]], fields["tags"], path=under("tags")),
+            "metrics": {key: decode_array(text, "d", join_path(under("metrics"), key)) for key, text in packed.items()},
+        }
+        uneven = _uneven(len(columns["ids"]), {
+            **{name: columns[name] for name in ("experiment", "name", "status", "start_time", "end_time")},
+            **{join_path(kind, key): column for kind in ("params", "tags", "metrics")
+               for key, column in columns[kind].items()},
+        })
+        if uneven is not None:
+            raise InvalidInput(f"{under(uneven)}: not one entry for each of the {len(columns['ids'])} runs",
+                               field=under(uneven))
+        return cls.from_columns(**columns)
 
     def add_group(
         self, experiment: str, keys: str, ids: Sequence[str], names: Sequence[str | None], statuses: Sequence[str],
@@ -170,3 +248,8 @@ class RunTable:
         for at, piece in pieces:
             column[at : at + len(piece)] = piece
         return column
+
+
+def _uneven(n: int, columns: Mapping[str, Sized]) -> str | None:
+    """The name of the first column that has not ``n`` entries, if any."""
+    return next((name for name, column in columns.items() if len(column) != n), None)

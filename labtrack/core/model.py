@@ -1,17 +1,20 @@
-"""Plain records that cross the store boundary. No I/O here: the store fills them, the faces render them."""
+"""Plain records that cross the store boundary. No I/O here: the store fills them, the faces render them.
+
+Each travels in the one wire format of ``core.wire`` (a metric history packed, like a chunk).
+"""
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
-from labtrack.core.series import Chunk
-
-if TYPE_CHECKING:
-    from labtrack.core.filters import Node
-    from labtrack.core.query import OrderTerm
+# Node and OrderTerm are imported at run time although only hints name them: the wire format reads the hints.
+from labtrack.core.filters import Node
+from labtrack.core.query import OrderTerm
+from labtrack.core.series import POINT_FIELDS, Chunk, decode_points, encode_points
+from labtrack.core.wire import Json, expect_object, from_wire, join_path, to_wire
 
 __all__ = [
     "ArtifactInfo",
@@ -81,6 +84,16 @@ class MetricHistory:
     def points(self) -> list[tuple[int, float, float]]:
         return list(zip(self.steps, self.timestamps, self.values))
 
+    def wire_encode(self) -> dict[str, Json]:
+        return {"key": self.key, **encode_points(self.steps, self.timestamps, self.values)}
+
+    @classmethod
+    def wire_decode(cls, data: object, path: str) -> MetricHistory:
+        fields = expect_object(data, path, ("key", *POINT_FIELDS))
+        chunk = decode_points(fields, path)
+        return cls(from_wire(str, fields["key"], path=join_path(path, "key")), chunk.steps.tolist(),
+                   chunk.timestamps.tolist(), chunk.values.tolist())
+
 
 @dataclass(frozen=True)
 class ArtifactInfo:
@@ -112,35 +125,8 @@ class RunRecord:
     result: Any = None  # a tracked function's recorded return value
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "experiment": self.experiment,
-            "name": self.name,
-            "status": self.status.value,
-            "start_time": self.start_time,
-            "end_time": self.end_time,
-            "heartbeat_time": self.heartbeat_time,
-            "host": self.host,
-            "pid": self.pid,
-            "params": dict(self.params),
-            "tags": dict(self.tags),
-            "metrics": {
-                k: {
-                    "last": m.last,
-                    "step": m.last_step,
-                    "timestamp": m.last_timestamp,
-                    "min": m.min,
-                    "max": m.max,
-                    "count": m.count,
-                }
-                for k, m in sorted(self.metrics.items())
-            },
-            "error": self.error,
-            "run_key": self.run_key,
-            "env_fingerprint": self.env_fingerprint,
-            "note": self.note,
-            "result": self.result,
-        }
+        """The run in the wire format (``core.wire``): its fields by name, the metric summaries' too."""
+        return cast("dict[str, Any]", to_wire(self))
 
 
 def effective_status(record: RunRecord, now: float, stale_after: float) -> RunStatus:

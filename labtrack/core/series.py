@@ -2,7 +2,8 @@
 
 A chunk is three little-endian arrays of equal length: steps (int64), timestamps (float64 seconds)
 and values (float64). Packing keeps every IEEE-754 bit, so NaN, +inf and -inf round-trip exactly, and
-it costs one row per (run, key, chunk) instead of one row per point.
+it costs one row per (run, key, chunk) instead of one row per point. On the wire (``core.wire``) a series
+travels the same way, each array as base64: ``{"encoding": "le-base64", "steps", "timestamps", "values"}``.
 """
 
 from __future__ import annotations
@@ -10,10 +11,15 @@ from __future__ import annotations
 import math
 import sys
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Chunk", "Summary", "pack", "unpack"]
+from labtrack.core.errors import InvalidInput
+from labtrack.core.wire import ENCODING, Json, decode_array, encode_array, expect_object, join_path
+
+__all__ = ["POINT_FIELDS", "Chunk", "Summary", "decode_points", "encode_points", "pack", "unpack"]
+
+POINT_FIELDS = ("encoding", "steps", "timestamps", "values")  # a packed series on the wire
 
 _SWAP = sys.byteorder != "little"
 
@@ -45,6 +51,19 @@ class Chunk:
         self.timestamps.extend(other.timestamps)
         self.values.extend(other.values)
 
+    def __eq__(self, other: object) -> bool:
+        """Bit for bit, so a NaN point equals itself (and -0.0 differs from 0.0)."""
+        if not isinstance(other, Chunk):
+            return NotImplemented
+        return pack(self) == pack(other)
+
+    def wire_encode(self) -> dict[str, Json]:
+        return encode_points(self.steps, self.timestamps, self.values)
+
+    @classmethod
+    def wire_decode(cls, data: object, path: str) -> Chunk:
+        return decode_points(expect_object(data, path, POINT_FIELDS), path)
+
 
 def _to_bytes(arr: array) -> bytes:
     if _SWAP:  # pragma: no cover - big-endian hosts only
@@ -67,6 +86,26 @@ def pack(chunk: Chunk) -> tuple[bytes, bytes, bytes]:
 
 def unpack(steps: bytes, timestamps: bytes, values: bytes) -> Chunk:
     return Chunk(_from_bytes("q", steps), _from_bytes("d", timestamps), _from_bytes("d", values))
+
+
+def encode_points(steps: Iterable[int], timestamps: Iterable[float], values: Iterable[float]) -> dict[str, Json]:
+    """A series as it travels: each array packed (see the module docstring)."""
+    return {"encoding": ENCODING, "steps": encode_array(steps, "q"), "timestamps": encode_array(timestamps, "d"),
+            "values": encode_array(values, "d")}
+
+
+def decode_points(fields: Mapping[str, object], path: str) -> Chunk:
+    """The series in a wire object's ``POINT_FIELDS``; InvalidInput when an array is malformed or the three
+    differ in length."""
+    if fields.get("encoding") != ENCODING:
+        raise InvalidInput(f"{join_path(path, 'encoding')}: expected {ENCODING!r}", field=join_path(path, "encoding"))
+    chunk = Chunk(decode_array(fields.get("steps"), "q", join_path(path, "steps")),
+                  decode_array(fields.get("timestamps"), "d", join_path(path, "timestamps")),
+                  decode_array(fields.get("values"), "d", join_path(path, "values")))
+    if not len(chunk.steps) == len(chunk.timestamps) == len(chunk.values):
+        raise InvalidInput(f"{path or 'the series'}: {len(chunk.steps)} steps, {len(chunk.timestamps)} timestamps "
+                           f"and {len(chunk.values)} values: a point needs one of each", field=path or None)
+    return chunk
 
 
 @dataclass
