@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -16,7 +17,9 @@ from click.testing import CliRunner, Result
 import labtrack as lt
 from labtrack.cli import main
 from labtrack.core import wire
-from labtrack.core.model import Search
+from labtrack.core.environment import SECTIONS
+from labtrack.core.model import RunRecord, Search
+from labtrack.core.views import ExperimentRuns, RunDetail
 from labtrack.store import open_store
 from labtrack.store.schema import SCHEMA_REVISION
 
@@ -112,6 +115,22 @@ def test_show_json_by_a_unique_prefix() -> None:
     assert data["tags"]["team"] == "cv"
     assert data["metrics"]["loss"]["last"] == "NaN"
     assert [a["path"] for a in data["artifacts"]] == ["notes/hello.txt"]
+    assert data["environment"]["fingerprint"] == runs["good"].environment.fingerprint
+    assert set(SECTIONS) <= set(data["environment"])
+
+
+def test_json_output_is_the_wire_format_and_reads_back_into_records() -> None:
+    runs = make_runs()
+    listed = wire.loads(list[RunRecord], invoke("runs", "mnist", "--json").stdout)
+    assert [r.id for r in listed] == [runs["worse"].id, runs["good"].id]
+    good = listed[1]
+    assert good == dataclasses.replace(runs["good"].record, metrics=good.metrics)  # NaN != NaN: metrics below
+    assert math.isnan(good.metrics["loss"].last) and good.metrics["gain"].last == math.inf
+    assert good.metrics["acc"] == runs["good"].record.metrics["acc"]
+    shown = wire.loads(RunDetail, invoke("show", runs["good"].id, "--json").stdout)
+    assert shown.artifacts == runs["good"].artifacts and shown.environment == runs["good"].environment
+    counted = wire.loads(list[ExperimentRuns], invoke("experiments", "--json").stdout)
+    assert [(e.name, e.runs) for e in counted] == [("mnist", 2), ("cifar", 1)]
 
 
 def test_show_table_names_the_run_and_its_params() -> None:

@@ -125,11 +125,13 @@ def test_runs_filter_on_an_unknown_environment_fact_is_a_clean_error(store: str,
 def test_runs_columns_json_has_the_asked_fields_per_run(store: str, seeded: dict[tuple[float, int], str]) -> None:
     result = invoke(store, "runs", "mnist", "--columns", "params.lr,metrics.acc,metrics.loss.min,tags.team", "--json")
     assert result.exit_code == 0, result.output
-    rows = {r["id"]: r for r in strict_json(result.output)}
+    data = strict_json(result.output)
+    assert data["columns"] == ["params.lr", "metrics.acc", "metrics.loss.min", "tags.team"]
+    rows = {r["id"]: r["values"] for r in data["rows"]}
     assert set(rows) == set(seeded.values())
     for (lr, seed), run_id in seeded.items():
         assert rows[run_id] == {
-            "id": run_id, "params.lr": lr, "metrics.acc": acc_of(lr, seed),
+            "params.lr": lr, "metrics.acc": acc_of(lr, seed),
             "metrics.loss.min": pytest.approx(1.0 - acc_of(lr, seed)), "tags.team": "cv" if seed == 1 else "nlp",
         }
 
@@ -151,10 +153,12 @@ def test_runs_columns_rejects_an_unknown_field(store: str, seeded: Any) -> None:
 def test_group_by_aggregates_repeated_runs_into_mean_std_and_n(store: str, seeded: dict[tuple[float, int], str]) -> None:
     result = invoke(store, "runs", "mnist", "--group-by", "params.lr", "--json")
     assert result.exit_code == 0, result.output
-    groups = strict_json(result.output)
-    assert [g["group"] for g in groups] == [[lr] for lr in sorted(LRS)]
+    grouping = strict_json(result.output)
+    assert (grouping["by"], grouping["metrics"]) == (["params.lr"], ["metrics.acc", "metrics.loss"])
+    groups = grouping["groups"]
+    assert [g["key"] for g in groups] == [[lr] for lr in sorted(LRS)]
     for g in groups:
-        lr = g["group"][0]
+        lr = g["key"][0]
         accs = [acc_of(lr, s) for s in SEEDS]
         assert g["runs"] == 3
         stats = g["metrics"]["metrics.acc"]
@@ -175,11 +179,11 @@ def test_group_by_table_shows_mean_plus_minus_std(store: str, seeded: dict[tuple
 def test_group_by_two_fields_and_a_filter(store: str, seeded: dict[tuple[float, int], str]) -> None:
     result = invoke(store, "runs", "mnist", "--group-by", "params.lr,tags.team", "--filter", "params.lr != 0.001",
                     "--json")
-    groups = strict_json(result.output)
-    assert sorted((g["group"][0], g["group"][1], g["runs"]) for g in groups) == [
+    groups = strict_json(result.output)["groups"]
+    assert sorted((g["key"][0], g["key"][1], g["runs"]) for g in groups) == [
         (0.01, "cv", 1), (0.01, "nlp", 2), (0.1, "cv", 1), (0.1, "nlp", 2),
     ]
-    single = next(g for g in groups if g["group"] == [0.1, "cv"])
+    single = next(g for g in groups if g["key"] == [0.1, "cv"])
     assert single["metrics"]["metrics.acc"] == {"n": 1, "mean": acc_of(0.1, 1), "std": 0.0, "min": acc_of(0.1, 1),
                                                 "max": acc_of(0.1, 1)}
 
@@ -187,9 +191,9 @@ def test_group_by_two_fields_and_a_filter(store: str, seeded: dict[tuple[float, 
 def test_group_by_summarises_the_metrics_named_by_columns(store: str, seeded: dict[tuple[float, int], str]) -> None:
     result = invoke(store, "runs", "mnist", "--group-by", "params.lr", "--columns", "acc,metrics.loss.min", "--json")
     assert result.exit_code == 0, result.output
-    for g in strict_json(result.output):
+    for g in strict_json(result.output)["groups"]:
         assert list(g["metrics"]) == ["metrics.acc", "metrics.loss.min"]
-        losses = [1.0 - acc_of(g["group"][0], s) for s in SEEDS]
+        losses = [1.0 - acc_of(g["key"][0], s) for s in SEEDS]
         assert g["metrics"]["metrics.loss.min"]["mean"] == pytest.approx(statistics.mean(losses))
 
 
@@ -203,11 +207,11 @@ def test_group_by_aggregates_every_matching_run_not_only_the_listing_limit(store
     for seed in range(60):
         with lt.start_run("seeds", params={"lr": 0.1, "seed": seed}, store=store) as run:
             run.log_metric("acc", seed / 100)
-    everything = strict_json(invoke(store, "runs", "seeds", "--group-by", "params.lr", "--json").output)
+    everything = strict_json(invoke(store, "runs", "seeds", "--group-by", "params.lr", "--json").output)["groups"]
     assert [(g["runs"], g["metrics"]["metrics.acc"]["n"]) for g in everything] == [(60, 60)]
     assert everything[0]["metrics"]["metrics.acc"]["mean"] == pytest.approx(sum(range(60)) / 6000)
     newest = strict_json(invoke(store, "runs", "seeds", "--group-by", "params.lr", "--limit", "10", "--json").output)
-    assert [g["runs"] for g in newest] == [10]
+    assert [g["runs"] for g in newest["groups"]] == [10]
 
 
 def test_a_listing_cut_at_its_limit_says_how_to_see_more(store: str) -> None:

@@ -45,6 +45,7 @@ from labtrack.core.model import (
 )
 from labtrack.core.query import parse_order_by
 from labtrack.core.series import Chunk
+from labtrack.core.views import ColumnRow, ExperimentRuns, RunColumns, RunDetail
 from labtrack.core.wire import dumps, error_from_wire, error_to_wire, from_wire, loads, to_wire
 
 NAN, INF = math.nan, math.inf
@@ -233,6 +234,11 @@ CASES: dict[str, tuple[object, Any]] = {
     "Group": (Group, Group((0.1, None, NAN, "NaN", [1, {"$dict": 2}]), 3, {"metrics.acc": MetricStats(3, 1.0, 0.0, 1.0, 1.0)})),
     "Environment": (Environment, environment()),
     "Environment empty": (Environment, Environment({})),
+    "ExperimentRuns": (ExperimentRuns, ExperimentRuns(1, "e", 2.5, 7)),
+    "RunDetail": (RunDetail, RunDetail.of(record(), [ArtifactInfo("a", "00" * 32, 1)], environment())),
+    "RunDetail without environment": (RunDetail, RunDetail.of(record(), [], None)),
+    "RunColumns": (RunColumns, RunColumns(["params.lr", "metrics.acc"], [
+        ColumnRow("a" * 32, {"params.lr": NAN, "metrics.acc": None}), ColumnRow("b" * 32, {"params.lr": "NaN"})])),
     "list[RunRecord]": (list[RunRecord], [record(), record(id="1" * 32, params={})]),
     "dict[str, MetricSummary]": (dict[str, MetricSummary], {"a": MetricSummary("a", INF, 0, 0.0, 0.0, 0.0, 1)}),
     **{f"error {cls.__name__}": (cls, cls("it went wrong")) for cls in (
@@ -259,7 +265,7 @@ def test_the_type_is_found_from_the_object(tp: object, original: Any) -> None:
 
 EQUAL_AFTER_ROUND_TRIP = ["Experiment", "MetricSummary finite", "ArtifactInfo", "RunRecord minimal", "NewRun minimal",
                           "Search", "Search default", "RunEnd", "IngestMark", "RunWrite minimal", "Chunk",
-                          "Chunk empty", "Verdict", "Finding", "DoctorReport", "Environment empty",
+                          "Chunk empty", "Verdict", "Finding", "DoctorReport", "ExperimentRuns", "Environment empty",
                           "MetricHistory empty"]
 
 

@@ -1,15 +1,15 @@
 """The `labtrack` command: one thin command per question. Options -> one library call -> render.
 
-Every read command takes ``--json``; every command takes ``--store URL`` (also accepted before the
-command name). Library errors become a one-line message on stderr (or a JSON error body with
-``--json``) and exit status 1; usage errors exit 2.
+Every read command takes ``--json``: it prints the records the command shows in the wire format of
+``labtrack.core.wire``, the one shape the server speaks too. Every command takes ``--store URL`` (also
+accepted before the command name). Library errors become a one-line message on stderr (or the JSON
+error body with ``--json``) and exit status 1; usage errors exit 2.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import math
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -17,26 +17,18 @@ from typing import Any
 import click
 
 from labtrack.cli import render
+from labtrack.core import wire
 from labtrack.core.errors import LabtrackError
-from labtrack.core.filters import parse_field
+from labtrack.core.model import RunRecord
 from labtrack.core.query import parse_order_by
+from labtrack.core.views import ExperimentRuns, RunDetail
 
 __all__ = ["main"]
 
 
-def _jsonable(value: Any) -> Any:
-    """Strict JSON: NaN and infinities become the strings "NaN", "Infinity", "-Infinity"."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _print_json(value: Any) -> None:
-    click.echo(json.dumps(_jsonable(value), indent=2, ensure_ascii=False))
+def _print_json(value: object, tp: object = None) -> None:
+    """``value`` in the wire format (of type ``tp``, by default its own), as indented strict JSON."""
+    click.echo(wire.dumps(value, tp, indent=2))
 
 
 def _command(func: Callable[..., Any] | None = None, *, error_exit: int = 1) -> Any:
@@ -59,7 +51,7 @@ def _command(func: Callable[..., Any] | None = None, *, error_exit: int = 1) -> 
             return func(*args, **kwargs)
         except LabtrackError as exc:
             if as_json:
-                click.echo(json.dumps(exc.to_dict()), err=True)
+                click.echo(wire.dumps(exc), err=True)
             else:
                 render.error(str(exc))
             sys.exit(error_exit)
@@ -88,7 +80,7 @@ def experiments(as_json: bool) -> None:
 
     found = tracking.list_experiments()
     if as_json:
-        _print_json([{"id": e.id, "name": e.name, "created_time": e.created_time, "runs": n} for e, n in found])
+        _print_json([ExperimentRuns.of(e, n) for e, n in found], list[ExperimentRuns])
     else:
         render.experiments(found)
 
@@ -131,22 +123,20 @@ def runs(experiment: str | None, sort: tuple[str, ...], filter_: str | None, key
     if group_by:
         grouping = compare.group(found, _split(group_by), _split(columns) if columns else None)
         if as_json:
-            _print_json([{"group": list(g.key), "runs": g.runs,
-                          "metrics": {k: vars(v) for k, v in g.metrics.items()}} for g in grouping.groups])
+            _print_json(grouping)
         else:
             render.groups(grouping, title=f"runs of {experiment} by {group_by}" if experiment else None)
             if more and limit:
                 render.note(f"(over the newest {limit} matching runs only; without --limit, over all of them)")
         return
     if columns:
-        fields = [parse_field(name) for name in _split(columns)]
-        table = {run.id: {str(f): compare.column_values(run, f) for f in fields} for run in found}
+        view = compare.columns(found, _split(columns))
         if as_json:
-            _print_json([{"id": run_id, **values} for run_id, values in table.items()])
+            _print_json(view)
         else:
-            render.columns(found, [str(f) for f in fields], table)
+            render.columns(view)
     elif as_json:
-        _print_json([run.to_dict() for run in found])
+        _print_json([run.record for run in found], list[RunRecord])
     else:
         lead = [term.key for term in parse_order_by(list(sort)) if term.kind == "metrics"]
         render.runs(found, title=f"runs of {experiment}" if experiment else "runs", lead=lead)
@@ -169,7 +159,7 @@ def compare_runs(run_ids: tuple[str, ...], show_all: bool, as_json: bool) -> Non
 
     found = [tracking.get_run(r) for r in run_ids]
     if as_json:
-        _print_json([run.to_dict() for run in found])
+        _print_json([run.record for run in found], list[RunRecord])
     else:
         render.compare(found, show_all=show_all)
 
@@ -185,7 +175,7 @@ def diff_command(run_a: str, run_b: str, as_json: bool) -> None:
 
     result = compare.diff(run_a, run_b)
     if as_json:
-        _print_json(result.to_dict())
+        _print_json(result)
     else:
         render.diff(result)
 
@@ -202,10 +192,7 @@ def show(run_id: str, full_env: bool, as_json: bool) -> None:
     run = tracking.get_run(run_id)
     env = run.environment
     if as_json:
-        data = run.to_dict()
-        data["artifacts"] = [{"path": a.path, "sha256": a.sha256, "size": a.size} for a in run.artifacts]
-        data["environment"] = env.to_dict() if env is not None else None
-        _print_json(data)
+        _print_json(RunDetail.of(run.record, run.artifacts, env))
     else:
         render.run_detail(run)
         render.environment(env, full=full_env)
@@ -222,11 +209,10 @@ def env(sections: tuple[str, ...], as_json: bool) -> None:
 
     snapshot = tracking.capture_environment()
     if as_json:
-        data = snapshot.to_dict()
-        if sections:
-            data = {k: v for k, v in data.items() if k in sections or k in ("schema", "captured_at")}
-        data["fingerprint"] = snapshot.fingerprint
-        _print_json(data)
+        data = wire.to_wire(snapshot)
+        if sections and isinstance(data, dict):  # the asked sections only; the fingerprint is the whole one's
+            data = {k: v for k, v in data.items() if k in sections or k in ("schema", "captured_at", "fingerprint")}
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False))
     else:
         render.environment(snapshot, full=True, only=sections)
 
@@ -245,7 +231,7 @@ def demo(as_json: bool) -> None:
     ids = run_demo(on_run=None if as_json else render.demo_progress)
     found = tracking.search_runs(DEMO_EXPERIMENT, order_by=["metrics.val_acc desc"], max_results=len(ids) * 4)
     if as_json:
-        _print_json([run.to_dict() for run in found if run.id in ids])
+        _print_json([run.record for run in found if run.id in ids], list[RunRecord])
         return
     render.runs(
         [r for r in found if r.id in ids], title=f"{DEMO_EXPERIMENT}: best validation accuracy first",
@@ -263,7 +249,7 @@ def doctor(as_json: bool) -> None:
 
     report = reproduction.doctor()
     if as_json:
-        _print_json(report.to_dict())
+        _print_json(report)
     else:
         render.doctor(report)
     if not report.ok:
@@ -280,7 +266,7 @@ def check(run_id: str, as_json: bool) -> None:
 
     verdict = reproduction.check(run_id)
     if as_json:
-        _print_json(verdict.to_dict())
+        _print_json(verdict)
     else:
         render.verdict(verdict, run_id)
     sys.exit(verdict.exit_code)
@@ -325,7 +311,7 @@ def reproduce_command(run_id: str, workdir: str | None, rtol: float, atol: float
     result = reproduction.reproduce(run_id, workdir=workdir, rtol=rtol, atol=atol,
                                  log=(lambda m: None) if as_json else render.note)
     if as_json:
-        _print_json(result.to_dict())
+        _print_json(result)
     else:
         render.reproduction(result)
     sys.exit(result.exit_code)

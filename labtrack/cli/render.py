@@ -16,6 +16,7 @@ from labtrack.core.aggregate import Grouping
 from labtrack.core.checks import DoctorReport, Reproduction, Verdict
 from labtrack.core.diff import RunDiff
 from labtrack.core.model import Experiment, RunStatus
+from labtrack.core.views import RunColumns
 
 if TYPE_CHECKING:
     from labtrack.run.handle import Run
@@ -308,15 +309,15 @@ def compare(found: Sequence[Run], *, show_all: bool = False) -> None:
         note(f"({hidden} rows identical in every run hidden; --all shows them)")
 
 
-def columns(found: Sequence[Run], names: Sequence[str], values: dict[str, dict[str, Any]]) -> None:
+def columns(view: RunColumns) -> None:
     table = Table(title="runs", title_justify="left")
     table.add_column("run", style="bold", no_wrap=True)
-    column_values = {name: [values[run.id][name] for run in found] for name in names}
-    for name in names:
-        table.add_column(name, justify="right", header_style=_changed_style(column_values[name]) or "bold")
-    for run in found:
-        table.add_row(run.id[:8], *["" if values[run.id][n] is None else fmt_value(values[run.id][n], 5)
-                                    for n in names])
+    for name in view.columns:
+        values = [row.values.get(name) for row in view.rows]
+        table.add_column(name, justify="right", header_style=_changed_style(values) or "bold")
+    for row in view.rows:
+        table.add_row(row.id[:8], *["" if row.values.get(n) is None else fmt_value(row.values[n], 5)
+                                    for n in view.columns])
     _out.print(table)
 
 

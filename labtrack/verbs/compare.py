@@ -14,10 +14,11 @@ from labtrack.core.aggregate import Grouping, group_runs
 from labtrack.core.diff import RunDiff, RunView, diff_runs
 from labtrack.core.errors import InvalidInput
 from labtrack.core.filters import FIELD_KINDS, Field, parse_field
+from labtrack.core.views import ColumnRow, RunColumns
 from labtrack.run.handle import Run
 from labtrack.verbs.tracking import run_of
 
-__all__ = ["column_values", "diff", "group", "run_view"]
+__all__ = ["column_values", "columns", "diff", "group", "run_view"]
 
 
 def run_view(run: Run) -> RunView:
@@ -74,6 +75,14 @@ def column_values(run: Run, field: Field) -> Any:
                 }.get(field.key, getattr(record, field.key, None))
     raise InvalidInput(f"{field} cannot be shown as a column; use params., metrics., tags. or attributes.",
                        field="columns")
+
+
+def columns(runs: Sequence[Run], names: Sequence[str]) -> RunColumns:
+    """The values of the fields ``names`` (``params.lr``, ``metrics.loss.min`` ...) for each run."""
+    fields = [parse_field(name) for name in names]
+    shown = [str(f) for f in fields]
+    rows = [ColumnRow(run.id, {name: column_values(run, f) for name, f in zip(shown, fields)}) for run in runs]
+    return RunColumns(shown, rows)
 
 
 def group(runs: Sequence[Run], by: Sequence[str], metrics: Sequence[str] | None = None) -> Grouping:
