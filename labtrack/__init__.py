@@ -18,17 +18,23 @@ from labtrack.core.errors import (
     ParamConflict,
     RunNotFound,
     SchemaOutdated,
+    StoreConflict,
     StoreError,
 )
 from labtrack.core.model import ArtifactInfo, MetricHistory, MetricSummary, RunStatus
 from labtrack.run.handle import Run
+from labtrack.verbs.client import Client
 from labtrack.verbs.runlist import RunList
 from labtrack.verbs.tracking import (
     active_run,
     capture_environment,
+    check,
     compute_key,
+    diff,
+    doctor,
     end_run,
     exists,
+    export,
     find_run,
     get_run,
     list_experiments,
@@ -40,12 +46,15 @@ from labtrack.verbs.tracking import (
     log_param,
     log_params,
     log_text,
+    reproduce,
     search_runs,
     seed_everything,
     set_store,
     set_tag,
     set_tags,
     start_run,
+    sweep,
+    track,
 )
 
 __version__ = "0.1.0"
@@ -54,13 +63,6 @@ __version__ = "0.1.0"
 _LAZY = {
     "SweepResult": "labtrack.verbs.sweeps",
     "TrackedFunction": "labtrack.verbs.sweeps",
-    "sweep": "labtrack.verbs.sweeps",
-    "track": "labtrack.verbs.sweeps",
-    "diff": "labtrack.verbs.compare",
-    "check": "labtrack.verbs.reproduction",
-    "doctor": "labtrack.verbs.reproduction",
-    "export": "labtrack.verbs.reproduction",
-    "reproduce": "labtrack.verbs.reproduction",
 }
 
 
@@ -81,6 +83,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "AmbiguousRunId",
     "ArtifactInfo",
+    "Client",
     "ExperimentNotFound",
     "InvalidInput",
     "LabtrackError",
@@ -93,6 +96,7 @@ __all__ = [
     "RunNotFound",
     "RunStatus",
     "SchemaOutdated",
+    "StoreConflict",
     "StoreError",
     "SweepResult",
     "TrackedFunction",

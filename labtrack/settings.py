@@ -17,7 +17,7 @@ from typing import Any
 
 from labtrack.core.errors import InvalidInput
 
-__all__ = ["SETTINGS", "Setting", "Settings", "load_settings"]
+__all__ = ["SETTINGS", "Setting", "Settings", "default_settings", "load_settings", "reset_default_settings"]
 
 ALL_SECTIONS = ("hardware", "gpu", "frameworks", "packages", "system", "process", "git")
 
@@ -90,8 +90,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("flush_interval", 1.0, "LABTRACK_FLUSH_INTERVAL",
             "Seconds between background writes of buffered metrics.", _positive_float),
     Setting("flush_points", 50_000, "LABTRACK_FLUSH_POINTS",
-            "Buffered metric points that trigger an early background write; at 4x this the logging "
-            "call writes itself, which bounds memory.", _positive_int),
+            "Metric points waiting in the spool that trigger an early background write.", _positive_int),
+    Setting("flush_timeout", 60.0, "LABTRACK_FLUSH_TIMEOUT",
+            "Seconds that ending a run (or run.flush()) waits for an unreachable store before it warns and "
+            "leaves the writes in the spool, to be written later.", _positive_float),
+    Setting("spool_dir", None, "LABTRACK_SPOOL_DIR",
+            "Where processes keep their crash-safe spools. Default: <store dir>/spool for a directory or "
+            "SQLite store, ~/.cache/labtrack/spool/<store> otherwise.", _text),
     Setting("heartbeat_interval", 10.0, "LABTRACK_HEARTBEAT_INTERVAL",
             "Seconds between heartbeats of a running run.", _positive_float),
     Setting("heartbeat_timeout", 60.0, "LABTRACK_HEARTBEAT_TIMEOUT",
@@ -185,7 +190,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *, cwd: str | os.P
                 ) from exc
         elif raw is not None:
             raw = setting.parse(raw)
-        if setting.name in ("store", "artifacts") and raw is not None and source.startswith("file"):
+        if setting.name in ("store", "artifacts", "spool_dir") and raw is not None and source.startswith("file"):
             raw = _resolve_relative(raw, base_dir)
         values[setting.name] = raw
         sources[setting.name] = source
@@ -197,3 +202,20 @@ def _resolve_relative(location: str, base_dir: Path) -> str:
     if "://" in location or os.path.isabs(location):
         return location
     return str(base_dir / location)
+
+
+_default: Settings | None = None
+
+
+def default_settings() -> Settings:
+    """The settings of this process as the environment and config files give them, read once."""
+    global _default
+    if _default is None:
+        _default = load_settings()
+    return _default
+
+
+def reset_default_settings() -> None:
+    """Read the settings again on next use (after the environment or the working directory changed)."""
+    global _default
+    _default = None

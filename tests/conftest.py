@@ -24,32 +24,19 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _reset_labtrack() -> None:
-    from labtrack.run import process as runtime
+    """End what a test left active, close every client (draining its spool) and forget settings."""
+    from labtrack.run import process
+    from labtrack.verbs import tracking
 
-    state = runtime.state
-    for run in list(state.stack):
+    for run in list(process.state.stack):
         try:
             run.end("KILLED")
         except Exception:
             pass
-    state.stack.clear()
-    for store in state.stores.values():
-        store.close()
-    state.stores.clear()
-    state.settings = None
-    state.store_override = None
-    state.terminating = None
-    state.uncaught = None
-    state.seeds = None
-    state.stored_envs.clear()
-    state.last_fingerprint = None
-    state.last_capture = None
-    state.stored_diffs.clear()
-    if state.writer is not None:
-        with state.writer._lock:
-            state.writer._runs.clear()
-            state.writer._live.clear()
-    state.writer = None
+    process.state.stack.clear()
+    process.state.terminating = None
+    process.state.uncaught = None
+    tracking.reset()
 
 
 @pytest.fixture(autouse=True)
@@ -61,6 +48,8 @@ def isolated_labtrack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
+    # Spools of stores that have no directory of their own (PostgreSQL) go here, not to ~/.cache.
+    monkeypatch.setenv("LABTRACK_SPOOL_DIR", str(tmp_path / "spools"))
     _reset_labtrack()
     yield work
     _reset_labtrack()
@@ -86,14 +75,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class _Cluster:
-    """A throw-away PostgreSQL cluster on loopback (fsync off: these tests do not test durability)."""
+class Cluster:
+    """A throw-away PostgreSQL cluster on loopback. ``durable=False`` (the shared test server) turns fsync
+    off for speed; outage tests use a cluster of their own with it on, and stop and start it."""
 
-    def __init__(self, bindir: str) -> None:
+    def __init__(self, bindir: str, *, durable: bool = False) -> None:
         self.bindir = bindir
         self.dir = tempfile.mkdtemp(prefix="labtrack-pg-")
         self.port = _free_port()
         self.as_root = os.geteuid() == 0
+        self.durable = durable
+        self.data = os.path.join(self.dir, "data")
 
     def _run(self, *args: str) -> None:
         cmd = list(args)
@@ -101,33 +93,41 @@ class _Cluster:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         subprocess.run(cmd, check=True, capture_output=True, timeout=120)
 
+    def _pg_ctl(self, *args: str) -> None:
+        self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.data, *args)
+
     def start(self) -> str:
         if self.as_root:
             shutil.chown(self.dir, "postgres", "postgres")
-        data = os.path.join(self.dir, "data")
-        self._run(os.path.join(self.bindir, "initdb"), "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8",
+        self._run(os.path.join(self.bindir, "initdb"), "-D", self.data, "-U", "postgres", "-A", "trust", "-E", "UTF8",
                   "--locale=C.UTF-8", "--no-sync")
-        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-        self._run(os.path.join(self.bindir, "pg_ctl"), "-D", data, "-l", os.path.join(self.dir, "log"), "-w",
-                  "-o", options, "start")
+        self.start_server()
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start_server(self) -> None:
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        self._pg_ctl("-l", os.path.join(self.dir, "log"), "-w", "-o", options, "start")
+
+    def stop_server(self, mode: str = "fast") -> None:
+        self._pg_ctl("-m", mode, "-w", "stop")
+
+    def restart(self, mode: str = "fast") -> None:
+        # -l again: else the restarted server writes to pg_ctl's output, which it keeps open for ever
+        self._pg_ctl("-l", os.path.join(self.dir, "log"), "-m", mode, "-w", "restart")
 
     def stop(self) -> None:
         try:
-            self._run(os.path.join(self.bindir, "pg_ctl"), "-D", os.path.join(self.dir, "data"), "-m", "immediate",
-                      "-w", "stop")
+            self._pg_ctl("-m", "immediate", "-w", "stop")
+        except subprocess.CalledProcessError:
+            pass  # already stopped
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """URL of a PostgreSQL server's maintenance database (``postgres``)."""
-    url = os.environ.get("LABTRACK_TEST_POSTGRES_URL")
-    if url:
-        yield url
-        return
+def _require_postgres() -> str:
+    """The PostgreSQL binaries' directory; skips (or fails in CI) when they or psycopg are missing."""
     required = os.environ.get("LABTRACK_REQUIRE_POSTGRES") == "1"
     try:
         import psycopg  # noqa: F401
@@ -140,7 +140,18 @@ def postgres_server() -> Iterator[str]:
         if required:
             pytest.fail("PostgreSQL server binaries not found but LABTRACK_REQUIRE_POSTGRES=1 (apt-get install postgresql)")
         pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
-    cluster = _Cluster(bindir)
+    return bindir
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """URL of a PostgreSQL server's maintenance database (``postgres``)."""
+    url = os.environ.get("LABTRACK_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    required = os.environ.get("LABTRACK_REQUIRE_POSTGRES") == "1"
+    cluster = Cluster(_require_postgres())
     try:
         url = cluster.start()
     except (OSError, subprocess.SubprocessError) as exc:
@@ -169,14 +180,30 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
     try:
         yield f"{base}/{name}"
     finally:
-        from labtrack.run import process as runtime
+        from labtrack.verbs import tracking
 
-        for store in runtime.state.stores.values():
-            store.close()
-        runtime.state.stores.clear()
+        tracking.reset()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def durable_postgres() -> Iterator[Cluster]:
+    """A PostgreSQL cluster of this test's own, fsync on, that the test may stop, start and restart."""
+    cluster = Cluster(_require_postgres(), durable=True)
+    try:
+        cluster.start()
+    except (OSError, subprocess.SubprocessError) as exc:
+        cluster.stop()
+        pytest.fail(f"could not start PostgreSQL: {exc}")
+    try:
+        yield cluster
+    finally:
+        from labtrack.verbs import tracking
+
+        tracking.reset()  # its clients drain into the cluster before it goes
+        cluster.stop()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -191,7 +218,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytes
 @pytest.fixture
 def python_env() -> dict[str, str]:
     """Environment for subprocesses that import labtrack from this checkout."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LABTRACK_") or k.startswith("LABTRACK_TEST")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("LABTRACK_") or k.startswith("LABTRACK_TEST") or k == "LABTRACK_SPOOL_DIR"}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 

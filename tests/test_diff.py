@@ -370,15 +370,15 @@ def test_diff_of_runs_in_a_git_repo_reports_the_dirty_tree_new_commits_params_me
 def test_diff_end_to_end_sees_an_edited_environment_as_a_cuda_and_gpu_change(
     tmp_path: Path, real: dict[str, Any]
 ) -> None:
-    from labtrack.run import process as runtime
     from labtrack.core.environment import Environment
+    from labtrack.verbs import tracking
 
     lt.set_store(str(tmp_path / "store"))
     with lt.start_run("env", params={"lr": 0.1}) as a:
         a.log_metric("acc", 0.9)
     with lt.start_run("env", params={"lr": 0.1}) as b:
         b.log_metric("acc", 0.9)
-    store = runtime.store()
+    store = tracking.client().store
     for run, snapshot in (
         (a, with_gpu(with_torch(real, "2.1.0+cu118", "11.8", 8700), "NVIDIA A100-SXM4-80GB", 8, "535.104.05", "12.2")),
         (b, with_gpu(with_torch(real, "2.3.1+cu121", "12.1", 8902), "NVIDIA H100 80GB HBM3", 8, "550.54.15", "12.4")),

@@ -16,10 +16,10 @@ from click.testing import CliRunner
 from env_helpers import git_env, make_repo  # noqa: F401  (git_env is a fixture)
 
 import labtrack as lt
-from labtrack.run import process as runtime
 from labtrack.cli import main
 from labtrack.core.environment import SECTIONS
 from labtrack.env import gatherers
+from labtrack.verbs import capture
 
 
 def environment_rows(store: Path) -> list[tuple[str, str]]:
@@ -30,7 +30,7 @@ def environment_rows(store: Path) -> list[tuple[str, str]]:
 @pytest.fixture
 def no_seeds(monkeypatch: pytest.MonkeyPatch) -> None:
     """seed_everything is process-wide; keep it from leaking into other tests."""
-    monkeypatch.setattr(runtime.state, "seeds", None)
+    capture.reset()
 
 
 def test_a_run_records_every_section_and_the_fingerprint_of_this_machine(tmp_path: Path) -> None:

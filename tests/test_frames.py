@@ -21,12 +21,12 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
 import labtrack as lt
-from labtrack.run import process as runtime
 from labtrack.cli import main
 from labtrack.core.frame import RunTable, encode_frame
 from labtrack.core.jsontext import json_text
 from labtrack.store import resolve_location
 from labtrack.store.base import NewRun
+from labtrack.verbs import tracking
 
 pd = pytest.importorskip("pandas")
 
@@ -79,7 +79,7 @@ def assert_same_frame(actual: Any, ids: list[str]) -> None:
 
 def framed_ids(store_url: str, ids: list[str]) -> set[str]:
     """The runs among ``ids`` that the store serves from their frames (not from their rows)."""
-    return set(runtime.store(store_url).run_table(ids).ids)
+    return set(tracking.client(store_url).store.run_table(ids).ids)
 
 
 @pytest.fixture
@@ -154,7 +154,7 @@ def test_writes_after_a_run_ended_rewrite_its_frame(store_url: str, runs: dict[s
     run.log_param("late", "added after the end")
     run.log_metric("acc", 0.99, step=10)
     run.flush()
-    store = runtime.store(store_url)
+    store = tracking.client(store_url).store
     store.delete_tag(run_id, "team")
     assert framed_ids(store_url, [run_id]) == {run_id}
     table = store.run_table([run_id])
@@ -169,7 +169,7 @@ def test_running_and_crashed_runs_come_from_their_rows(
     store_url: str, runs: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LABTRACK_HEARTBEAT_TIMEOUT", "30")  # read on first use
-    store = runtime.store(store_url)
+    store = tracking.client(store_url).store
     gone = uuid.uuid4().hex  # started an hour ago on another machine, which then died
     store.create_run(NewRun(id=gone, experiment="frames", start_time=time.time() - 3600, host="elsewhere", pid=4242,
                             params={"lr": 0.1}))
@@ -229,9 +229,7 @@ def _downgrade_to_0001(store_url: str) -> None:
 
 def test_upgrading_a_store_from_before_frames_fills_them(store_url: str, runs: dict[str, str]) -> None:
     every = list(runs.values())
-    runtime.store(store_url).close()
-    with runtime.state.lock:
-        runtime.state.stores.clear()
+    tracking.close_clients()
     _downgrade_to_0001(store_url)
     with pytest.raises(lt.SchemaOutdated):
         lt.search_runs("frames")

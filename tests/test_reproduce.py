@@ -174,7 +174,7 @@ def test_reproduce_a_dirty_run_end_to_end(tmp_path: Path, project_python: Path) 
     new = project.get(result["new_run"])
     assert new.id != original_id
     assert new.tags["reproduces"] == original_id
-    assert new.tags.get("labtrack.verbs.reproduction") == "reproduced"
+    assert new.tags.get("labtrack.reproduction") == "reproduced"
     assert new.params == {"factor": 3.0}  # the recorded diff was applied (the commit alone says 1.0)
     assert new.status == "FINISHED"
     assert (new.history("loss").steps, new.history("loss").values) == (original.history("loss").steps,

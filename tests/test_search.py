@@ -22,8 +22,8 @@ import pytest
 from packaging.version import Version
 
 import labtrack as lt
-from labtrack.run import process as runtime
 from labtrack.core.environment import Environment
+from labtrack.verbs import tracking
 
 # -- the corpus: what is logged ---------------------------------------------------------------------
 
@@ -164,13 +164,13 @@ def _build(url: str, backend: str, workdir: Path) -> Corpus:
         if backend == "postgres":
             mp.setenv("LABTRACK_ARTIFACTS", str(workdir / "artifacts"))
         mp.chdir(workdir)
-        runtime.state.settings = None
+        tracking.reset()
         ids, start_times = {}, {}
         for spec in SPECS:
             ids[spec.handle] = _log_run(spec, url)
             start_times[spec.handle] = lt.get_run(ids[spec.handle], store=url).record.start_time
         # Point every run at a snapshot of "its" machine: real captures, edited.
-        store = runtime.store(url)
+        store = tracking.client(url).store
         real = lt.capture_environment().to_dict()
         fingerprints = {}
         for name, env in ENVS.items():
@@ -180,10 +180,7 @@ def _build(url: str, backend: str, workdir: Path) -> Corpus:
         for spec in SPECS:
             context = store.get_context(ids[spec.handle]) or {}
             store.merge_context(ids[spec.handle], context, env_fingerprint=fingerprints[spec.env])
-        for s in list(runtime.state.stores.values()):
-            s.close()
-        runtime.state.stores.clear()
-        runtime.state.settings = None
+        tracking.reset()
     return Corpus(backend, url, ids, fingerprints, start_times)
 
 
@@ -203,9 +200,7 @@ def corpus(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     try:
         yield _build(f"{server.rsplit('/', 1)[0]}/{name}", "postgres", workdir)
     finally:
-        for s in list(runtime.state.stores.values()):
-            s.close()
-        runtime.state.stores.clear()
+        tracking.reset()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
@@ -560,7 +555,7 @@ def test_a_running_run_with_a_stale_heartbeat_matches_status_crashed(
 
     with lt.start_run("life", store=store_url) as done:
         pass
-    store = runtime.store(store_url)
+    store = tracking.client(store_url).store
     other = uuid.uuid4().hex  # a run another machine started and still heartbeats
     store.create_run(NewRun(id=other, experiment="life", start_time=time.time(), host="elsewhere", pid=4242))
 

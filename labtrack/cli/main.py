@@ -171,9 +171,9 @@ def compare_runs(run_ids: tuple[str, ...], show_all: bool, as_json: bool) -> Non
 @_command
 def diff_command(run_a: str, run_b: str, as_json: bool) -> None:
     """Why do runs A and B differ? Params, metrics, code and environment, likeliest causes first."""
-    from labtrack.verbs import compare
+    from labtrack.verbs import tracking
 
-    result = compare.diff(run_a, run_b)
+    result = tracking.diff(run_a, run_b)
     if as_json:
         _print_json(result)
     else:
@@ -245,9 +245,9 @@ def demo(as_json: bool) -> None:
 @_command
 def doctor(as_json: bool) -> None:
     """Check this environment: dependency conflicts, CUDA consistency, settings, the store. Exit 1 on errors."""
-    from labtrack.verbs import reproduction
+    from labtrack.verbs import tracking
 
-    report = reproduction.doctor()
+    report = tracking.doctor()
     if as_json:
         _print_json(report)
     else:
@@ -262,9 +262,9 @@ def doctor(as_json: bool) -> None:
 @_command(error_exit=3)
 def check(run_id: str, as_json: bool) -> None:
     """Can this machine reproduce RUN? Exit 0 identical or compatible, 1 at-risk, 2 incompatible, 3 error."""
-    from labtrack.verbs import reproduction
+    from labtrack.verbs import tracking
 
-    verdict = reproduction.check(run_id)
+    verdict = tracking.check(run_id)
     if as_json:
         _print_json(verdict)
     else:
@@ -280,9 +280,9 @@ def check(run_id: str, as_json: bool) -> None:
 @_command
 def export(run_id: str, fmt: str, output: str | None) -> None:
     """A pinned recipe that rebuilds RUN: requirements, Dockerfile, conda environment or shell script."""
-    from labtrack.verbs import reproduction
+    from labtrack.verbs import tracking
 
-    text = reproduction.export(run_id, fmt)
+    text = tracking.export(run_id, fmt)
     if output:
         with open(output, "w", encoding="utf-8") as f:
             f.write(text)
@@ -306,9 +306,9 @@ def reproduce_command(run_id: str, workdir: str | None, rtol: float, atol: float
     """Rebuild RUN (packages, commit, diff), run its command again, compare.
 
     Exit 0 reproduced, 1 differs, 2 failed to run, 3 error (e.g. no such run)."""
-    from labtrack.verbs import reproduction
+    from labtrack.verbs import tracking
 
-    result = reproduction.reproduce(run_id, workdir=workdir, rtol=rtol, atol=atol,
+    result = tracking.reproduce(run_id, workdir=workdir, rtol=rtol, atol=atol,
                                  log=(lambda m: None) if as_json else render.note)
     if as_json:
         _print_json(result)

@@ -26,6 +26,8 @@ __all__ = [
     "MAX_TAG_VALUE_LENGTH",
     "check_artifact_path",
     "check_key",
+    "checked_params",
+    "checked_tags",
     "coerce_metric_value",
     "coerce_param_value",
     "coerce_step",
@@ -183,3 +185,21 @@ def check_artifact_path(path: object, field: str = "artifact_path") -> str:
             field=field,
         )
     return posixpath.normpath(path)
+
+
+def checked_params(params: Any) -> dict[str, Any]:
+    """Params as stored: each key checked, each value coerced (see ``coerce_param_value``)."""
+    if params is None:
+        return {}
+    if not isinstance(params, dict) and not hasattr(params, "items"):
+        raise InvalidInput(f"params must be a dict, got {type(params).__name__}", field="params")
+    return {check_key(k, "param key"): coerce_param_value(v, k) for k, v in params.items()}
+
+
+def checked_tags(tags: Any) -> dict[str, str]:
+    """Tags as stored: each key checked, each value a string (see ``coerce_tag_value``)."""
+    if tags is None:
+        return {}
+    if not isinstance(tags, dict) and not hasattr(tags, "items"):
+        raise InvalidInput(f"tags must be a dict, got {type(tags).__name__}", field="tags")
+    return {check_key(k, "tag key"): coerce_tag_value(v, k) for k, v in tags.items()}

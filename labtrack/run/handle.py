@@ -1,111 +1,83 @@
-"""``Run``: a handle on one run, to log to it and read what it recorded."""
+"""``Run``: a handle on one run, to log to it and read what it recorded.
+
+Logging goes to the run's ``RunLog`` (``labtrack.run.log``): validated at the call, in this process's
+spool before the call returns, moved into the store by the background writer. Reading returns the
+store's view; on a run this process logs to, what the spool still holds is written first, so a read sees
+every earlier write of this process.
+"""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from labtrack.run import process as runtime
-from labtrack.core.errors import InvalidInput, LabtrackError, StoreConflict, StoreError
-from labtrack.core.model import ArtifactInfo, MetricHistory, MetricSummary, RunRecord, RunStatus, effective_status
-from labtrack.core.series import Chunk
-from labtrack.core.validation import (
-    check_artifact_path,
-    check_key,
-    coerce_metric_value,
-    coerce_param_value,
-    coerce_step,
-    coerce_tag_value,
-    coerce_timestamp,
-)
+from labtrack.core.errors import InvalidInput, StoreError
+from labtrack.core.model import ArtifactInfo, MetricHistory, MetricSummary, RunRecord, RunStatus
+from labtrack.core.validation import check_artifact_path, checked_params, checked_tags
+from labtrack.run import process
+from labtrack.run.liveness import resolve_liveness
+from labtrack.run.log import RunLog
+from labtrack.run.writer import Drainer, writer
+from labtrack.settings import Settings, default_settings
 
 if TYPE_CHECKING:
     from labtrack.core.environment import Environment
-    from labtrack.verbs.runlist import Batch
     from labtrack.store.base import Store
 
-__all__ = ["GIT_DIFF_ARTIFACT", "Run", "checked_params", "checked_tags", "resolve_liveness"]
+__all__ = ["GIT_DIFF_ARTIFACT", "Live", "RecordSource", "Run", "collect_files"]
 
 GIT_DIFF_ARTIFACT = "labtrack/git.diff"  # the uncommitted diff against HEAD, when the tree was dirty
-
-_MAX_STEP = 2**63
 _TERMINAL_CHOICES = {s.value: s for s in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED)}
-_now = time.time
-_LOGGING_STATE = frozenset({"_owner_pid", "_buffer", "_columns", "_next_step", "_known_keys", "_written_keys",
-                            "_flush_lock", "_flush_points", "_hard_limit"})
-_logging_init_lock = threading.Lock()
+
+
+class RecordSource(Protocol):
+    """Where a run found by a search gets its record: the whole search result, loaded in one batch."""
+
+    def record(self, run_id: str) -> RunRecord | None: ...
+
+
+@dataclass
+class Live:
+    """What a run started by this process needs until it ends."""
+
+    drainer: Drainer
+    pid: int
+    environment: Environment | None = None  # the snapshot captured at start (refreshed at the end)
+    conflicts_recorded: bool = True  # False: dependency conflicts were not known yet at the start
 
 
 class Run:
     """A handle on one run: log to it, and read what it recorded.
 
     Reading (``params``, ``metrics``, ``status`` ...) returns the store's current view; on a run this
-    process is logging to, buffered metric points are written first so reads see them.
+    process is logging to, its earlier writes reach the store first, so reads see them.
     """
 
-    # Defaults shared by every run until one sets its own.
-    _record: RunRecord | None = None
-    _live = False
-    _claim: tuple[str, float] | None = None  # (owner, lease) when a sweep runs it
-    _batch: Batch | None = None  # the search result this run came from, loaded together
-    _conflicts_recorded = True  # start_run sets False when they were not known yet
-    _created_here = False  # set by start_run: then keys not yet written are known to be new
-    _warned = False
-    _registered = False
-    _environment: Environment | None = None  # the snapshot captured at start (live runs)
-    # The state of logging (set by _init_logging).
-    _owner_pid: int
-    _buffer: list[tuple[str, int, float, float]]
-    _columns: list[tuple[str, Chunk]]
-    _next_step: dict[str, int]
-    _known_keys: set[str]
-    _written_keys: set[str]
-    _flush_lock: threading.RLock
-    _flush_points: int
-    _hard_limit: int
-
-    def __init__(self, store: Store, run_id: str, record: RunRecord | None = None) -> None:
+    def __init__(self, store: Store, run_id: str, record: RunRecord | None = None, *,
+                 source: RecordSource | None = None, log: RunLog | None = None, live: Live | None = None,
+                 settings: Settings | None = None) -> None:
         self._store = store
         self.id = run_id
         self._record = record
-        self._init_logging()
+        self._source = source
+        self._log = log
+        self._live = live
+        self._settings = settings
 
-    @classmethod
-    def _found(cls, store: Store, run_id: str, batch: Batch) -> Run:
-        """A run a search found: most are only read, so the state of logging is made on first use
-        (``__getattr__``) — a search of 100k runs would otherwise spend a third of a second on it."""
-        run = cls.__new__(cls)
-        run._store, run.id, run._batch = store, run_id, batch
-        return run
+    @property
+    def store(self) -> Store:
+        return self._store
 
-    def _init_logging(self) -> None:
-        self._owner_pid = os.getpid()
-        self._buffer = []
-        self._columns = []
-        self._next_step = {}
-        self._known_keys = set()
-        self._written_keys = set()
-        self._flush_lock = threading.RLock()
-        current = runtime.settings()
-        self._flush_points = current.flush_points
-        self._hard_limit = current.flush_points * 4
-
-    def __getattr__(self, name: str) -> Any:
-        # Only called for attributes not set: the state of logging of a run made by _found.
-        if name in _LOGGING_STATE:
-            with _logging_init_lock:
-                if "_buffer" not in self.__dict__:
-                    self._init_logging()
-            return getattr(self, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    @property
+    def settings(self) -> Settings:
+        return self._settings or default_settings()
 
     def __repr__(self) -> str:
         return f"<Run {self.id[:8]} experiment={self.experiment!r} status={self.status.value}>"
@@ -117,29 +89,39 @@ class Run:
         if exc_type is None:
             self.end(RunStatus.FINISHED)
         elif issubclass(exc_type, KeyboardInterrupt) or (
-            issubclass(exc_type, SystemExit) and runtime.state.terminating is not None
+            issubclass(exc_type, SystemExit) and process.state.terminating is not None
         ):
             self.end(RunStatus.KILLED, error={"type": exc_type.__name__, "message": "interrupted"})
         elif issubclass(exc_type, SystemExit) and getattr(exc, "code", None) in (0, None):
             self.end(RunStatus.FINISHED)
         else:
-            self.end(RunStatus.FAILED, error=runtime.error_of(exc))
+            self.end(RunStatus.FAILED, error=process.error_of(exc))
+
+    def owned_here(self) -> bool:
+        """Whether this process started the run and has not ended it (a forked child does not own it)."""
+        return self._live is not None and self._live.pid == os.getpid()
 
     # -- reading ------------------------------------------------------------------------------
 
-    def _settle(self) -> None:
-        """Write the points this process still buffers for the run, so that reads see them."""
-        if self._buffer or self._columns:
-            self.flush()
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until the store has everything this process logged to the run (and to any other run of
+        the same store). Raises ``StoreError`` if the store still fails after ``timeout`` seconds (default
+        ``LABTRACK_FLUSH_TIMEOUT``); nothing is lost: it stays in the spool and is written later."""
+        if self._log is not None:
+            self._drainer().flush(self.settings.flush_timeout if timeout is None else timeout)
+
+    def _drainer(self) -> Drainer:
+        return self._live.drainer if self._live is not None else writer().drainer(self._store, self.settings)
 
     def _fetch(self) -> RunRecord:
-        if self._record is None and self._batch is not None:
-            self._batch.load()  # the whole search result in one round of queries, not one run at a time
-        if self._record is not None and self._record.status.is_terminal and not self._live:
+        if self._record is None and self._source is not None:
+            self._record = self._source.record(self.id)  # the whole search result at once, not run by run
+            self._source = None
+        if self._record is not None and self._record.status.is_terminal and self._live is None:
             return self._record
-        self._settle()
+        self.flush()
         record = self._store.get_run(self.id)
-        resolve_liveness(self._store, [record])
+        resolve_liveness(self._store, [record], self.settings.heartbeat_timeout)
         self._record = record
         return record
 
@@ -149,6 +131,8 @@ class Run:
 
     @property
     def experiment(self) -> str:
+        if self._record is None and self._source is not None:
+            self._fetch()
         return self._record.experiment if self._record is not None else self._fetch().experiment
 
     @property
@@ -213,7 +197,7 @@ class Run:
         (command, git state, seeds, hostname) merged in. None if capture was turned off."""
         from labtrack.core.environment import Environment
 
-        record = self._fetch()  # settles first
+        record = self._fetch()  # flushes first
         snapshot: dict[str, Any] = {}
         if record.env_fingerprint:
             snapshot = self._store.get_environment(record.env_fingerprint) or {}
@@ -227,31 +211,19 @@ class Run:
                 snapshot[name] = section
         return Environment(snapshot)
 
-    def set_result(self, result: Any) -> None:
-        """Record a JSON-able value as the run's result (what ``labtrack.track`` returns on a skip)."""
-        try:
-            json.dumps(result, allow_nan=True)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInput(
-                f"result must be JSON-serialisable (dicts, lists, numbers, strings): {exc}", field="result"
-            ) from exc
-        self._settle()
-        self._store.set_result(self.id, result)
-
     @property
     def artifacts(self) -> list[ArtifactInfo]:
-        self._settle()
+        self.flush()
         return self._store.list_artifacts(self.id)
 
     def history(self, key: str) -> MetricHistory:
         """Every point of metric ``key``, ordered by step (then by logging order)."""
-        self._settle()
+        self.flush()
         return self._store.get_metric_history(self.id, key)
 
     def open_artifact(self, path: str) -> IO[bytes]:
         path = check_artifact_path(path, "path")
-        self._settle()
-        for item in self._store.list_artifacts(self.id):
+        for item in self.artifacts:
             if item.path == path:
                 return self._store.open_artifact(item.sha256)
         raise InvalidInput(f"run {self.id} has no artifact {path!r}; see run.artifacts", field="path")
@@ -259,10 +231,9 @@ class Run:
     def download_artifacts(self, destination: str | os.PathLike[str], path: str | None = None) -> list[Path]:
         """Copy the run's artifacts (all, or those under ``path``) into ``destination``."""
         prefix = check_artifact_path(path, "path") if path else None
-        self._settle()
         root = Path(destination).resolve()
         written = []
-        for item in self._store.list_artifacts(self.id):
+        for item in self.artifacts:
             if prefix and item.path != prefix and not item.path.startswith(prefix + "/"):
                 continue
             target = (root / item.path).resolve()
@@ -278,218 +249,74 @@ class Run:
     def to_dict(self) -> dict[str, Any]:
         return self._fetch().to_dict()
 
-    # -- params, tags, notes ------------------------------------------------------------------
+    # -- logging ------------------------------------------------------------------------------
+
+    def _writes(self) -> RunLog:
+        """The run's write side; for a run this process did not start, made on first use."""
+        log = self._log
+        if log is None:
+            known = self._record.params if self._record is not None else None
+            log = self._log = RunLog(self._drainer().spool, self.id, params=known)
+        return log
 
     def log_param(self, key: str, value: Any) -> None:
         self.log_params({key: value})
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        valid = checked_params(params)
-        self._settle()
-        self._store.log_params(self.id, valid)
+        """Params are immutable: the same value again is fine, another value raises ``ParamConflict``."""
+        self._writes().log_params(checked_params(params))
 
     def set_tag(self, key: str, value: Any) -> None:
         self.set_tags({key: value})
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        valid = checked_tags(tags)
-        self._settle()
-        self._store.set_tags(self.id, valid)
+        self._writes().set_tags(checked_tags(tags))
 
     def set_note(self, note: str) -> None:
         if not isinstance(note, str):
             raise InvalidInput(f"note must be a string, got {type(note).__name__}", field="note")
-        self._settle()
-        self._store.set_note(self.id, note)
+        self._writes().set_note(note)
 
-    # -- metrics ------------------------------------------------------------------------------
+    def merge_context(self, sections: Mapping[str, Any]) -> None:
+        """Replace these sections of the run's recorded environment (e.g. ``{"seeds": ...}``)."""
+        self._writes().merge_context(sections)
+
+    def set_result(self, result: Any) -> None:
+        """Record a JSON-able value as the run's result (what ``labtrack.track`` returns on a skip)."""
+        try:
+            json.dumps(result, allow_nan=True)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(
+                f"result must be JSON-serialisable (dicts, lists, numbers, strings): {exc}", field="result"
+            ) from exc
+        self._writes().set_result(result)
 
     def log_metric(self, key: str, value: Any, step: int | None = None, timestamp: Any = None) -> None:
-        """Buffer one point; it is written in the background within ``flush_interval`` seconds.
+        """Log one point; it is in the store within ``flush_interval`` seconds (or at ``flush``/``end``).
 
         ``step`` defaults to one past the last step logged for this key in this process (0 first).
         """
-        if key not in self._known_keys:
-            check_key(key, "metric key")
-            self._known_keys.add(key)
-        if type(value) is not float:
-            value = coerce_metric_value(value, key)
-        if step is None:
-            step = self._next_step.get(key, 0)
-        elif type(step) is not int or not 0 <= step < _MAX_STEP:
-            step = coerce_step(step, key)
-        self._next_step[key] = step + 1
-        buffer = self._buffer
-        buffer.append((key, step, _now() if timestamp is None else coerce_timestamp(timestamp, key), value))
-        if len(buffer) >= self._flush_points:
-            self._buffer_full()
+        (self._log or self._writes()).log_metric(key, value, step, timestamp)
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None, timestamp: Any = None) -> None:
-        """Buffer one point per key, all at the same ``step`` and time. Nothing is buffered if any is invalid."""
-        if not isinstance(metrics, Mapping):
-            raise InvalidInput(f"metrics must be a dict of key -> number, got {type(metrics).__name__}", field="metrics")
-        ts = _now() if timestamp is None else coerce_timestamp(timestamp, "metrics")
-        if step is not None and (type(step) is not int or not 0 <= step < _MAX_STEP):
-            step = coerce_step(step, "metrics")
-        points = []
-        for key, value in metrics.items():
-            if key not in self._known_keys:
-                check_key(key, "metric key")
-                self._known_keys.add(key)
-            if type(value) is not float:
-                value = coerce_metric_value(value, key)
-            points.append((key, self._next_step.get(key, 0) if step is None else step, ts, value))
-        for point in points:
-            self._next_step[point[0]] = point[1] + 1
-        self._buffer.extend(points)
-        if len(self._buffer) >= self._flush_points:
-            self._buffer_full()
+        """One point per key, all at the same ``step`` and time. Nothing is logged if any is invalid."""
+        (self._log or self._writes()).log_metrics(metrics, step, timestamp)
 
-    def log_batch(
-        self,
-        metrics: Mapping[str, Sequence[Any]],
-        steps: Sequence[int] | None = None,
-        timestamps: Sequence[float] | float | None = None,
-    ) -> None:
-        """Buffer whole series at once: ``{"loss": [...], "acc": [...]}`` with shared ``steps``.
+    def log_batch(self, metrics: Mapping[str, Sequence[Any]], steps: Sequence[int] | None = None,
+                  timestamps: Sequence[float] | float | None = None) -> None:
+        """Whole series at once: ``{"loss": [...], "acc": [...]}`` with shared ``steps``.
 
         The fast path for bulk ingestion (lists, arrays or numpy arrays). ``steps`` defaults to
         consecutive steps after the last one logged for each key.
         """
-        if not isinstance(metrics, Mapping):
-            raise InvalidInput("metrics must be a dict of key -> sequence of numbers", field="metrics")
-        prepared: list[tuple[str, Chunk]] = []
-        step_array = _int_array(steps, "steps") if steps is not None else None
-        for key, values in metrics.items():
-            check_key(key, "metric key")
-            value_array = _float_array(values, key)
-            n = len(value_array)
-            if step_array is not None:
-                if len(step_array) != n:
-                    raise InvalidInput(
-                        f"metric {key!r}: {n} values but {len(step_array)} steps; give one step per value",
-                        field=f"metric {key!r}",
-                    )
-                key_steps = step_array
-            else:
-                first = self._next_step.get(key, 0)
-                key_steps = _array("q", range(first, first + n))
-            prepared.append((key, Chunk(key_steps, _timestamps(timestamps, n, key), value_array)))
-        for key, chunk in prepared:
-            if len(chunk):
-                self._next_step[key] = max(self._next_step.get(key, 0), chunk.steps[-1] + 1)
-            self._known_keys.add(key)
-            self._columns.append((key, chunk))
-        self._ensure_registered()
-        pending = sum(len(c) for _, c in self._columns)
-        if pending >= self._hard_limit:
-            self.flush_in_background()
-        elif pending >= self._flush_points:
-            runtime.writer().kick()
-
-    def _buffer_full(self) -> None:
-        self._ensure_registered()
-        if len(self._buffer) >= self._hard_limit:
-            # The writer is behind: write here, which bounds memory. If the store is down, keep buffering
-            # (and warn once): losing the points or stopping the training would both be worse.
-            self.flush_in_background()
-        else:
-            runtime.writer().kick()
-
-    def _ensure_registered(self) -> None:
-        if not self._registered:
-            self._registered = True
-            runtime.writer().add(self, live=self._live)
-
-    def _peek(self) -> tuple[dict[str, Chunk], tuple[int, int]]:
-        """What is buffered, grouped by key, and how much of each buffer that is.
-
-        Nothing is removed here: ``_consume`` removes it once the store has it. So a failed write, or a
-        signal arriving anywhere in between, leaves every point in the buffer for the next attempt.
-        """
-        n, m = len(self._buffer), len(self._columns)
-        grouped: dict[str, Chunk] = {}
-        for key, step, ts, value in self._buffer[:n]:
-            found = grouped.get(key)
-            chunk = found if found is not None else grouped.setdefault(key, Chunk.empty())
-            chunk.steps.append(step)
-            chunk.timestamps.append(ts)
-            chunk.values.append(value)
-        for key, chunk in self._columns[:m]:
-            grouped.setdefault(key, Chunk.empty()).extend(chunk)
-        return grouped, (n, m)
-
-    def _consume(self, marks: tuple[int, int]) -> None:
-        # Appends from the logging thread land after these marks: nothing is lost (GIL-atomic operations).
-        del self._buffer[: marks[0]]
-        del self._columns[: marks[1]]
-
-    def _write_points(self, chunks: dict[str, Chunk], write: Any) -> None:
-        """``write(new_keys)`` the points; if the store refuses the shortcut for new keys (they exist after
-        all: e.g. a write that committed but reported an error), write again the careful way."""
-        try:
-            write(self._new_keys(chunks))
-        except StoreError as exc:
-            if not self._new_keys(chunks) or not isinstance(exc, StoreConflict):
-                raise
-            write(set())
-
-    def flush(self) -> None:
-        """Write buffered metric points now.
-
-        Raises ``StoreError`` if the store fails; nothing is lost, the next flush retries.
-        """
-        with self._flush_lock:
-            chunks, marks = self._peek()
-            if not chunks:
-                return
-            self._write_points(chunks, lambda new: self._store.log_metrics(self.id, chunks, new))
-            self._consume(marks)
-            self._written_keys.update(chunks)
-
-    def _new_keys(self, chunks: Mapping[str, Chunk]) -> set[str]:
-        return {k for k in chunks if k not in self._written_keys} if self._created_here else set()
-
-    def flush_in_background(self) -> bool:
-        try:
-            self.flush()
-        except Exception as exc:
-            if not self._warned:
-                self._warned = True
-                warnings.warn(
-                    f"labtrack: cannot write metrics of run {self.id[:8]} ({exc}); they are kept in memory and "
-                    "retried — training goes on",
-                    RuntimeWarning,
-                    stacklevel=1,
-                )
-            return False
-        return not self._live and not self._buffer and not self._columns
-
-    def maintain_store(self) -> None:
-        try:
-            self._store.maintain()
-        except Exception:  # housekeeping must never disturb the run
-            pass
-
-    def store_identity(self) -> int:
-        return id(self._store)
-
-    def heartbeat_in_background(self, now: float) -> None:
-        try:
-            self._store.heartbeat(self.id, now)
-            if self._claim is not None:  # a sweep's claim on this configuration: keep it alive
-                owner, lease = self._claim
-                self._store.renew_claims(owner, lease, now)
-        except Exception:  # reported by flush_in_background; a missed heartbeat is harmless
-            pass
-
-    # -- artifacts ----------------------------------------------------------------------------
+        self._writes().log_batch(metrics, steps, timestamps)
 
     def log_artifact(self, local_path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         """Store a file, or a directory with everything in it, under ``artifact_path/<its name>``.
 
-        Content is stored once per sha256. A symlink inside a logged directory that points outside it
-        is refused (nothing is stored), so an artifact never carries files from elsewhere.
+        The content is copied at the call (later changes to the file do not reach the run) and stored once
+        per sha256. A symlink inside a logged directory that points outside it is refused (nothing is
+        stored), so an artifact never carries files from elsewhere.
         """
         source = Path(local_path)
         if not source.exists():
@@ -498,8 +325,7 @@ class Run:
         name = source.resolve().name if source.name in ("", ".", "..") else source.name
         target = f"{base}/{name}" if base else name
         check_artifact_path(target, "local_path")
-        files = _collect_files(source, target) if source.is_dir() else [(source, target)]
-        self._store_files(files)
+        self._writes().add_files(collect_files(source, target) if source.is_dir() else [(source, target)])
 
     def log_artifacts(self, local_dir: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         """Store the contents of a directory (not the directory itself) under ``artifact_path``."""
@@ -507,20 +333,12 @@ class Run:
         if not source.is_dir():
             raise InvalidInput(f"local_dir {os.fspath(local_dir)!r} is not a directory", field="local_dir")
         base = check_artifact_path(artifact_path) if artifact_path else ""
-        self._store_files(_collect_files(source, base))
-
-    def _store_files(self, files: list[tuple[Path, str]]) -> None:
-        self._settle()
-        infos = []
-        for path, target in files:
-            sha, size = self._store.put_artifact_file(str(path))
-            infos.append(ArtifactInfo(path=target, sha256=sha, size=size))
-        self._store.add_artifacts(self.id, infos)
+        self._writes().add_files(collect_files(source, base))
 
     def log_text(self, text: str, artifact_file: str) -> None:
         if not isinstance(text, str):
             raise InvalidInput(f"text must be a string, got {type(text).__name__}", field="text")
-        self._log_bytes(text.encode("utf-8"), artifact_file)
+        self.log_bytes(text.encode("utf-8"), artifact_file)
 
     def log_dict(self, dictionary: Mapping[str, Any], artifact_file: str) -> None:
         """Store a dict as JSON (``.json``) or YAML (``.yaml``/``.yml``, needs PyYAML)."""
@@ -539,79 +357,78 @@ class Run:
                 data = json.dumps(dictionary, indent=2, ensure_ascii=False, default=str).encode("utf-8")
             except (TypeError, ValueError) as exc:
                 raise InvalidInput(f"dictionary cannot be written as JSON: {exc}", field="dictionary") from exc
-        self._log_bytes(data, path)
+        self.log_bytes(data, path)
 
-    def _log_bytes(self, data: bytes, artifact_file: str) -> None:
-        path = check_artifact_path(artifact_file, "artifact_file")
-        self._settle()
-        sha, size = self._store.put_artifact_bytes(data)
-        self._store.add_artifacts(self.id, [ArtifactInfo(path=path, sha256=sha, size=size)])
+    def log_bytes(self, data: bytes, artifact_file: str) -> None:
+        """Store ``data`` as the artifact ``artifact_file``."""
+        self._writes().add_bytes(data, check_artifact_path(artifact_file, "artifact_file"))
 
     # -- ending -------------------------------------------------------------------------------
 
     def end(self, status: RunStatus | str = RunStatus.FINISHED, error: Mapping[str, str] | None = None) -> None:
-        """Write what is buffered and set the final status (FINISHED, FAILED or KILLED)."""
+        """Set the final status (FINISHED, FAILED or KILLED) and wait until the store has the run's writes.
+
+        If the store is unreachable for ``LABTRACK_FLUSH_TIMEOUT`` seconds, this warns and returns: the
+        writes stay in the spool and reach the store later (see ``flush``). The run stops being active
+        either way."""
         status = _terminal_status(status)
-        self._refresh_environment()
+        live = self._live
+        log = self._writes()
+        if live is not None:
+            self._refresh_environment(live, log)
+        log.end(status, time.time(), error)
+        if live is not None:
+            live.drainer.live.pop(self.id, None)
+            self._live = None
+        process.remove(self)
+        self._record = None
         try:
-            with self._flush_lock:
-                chunks, marks = self._peek()
-                end_time = _now()
-                self._write_points(chunks, lambda new: self._store.end_run(
-                    self.id, status, end_time, error=error, metrics=chunks or None, new_keys=new,
-                ))
-                self._consume(marks)
-        finally:
-            # Even when the store fails, the run stops being active here: later runs can start, and its
-            # heartbeat stops (so it shows as CRASHED, not RUNNING forever). Its points stay buffered:
-            # calling end() again once the store is back writes them and the status.
-            self._live = False
-            self._record = None
-            runtime.writer().discard(self)
-            self._registered = False
-            with runtime.state.lock:
-                if self in runtime.state.stack:
-                    runtime.state.stack.remove(self)
+            self.flush()
+        except StoreError as exc:
+            warnings.warn(f"labtrack: run {self.id[:8]} ended {status.value}, but {exc}", RuntimeWarning,
+                          stacklevel=2)
 
-
-    def _record_conflicts(self) -> None:
-        """At the end of a run started before its environment's conflicts were known, record them now."""
-        env = self._environment
-        if env is None or "packages" not in env.snapshot or self._conflicts_recorded:
+    def _refresh_environment(self, live: Live, log: RunLog) -> None:
+        """At the end: dependency conflicts found in the background since the start, and build facts of
+        frameworks the run imported after it started. Information only: never fails the run."""
+        env = live.environment
+        if env is None:
             return
         try:
-            from labtrack.env.conflicts import find_conflicts_cached, wait_background
+            if not live.conflicts_recorded and "packages" in env.snapshot:
+                from labtrack.env.conflicts import find_conflicts_cached, wait_background
 
-            # Started in the background at start_run; only the first run after an install waits here
-            # (a fraction of a second), later ones find the result cached on disk.
-            wait_background(5.0)
-            found = find_conflicts_cached(compute=False)
-            if found is not None:
-                self._store.merge_context(self.id, {"conflicts": found})
-        except Exception as exc:  # information only: never fails the run
-            warnings.warn(f"labtrack: could not record dependency conflicts: {exc}", RuntimeWarning, stacklevel=3)
+                # Started in the background at start_run; only the first run after an install waits here
+                # (a fraction of a second), later ones find the result cached on disk.
+                wait_background(5.0)
+                found = find_conflicts_cached(compute=False)
+                if found is not None:
+                    log.merge_context({"conflicts": found})
+            frameworks = env.snapshot.get("frameworks")
+            if isinstance(frameworks, dict) and any(
+                isinstance(f, dict) and not f.get("imported") and f.get("module") in sys.modules
+                for f in frameworks.values()
+            ):
+                from labtrack.env import refresh_frameworks
+                from labtrack.run.log import journal_environment
 
-    def _refresh_environment(self) -> None:
-        """At the end of a run, add build facts of frameworks the run imported after it started."""
-        self._record_conflicts()
-        env = self._environment
-        frameworks = env.snapshot.get("frameworks") if env is not None else None
-        if env is None or not isinstance(frameworks, dict):
-            return
-        if not any(
-            isinstance(f, dict) and not f.get("imported") and f.get("module") in sys.modules for f in frameworks.values()
-        ):
-            return
-        try:
-            from labtrack.env import refresh_frameworks
-
-            refreshed = refresh_frameworks(env)
-            if refreshed.fingerprint != env.fingerprint:
-                fingerprint = runtime.store_environment(self._store, refreshed)
-                self._store.merge_context(self.id, {}, fingerprint)
-            self._environment = refreshed
+                refreshed = refresh_frameworks(env)
+                if refreshed.fingerprint != env.fingerprint:
+                    journal_environment(log.spool, refreshed.fingerprint, shared_part(refreshed))
+                    log.merge_context({}, refreshed.fingerprint)
+                live.environment = refreshed
         except Exception as exc:  # the run is ending: a failed refresh must not fail it
-            warnings.warn(f"labtrack: could not refresh framework facts: {exc}", RuntimeWarning, stacklevel=3)
+            warnings.warn(f"labtrack: could not refresh the recorded environment: {exc}", RuntimeWarning, stacklevel=3)
+
+
+def shared_part(env: Environment) -> dict[str, Any]:
+    """The part of a snapshot that many runs share (stored once per fingerprint); the rest is per run."""
+    per_run = env.per_run()
+    shared = {k: v for k, v in env.snapshot.items() if k not in per_run or k == "system"}
+    system = shared.get("system")
+    if isinstance(system, dict) and isinstance(per_run.get("system"), dict):
+        shared["system"] = {k: v for k, v in system.items() if k not in per_run["system"]}
+    return shared
 
 
 def _terminal_status(status: RunStatus | str) -> RunStatus:
@@ -623,82 +440,7 @@ def _terminal_status(status: RunStatus | str) -> RunStatus:
     return _TERMINAL_CHOICES[value]
 
 
-def checked_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    if params is None:
-        return {}
-    if not isinstance(params, Mapping):
-        raise InvalidInput(f"params must be a dict, got {type(params).__name__}", field="params")
-    return {check_key(k, "param key"): coerce_param_value(v, k) for k, v in params.items()}
-
-
-def checked_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
-    if tags is None:
-        return {}
-    if not isinstance(tags, Mapping):
-        raise InvalidInput(f"tags must be a dict, got {type(tags).__name__}", field="tags")
-    return {check_key(k, "tag key"): coerce_tag_value(v, k) for k, v in tags.items()}
-
-
-def _array(typecode: str, values: Any) -> Any:
-    from array import array
-
-    return array(typecode, values)
-
-
-def _float_array(values: Any, key: str) -> Any:
-    field = f"metric {key!r}"
-    dtype = getattr(values, "dtype", None)
-    if dtype is not None:
-        if getattr(values, "ndim", 1) != 1 or dtype.kind not in "fiu":
-            raise InvalidInput(f"{field}: give a 1-d array of real numbers (got dtype {dtype})", field=field)
-        from array import array
-
-        out = array("d")
-        out.frombytes(values.astype("<f8", copy=False).tobytes())
-        return out
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
-        raise InvalidInput(f"{field}: give a sequence of numbers, got {type(values).__name__}", field=field)
-    try:
-        out = _array("d", values)
-    except (TypeError, OverflowError):
-        out = _array("d", [coerce_metric_value(v, key) for v in values])
-    else:
-        if any(type(v) is bool for v in values):
-            raise InvalidInput(f"{field}: bool is not a metric value; log 0/1 as numbers", field=field)
-    return out
-
-
-def _int_array(values: Any, field: str) -> Any:
-    dtype = getattr(values, "dtype", None)
-    try:
-        if dtype is not None:
-            if dtype.kind not in "iu":
-                raise TypeError(f"dtype {dtype} is not an integer type")
-            out = _array("q", b"")
-            out.frombytes(values.astype("<i8", copy=False).tobytes())
-        else:
-            out = _array("q", values)
-    except (TypeError, OverflowError) as exc:
-        raise InvalidInput(f"{field} must be integers >= 0 ({exc})", field=field) from exc
-    if len(out) and min(out) < 0:
-        raise InvalidInput(f"{field} must be integers >= 0, got {min(out)}", field=field)
-    return out
-
-
-def _timestamps(timestamps: Any, n: int, key: str) -> Any:
-    if timestamps is None:
-        return _array("d", [_now()]) * n
-    if isinstance(timestamps, (int, float)) or hasattr(timestamps, "timestamp"):
-        return _array("d", [coerce_timestamp(timestamps, key)]) * n
-    out = _float_array(timestamps, key)
-    if len(out) != n:
-        raise InvalidInput(f"metric {key!r}: {n} values but {len(out)} timestamps", field="timestamps")
-    if not all(math.isfinite(t) for t in out):
-        raise InvalidInput(f"metric {key!r}: timestamps must be finite seconds since the epoch", field="timestamps")
-    return out
-
-
-def _collect_files(root: Path, target: str) -> list[tuple[Path, str]]:
+def collect_files(root: Path, target: str) -> list[tuple[Path, str]]:
     """Every file below ``root`` with its artifact path; refuses symlinks that leave ``root``."""
     real_root = root.resolve()
     files: list[tuple[Path, str]] = []
@@ -724,41 +466,3 @@ def _collect_files(root: Path, target: str) -> list[tuple[Path, str]]:
             relative = path.relative_to(root).as_posix()
             files.append((path, f"{target}/{relative}" if target else relative))
     return files
-
-
-def _pid_alive(pid: int, started_before: float) -> bool:
-    """Whether ``pid`` runs and is the same process (it started no later than the run did)."""
-    try:
-        import psutil
-
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return process.create_time() <= started_before + 1.0
-    except Exception:  # psutil.NoSuchProcess, AccessDenied, ...: treat as gone only when surely gone
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
-
-def resolve_liveness(store: Store, records: Sequence[RunRecord]) -> None:
-    """Show RUNNING runs whose process is gone as CRASHED (and record that in the store)."""
-    timeout = runtime.settings().heartbeat_timeout
-    now = _now()
-    for record in records:
-        if record.status is not RunStatus.RUNNING:
-            continue
-        crashed = effective_status(record, now, timeout) is RunStatus.CRASHED
-        if not crashed and record.host == runtime.state.host and record.pid and record.pid != os.getpid():
-            crashed = not _pid_alive(record.pid, record.start_time)
-        if crashed:
-            try:
-                store.mark_crashed(record.id, record.heartbeat_time)
-            except LabtrackError:
-                pass  # shown as CRASHED anyway; a later reader records it
-            record.status = RunStatus.CRASHED
-            record.end_time = record.heartbeat_time

@@ -32,7 +32,9 @@ class PointWrites:
 
 
 def _nan_to_none(value: float) -> float | None:
-    return None if value != value else value
+    # NaN is stored as NULL; -0.0 as 0.0, as SQLite would store it anyway: every backend, and the frames
+    # built from these rows, then agree (the points themselves keep -0.0 exactly).
+    return None if value != value else value + 0.0
 
 
 def none_to_nan(value: float | None) -> float:

@@ -320,7 +320,7 @@ class SqlStore(SqlBase, Store):
                        db.claims.c.lease_until == row.lease_until)
                 .values(owner=owner, state="running", lease_until=now + lease, run_id=None)
             )
-            return ClaimState.CLAIMED if taken.rowcount == 1 else "busy"
+            return ClaimState.CLAIMED if taken.rowcount == 1 else ClaimState.BUSY
 
     def renew_claims(self, owner: str, lease: float, now: float) -> None:
         with self._write() as conn:

@@ -16,7 +16,6 @@ from labtrack.core.errors import InvalidInput
 from labtrack.core.filters import FIELD_KINDS, Field, parse_field
 from labtrack.core.views import ColumnRow, RunColumns
 from labtrack.run.handle import Run
-from labtrack.verbs.tracking import run_of
 
 __all__ = ["column_values", "columns", "diff", "group", "run_view"]
 
@@ -53,9 +52,9 @@ def _git_log(view_a: RunView, view_b: RunView) -> list[str] | None:
     return done.stdout.splitlines() if done.returncode == 0 else None
 
 
-def diff(a: Run | str, b: Run | str, *, store: str | None = None) -> RunDiff:
+def diff(a: Run, b: Run) -> RunDiff:
     """What differs between two runs, most likely causes first (see ``labtrack.core.diff``)."""
-    view_a, view_b = run_view(run_of(a, store=store)), run_view(run_of(b, store=store))
+    view_a, view_b = run_view(a), run_view(b)
     result = diff_runs(view_a, view_b, git_log=_git_log(view_a, view_b))
     return result
 

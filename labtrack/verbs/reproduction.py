@@ -22,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from labtrack.run import process as runtime
 from labtrack.core.checks import (
     ArtifactCheck,
     DoctorReport,
@@ -36,47 +35,48 @@ from labtrack.core.checks import (
 from labtrack.core.errors import InvalidInput, LabtrackError
 from labtrack.core.recipes import Recipe, render
 from labtrack.run.handle import GIT_DIFF_ARTIFACT, Run
-from labtrack.verbs.tracking import run_of, search_runs
+from labtrack.verbs import capture
+from labtrack.verbs.runs import RunClient
 
 __all__ = ["DoctorReport", "Reproduction", "check", "doctor", "export", "recipe_for", "reproduce"]
 
 _INTERNAL_ARTIFACTS = ("labtrack/",)  # the recorded diff, pickled results: not outputs to compare
 
 
-def doctor() -> DoctorReport:
-    """This environment's health: dependency conflicts, CUDA consistency, settings and the store."""
-    from labtrack.env import capture
+def doctor(client: RunClient | Callable[[], RunClient]) -> DoctorReport:
+    """This environment's health: dependency conflicts, CUDA consistency, settings and the store (the
+    client, or a callable that opens it: opening it is one of the checks)."""
+    from labtrack.env import CaptureOptions
+    from labtrack.env import capture as capture_now
     from labtrack.env.conflicts import find_conflicts_cached
     from labtrack.settings import load_settings
 
     findings: list[Finding] = []
     try:
-        load_settings()
-        options = runtime.capture_options()
+        options = capture.capture_options(load_settings())
     except LabtrackError as exc:
         findings.append(Finding("error", "settings", str(exc)))
-        from labtrack.env import CaptureOptions
-
         options = CaptureOptions()
-    environment = capture(options).environment
+    environment = capture_now(options).environment
     findings += doctor_findings(environment.snapshot, find_conflicts_cached())
     try:
-        runtime.store()
+        if not isinstance(client, RunClient):
+            client()
     except LabtrackError as exc:
         findings.append(Finding("error", "store", str(exc)))
     return DoctorReport(findings, environment.fingerprint)
 
 
 
-def check(run: Run | str, *, store: str | None = None) -> Verdict:
+def check(client: RunClient, run: Run | str) -> Verdict:
     """Can this machine reproduce ``run``? ``identical``, ``compatible``, ``at-risk`` or ``incompatible``,
     with the reasons, worst first."""
-    target = run_of(run, store=store)
+    target = client.run_of(run)
     recorded = target.environment
     if recorded is None:
         raise InvalidInput(f"run {target.id} recorded no environment (capture was off): nothing to check against",
                            field="run")
-    current = runtime.capture_environment()
+    current = client.capture_environment()
     verdict = check_reproducibility(recorded.snapshot, current.snapshot)
     return verdict
 
@@ -88,8 +88,8 @@ def _diff_text(run: Run) -> str | None:
         return f.read().decode("utf-8", errors="replace")
 
 
-def recipe_for(run: Run | str, *, store: str | None = None) -> Recipe:
-    target = run_of(run, store=store)
+def recipe_for(client: RunClient, run: Run | str) -> Recipe:
+    target = client.run_of(run)
     env = target.environment
     if env is None:
         raise InvalidInput(f"run {target.id} recorded no environment (capture was off): no recipe can be made",
@@ -97,9 +97,9 @@ def recipe_for(run: Run | str, *, store: str | None = None) -> Recipe:
     return Recipe.from_run(target.id, target.experiment, env.snapshot, _diff_text(target))
 
 
-def export(run: Run | str, fmt: str = "requirements", *, store: str | None = None) -> str:
+def export(client: RunClient, run: Run | str, fmt: str = "requirements") -> str:
     """A recipe that rebuilds ``run``: ``requirements``, ``dockerfile``, ``conda`` or ``script``."""
-    return render(recipe_for(run, store=store), fmt)
+    return render(recipe_for(client, run), fmt)
 
 
 # -- reproduce -------------------------------------------------------------------------------------
@@ -220,21 +220,21 @@ def _compare(original: Run, new: Run, rtol: float, atol: float) -> tuple[list[Me
 
 
 def reproduce(
+    client: RunClient,
     run: Run | str,
     *,
     workdir: str | os.PathLike[str] | None = None,
     rtol: float = 1e-6,
     atol: float = 0.0,
-    store: str | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> Reproduction:
     """Rebuild ``run`` (packages, code, diff) in ``workdir``, run its command again, and compare."""
-    original = run_of(run, store=store)
+    original = client.run_of(run)
     env = original.environment
     if env is None:
         raise InvalidInput(f"run {original.id} recorded no environment (capture was off): it cannot be rebuilt",
                            field="run")
-    recipe = recipe_for(original, store=store)
+    recipe = recipe_for(client, original)
     if not recipe.command:
         raise InvalidInput(f"run {original.id} recorded no re-runnable command (it ran as `python -c` or "
                            "interactively)", field="run")
@@ -247,7 +247,7 @@ def reproduce(
         python = _make_venv(recipe, directory, log)
         log(f"2/4 code at {recipe.commit[:12] if recipe.commit else '?'}" + (" + recorded diff" if recipe.diff else ""))
         src = _checkout(recipe, env.snapshot, directory, log)
-        location = runtime.store(store).url
+        location = client.store.url
         child_env = {**os.environ, **recipe.env, "LABTRACK_STORE": location, "LABTRACK_REPRODUCES": original.id}
         cwd = src / recipe.relative_cwd
         log(f"3/4 running {recipe.command_text()} in {cwd}")
@@ -261,7 +261,7 @@ def reproduce(
         result.problems.append(str(exc))
         return result
     log("4/4 comparing with the original")
-    found = [r for r in search_runs(filter=f"tags.reproduces = '{original.id}'", store=store)
+    found = [r for r in client.search_runs(filter=f"tags.reproduces = '{original.id}'")
              if r.start_time >= started - 1]
     if not found:
         result.problems.append("the command finished but started no run tagged reproduces=" + original.id)
@@ -271,5 +271,5 @@ def reproduce(
     result.metrics, result.artifacts = _compare(original, new, rtol, atol)
     ok = all(m.within_tolerance for m in result.metrics) and all(a.identical for a in result.artifacts)
     result.verdict = "reproduced" if ok else "differs"
-    new.set_tag("labtrack.verbs.reproduction", result.verdict)
+    new.set_tag("labtrack.reproduction", result.verdict)
     return result

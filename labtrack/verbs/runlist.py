@@ -7,39 +7,44 @@ run by run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from labtrack.run import process as runtime
 from labtrack.core.errors import LabtrackError, RunNotFound
 from labtrack.core.frame import RunTable
-from labtrack.run.handle import Run, resolve_liveness
+from labtrack.core.model import RunRecord, Search
+from labtrack.run.handle import Run
+from labtrack.settings import Settings
+from labtrack.store.base import Store
 
-if TYPE_CHECKING:
-    from labtrack.store.base import Search, Store
+__all__ = ["Batch", "RunList", "Searcher"]
 
-__all__ = ["Batch", "RunList"]
+
+class Searcher(Protocol):
+    """What made the search (a ``labtrack.Client``): its store and how it settles and judges liveness."""
+
+    store: Store
+    settings: Settings
+
+    def settle(self) -> None: ...
+
+    def resolve_liveness(self, records: Sequence[RunRecord]) -> None: ...
 
 
 class Batch:
     """Runs found by one search: their records are loaded together when the first is needed."""
 
-    def __init__(self, store: Store, runs: list[Run], stale_before: float) -> None:
-        self.store, self.runs, self.stale_before = store, runs, stale_before
-        self.loaded = False
+    def __init__(self, client: Searcher, ids: Sequence[str]) -> None:
+        self.client, self.ids = client, ids
+        self.records: dict[str, RunRecord] | None = None
 
-    def load(self) -> None:
-        if self.loaded:
-            return
-        self.loaded = True
-        records = self.store.get_runs([run.id for run in self.runs])
-        resolve_liveness(self.store, records)
-        by_id = {r.id: r for r in records}
-        for run in self.runs:
-            if run._record is None:
-                run._record = by_id.get(run.id)
-            run._batch = None
+    def record(self, run_id: str) -> RunRecord | None:
+        if self.records is None:
+            records = self.client.store.get_runs(list(self.ids))
+            self.client.resolve_liveness(records)
+            self.records = {r.id: r for r in records}
+        return self.records.get(run_id)
 
 
 class RunList(list):  # type: ignore[type-arg]
@@ -48,18 +53,27 @@ class RunList(list):  # type: ignore[type-arg]
     A search returns ids at once; the runs' records are loaded in one batch when the first one is read.
     """
 
-    _batch: Batch | None = None
     _result: _SearchResult | None = None
 
     @classmethod
-    def from_search(cls, store: Store, ids: Sequence[str], search: Search) -> RunList:
-        batch = Batch(store, [], search.stale_before)
-        found = Run._found
-        runs = [found(store, run_id, batch) for run_id in ids]
-        batch.runs = runs
+    def from_search(cls, client: Searcher, ids: Sequence[str], search: Search) -> RunList:
+        if len(ids) > 2_000:  # many objects, no cycles: see store.engine.gc_paused
+            import gc
+
+            gc.disable()
+            try:
+                return cls._from_search(client, ids, search)
+            finally:
+                gc.enable()
+        return cls._from_search(client, ids, search)
+
+    @classmethod
+    def _from_search(cls, client: Searcher, ids: Sequence[str], search: Search) -> RunList:
+        batch = Batch(client, ids)
+        store, settings = client.store, client.settings
+        runs = [Run(store, run_id, source=batch, settings=settings) for run_id in ids]
         out = cls(runs)
-        out._batch = batch
-        out._result = _SearchResult(store, search, runs, list(ids))
+        out._result = _SearchResult(client, search, runs, list(ids))
         return out
 
     def to_pandas(self) -> Any:
@@ -74,7 +88,6 @@ class RunList(list):  # type: ignore[type-arg]
             import pandas as pd
         except ImportError as exc:
             raise LabtrackError("to_pandas needs pandas: pip install 'labtrack[pandas]'") from exc
-        runtime.settle()  # points this process still buffers are in the store first
         found = self._result if self._result is not None and self._result.holds(self) else None
         ids = found.ids if found is not None else [run.id for run in self]
         table = self._table(ids, found)
@@ -107,15 +120,15 @@ class RunList(list):  # type: ignore[type-arg]
         """The runs of ``ids`` as columns (maybe with more runs): ended ones from their frames, the rest
         from their records, with their liveness resolved."""
         if found is not None:
-            return _table_of(found.store, ids, found.search)
+            found.client.settle()  # what this process still holds for the store is in it first
+            return _table_of(found.client.store, ids, found.search, found.client.resolve_liveness)
         stores: dict[int, tuple[Store, list[str]]] = {}
         for run in self:
-            stores.setdefault(id(run._store), (run._store, []))[1].append(run.id)
-        if len(stores) == 1:
-            return _table_of(self[0]._store, list(dict.fromkeys(ids)), None)
+            run.flush()
+            stores.setdefault(id(run.store), (run.store, []))[1].append(run.id)
         table = RunTable()
         for store, store_ids in stores.values():
-            table.add_table(_table_of(store, list(dict.fromkeys(store_ids)), None))
+            table.add_table(_table_of(store, list(dict.fromkeys(store_ids)), None, None))
         return table
 
 
@@ -124,7 +137,7 @@ class _SearchResult:
     """What a search found: its runs and their ids, and the search, which selects them again in the store
     (cheaper than a list of 100k ids) for as long as the list still holds exactly those runs."""
 
-    store: Store
+    client: Searcher
     search: Search
     runs: list[Run]
     ids: list[str]
@@ -133,13 +146,15 @@ class _SearchResult:
         return list.__eq__(runs, self.runs) is True  # Run has no __eq__: identity, compared in C
 
 
-def _table_of(store: Store, ids: list[str], search: Search | None) -> RunTable:
+def _table_of(store: Store, ids: list[str], search: Search | None,
+              resolve: Callable[[Sequence[RunRecord]], None] | None) -> RunTable:
     """Runs of one store (``ids`` without repeats) as columns: frames first, then the records of the rest."""
     table = store.run_table(ids, search)
     seen = set(table.ids)
     pending = [run_id for run_id in ids if run_id not in seen]
     if pending:
         records = store.get_runs(pending)
-        resolve_liveness(store, records)
+        if resolve is not None:
+            resolve(records)
         table.add_records(records)
     return table

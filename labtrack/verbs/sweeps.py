@@ -24,11 +24,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from labtrack.run import process as runtime
 from labtrack.core.errors import InvalidInput
 from labtrack.core.identity import DEFAULT_IDENTITY, check_identity
+from labtrack.run import process
 from labtrack.run.handle import Run
-from labtrack.verbs.tracking import active_run, compute_key, get_run, start_run
+from labtrack.verbs.runs import RunClient
+
+ClientSource = RunClient | Callable[[], RunClient]  # a client, or what opens it when a call needs it
 
 __all__ = ["SweepResult", "TrackedFunction", "sweep", "track"]
 
@@ -46,16 +48,21 @@ class TrackedFunction:
         identity: Sequence[str] | str = DEFAULT_IDENTITY,
         exclude: Sequence[str] = (),
         inputs: Sequence[str] | Mapping[str, Any] | None = None,
-        store: str | None = None,
+        source: ClientSource,
     ) -> None:
         self.fn = fn
         self.experiment = experiment or fn.__name__
         self.identity = check_identity(identity)
         self.exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
         self.inputs = inputs
-        self.store = store
+        self.source = source
         self.signature = inspect.signature(fn)
         functools.update_wrapper(self, fn)
+
+    def client(self) -> RunClient:
+        """The client whose store the calls are tracked in: ``Client.track``'s, or the module-level API's
+        store as it is when the function is called (``set_store`` may come after the decorator)."""
+        return self.source if isinstance(self.source, RunClient) else self.source()
 
     def __repr__(self) -> str:
         return f"<tracked {self.fn.__qualname__} experiment={self.experiment!r}>"
@@ -96,7 +103,7 @@ class TrackedFunction:
     def key(self, *args: Any, **kwargs: Any) -> str:
         """The run key a call with these arguments would have."""
         params = self.params_of(*args, **kwargs)
-        return compute_key(
+        return self.client().compute_key(
             self.experiment, params, inputs=self.inputs_of(params), identity=self.identity, exclude=self.exclude
         )
 
@@ -114,23 +121,25 @@ class TrackedFunction:
 
     def find(self, *args: Any, **kwargs: Any) -> Run | None:
         """The FINISHED run of a call with these arguments, if any."""
-        found = runtime.store(self.store).find_finished_run(self.key(*args, **kwargs))
-        return get_run(found, store=self.store) if found else None
+        found = self.client().store.find_finished_run(self.key(*args, **kwargs))
+        return self.client().get_run(found) if found else None
 
     def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, force: bool,
               claim: tuple[str, float] | None = None) -> Any:
         params = self.params_of(*args, **kwargs)
         inputs = self.inputs_of(params)
+        client = self.client()
         if not force:
-            key = compute_key(self.experiment, params, inputs=inputs, identity=self.identity, exclude=self.exclude)
-            found = runtime.store(self.store).find_finished_run(key)
+            key = client.compute_key(self.experiment, params, inputs=inputs, identity=self.identity,
+                                     exclude=self.exclude)
+            client.settle()
+            found = client.store.find_finished_run(key)
             if found is not None:
-                return recorded_result(get_run(found, store=self.store))
-        with start_run(
+                return recorded_result(client.get_run(found))
+        with client.start_run(
             self.experiment, params=params, inputs=inputs, identity=self.identity, exclude=self.exclude,
-            nested=active_run() is not None, store=self.store,
+            nested=process.active() is not None, claim=claim,
         ) as run:
-            run._claim = claim
             result = self.fn(*args, **kwargs)
             record_result(run, result)
         return result
@@ -142,7 +151,7 @@ def track(
     identity: Sequence[str] | str = DEFAULT_IDENTITY,
     exclude: Sequence[str] = (),
     inputs: Sequence[str] | Mapping[str, Any] | None = None,
-    store: str | None = None,
+    source: ClientSource,
 ) -> Any:
     """Decorator: each call runs inside a new run, or returns the recorded result of a FINISHED run
     with the same key without running (``force=True`` or ``fn.force(...)`` re-runs).
@@ -153,10 +162,10 @@ def track(
     result: as JSON when it can be (numpy values are converted), else pickled as an artifact.
     """
     if callable(experiment):  # used bare: @track
-        return TrackedFunction(experiment)
+        return TrackedFunction(experiment, source=source)
 
     def wrap(fn: Callable[..., Any]) -> TrackedFunction:
-        return TrackedFunction(fn, experiment, identity=identity, exclude=exclude, inputs=inputs, store=store)
+        return TrackedFunction(fn, experiment, identity=identity, exclude=exclude, inputs=inputs, source=source)
 
     return wrap
 
@@ -189,12 +198,10 @@ def record_result(run: Run, result: Any) -> None:
     try:
         encoded = json.dumps(result, allow_nan=False)
         if _same(json.loads(encoded), result):
-            run._store.set_result(run.id, result)
+            run.set_result(result)
             return
     except (TypeError, ValueError):
         pass
-    from labtrack.core.model import ArtifactInfo
-
     try:
         data = pickle.dumps(result)
     except Exception as exc:
@@ -202,10 +209,9 @@ def record_result(run: Run, result: Any) -> None:
             f"the result of {run.experiment} can be stored neither as JSON nor with pickle ({exc}); "
             "return plain values", field="result",
         ) from exc
-    sha, size = run._store.put_artifact_bytes(data)
-    run._store.add_artifacts(run.id, [ArtifactInfo(path=_PICKLED_RESULT, sha256=sha, size=size)])
+    run.log_bytes(data, _PICKLED_RESULT)
     preview = json.loads(json.dumps(result, default=_json_default, allow_nan=True))
-    run._store.set_result(run.id, {"__labtrack__": "pickled", "artifact": _PICKLED_RESULT, "preview": preview})
+    run.set_result({"__labtrack__": "pickled", "artifact": _PICKLED_RESULT, "preview": preview})
 
 
 def recorded_result(run: Run) -> Any:
@@ -261,8 +267,8 @@ def _configs(grid: Mapping[str, Iterable[Any]] | None, configs: Iterable[Mapping
 def _work(tracked: TrackedFunction, configs: list[dict[str, Any]], keys: list[str], sweep_id: str,
           lease: float, poll: float, report: Callable[[str, int, str], None]) -> None:
     """One worker's loop: claim what is free, run it, wait for what others hold, until all is settled."""
-    store = runtime.store(tracked.store)
-    owner = f"{sweep_id}/{runtime.state.host}/{os.getpid()}"
+    store = tracked.client().store
+    owner = f"{sweep_id}/{process.HOST}/{os.getpid()}"
     pending = list(range(len(configs)))
     while pending:
         waiting = []
@@ -306,6 +312,7 @@ def sweep(
     lease: float | None = None,
     poll: float = 0.5,
     progress: bool = True,
+    source: ClientSource,
 ) -> SweepResult:
     """Run every configuration of ``grid`` (or ``configs``) that has no FINISHED run yet.
 
@@ -314,19 +321,20 @@ def sweep(
     may run at once: each configuration is claimed atomically and runs exactly once; a claim whose
     worker died is taken over once its ``lease`` (seconds, default 3 heartbeats and at least 60) expires.
     """
-    tracked = fn if isinstance(fn, TrackedFunction) else TrackedFunction(fn, experiment)
+    tracked = fn if isinstance(fn, TrackedFunction) else TrackedFunction(fn, experiment, source=source)
     all_configs = _configs(grid, configs)
     if not isinstance(workers, int) or workers < 1:
         raise InvalidInput(f"workers must be an integer >= 1, got {workers!r}", field="workers")
+    settings = tracked.client().settings
     if lease is None:
-        lease = max(60.0, 3 * runtime.settings().heartbeat_interval)
-    if lease <= runtime.settings().heartbeat_interval:
+        lease = max(60.0, 3 * settings.heartbeat_interval)
+    if lease <= settings.heartbeat_interval:
         raise InvalidInput(
             f"lease ({lease}s) must be longer than the heartbeat interval "
-            f"({runtime.settings().heartbeat_interval}s, LABTRACK_HEARTBEAT_INTERVAL)", field="lease",
+            f"({settings.heartbeat_interval}s, LABTRACK_HEARTBEAT_INTERVAL)", field="lease",
         )
     keys = [tracked.key(**config) for config in all_configs]
-    store = runtime.store(tracked.store)
+    store = tracked.client().store
     before = store.finished_keys(keys)
     sweep_id = uuid.uuid4().hex[:12]
     ran: set[int] = set()
@@ -412,8 +420,8 @@ def _run_processes(tracked: TrackedFunction, configs: list[dict[str, Any]], keys
                         name=f"labtrack-sweep-{n}")
         for n in range(workers)
     ]
-    for process in processes:
-        process.start()
+    for worker in processes:
+        worker.start()
     while True:
         try:
             report(*events.get(timeout=0.2))
@@ -425,5 +433,5 @@ def _run_processes(tracked: TrackedFunction, configs: list[dict[str, Any]], keys
             report(*events.get_nowait())
         except queue.Empty:
             break
-    for process in processes:
-        process.join()
+    for worker in processes:
+        worker.join()

@@ -1,9 +1,8 @@
-"""The module-level API: start runs, log to the active run, find runs.
+"""The module-level API: a default ``Client`` built from the settings, and the active run.
 
-``start_run`` opens a run in the selected store and makes it the active run; ``log_*`` functions act on
-the active run (and raise ``NoActiveRunError`` without one). Metric points are buffered in memory and
-written by the background writer (``labtrack.run.writer``); ending a run writes what is left and the final
-status in one transaction.
+``start_run`` starts a run in the selected store and makes it the active run; ``log_*`` functions act on
+the active run (and raise ``NoActiveRunError`` without one). The store is, highest first: a ``store=``
+argument, ``set_store``, ``LABTRACK_STORE``, ``labtrack.toml``/``[tool.labtrack]``, ``.labtrack``.
 
 Statuses: leaving a ``with start_run(...)`` block normally gives FINISHED, an exception FAILED (with
 its type and message), Ctrl-C (KeyboardInterrupt) or SIGTERM KILLED. A process that dies without
@@ -14,27 +13,41 @@ dead process ran on the reader's own host, since its pid can be checked).
 from __future__ import annotations
 
 import os
-import time
-import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from labtrack.run import process as runtime
-from labtrack.core.errors import InvalidInput, NoActiveRunError
-from labtrack.core.filters import parse_filter
-from labtrack.core.identity import DEFAULT_IDENTITY, check_identity, run_key
-from labtrack.core.model import ArtifactInfo, Experiment, RunStatus
-from labtrack.core.query import parse_order_by
-from labtrack.core.validation import check_key
-from labtrack.verbs.inputs import hash_inputs
-from labtrack.run.handle import GIT_DIFF_ARTIFACT, Run, checked_params, checked_tags, resolve_liveness
+from labtrack.core.errors import NoActiveRunError
+from labtrack.core.identity import DEFAULT_IDENTITY
+from labtrack.core.model import Experiment, RunStatus
+from labtrack.run import process
+from labtrack.run.handle import Run
+from labtrack.settings import default_settings, reset_default_settings
+from labtrack.verbs import capture
+from labtrack.verbs.client import Client
 from labtrack.verbs.runlist import RunList
-from labtrack.run.process import set_store, store_location
+from labtrack.verbs.runs import RunClient
+
+if TYPE_CHECKING:
+    from labtrack.core.checks import DoctorReport, Reproduction, Verdict
+    from labtrack.core.diff import RunDiff
+    from labtrack.verbs.sweeps import SweepResult, TrackedFunction
 
 __all__ = [
+    "DefaultClient",
     "active_run",
     "capture_environment",
+    "check",
+    "client",
+    "close_clients",
+    "compute_key",
+    "diff",
+    "doctor",
     "end_run",
+    "exists",
+    "export",
+    "find_run",
     "get_run",
     "list_experiments",
     "log_artifact",
@@ -45,6 +58,8 @@ __all__ = [
     "log_param",
     "log_params",
     "log_text",
+    "reproduce",
+    "reset",
     "run_of",
     "search_runs",
     "seed_everything",
@@ -53,8 +68,58 @@ __all__ = [
     "set_tags",
     "start_run",
     "store_location",
+    "sweep",
+    "track",
     "upgrade_store",
 ]
+
+_lock = threading.Lock()
+_clients: dict[str, Client] = {}  # store location -> its client, opened on first use
+_chosen: str | None = None  # set_store's
+
+
+def set_store(location: str | None) -> None:
+    """Use ``location`` (a store URL) for this process, over LABTRACK_STORE and config files."""
+    global _chosen
+    _chosen = location
+
+
+def store_location(location: str | None = None) -> str:
+    """The store URL in effect: an explicit one, else set_store's, else the settings' (env, file, default)."""
+    return location or _chosen or default_settings().store
+
+
+def client(store: str | None = None) -> Client:
+    """The client of ``store`` (default: the store in effect), opened on first use."""
+    location = store_location(store)
+    found = _clients.get(location)
+    if found is None:
+        with _lock:
+            found = _clients.get(location)
+            if found is None:
+                found = _clients[location] = Client(location)
+    return found
+
+
+def close_clients() -> None:
+    """Close every client of the module-level API (each drains what this process logged to its store)."""
+    with _lock:
+        opened = list(_clients.values())
+        _clients.clear()
+    for each in opened:
+        try:
+            each.close()
+        except Exception:  # closing must not hide what the caller is doing
+            pass
+
+
+def reset() -> None:
+    """Close every client and forget set_store and the settings read (tests; a process changing stores)."""
+    global _chosen
+    close_clients()
+    _chosen = None
+    capture.reset()
+    reset_default_settings()
 
 
 def start_run(
@@ -79,133 +144,14 @@ def start_run(
     the sha256 of the experiment, params, code version and declared ``inputs`` (name -> file or
     directory, hashed by content), as ``identity`` selects, leaving out the params in ``exclude``.
     """
-    check_key(experiment, "experiment")
-    valid_params = checked_params(params)
-    valid_tags = checked_tags(tags)
-    parts = check_identity(identity)
-    excluded = _checked_exclude(exclude)
-    if name is not None:
-        check_key(name, "name")
-    input_hashes = hash_inputs(inputs) if inputs else {}
-    with runtime.state.lock:
-        parent = runtime.state.stack[-1] if runtime.state.stack else None
-        if parent is not None and parent._owner_pid != os.getpid():
-            runtime.state.stack.clear()  # inherited through fork: the parent process owns those runs
-            parent = None
-        if parent is not None and not nested:
-            raise InvalidInput(
-                f"run {parent.id[:8]} is already active; end it first (labtrack.end_run()) "
-                "or pass nested=True to start a child run",
-                field="nested",
-            )
-        if parent is not None:
-            valid_tags.setdefault("labtrack.parent", parent.id)
-    reproduces = runtime.settings().reproduces
-    if reproduces:
-        valid_tags.setdefault("reproduces", reproduces)
-    target = runtime.store(store)
-    from labtrack.store.base import NewRun
-
-    start_time = time.time()
-    captured = _capture_safely()
-    env = captured.environment if captured is not None else None
-    fingerprint = runtime.store_environment(target, env) if env is not None else None
-    context: dict[str, Any] = env.per_run() if env is not None else {}
-    if runtime.state.seeds is not None:
-        context["seeds"] = runtime.state.seeds
-    if env is not None and "packages" in env.snapshot:
-        conflicts = _known_conflicts()
-        if conflicts is not None:
-            context["conflicts"] = conflicts
-    artifacts = []
-    if captured is not None and captured.git_diff:
-        sha, size = _stored_diff(target, captured.git_diff)
-        artifacts.append(ArtifactInfo(path=GIT_DIFF_ARTIFACT, sha256=sha, size=size))
-    key = run_key(
-        experiment, valid_params, identity=parts, exclude=excluded, code=runtime.code_version(env),
-        inputs=input_hashes, env_fingerprint=env.fingerprint if env is not None else None,
-    )
-    run_id = uuid.uuid4().hex
-    target.create_run(
-        NewRun(
-            id=run_id,
-            experiment=experiment,
-            start_time=start_time,
-            name=name,
-            host=runtime.state.host,
-            pid=os.getpid(),
-            params=valid_params,
-            tags=valid_tags,
-            note=note,
-            run_key=key,
-            env_fingerprint=fingerprint,
-            context=context or None,
-            artifacts=artifacts,
-        )
-    )
-    run = Run(target, run_id)
-    run._live = True
-    run._created_here = True
-    run._conflicts_recorded = "conflicts" in context or env is None
-    run._environment = env
-    runtime.install_hooks()
-    run._ensure_registered()
-    with runtime.state.lock:
-        runtime.state.stack.append(run)
-    return run
-
-
-def _stored_diff(target: Any, diff: str) -> tuple[str, int]:
-    """Store the uncommitted diff as a blob once per store and content (runs in a loop share it)."""
-    known = runtime.state.stored_diffs
-    found = known.get((target.url, diff))
-    if found is None:
-        found = target.put_artifact_bytes(diff.encode("utf-8"))
-        if len(known) > 64:
-            known.clear()
-        known[(target.url, diff)] = found
-    return found
-
-
-def _checked_exclude(exclude: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(exclude, str):
-        exclude = (exclude,)
-    return tuple(check_key(k, "exclude") for k in exclude)
-
-
-def _capture_safely() -> Any:
-    """The environment for a new run; a capture failure is recorded as a warning, never raised."""
-    try:
-        return runtime.capture()
-    except InvalidInput:
-        raise
-    except Exception as exc:  # capture must never stop a run from starting
-        import warnings
-
-        warnings.warn(f"labtrack: environment capture failed: {exc}", RuntimeWarning, stacklevel=3)
-        return None
-
-
-def _known_conflicts() -> list[dict[str, Any]] | None:
-    """Dependency conflicts of this environment if already known (cached); else start finding them in the
-    background, for the run's end to record."""
-    from labtrack.env.conflicts import find_conflicts_cached, start_background
-
-    try:
-        found = find_conflicts_cached(compute=False)
-        if found is None:
-            start_background()
-        return found
-    except Exception:  # conflicts are information; never a reason to fail a run
-        return None
+    return client(store).start_run(experiment, params, tags, name=name, note=note, nested=nested, inputs=inputs,
+                                   identity=identity, exclude=exclude)
 
 
 def active_run() -> Run | None:
     """The run that module-level ``log_*`` calls act on, or None."""
-    with runtime.state.lock:
-        if runtime.state.stack and runtime.state.stack[-1]._owner_pid == os.getpid():
-            return runtime.state.stack[-1]
-    return None
+    found = process.active()
+    return found if isinstance(found, Run) else None
 
 
 def _require_active() -> Run:
@@ -231,11 +177,11 @@ def log_params(params: Mapping[str, Any]) -> None:
 
 
 def log_metric(key: str, value: Any, step: int | None = None, timestamp: Any = None) -> None:
-    _require_active().log_metric(key, value, step=step, timestamp=timestamp)
+    _require_active().log_metric(key, value, step, timestamp)
 
 
 def log_metrics(metrics: Mapping[str, Any], step: int | None = None, timestamp: Any = None) -> None:
-    _require_active().log_metrics(metrics, step=step, timestamp=timestamp)
+    _require_active().log_metrics(metrics, step, timestamp)
 
 
 def set_tag(key: str, value: Any) -> None:
@@ -268,17 +214,16 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> dict[str, Any]
     from labtrack.env import seed_everything as seed_all
 
     info = seed_all(seed, deterministic=deterministic)
-    runtime.state.seeds = info
+    capture.remember_seeds(info)
     run = active_run()
     if run is not None:
-        run._settle()
-        run._store.merge_context(run.id, {"seeds": info})
+        run.merge_context({"seeds": info})
     return info
 
 
 def capture_environment() -> Any:
     """The environment snapshot (an ``Environment``) that runs record, captured now."""
-    return runtime.capture_environment()
+    return capture.capture_environment(default_settings())
 
 
 def compute_key(
@@ -288,19 +233,10 @@ def compute_key(
     inputs: Mapping[str, str | os.PathLike[str]] | None = None,
     identity: Sequence[str] | str = DEFAULT_IDENTITY,
     exclude: Sequence[str] = (),
+    store: str | None = None,
 ) -> str:
     """The run key ``start_run`` would give a run of ``experiment`` with ``params`` here and now."""
-    check_key(experiment, "experiment")
-    parts = check_identity(identity)
-    env = None
-    if "code" in parts or "env" in parts:
-        captured = _capture_safely()
-        env = captured.environment if captured is not None else None
-    return run_key(
-        experiment, checked_params(params), identity=parts, exclude=_checked_exclude(exclude),
-        code=runtime.code_version(env), inputs=hash_inputs(inputs) if inputs else {},
-        env_fingerprint=env.fingerprint if env is not None else None,
-    )
+    return client(store).compute_key(experiment, params, inputs=inputs, identity=identity, exclude=exclude)
 
 
 def find_run(
@@ -316,11 +252,7 @@ def find_run(
 
     One indexed lookup, however many runs the store holds. FAILED, KILLED and CRASHED runs do not count.
     """
-    key = compute_key(experiment, params, inputs=inputs, identity=identity, exclude=exclude)
-    target = runtime.store(store)
-    runtime.settle()
-    found = target.find_finished_run(key)
-    return Run(target, found) if found is not None else None
+    return client(store).find_run(experiment, params, inputs=inputs, identity=identity, exclude=exclude)
 
 
 def exists(
@@ -333,20 +265,12 @@ def exists(
     store: str | None = None,
 ) -> bool:
     """Whether this configuration has already been run to completion (see ``find_run``)."""
-    return find_run(experiment, params, inputs=inputs, identity=identity, exclude=exclude, store=store) is not None
+    return client(store).exists(experiment, params, inputs=inputs, identity=identity, exclude=exclude)
 
 
 def get_run(run_id: str, *, store: str | None = None) -> Run:
     """The run with this id (or unique id prefix)."""
-    target = runtime.store(store)
-    runtime.settle()
-    full_id = target.resolve_run_id(run_id)
-    record = target.get_run(full_id)
-    resolve_liveness(target, [record])
-    for live in runtime.state.stack:
-        if live.id == full_id and live._store is target:
-            return live
-    return Run(target, full_id, record)
+    return client(store).get_run(run_id)
 
 
 def run_of(run: Run | str, *, store: str | None = None) -> Run:
@@ -356,9 +280,7 @@ def run_of(run: Run | str, *, store: str | None = None) -> Run:
 
 def list_experiments(*, store: str | None = None) -> list[tuple[Experiment, int]]:
     """Every experiment in the store with its number of runs."""
-    target = runtime.store(store)
-    runtime.settle()
-    return target.list_experiments()
+    return client(store).list_experiments()
 
 
 def upgrade_store(store: str | None = None) -> tuple[str | None, str, int]:
@@ -367,12 +289,11 @@ def upgrade_store(store: str | None = None) -> tuple[str | None, str, int]:
     from labtrack.store import upgrade_store as upgrade
 
     location = store_location(store)
-    with runtime.state.lock:
-        old = runtime.state.stores.pop(location, None)
-    if old is not None:
-        old.close()
+    with _lock:
+        opened = _clients.pop(location, None)
+    if opened is not None:
+        opened.close()
     return upgrade(location)
-
 
 
 def search_runs(
@@ -390,24 +311,80 @@ def search_runs(
     ``order_by`` takes terms such as ``"metrics.acc desc"``, ``"params.lr"``, ``"metrics.loss.min"``,
     ``"attributes.start_time"``; runs missing the key sort last. ``key`` keeps only runs with that run key.
     """
-    if max_results is not None and (not isinstance(max_results, int) or max_results < 0):
-        raise InvalidInput(f"max_results must be an integer >= 0, got {max_results!r}", field="max_results")
-    names = [experiment] if isinstance(experiment, str) else (list(experiment) if experiment is not None else None)
-    target = runtime.store(store)
-    runtime.settle()
-    node = parse_filter(filter) if filter else None
-    from labtrack.store.base import Search
+    return client(store).search_runs(experiment, filter, order_by, max_results, offset, key=key)
 
-    terms = parse_order_by(order_by if isinstance(order_by, (str, type(None))) else list(order_by))
-    search = Search(experiments=names, order_by=terms, max_results=max_results, offset=offset, run_key=key,
-                    filter=node, stale_before=time.time() - runtime.settings().heartbeat_timeout)
-    ids = target.search_ids(search)
-    if len(ids) > 2_000:  # see store.sql._gc_paused: many objects, no cycles
-        import gc
 
-        gc.disable()
-        try:
-            return RunList.from_search(target, ids, search)
-        finally:
-            gc.enable()
-    return RunList.from_search(target, ids, search)
+# -- the verbs built on runs, over the default client -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DefaultClient:
+    """Opens the module-level API's client of ``store`` when called: what a tracked function uses, so that
+    ``set_store`` after the decorator still counts (and a spawned sweep worker opens its own)."""
+
+    store: str | None = None
+
+    def __call__(self) -> RunClient:
+        return client(self.store)
+
+
+def diff(a: Run | str, b: Run | str, *, store: str | None = None) -> RunDiff:
+    """What differs between two runs, most likely causes first (``.to_dict()``, ``.differing()``)."""
+    return client(store).diff(a, b)
+
+
+def check(run: Run | str, *, store: str | None = None) -> Verdict:
+    """Can this machine reproduce ``run``? ``identical``, ``compatible``, ``at-risk`` or ``incompatible``,
+    with the reasons, worst first."""
+    return client(store).check(run)
+
+
+def export(run: Run | str, fmt: str = "requirements", *, store: str | None = None) -> str:
+    """A recipe that rebuilds ``run``: ``requirements``, ``dockerfile``, ``conda`` or ``script``."""
+    return client(store).export(run, fmt)
+
+
+def reproduce(run: Run | str, *, workdir: str | os.PathLike[str] | None = None, rtol: float = 1e-6,
+              atol: float = 0.0, store: str | None = None, log: Callable[[str], None] = lambda message: None,
+              ) -> Reproduction:
+    """Rebuild ``run`` (packages, code, diff) in ``workdir``, run its command again, and compare."""
+    return client(store).reproduce(run, workdir=workdir, rtol=rtol, atol=atol, log=log)
+
+
+def doctor() -> DoctorReport:
+    """This environment's health: dependency conflicts, CUDA consistency, settings and the store."""
+    from labtrack.verbs.reproduction import doctor as diagnose
+
+    return diagnose(DefaultClient())  # opening the store is one of the checks
+
+
+def track(experiment: str | Callable[..., Any] | None = None, *, identity: Sequence[str] | str = DEFAULT_IDENTITY,
+          exclude: Sequence[str] = (), inputs: Sequence[str] | Mapping[str, Any] | None = None,
+          store: str | None = None) -> Any:
+    """Decorator: each call runs inside a new run, or returns the recorded result of a FINISHED run
+    with the same key without running (``force=True`` or ``fn.force(...)`` re-runs).
+
+    ``identity`` picks what the key covers (params, code, inputs, env); ``exclude`` names params that
+    must not count (a seed, an output directory); ``inputs`` names params whose values are paths to
+    hash by content, or gives a fixed {name: path} dict. The return value is recorded as the run's
+    result: as JSON when it can be (numpy values are converted), else pickled as an artifact.
+    """
+    from labtrack.verbs.sweeps import track as tracked
+
+    return tracked(experiment, identity=identity, exclude=exclude, inputs=inputs, source=DefaultClient(store))
+
+
+def sweep(fn: Callable[..., Any] | TrackedFunction, grid: Mapping[str, Iterable[Any]] | None = None, *,
+          configs: Iterable[Mapping[str, Any]] | None = None, workers: int = 1, experiment: str | None = None,
+          lease: float | None = None, poll: float = 0.5, progress: bool = True) -> SweepResult:
+    """Run every configuration of ``grid`` (or ``configs``) that has no FINISHED run yet.
+
+    ``fn`` is a ``@track``-ed function or a plain one (tracked under ``experiment``, default its name).
+    ``workers=N`` runs N local processes. Several sweeps (here or on other machines sharing the store)
+    may run at once: each configuration is claimed atomically and runs exactly once; a claim whose
+    worker died is taken over once its ``lease`` (seconds, default 3 heartbeats and at least 60) expires.
+    """
+    from labtrack.verbs.sweeps import sweep as run_sweep
+
+    return run_sweep(fn, grid, configs=configs, workers=workers, experiment=experiment, lease=lease, poll=poll,
+                     progress=progress, source=DefaultClient())

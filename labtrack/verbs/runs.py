@@ -1,0 +1,286 @@
+"""``RunClient``: the run verbs over one store — start, get, search and find runs.
+
+``labtrack.Client`` (``labtrack.verbs.client``) adds the verbs built on these (diff, check, export,
+reproduce, sweep, track); the modules of those verbs take a ``RunClient``, so none of them depends on the
+whole client. A client pickles as its location and settings (a spawned sweep worker opens the store
+itself).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from labtrack.core.errors import InvalidInput
+from labtrack.core.filters import parse_filter
+from labtrack.core.identity import DEFAULT_IDENTITY, check_identity, run_key
+from labtrack.core.model import Experiment, NewRun, Search
+from labtrack.core.query import parse_order_by
+from labtrack.core.validation import check_key, checked_params, checked_tags
+from labtrack.run import process
+from labtrack.run.factory import begin
+from labtrack.run.handle import Run
+from labtrack.run.liveness import resolve_liveness
+from labtrack.run.recovery import Recovery, recover
+from labtrack.run.writer import spool_root, writer
+from labtrack.settings import Settings, default_settings
+from labtrack.store import Store, open_store
+from labtrack.verbs import capture
+from labtrack.verbs.inputs import hash_inputs
+from labtrack.verbs.runlist import RunList
+
+if TYPE_CHECKING:
+    from labtrack.core.environment import Environment
+
+__all__ = ["RunClient"]
+
+
+class RunClient:
+    """The run verbs over one store: a store URL (``None``: the settings' store) or a ``Store`` object."""
+
+    def __init__(self, store: str | Store | None = None, *, settings: Settings | None = None) -> None:
+        self.settings = settings or default_settings()
+        if isinstance(store, Store):
+            self.store = store
+            self.location = store.url
+        else:
+            self.location = store or self.settings.store
+            self.store = open_store(self.location, artifacts=self.settings.artifacts,
+                                    busy_timeout=self.settings.sqlite_busy_timeout)
+        self.recovered = self.recover()  # what dead processes left in their spools for this store
+
+    def __repr__(self) -> str:
+        return f"<labtrack.{type(self).__name__} {self.store.display_url}>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"location": self.location, "settings": self.settings}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["location"], settings=state["settings"])  # type: ignore[misc]
+
+    def close(self) -> None:
+        """Write what this process still holds for the store, then release it."""
+        writer().release(self.store, self.settings.flush_timeout)
+        self.store.close()
+
+    def recover(self) -> Recovery:
+        """Store what processes that died before their writes reached this store left in their spools
+        (done when the client opens the store; ``labtrack recover`` does it by hand)."""
+        return recover(self.store, spool_root(self.store, self.settings))
+
+    def settle(self) -> None:
+        """Wait until the store has everything this process logged to it (reads call this first)."""
+        writer().flush(self.store, self.settings.flush_timeout)
+
+    # -- runs -----------------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        experiment: str = "default",
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        note: str | None = None,
+        nested: bool = False,
+        inputs: Mapping[str, str | os.PathLike[str]] | None = None,
+        identity: Sequence[str] | str = DEFAULT_IDENTITY,
+        exclude: Sequence[str] = (),
+        claim: tuple[str, float] | None = None,
+    ) -> Run:
+        """Start a run and make it the active run; use it as a context manager to end it on leaving.
+
+        With a run already active, pass ``nested=True`` to start a child run (tagged ``labtrack.parent``)
+        or end the active run first. The environment is captured and recorded, and the run gets its key:
+        the sha256 of the experiment, params, code version and declared ``inputs`` (name -> file or
+        directory, hashed by content), as ``identity`` selects, leaving out the params in ``exclude``.
+        ``claim``: a sweep's (owner, lease) on the configuration, renewed with the run's heartbeat.
+        """
+        check_key(experiment, "experiment")
+        valid_params = checked_params(params)
+        valid_tags = checked_tags(tags)
+        parts = check_identity(identity)
+        excluded = _checked_exclude(exclude)
+        if name is not None:
+            check_key(name, "name")
+        if note is not None and not isinstance(note, str):
+            raise InvalidInput(f"note must be a string, got {type(note).__name__}", field="note")
+        input_hashes = hash_inputs(inputs) if inputs else {}
+        parent = process.active()
+        if parent is not None and not nested:
+            raise InvalidInput(
+                f"run {parent.id[:8]} is already active; end it first (labtrack.end_run()) "
+                "or pass nested=True to start a child run",
+                field="nested",
+            )
+        if parent is not None:
+            valid_tags.setdefault("labtrack.parent", parent.id)
+        if self.settings.reproduces:
+            valid_tags.setdefault("reproduces", self.settings.reproduces)
+        start_time = time.time()
+        captured = capture.for_run(self.settings)
+        env = captured.environment if captured is not None else None
+        context: dict[str, Any] = env.per_run() if env is not None else {}
+        seeds = capture.seeds()
+        if seeds is not None:
+            context["seeds"] = seeds
+        if env is not None and "packages" in env.snapshot:
+            conflicts = _known_conflicts()
+            if conflicts is not None:
+                context["conflicts"] = conflicts
+        key = run_key(
+            experiment, valid_params, identity=parts, exclude=excluded, code=capture.code_version(env),
+            inputs=input_hashes, env_fingerprint=env.fingerprint if env is not None else None,
+        )
+        new = NewRun(
+            id=uuid.uuid4().hex, experiment=experiment, start_time=start_time, name=name, host=process.HOST,
+            pid=os.getpid(), params=valid_params, tags=valid_tags, note=note, run_key=key,
+            env_fingerprint=env.fingerprint if env is not None else None, context=context or None,
+        )
+        return begin(self.store, new, self.settings, environment=env,
+                     git_diff=captured.git_diff if captured is not None else None, claim=claim,
+                     conflicts_recorded="conflicts" in context or env is None)
+
+    def get_run(self, run_id: str) -> Run:
+        """The run with this id (or unique id prefix)."""
+        self.settle()
+        full_id = self.store.resolve_run_id(run_id)
+        record = self.store.get_run(full_id)
+        self._resolve_liveness([record])
+        for live in process.running():
+            if live.id == full_id and isinstance(live, Run) and live.store is self.store:
+                return live
+        return Run(self.store, full_id, record, settings=self.settings)
+
+    def run_of(self, run: Run | str) -> Run:
+        """``run`` itself, or the run that an id (or unique id prefix) names: for verbs that take either."""
+        return run if isinstance(run, Run) else self.get_run(run)
+
+    def search_runs(
+        self,
+        experiment: str | Sequence[str] | None = None,
+        filter: str | None = None,
+        order_by: str | Sequence[str] | None = None,
+        max_results: int | None = None,
+        offset: int = 0,
+        *,
+        key: str | None = None,
+    ) -> RunList:
+        """Runs of ``experiment`` (a name, a list of names, or None for all), newest first by default.
+
+        ``order_by`` takes terms such as ``"metrics.acc desc"``, ``"params.lr"``, ``"metrics.loss.min"``,
+        ``"attributes.start_time"``; runs missing the key sort last. ``key`` keeps only runs with that run key.
+        """
+        if max_results is not None and (not isinstance(max_results, int) or max_results < 0):
+            raise InvalidInput(f"max_results must be an integer >= 0, got {max_results!r}", field="max_results")
+        names = [experiment] if isinstance(experiment, str) else (list(experiment) if experiment is not None else None)
+        node = parse_filter(filter) if filter else None
+        terms = parse_order_by(order_by if isinstance(order_by, (str, type(None))) else list(order_by))
+        self.settle()
+        search = Search(experiments=names, order_by=terms, max_results=max_results, offset=offset, run_key=key,
+                        filter=node, stale_before=time.time() - self.settings.heartbeat_timeout)
+        return RunList.from_search(self, self.store.search_ids(search), search)
+
+    def list_experiments(self) -> list[tuple[Experiment, int]]:
+        """Every experiment in the store with its number of runs."""
+        self.settle()
+        return self.store.list_experiments()
+
+    def _resolve_liveness(self, records: Sequence[Any]) -> None:
+        resolve_liveness(self.store, records, self.settings.heartbeat_timeout, recover=self.recover)
+
+    def resolve_liveness(self, records: Sequence[Any]) -> None:
+        """Show RUNNING runs whose process is gone as CRASHED (recovering their spools first)."""
+        self._resolve_liveness(records)
+
+    # -- identity -------------------------------------------------------------------------------
+
+    def compute_key(
+        self,
+        experiment: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        inputs: Mapping[str, str | os.PathLike[str]] | None = None,
+        identity: Sequence[str] | str = DEFAULT_IDENTITY,
+        exclude: Sequence[str] = (),
+    ) -> str:
+        """The run key ``start_run`` would give a run of ``experiment`` with ``params`` here and now."""
+        check_key(experiment, "experiment")
+        parts = check_identity(identity)
+        env = None
+        if "code" in parts or "env" in parts:
+            captured = capture.for_run(self.settings)
+            env = captured.environment if captured is not None else None
+        return run_key(
+            experiment, checked_params(params), identity=parts, exclude=_checked_exclude(exclude),
+            code=capture.code_version(env), inputs=hash_inputs(inputs) if inputs else {},
+            env_fingerprint=env.fingerprint if env is not None else None,
+        )
+
+    def find_run(
+        self,
+        experiment: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        inputs: Mapping[str, str | os.PathLike[str]] | None = None,
+        identity: Sequence[str] | str = DEFAULT_IDENTITY,
+        exclude: Sequence[str] = (),
+    ) -> Run | None:
+        """The latest FINISHED run with the same key (experiment, params, code, inputs), or None.
+
+        One indexed lookup, however many runs the store holds. FAILED, KILLED and CRASHED runs do not count.
+        """
+        key = self.compute_key(experiment, params, inputs=inputs, identity=identity, exclude=exclude)
+        self.settle()
+        found = self.store.find_finished_run(key)
+        return Run(self.store, found, settings=self.settings) if found is not None else None
+
+    def exists(
+        self,
+        experiment: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        inputs: Mapping[str, str | os.PathLike[str]] | None = None,
+        identity: Sequence[str] | str = DEFAULT_IDENTITY,
+        exclude: Sequence[str] = (),
+    ) -> bool:
+        """Whether this configuration has already been run to completion (see ``find_run``)."""
+        return self.find_run(experiment, params, inputs=inputs, identity=identity, exclude=exclude) is not None
+
+    def capture_environment(self) -> Environment:
+        """The environment snapshot (an ``Environment``) that runs record, captured now."""
+        return capture.capture_environment(self.settings)
+
+    def upgrade(self) -> tuple[str | None, str, int]:
+        """Migrate the store's schema to this labtrack's revision (``labtrack db upgrade``)."""
+        from labtrack.store import upgrade_store
+
+        self.store.close()
+        try:
+            return upgrade_store(self.location)
+        finally:
+            self.store = open_store(self.location, artifacts=self.settings.artifacts,
+                                    busy_timeout=self.settings.sqlite_busy_timeout)
+
+
+def _checked_exclude(exclude: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(exclude, str):
+        exclude = (exclude,)
+    return tuple(check_key(k, "exclude") for k in exclude)
+
+
+def _known_conflicts() -> list[dict[str, Any]] | None:
+    """Dependency conflicts of this environment if already known (cached); else start finding them in the
+    background, for the run's end to record."""
+    from labtrack.env.conflicts import find_conflicts_cached, start_background
+
+    try:
+        found = find_conflicts_cached(compute=False)
+        if found is None:
+            start_background()
+        return found
+    except Exception:  # conflicts are information; never a reason to fail a run
+        return None
