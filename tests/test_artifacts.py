@@ -76,6 +76,7 @@ def test_identical_content_from_two_runs_is_stored_once(tmp_path: Path) -> None:
         a.log_text("same bytes" * 100, "as-text.bin")
     with lt.start_run("art") as b:
         b.log_artifact(tmp_path / "two.bin")
+    lt.flush()  # the blobs are in the store
     assert len(blob_files()) == 1
     assert contents(lt.get_run(a.id)) == {"one.bin": b"same bytes" * 100, "as-text.bin": b"same bytes" * 100}
     assert contents(lt.get_run(b.id)) == {"two.bin": b"same bytes" * 100}

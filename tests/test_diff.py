@@ -378,6 +378,7 @@ def test_diff_end_to_end_sees_an_edited_environment_as_a_cuda_and_gpu_change(
         a.log_metric("acc", 0.9)
     with lt.start_run("env", params={"lr": 0.1}) as b:
         b.log_metric("acc", 0.9)
+    lt.flush()
     store = tracking.client().store
     for run, snapshot in (
         (a, with_gpu(with_torch(real, "2.1.0+cu118", "11.8", 8700), "NVIDIA A100-SXM4-80GB", 8, "535.104.05", "12.2")),

@@ -111,6 +111,7 @@ def runs(store_url: str) -> dict[str, str]:
     with lt.start_run("elsewhere", {"lr": 0.1, "epochs": 3}, {"team": "cv"}, name="second experiment") as run:
         run.log_metric("acc", 0.75)
     ids["elsewhere"] = run.id
+    lt.flush()  # every run is in the store: the tests read it directly too
     return ids
 
 
@@ -187,6 +188,7 @@ def test_running_and_crashed_runs_come_from_their_rows(
         assert framed_ids(store_url, [gone]) == {gone}  # marked CRASHED: it has ended, and has its frame
     finally:
         live.end()
+    lt.flush()
     assert framed_ids(store_url, [live.id]) == {live.id}
 
 

@@ -88,16 +88,18 @@ def test_sqlite_locked_by_another_process_for_10_seconds(tmp_path: Path, monkeyp
         log_everything(run, 1000, 50_000, tmp_path, "during")  # training goes on: nothing waits for the store
         time.sleep(1.0)  # the writer tries, fails and backs off meanwhile
         assert blocker.poll() is None  # still locked
-        run.end()  # waits until the store is back (LABTRACK_FLUSH_TIMEOUT, 60 s by default), then returns
-        ended = time.time()
+        run.end()  # returns at once: the end is crash-safe in the spool, with everything else
+        assert blocker.poll() is None and lt.active_run() is None
+        run.flush()  # waits until the store is back (LABTRACK_FLUSH_TIMEOUT, 60 s by default) and has it all
+        flushed = time.time()
     out, _ = blocker.communicate(timeout=30)
     released = float(out.split()[-1])
-    assert ended >= released  # end() returned once the lock was gone and everything was written
+    assert flushed >= released
     assert len(outage_warnings(caught)) == 1  # warned once, not per attempt
     assert_everything(run.id, 51_000, ["before", "during"], tmp_path)
 
 
-def test_a_run_ended_during_a_longer_outage_warns_and_is_written_when_the_store_returns(
+def test_a_flush_that_outlasts_its_timeout_raises_and_everything_is_written_when_the_store_returns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LABTRACK_SQLITE_BUSY_TIMEOUT", "0.2")
@@ -107,9 +109,11 @@ def test_a_run_ended_during_a_longer_outage_warns_and_is_written_when_the_store_
     run = lt.start_run("outage")
     blocker = lock_in_another_process(store / "labtrack.db", 4.0, tmp_path)
     log_everything(run, 0, 5000, tmp_path, "during")
-    with pytest.warns(RuntimeWarning, match="ended FINISHED, but store .* is unreachable"):
-        run.end()  # gives up waiting after 1 s: the writes stay in the spool
-    assert lt.active_run() is None  # the run is not active any more: the next can start
+    run.end()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the outage's warning
+        with pytest.raises(lt.StoreError, match="unreachable .* is written when the store is back"):
+            run.flush()  # gives up waiting after 1 s: the writes stay in the spool
     blocker.communicate(timeout=30)
     assert_everything(run.id, 5000, ["during"], tmp_path)  # reading settles: written now
 

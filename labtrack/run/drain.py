@@ -182,15 +182,17 @@ class SpoolReader:
 
     def points(self, start: int, stop: int) -> tuple[int, array, array, array, array]:
         """The points from ``start`` up to ``stop`` or the first slot not written yet: (end, series, steps,
-        timestamps, values)."""
+        timestamps, values). Read in growing blocks, so that a few new points cost a few records' reading."""
         series, steps, stamps, values = array("q"), array("q"), array("d"), array("d")
         position = start
+        block = 1024
         while position < stop:
             mapped = self._points(position >> SEGMENT_SHIFT)
             if mapped is None:
                 break
             first = position & (SEGMENT_POINTS - 1)
-            last = min(SEGMENT_POINTS, first + (stop - position))
+            last = min(SEGMENT_POINTS, first + (stop - position), first + block)
+            block = min(block * 4, SEGMENT_POINTS)
             raw = memoryview(mapped)[first * POINT.size : last * POINT.size]
             ints = array("q")
             ints.frombytes(raw)

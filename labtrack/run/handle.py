@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from labtrack.core.errors import InvalidInput, StoreError
+from labtrack.core.errors import InvalidInput
 from labtrack.core.model import ArtifactInfo, MetricHistory, MetricSummary, RunRecord, RunStatus
 from labtrack.core.validation import check_artifact_path, checked_params, checked_tags
 from labtrack.run import process
@@ -366,11 +366,12 @@ class Run:
     # -- ending -------------------------------------------------------------------------------
 
     def end(self, status: RunStatus | str = RunStatus.FINISHED, error: Mapping[str, str] | None = None) -> None:
-        """Set the final status (FINISHED, FAILED or KILLED) and wait until the store has the run's writes.
+        """Set the final status (FINISHED, FAILED or KILLED); the run stops being active.
 
-        If the store is unreachable for ``LABTRACK_FLUSH_TIMEOUT`` seconds, this warns and returns: the
-        writes stay in the spool and reach the store later (see ``flush``). The run stops being active
-        either way."""
+        When this returns, the run's writes and its end are crash-safe in the spool (a killed process loses
+        none of them), and the background writer, woken, puts them in the store within moments — in one
+        transaction for a short run. Reads from this process see them at once; ``flush()`` waits until the
+        store has them, as does the end of the process (up to ``LABTRACK_FLUSH_TIMEOUT``)."""
         status = _terminal_status(status)
         live = self._live
         log = self._writes()
@@ -382,11 +383,7 @@ class Run:
             self._live = None
         process.remove(self)
         self._record = None
-        try:
-            self.flush()
-        except StoreError as exc:
-            warnings.warn(f"labtrack: run {self.id[:8]} ended {status.value}, but {exc}", RuntimeWarning,
-                          stacklevel=2)
+        log.spool.on_wake()
 
     def _refresh_environment(self, live: Live, log: RunLog) -> None:
         """At the end: dependency conflicts found in the background since the start, and build facts of

@@ -53,6 +53,7 @@ class SqlBase:
         self._driver_error: type[Exception] = self._engine.dialect.loaded_dbapi.Error
         self._driver_integrity: type[Exception] = self._engine.dialect.loaded_dbapi.IntegrityError
         self._raws: dict[int, RawStatement] = {}
+        self._upserts: dict[str, Any] = {}
         self._maintained = 0.0
         self._local = threading.local()  # each thread's write connection (see _write)
         self._connections: list[tuple[int, Connection]] = []  # (pid that opened it, connection)
@@ -189,6 +190,18 @@ class SqlBase:
         from sqlalchemy.dialects import sqlite
 
         return sqlite.insert(table)
+
+    def upsert(self, table: Table) -> Any:
+        """INSERT ... ON CONFLICT (primary key) DO UPDATE of every other column, built once per table."""
+        found = self._upserts.get(table.name)
+        if found is None:
+            stmt = self._insert_ignore(table)
+            keys = [c.name for c in table.primary_key.columns]
+            found = stmt.on_conflict_do_update(
+                index_elements=keys, set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+            )
+            self._upserts[table.name] = found
+        return found
 
     def _driver_rows(self, conn: Connection, template: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Rows of ``template`` (SQL whose ``{mark}`` are the dialect's parameter markers), through the driver."""

@@ -101,7 +101,7 @@ def _create(base: SqlBase, conn: Connection, write: RunWrite, experiment_id: int
         ])
     _store_points(base, conn, planned)
     if write.mark is not None and chunks:
-        conn.execute(_mark_upsert(base), [_mark_row(run_id, write.mark)])
+        base._fast(conn, Q.insert_mark, [_mark_row(run_id, write.mark)])
 
 
 # -- a run that exists ----------------------------------------------------------------------------
@@ -124,9 +124,7 @@ def _update(base: SqlBase, conn: Connection, write: RunWrite, retry: bool) -> No
     if write.params:
         changed |= _log_params(base, conn, run_id, write.params)
     if write.tags:
-        stmt = base._insert_ignore(db.tags)
-        stmt = stmt.on_conflict_do_update(index_elements=["run_id", "key"], set_={"value": stmt.excluded.value})
-        conn.execute(stmt, [{"run_id": run_id, "key": k, "value": v} for k, v in write.tags.items()])
+        conn.execute(base.upsert(db.tags), [{"run_id": run_id, "key": k, "value": v} for k, v in write.tags.items()])
         changed = True
     values: dict[str, Any] = {}
     if write.note is not None:
@@ -141,17 +139,13 @@ def _update(base: SqlBase, conn: Connection, write: RunWrite, retry: bool) -> No
     if values:
         conn.execute(db.runs.update().where(db.runs.c.id == run_id).values(values))
     if write.artifacts:
-        stmt = base._insert_ignore(db.artifacts)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["run_id", "path"], set_={"sha256": stmt.excluded.sha256, "size": stmt.excluded.size}
-        )
-        conn.execute(stmt, [{"run_id": run_id, "path": a.path, "sha256": a.sha256, "size": a.size}
-                            for a in write.artifacts])
+        conn.execute(base.upsert(db.artifacts), [{"run_id": run_id, "path": a.path, "sha256": a.sha256,
+                                                  "size": a.size} for a in write.artifacts])
     chunks = {k: c for k, c in write.metrics.items() if len(c)}
     if chunks and not _stored_already(base, conn, run_id, write.mark):
         _append_points(base, conn, run_id, chunks, frozenset() if retry else write.new_keys)
         if write.mark is not None:
-            conn.execute(_mark_upsert(base), [_mark_row(run_id, write.mark)])
+            conn.execute(base.upsert(db.ingest_marks), [_mark_row(run_id, write.mark)])
         changed = True
     if write.end is not None:
         frame = frames_of(base, conn, [run_id], ending={run_id: write.end.end_time})[run_id]
@@ -200,13 +194,6 @@ def _stored_already(base: SqlBase, conn: Connection, run_id: str, mark: IngestMa
         [run_id, mark.source],
     )
     return bool(found) and found[0][0] >= mark.journal and found[0][1] >= mark.points
-
-
-def _mark_upsert(base: SqlBase) -> Any:
-    stmt = base._insert_ignore(db.ingest_marks)
-    return stmt.on_conflict_do_update(
-        index_elements=["run_id", "source"], set_={"journal": stmt.excluded.journal, "points": stmt.excluded.points}
-    )
 
 
 def _mark_row(run_id: str, mark: IngestMark) -> dict[str, Any]:

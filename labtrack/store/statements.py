@@ -102,3 +102,4 @@ class Q:
         .values(_summary_values)
     )
     insert_summary = db.metrics.insert().values(run_id=bindparam("b_run"), key=bindparam("b_key"), **_summary_values)
+    insert_mark = db.ingest_marks.insert()

@@ -22,12 +22,12 @@ __all__ = ["Batch", "RunList", "Searcher"]
 
 
 class Searcher(Protocol):
-    """What made the search (a ``labtrack.Client``): its store and how it settles and judges liveness."""
+    """What made the search (a ``labtrack.Client``): its store, how it flushes what this process logged, how it judges liveness."""
 
     store: Store
     settings: Settings
 
-    def settle(self) -> None: ...
+    def flush(self) -> None: ...
 
     def resolve_liveness(self, records: Sequence[RunRecord]) -> None: ...
 
@@ -120,7 +120,7 @@ class RunList(list):  # type: ignore[type-arg]
         """The runs of ``ids`` as columns (maybe with more runs): ended ones from their frames, the rest
         from their records, with their liveness resolved."""
         if found is not None:
-            found.client.settle()  # what this process still holds for the store is in it first
+            found.client.flush()  # what this process still holds for the store is in it first
             return _table_of(found.client.store, ids, found.search, found.client.resolve_liveness)
         stores: dict[int, tuple[Store, list[str]]] = {}
         for run in self:

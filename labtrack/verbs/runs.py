@@ -71,7 +71,7 @@ class RunClient:
         (done when the client opens the store; ``labtrack recover`` does it by hand)."""
         return recover(self.store, spool_root(self.store, self.settings))
 
-    def settle(self) -> None:
+    def flush(self) -> None:
         """Wait until the store has everything this process logged to it (reads call this first)."""
         writer().flush(self.store, self.settings.flush_timeout)
 
@@ -146,7 +146,7 @@ class RunClient:
 
     def get_run(self, run_id: str) -> Run:
         """The run with this id (or unique id prefix)."""
-        self.settle()
+        self.flush()
         full_id = self.store.resolve_run_id(run_id)
         record = self.store.get_run(full_id)
         self._resolve_liveness([record])
@@ -179,14 +179,14 @@ class RunClient:
         names = [experiment] if isinstance(experiment, str) else (list(experiment) if experiment is not None else None)
         node = parse_filter(filter) if filter else None
         terms = parse_order_by(order_by if isinstance(order_by, (str, type(None))) else list(order_by))
-        self.settle()
+        self.flush()
         search = Search(experiments=names, order_by=terms, max_results=max_results, offset=offset, run_key=key,
                         filter=node, stale_before=time.time() - self.settings.heartbeat_timeout)
         return RunList.from_search(self, self.store.search_ids(search), search)
 
     def list_experiments(self) -> list[tuple[Experiment, int]]:
         """Every experiment in the store with its number of runs."""
-        self.settle()
+        self.flush()
         return self.store.list_experiments()
 
     def _resolve_liveness(self, records: Sequence[Any]) -> None:
@@ -234,7 +234,7 @@ class RunClient:
         One indexed lookup, however many runs the store holds. FAILED, KILLED and CRASHED runs do not count.
         """
         key = self.compute_key(experiment, params, inputs=inputs, identity=identity, exclude=exclude)
-        self.settle()
+        self.flush()
         found = self.store.find_finished_run(key)
         return Run(self.store, found, settings=self.settings) if found is not None else None
 

@@ -121,8 +121,11 @@ class TrackedFunction:
 
     def find(self, *args: Any, **kwargs: Any) -> Run | None:
         """The FINISHED run of a call with these arguments, if any."""
-        found = self.client().store.find_finished_run(self.key(*args, **kwargs))
-        return self.client().get_run(found) if found else None
+        client = self.client()
+        key = self.key(*args, **kwargs)
+        client.flush()
+        found = client.store.find_finished_run(key)
+        return client.get_run(found) if found else None
 
     def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, force: bool,
               claim: tuple[str, float] | None = None) -> Any:
@@ -132,7 +135,7 @@ class TrackedFunction:
         if not force:
             key = client.compute_key(self.experiment, params, inputs=inputs, identity=self.identity,
                                      exclude=self.exclude)
-            client.settle()
+            client.flush()
             found = client.store.find_finished_run(key)
             if found is not None:
                 return recorded_result(client.get_run(found))
@@ -267,7 +270,8 @@ def _configs(grid: Mapping[str, Iterable[Any]] | None, configs: Iterable[Mapping
 def _work(tracked: TrackedFunction, configs: list[dict[str, Any]], keys: list[str], sweep_id: str,
           lease: float, poll: float, report: Callable[[str, int, str], None]) -> None:
     """One worker's loop: claim what is free, run it, wait for what others hold, until all is settled."""
-    store = tracked.client().store
+    client = tracked.client()
+    store = client.store
     owner = f"{sweep_id}/{process.HOST}/{os.getpid()}"
     pending = list(range(len(configs)))
     while pending:
@@ -284,9 +288,11 @@ def _work(tracked: TrackedFunction, configs: list[dict[str, Any]], keys: list[st
             try:
                 tracked._call((), configs[i], force=True, claim=(owner, lease))
             except Exception as exc:
+                client.flush()
                 store.release_claim(keys[i], owner, done=False)
                 report("failed", i, f"{type(exc).__name__}: {exc}")
             else:
+                client.flush()  # the run is FINISHED in the store before its claim says done
                 store.release_claim(keys[i], owner, done=True)
                 report("ran", i, "")
         pending = waiting
@@ -334,6 +340,7 @@ def sweep(
             f"({settings.heartbeat_interval}s, LABTRACK_HEARTBEAT_INTERVAL)", field="lease",
         )
     keys = [tracked.key(**config) for config in all_configs]
+    tracked.client().flush()  # runs this process ended are in the store first
     store = tracked.client().store
     before = store.finished_keys(keys)
     sweep_id = uuid.uuid4().hex[:12]

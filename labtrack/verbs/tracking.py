@@ -48,6 +48,7 @@ __all__ = [
     "exists",
     "export",
     "find_run",
+    "flush",
     "get_run",
     "list_experiments",
     "log_artifact",
@@ -87,6 +88,12 @@ def set_store(location: str | None) -> None:
 def store_location(location: str | None = None) -> str:
     """The store URL in effect: an explicit one, else set_store's, else the settings' (env, file, default)."""
     return location or _chosen or default_settings().store
+
+
+def flush(*, store: str | None = None) -> None:
+    """Wait until the store has everything this process logged to it (``end_run`` makes it crash-safe and
+    hands it to the background writer; reads from this process wait by themselves)."""
+    client(store).flush()
 
 
 def client(store: str | None = None) -> Client:
