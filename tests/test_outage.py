@@ -112,7 +112,7 @@ def test_a_flush_that_outlasts_its_timeout_raises_and_everything_is_written_when
     run.end()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the outage's warning
-        with pytest.raises(lt.StoreError, match="unreachable .* is written when the store is back"):
+        with pytest.raises(lt.StoreError, match=r"unreachable .* is written when the store is back"):
             run.flush()  # gives up waiting after 1 s: the writes stay in the spool
     blocker.communicate(timeout=30)
     assert_everything(run.id, 5000, ["during"], tmp_path)  # reading settles: written now
