@@ -463,7 +463,7 @@ class SyntheticStore:
     """A labtrack store filled with many FINISHED runs by bulk SQLAlchemy Core inserts into its tables.
 
     ``start_run`` costs ~1 ms a run: 100k runs that way would take minutes. The rows are what
-    ``create_run`` + metric summaries + ``end_run`` write (params encoded by the store's own ``_param_rows``;
+    ``create_run`` + metric summaries + ``end_run`` write (params encoded by the store's own ``param_rows_of``;
     metric summaries only, no chunks of points; the frame ``end_run`` writes, by ``encode_frame``), and each run key is the one ``labtrack.compute_key`` gives
     here (checked for the runs that are looked up), so ``exists`` finds them.
     """
@@ -472,17 +472,18 @@ class SyntheticStore:
         from sqlalchemy import create_engine, event
 
         import labtrack as lt
-        from labtrack.run import process as runtime
-        from labtrack.store import open_store, resolve_location
+        from labtrack.run.handle import shared_part
+        from labtrack.store import resolve_location
+        from labtrack.verbs.capture import code_version
+        from labtrack.verbs.tracking import client
 
         lt.set_store(path)
-        lt.list_experiments()  # creates the schema
-        store = open_store(path)
+        store = client(path).store  # opening the client creates the schema
         self.experiment_id = store.get_or_create_experiment(EXPERIMENT).id
         captured = lt.capture_environment()
-        self.fingerprint = runtime.store_environment(store, captured)
-        self.code = runtime.code_version(captured)
-        store.close()
+        self.fingerprint = captured.fingerprint
+        store.put_environment(self.fingerprint, shared_part(captured))  # what start_run stores once per fingerprint
+        self.code = code_version(captured)
         self.engine = create_engine(resolve_location(path)[0])
 
         @event.listens_for(self.engine, "connect")
@@ -503,7 +504,7 @@ class SyntheticStore:
     def grow(self, total: int, batch: int = 25_000) -> None:
         from labtrack.core.frame import encode_frame
         from labtrack.store import schema as db
-        from labtrack.store.sql import SqlStore
+        from labtrack.store.sqlwrite import param_rows_of
 
         t0 = time.perf_counter()
         tables = (db.runs, db.params, db.tags, db.metrics)
@@ -521,7 +522,7 @@ class SyntheticStore:
                 p, t, m = synthetic_run(i)
                 run_id = f"{self.ids.getrandbits(128):032x}"
                 start, end = base_time + i * 30.0, base_time + i * 30.0 + 600.0
-                param_rows = SqlStore._param_rows(run_id, p)
+                param_rows = param_rows_of(run_id, p)
                 frame = encode_frame({r["key"]: r["value"] for r in param_rows}, t, m, start, end)
                 runs.append((run_id, self.experiment_id, f"run-{i}", "FINISHED", start, end, end, "bench-host",
                              1000 + i % 30000, self.key(p), self.fingerprint, None, None, None, None,
