@@ -57,7 +57,7 @@ class Cut:
     environments: dict[str, dict[str, Any]] = field(default_factory=dict)
     staged: list[Staged] = field(default_factory=list)
     writes: dict[str, RunWrite] = field(default_factory=dict)
-    series: set[int] = field(default_factory=set)  # series with points in this cut
+    series: dict[tuple[str, str], int] = field(default_factory=dict)  # (run id, key) -> series, with points here
     created: set[str] = field(default_factory=set)  # runs this cut creates
 
     @property
@@ -121,9 +121,11 @@ class SpoolReader:
             ):
                 self._opened.pop(name).close()
 
-    def names(self) -> dict[int, tuple[str, str]]:
+    def names(self) -> Mapping[int, tuple[str, str]]:
+        """Series id -> (run id, key). A live spool's own table (looked up, never iterated: the logging
+        threads add to it meanwhile)."""
         if self.live is not None:
-            return dict(self.live.series)
+            return self.live.series
         found: dict[int, tuple[str, str]] = {}
         try:
             text = (self.path / "names").read_text(encoding="utf-8")
@@ -315,7 +317,7 @@ def _apply_points(cut: Cut, start: int, series: array, steps: array, stamps: arr
             chunk = _merge(positions, chunk, pieces)
         if len(chunk):
             _write(cut, run_id).metrics[key] = chunk
-            cut.series.add(sid)
+            cut.series[run_id, key] = sid
     for sid, pieces in blocks.items():  # blocks of series with no single points in this cut
         run_id, key = names.get(sid, ("", ""))
         if not run_id:
@@ -323,7 +325,7 @@ def _apply_points(cut: Cut, start: int, series: array, steps: array, stamps: arr
         chunk = _merge([], Chunk.empty(), pieces)
         if len(chunk):
             _write(cut, run_id).metrics[key] = chunk
-            cut.series.add(sid)
+            cut.series[run_id, key] = sid
 
 
 def _group(start: int, series: array, steps: array, stamps: array, values: array

@@ -112,20 +112,19 @@ class Drainer:
             self.lock.release()
 
     def _store(self, cut: Cut, *, retry: bool) -> None:
-        cut.writes = {run_id: self._with_hints(write) for run_id, write in cut.writes.items()}
+        cut.writes = {run_id: self._with_hints(cut, write) for run_id, write in cut.writes.items()}
         store_cut(self.store, cut, retry=retry)
 
-    def _with_hints(self, write: RunWrite) -> RunWrite:
+    def _with_hints(self, cut: Cut, write: RunWrite) -> RunWrite:
         """Metrics of runs this spool created whose keys never reached the store have no points there yet."""
         if write.create is not None or write.run_id not in self.created or not write.metrics:
             return write
-        ids = {key: sid for sid, (run_id, key) in self.spool.series.items() if run_id == write.run_id}
-        new = frozenset(k for k in write.metrics if ids.get(k) not in self.stored_series)
+        new = frozenset(k for k in write.metrics if cut.series.get((write.run_id, k)) not in self.stored_series)
         return replace(write, new_keys=new) if new else write
 
     def _stored(self, cut: Cut) -> None:
         remove_staged(cut.staged)
-        self.stored_series |= cut.series
+        self.stored_series.update(cut.series.values())
         self.created |= cut.created
         self.pending = None
         self.failures = 0

@@ -181,6 +181,17 @@ class SqlBase:
         except self._driver_error as exc:
             raise SQLAlchemyError(f"{exc}") from exc
 
+    @contextmanager
+    def pipelined(self, conn: Connection) -> Iterator[None]:
+        """On PostgreSQL, psycopg's pipeline mode for statements that return nothing (plain inserts through
+        ``_fast``): they go to the server without waiting for each answer, one round trip for them all."""
+        pipeline = getattr(conn.connection.dbapi_connection, "pipeline", None) if self.dialect == "postgresql" else None
+        if pipeline is None:
+            yield
+            return
+        with pipeline():
+            yield
+
     def _insert_ignore(self, table: Table) -> Any:
         """An INSERT that can take ON CONFLICT clauses, in this dialect."""
         if self.dialect == "postgresql":

@@ -42,16 +42,19 @@ _IN_BATCH = 500  # keys per IN (...) list
 
 def apply_writes(base: SqlBase, conn: Connection, writes: Sequence[RunWrite], retry: bool) -> list[Experiment]:
     """Apply ``writes`` in ``conn``'s transaction; returns the experiments it looked up (for the caller to
-    cache once the transaction has committed)."""
+    cache once the transaction has committed). The runs it creates are inserted together: one multi-row
+    statement per table, however many runs."""
     experiments: list[Experiment] = []
+    created = _Inserts()
     for write in writes:
         if write.create is not None:
             experiment = base._experiment_in(conn, write.create.experiment)
             experiments.append(experiment)
             if not retry or not _exists(base, conn, write.run_id):
-                _create(base, conn, write, experiment.id)
+                created.add(write, experiment.id)
                 continue
         _update(base, conn, write, retry)
+    created.execute(base, conn)
     return experiments
 
 
@@ -60,48 +63,66 @@ def _exists(base: SqlBase, conn: Connection, run_id: str) -> bool:
     return bool(base._driver_rows(conn, "SELECT 1 FROM runs WHERE id = {mark}" + lock, [run_id]))
 
 
-# -- a run created by this write ------------------------------------------------------------------
+# -- runs created by this write -------------------------------------------------------------------
 
 
-def _create(base: SqlBase, conn: Connection, write: RunWrite, experiment_id: int) -> None:
-    """Insert the run with everything the write holds; ended at once when its end is here too (its frame
-    is made from the write itself: nothing to read)."""
-    new: NewRun = write.create  # type: ignore[assignment]
-    run_id = write.run_id
-    params = {**(new.params or {}), **write.params}
-    tags = {**(new.tags or {}), **write.tags}
-    context = {**(new.context or {}), **write.context}
-    chunks = {k: c for k, c in write.metrics.items() if len(c)}
-    planned = plan_writes(run_id, chunks, {}, {}) if chunks else PointWrites()
-    param_rows = param_rows_of(run_id, params)
-    row: dict[str, Any] = {
-        "id": run_id, "experiment_id": experiment_id, "name": new.name, "status": RunStatus.RUNNING.value,
-        "start_time": new.start_time, "end_time": None, "heartbeat_time": new.start_time, "host": new.host,
-        "pid": new.pid, "run_key": new.run_key, "env_fingerprint": write.env_fingerprint or new.env_fingerprint,
-        "context": json.dumps(context) if context else None, "error": None,
-        "note": write.note if write.note is not None else new.note,
-        "result": json.dumps(write.result) if write.has_result else None,
-        "frame_keys": None, "frame_values": None, "frame_numbers": None,
-    }
-    if write.end is not None:
-        lasts = {r["b_key"]: _nan(r["b_last"]) for r in planned.summary_inserts}
-        frame = encode_frame({r["key"]: r["value"] for r in param_rows}, tags, lasts, new.start_time,
-                             write.end.end_time)
-        row.update(status=write.end.status.value, end_time=write.end.end_time, error=_error_text(write.end.error),
-                   frame_keys=frame.keys, frame_values=frame.values, frame_numbers=frame.numbers)
-    base._fast(conn, Q.insert_run, [row])
-    if param_rows:
-        base._fast(conn, Q.insert_params, param_rows)
-    if tags:
-        base._fast(conn, Q.insert_tags, [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()])
-    artifacts = {a.path: a for a in [*new.artifacts, *write.artifacts]}  # a later one for a path wins
-    if artifacts:
-        conn.execute(Q.insert_artifacts, [
-            {"run_id": run_id, "path": a.path, "sha256": a.sha256, "size": a.size} for a in artifacts.values()
-        ])
-    _store_points(base, conn, planned)
-    if write.mark is not None and chunks:
-        base._fast(conn, Q.insert_mark, [_mark_row(run_id, write.mark)])
+class _Inserts:
+    """The rows of the runs a write creates, by table; each run ended at once when its end is in the
+    write too (its frame is made from the write itself: nothing to read)."""
+
+    def __init__(self) -> None:
+        self.runs: list[dict[str, Any]] = []
+        self.params: list[dict[str, Any]] = []
+        self.tags: list[dict[str, Any]] = []
+        self.artifacts: list[dict[str, Any]] = []
+        self.points = PointWrites()
+        self.marks: list[dict[str, Any]] = []
+
+    def add(self, write: RunWrite, experiment_id: int) -> None:
+        new: NewRun = write.create  # type: ignore[assignment]
+        run_id = write.run_id
+        params = {**(new.params or {}), **write.params}
+        tags = {**(new.tags or {}), **write.tags}
+        context = {**(new.context or {}), **write.context}
+        chunks = {k: c for k, c in write.metrics.items() if len(c)}
+        planned = plan_writes(run_id, chunks, {}, {}) if chunks else PointWrites()
+        param_rows = param_rows_of(run_id, params)
+        row: dict[str, Any] = {
+            "id": run_id, "experiment_id": experiment_id, "name": new.name, "status": RunStatus.RUNNING.value,
+            "start_time": new.start_time, "end_time": None, "heartbeat_time": new.start_time, "host": new.host,
+            "pid": new.pid, "run_key": new.run_key, "env_fingerprint": write.env_fingerprint or new.env_fingerprint,
+            "context": json.dumps(context) if context else None, "error": None,
+            "note": write.note if write.note is not None else new.note,
+            "result": json.dumps(write.result) if write.has_result else None,
+            "frame_keys": None, "frame_values": None, "frame_numbers": None,
+        }
+        if write.end is not None:
+            lasts = {r["b_key"]: _nan(r["b_last"]) for r in planned.summary_inserts}
+            frame = encode_frame({r["key"]: r["value"] for r in param_rows}, tags, lasts, new.start_time,
+                                 write.end.end_time)
+            row.update(status=write.end.status.value, end_time=write.end.end_time,
+                       error=_error_text(write.end.error), frame_keys=frame.keys, frame_values=frame.values,
+                       frame_numbers=frame.numbers)
+        self.runs.append(row)
+        self.params += param_rows
+        self.tags += [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()]
+        artifacts = {a.path: a for a in [*new.artifacts, *write.artifacts]}  # a later one for a path wins
+        self.artifacts += [{"run_id": run_id, "path": a.path, "sha256": a.sha256, "size": a.size}
+                           for a in artifacts.values()]
+        self.points.chunk_inserts += planned.chunk_inserts
+        self.points.summary_inserts += planned.summary_inserts
+        if write.mark is not None and chunks:
+            self.marks.append(_mark_row(run_id, write.mark))
+
+    def execute(self, base: SqlBase, conn: Connection) -> None:
+        if not self.runs:
+            return
+        with base.pipelined(conn):
+            for stmt, rows in ((Q.insert_run, self.runs), (Q.insert_params, self.params), (Q.insert_tags, self.tags),
+                               (Q.insert_artifacts, self.artifacts), (Q.insert_mark, self.marks)):
+                if rows:
+                    base._fast(conn, stmt, rows)
+            _store_points(base, conn, self.points)
 
 
 # -- a run that exists ----------------------------------------------------------------------------
