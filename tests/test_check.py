@@ -160,6 +160,7 @@ def check_cli(run_id: str, python_env: dict[str, str], *extra: str) -> subproces
 
 
 def edit_stored_snapshot(store_dir: Path, run_id: str, edit: Callable[[Snapshot], None]) -> None:
+    lt.flush()  # this process's runs are in the store before it is edited behind labtrack's back
     with sqlite3.connect(store_dir / "labtrack.db") as db:
         (fingerprint,) = db.execute("SELECT env_fingerprint FROM runs WHERE id = ?", (run_id,)).fetchone()
         (text,) = db.execute("SELECT snapshot FROM environments WHERE fingerprint = ?", (fingerprint,)).fetchone()

@@ -23,6 +23,7 @@ from labtrack.verbs import capture
 
 
 def environment_rows(store: Path) -> list[tuple[str, str]]:
+    lt.flush()  # what this process logged is in the store before it is read directly
     with sqlite3.connect(store / "labtrack.db") as conn:
         return conn.execute("SELECT fingerprint, snapshot FROM environments").fetchall()
 

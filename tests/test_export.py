@@ -80,6 +80,7 @@ def record(tmp_path: Path, python_env: dict[str, str], *, remote: str | None, so
 
 
 def edit_snapshot(store: Path, run_id: str, edit: Callable[[dict[str, Any]], None]) -> None:
+    lt.flush()  # this process's runs are in the store before it is edited behind labtrack's back
     with sqlite3.connect(store / "labtrack.db") as db:
         (fingerprint,) = db.execute("SELECT env_fingerprint FROM runs WHERE id = ?", (run_id,)).fetchone()
         (text,) = db.execute("SELECT snapshot FROM environments WHERE fingerprint = ?", (fingerprint,)).fetchone()

@@ -37,13 +37,14 @@ def fresh_history(run_id: str, key: str) -> lt.MetricHistory:
         store.close()
 
 
-def test_buffered_points_are_in_the_store_once_the_run_ends() -> None:
+def test_points_are_in_the_store_once_the_ended_run_is_flushed() -> None:
     with lt.start_run("m") as run:
         for step in range(1500):
             run.log_metric("loss", 1.0 / (step + 1), step=step)
             lt.log_metric("acc", step / 1500)
         with pytest.raises(lt.RunNotFound):  # still in the spool: the run reaches the store with its writes
             fresh_history(run.id, "loss")
+    lt.flush()  # ending hands it to the writer; flush waits until the store has it
     assert len(fresh_history(run.id, "loss")) == 1500
     assert len(fresh_history(run.id, "acc")) == 1500
     summaries = lt.get_run(run.id).metric_summaries
@@ -159,6 +160,7 @@ def test_a_small_flush_points_setting_wakes_the_background_writer(monkeypatch: p
                 pass
             time.sleep(0.05)
         assert len(fresh_history(run.id, "x")) >= 200
+    lt.flush()
     assert len(fresh_history(run.id, "x")) == 205
 
 

@@ -101,6 +101,7 @@ def store_files(store: Path) -> list[Path]:
 
 def dump_tables(db: Path) -> str:
     """Every value of every row of every table, as text."""
+    lt.flush()  # what this process logged is in the store before it is read directly
     lines = []
     with sqlite3.connect(db) as conn:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
