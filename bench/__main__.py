@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.mlflow_env import ROOT, MlflowEnv, ensure_extras, ensure_mlflow
+from bench.postgres import Cluster
 from bench.report import WorkloadResult, lines_of, problems_text, render
 from bench.spec import WORKLOADS, Workload, workload_names
 
@@ -71,9 +72,42 @@ def _mlflow_env(extras: str | None = None) -> dict[str, str]:
     return env
 
 
-def run_workload(workload: Workload, quick: bool, mlflow: MlflowEnv | None, scratch: Path) -> WorkloadResult:
+class Postgres:
+    """The PostgreSQL server of the PostgreSQL workloads: started on first need, stopped by ``stop``."""
+
+    def __init__(self) -> None:
+        self.cluster: Cluster | None = None
+        self.address: str | None = None  # host:port
+        self.reason: str | None = None  # why it is not available
+
+    def get(self) -> str | None:
+        if self.cluster is None:
+            self.cluster = Cluster()
+            _log("starting a throw-away PostgreSQL cluster (fsync on, 127.0.0.1) ...")
+            try:
+                self.address = self.cluster.start()
+                _log(f"PostgreSQL {self.cluster.version} on {self.address}")
+            except RuntimeError as exc:
+                self.reason = f"PostgreSQL could not be started: {exc}"
+                _log(self.reason)
+                self.cluster.stop()
+        return self.address
+
+    def stop(self) -> None:
+        if self.cluster is not None:
+            self.cluster.stop()
+
+
+def run_workload(workload: Workload, quick: bool, mlflow: MlflowEnv | None, scratch: Path,
+                 postgres: Postgres) -> WorkloadResult:
     result = WorkloadResult(workload)
     ours, theirs = _split_sizes(workload, quick)
+    if workload.postgres:
+        address = postgres.get()
+        if address is None:
+            result.skipped = postgres.reason
+            return result
+        ours["pg"] = theirs["pg"] = address
     os.sync()  # the previous workload's writes reach the disk now, not during this one
     started = time.perf_counter()
     directory = tempfile.mkdtemp(prefix=f"{workload.name}-labtrack-", dir=scratch)
@@ -143,10 +177,16 @@ def main(argv: list[str] | None = None) -> int:
         mlflow.extras = ensure_extras(mlflow)
     scratch = ROOT / ".bench" / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
-    results = [run_workload(w, options.quick, mlflow, scratch) for w in selected]
+    postgres = Postgres()
+    try:
+        results = [run_workload(w, options.quick, mlflow, scratch, postgres) for w in selected]
+    finally:
+        postgres.stop()
     total = time.perf_counter() - started
 
     info = machine(mlflow)
+    if postgres.cluster is not None:
+        info["postgresql"] = postgres.cluster.version if postgres.address else postgres.reason
     info["load_average"] = {"before": load_before, "after": os.getloadavg()[0]}
     command = "python -m bench" + ("".join(f" {shlex.quote(a)}" for a in (argv or sys.argv[1:])))
     if mlflow is None:
@@ -160,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {info['cpu']}, {info['cpu_count']} CPUs, Python {info['python']}, SQLite {info['sqlite']}, "
           f"{info['platform']}")
     print(f"labtrack {info['labtrack']}; {mlflow_line}")
+    if postgres.cluster is not None:
+        print(f"PostgreSQL {postgres.cluster.version} for the *_pg workloads: a throw-away cluster on 127.0.0.1, fsync "
+              "on, a database for each side (labtrack: postgresql+psycopg://, MLflow: postgresql+psycopg2://)"
+              if postgres.address else f"PostgreSQL: NOT AVAILABLE — {postgres.reason}")
     busy = max(load_before, info["load_average"]["after"]) > 0.5 * (os.cpu_count() or 1)
     print(f"1-min load average: {load_before:.2f} before, {info['load_average']['after']:.2f} after"
           + (" — the machine was busy: timings are noisy, rerun on an idle machine" if busy else ""))

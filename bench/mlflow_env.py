@@ -3,8 +3,9 @@
 MLflow is never imported into labtrack's environment: its workloads run as subprocesses of that
 virtualenv's python. ``mlflow-skinny`` plus SQLAlchemy and Alembic is what MLflow's SQLite tracking
 backend (``sqlite:///...``) needs; override with ``BENCH_MLFLOW_REQUIREMENTS="mlflow==2.14.3"`` (and
-``BENCH_MLFLOW_VENV=DIR`` to keep that install apart). pandas, which ``mlflow.search_runs`` needs, goes to
-``VENV/extras``, on the ``PYTHONPATH`` of the workloads that need it only (see ``ensure_extras``).
+``BENCH_MLFLOW_VENV=DIR`` to keep that install apart). pandas, which ``mlflow.search_runs`` needs, and
+psycopg2, MLflow's driver for ``postgresql://`` stores, go to ``VENV/extras``, on the ``PYTHONPATH`` of the
+workloads that need them only (see ``ensure_extras``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ __all__ = ["EXTRAS_DIR", "VENV", "MlflowEnv", "ensure_extras", "ensure_mlflow"]
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("BENCH_MLFLOW_VENV") or ROOT / ".bench" / "mlflow-venv")
 REQUIREMENTS = os.environ.get("BENCH_MLFLOW_REQUIREMENTS", "mlflow-skinny sqlalchemy alembic").split()
-EXTRAS = ["pandas"]  # mlflow.search_runs returns a DataFrame: the `search` workload's MLflow side needs it
+# (pip requirement, module): mlflow.search_runs returns a DataFrame (the `search` workload); the PostgreSQL
+# workloads' MLflow side talks to the server through psycopg2.
+EXTRAS = [("pandas", "pandas"), ("psycopg2-binary", "psycopg2")]
 EXTRAS_DIR = VENV / "extras"  # not on the venv's sys.path: see ensure_extras
 _PROBE = "import mlflow, sqlalchemy, alembic, mlflow.store.tracking.sqlalchemy_store; print(mlflow.__version__)"
 
@@ -52,16 +55,17 @@ def ensure_extras(env: MlflowEnv, log: bool = True) -> str | None:
     """
     if env.python is None:
         return None
-    probe = [env.python, "-c", "; ".join(f"import {name}" for name in EXTRAS)]
+    probe = [env.python, "-c", "; ".join(f"import {module}" for _, module in EXTRAS)]
     extras_env = dict(os.environ, PYTHONPATH=str(EXTRAS_DIR))
     try:
         if subprocess.run(probe, capture_output=True, timeout=120, env=extras_env).returncode == 0:
             return str(EXTRAS_DIR)
         if log:
-            print(f"bench: installing {' '.join(EXTRAS)} into {EXTRAS_DIR} (once) ...", file=sys.stderr, flush=True)
+            print(f"bench: installing {' '.join(r for r, _ in EXTRAS)} into {EXTRAS_DIR} (once) ...", file=sys.stderr,
+                  flush=True)
         shutil.rmtree(EXTRAS_DIR, ignore_errors=True)
         subprocess.run([env.python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target",
-                        str(EXTRAS_DIR), *EXTRAS], capture_output=True, timeout=900)
+                        str(EXTRAS_DIR), *(r for r, _ in EXTRAS)], capture_output=True, timeout=900)
         ok = subprocess.run(probe, capture_output=True, timeout=120, env=extras_env).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return None

@@ -21,6 +21,7 @@ class WorkloadResult:
     mlflow: dict[str, Any] | None = None
     labtrack_error: str | None = None
     mlflow_error: str | None = None  # also "not run" reasons
+    skipped: str | None = None  # why neither side ran (e.g. PostgreSQL could not be started): not a failure
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
 
@@ -106,6 +107,8 @@ def format_value(value: float | None, unit: str) -> str:
         return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
     if unit == "MB":
         return f"{value:,.1f} MB"
+    if unit == "×":
+        return f"{value:.2f}×"
     return f"{value:g} {unit}"
 
 
@@ -114,6 +117,11 @@ def render(results: list[WorkloadResult]) -> str:
     table = [header]
     for result in results:
         for line in lines_of(result):
+            if result.skipped:
+                reason = result.skipped if len(result.skipped) <= 60 else result.skipped[:57] + "..."
+                theirs = "not run" if result.workload.mlflow and line.mlflow_note != "—" else "—"
+                table.append([line.workload, line.label, "not run", line.target, "", theirs, "", reason])
+                continue
             if line.labtrack is None and result.labtrack_error:
                 ours = "error"
             else:
@@ -139,6 +147,9 @@ def problems_text(results: list[WorkloadResult]) -> str:
     out = []
     for result in results:
         name = result.workload.name
+        if result.skipped:
+            out.append(f"- {name}: not run: {result.skipped}")
+            continue
         if result.labtrack_error:
             out.append(f"- {name} (labtrack): {result.labtrack_error}")
         if result.mlflow_error and result.workload.mlflow:

@@ -51,21 +51,27 @@ class Workload:
     title: str
     rows: tuple[Row, ...]
     mlflow: bool = True  # whether workloads_mlflow has this workload
-    mlflow_extras: bool = False  # the MLflow side needs pandas (``mlflow_env.ensure_extras``)
+    mlflow_extras: bool = False  # the MLflow side needs pandas or psycopg2 (``mlflow_env.ensure_extras``)
+    postgres: bool = False  # runs on the benchmark's PostgreSQL server (both sides get its address as ``pg``)
     sizes: dict[str, dict[str, Any]] = field(default_factory=dict)  # "full"/"quick" -> worker arguments
 
 
 WORKLOADS: tuple[Workload, ...] = (
     Workload(
         "log_metric",
-        "log_metric in a loop",
+        "log_metric, log_param, set_tag in a loop",
         (
-            Row("run.log_metric, per call", "per_call_us", "µs", target=Target("<=", 2.0)),
+            Row("run.log_metric, per call", "per_call_us", "µs", target=Target("<=", 1.5)),
             Row("lt.log_metric (module-level), per call", "module_per_call_us", "µs", mlflow_key="per_call_us"),
-            Row("end_run until all points durable", "end_s", "s", better="none", target=Target("<=", 1.0)),
+            Row("run.end() + run.flush(): until all points are in the store", "end_s", "s", better="none",
+                target=Target("<=", 1.0)),
             Row("points lost after end_run", "lost", "points", better="none", target=Target("==", 0)),
+            Row("run.log_param (a new key each call), per call", "param_per_call_us", "µs", target=Target("<=", 5.0),
+                size_key="param_n"),
+            Row("run.set_tag, per call", "tag_per_call_us", "µs", target=Target("<=", 5.0), size_key="param_n"),
         ),
-        sizes={"full": {"n": 200_000, "mlflow_n": 500}, "quick": {"n": 50_000, "mlflow_n": 100}},
+        sizes={"full": {"n": 200_000, "param_n": 20_000, "mlflow_n": 500, "mlflow_param_n": 300},
+               "quick": {"n": 50_000, "param_n": 5000, "mlflow_n": 100, "mlflow_param_n": 50}},
     ),
     Workload(
         "batch",
@@ -82,6 +88,24 @@ WORKLOADS: tuple[Workload, ...] = (
             "full": {"keys": 100, "steps": 1000, "repeats": 5, "mlflow_steps": 100, "mlflow_metrics_steps": 20},
             "quick": {"keys": 100, "steps": 1000, "repeats": 2, "mlflow_steps": 20, "mlflow_metrics_steps": 5},
         },
+    ),
+    Workload(
+        "small_batches",
+        "log_batch with 10 points per call: 100 keys in turn, one key per call",
+        (
+            Row("run.log_batch(10 points), per call", "per_call_us", "µs", target=Target("<=", 20.0)),
+            Row("first 10% of the calls, per call (writer held off: the spool keeps every point)", "first_us", "µs",
+                better="none", mlflow_key="first_us"),
+            Row("last 10% of the calls, per call (writer held off: the spool keeps every point)", "last_us", "µs",
+                better="none", mlflow_key="last_us"),
+            Row("last 10% / first 10%, writer held off", "ratio", "×", better="none", target=Target("<=", 1.5),
+                mlflow_key="ratio"),
+            Row("last 10% / first 10%, writer draining each second as usual", "running_ratio", "×", better="none",
+                mlflow_key=""),
+            Row("points lost", "lost", "points", better="none", target=Target("==", 0)),
+        ),
+        sizes={"full": {"calls": 100_000, "keys": 100, "points": 10, "mlflow_calls": 1000},
+               "quick": {"calls": 20_000, "keys": 100, "points": 10, "mlflow_calls": 200}},
     ),
     Workload(
         "memory",
@@ -103,10 +127,12 @@ WORKLOADS: tuple[Workload, ...] = (
     ),
     Workload(
         "runs",
-        "run creation: 10 params, 5 metrics, 3 tags",
+        "run creation: 10 params, 5 metrics, 3 tags, end; the loop ends with lt.flush() (all in the store)",
         (
-            Row("runs created (a small project: cwd outside any git repository)", "runs_s", "runs/s", "higher",
-                Target(">=", 1000)),
+            Row("runs created, params/tags given to start_run (cwd outside any git repository)", "runs_s", "runs/s",
+                "higher", Target(">=", 1500)),
+            Row("runs created, params/tags logged after start_run (outside any git repository)", "after_runs_s",
+                "runs/s", "higher", Target(">=", 1500), mlflow_key="runs_s"),
             Row("runs created in this checkout (git work tree stat-checked per run)", "repo_runs_s", "runs/s",
                 "higher", mlflow_key=""),
         ),
@@ -133,6 +159,37 @@ WORKLOADS: tuple[Workload, ...] = (
             "full": {"procs": 8, "n": 10_000, "cold_n": 1000, "mlflow_n": 200},
             "quick": {"procs": 8, "n": 2000, "cold_n": 200, "mlflow_n": 50},
         },
+    ),
+    Workload(
+        "kill",
+        "SIGKILL at a random moment of a fast log_metric loop; a new process opens the store and counts",
+        (
+            Row("acknowledged points lost", "lost", "points", better="none", target=Target("==", 0), mlflow_key="",
+                size_key="size"),
+            Row("points stored twice", "duplicated", "points", better="none", target=Target("==", 0), mlflow_key="",
+                size_key=None),
+            Row("next process opens the store (recovers the dead spool)", "open_s", "s", better="none",
+                mlflow_key="", size_key="open_n"),
+        ),
+        mlflow=False,
+        sizes={"full": {"kills": 6, "earliest": 0.2, "latest": 1.5},
+               "quick": {"kills": 2, "earliest": 0.2, "latest": 0.8}},
+    ),
+    Workload(
+        "outage",
+        "log_metric while another process holds the SQLite store locked (BEGIN EXCLUSIVE); writer busy "
+        "timeout 0.2 s, flush interval 0.1 s",
+        (
+            Row("run.log_metric per call, store available", "available_us", "µs", mlflow_key="", size_key="size"),
+            Row("run.log_metric per call, store locked", "locked_us", "µs", mlflow_key="", size_key="size"),
+            Row("locked / available", "ratio", "×", better="none", target=Target("<=", 2.0), mlflow_key="",
+                size_key=None),
+            Row("after the lock goes: flush until the store has everything", "catch_up_s", "s", better="none",
+                mlflow_key="", size_key="catch_up_n"),
+            Row("points lost", "lost", "points", better="none", target=Target("==", 0), mlflow_key="", size_key=None),
+        ),
+        mlflow=False,
+        sizes={"full": {"n": 1_500_000, "rounds": 3}, "quick": {"n": 1_000_000, "rounds": 1}},
     ),
     Workload(
         "env",
@@ -196,6 +253,32 @@ WORKLOADS: tuple[Workload, ...] = (
         mlflow=False,
         sizes={"full": {"packages": 300, "changes": 20, "calls": 30}, "quick": {"packages": 300, "changes": 20,
                                                                               "calls": 10}},
+    ),
+    Workload(
+        "runs_pg",
+        "run creation on PostgreSQL (fsync on, loopback): 10 params, 5 metrics, 3 tags, end, then lt.flush()",
+        (Row("runs created, params/tags given to start_run, one process", "runs_s", "runs/s", "higher",
+             Target(">=", 600)),),
+        mlflow_extras=True,
+        postgres=True,
+        sizes={"full": {"n": 2000, "mlflow_n": 100}, "quick": {"n": 300, "mlflow_n": 20}},
+    ),
+    Workload(
+        "search_pg",
+        "search on PostgreSQL, runs of `search`: order by metrics.acc desc, max_results=100",
+        (
+            Row("filter metrics.acc > 0.9 and params.lr = 0.01, MLflow's store size", "cmp_filter2_ms", "ms",
+                mlflow_key="filter2_ms", size_key="cmp_n"),
+            Row("filter metrics.acc > 0.9 and params.lr = 0.01, large store", "filter2_ms", "ms",
+                target=Target("<=", 20), mlflow_key=""),
+            Row("the 3-clause filter of `search`, large store", "filter_ms", "ms", mlflow_key=""),
+        ),
+        mlflow_extras=True,
+        postgres=True,
+        sizes={
+            "full": {"n": 100_000, "compare_n": 10_000, "filter_calls": 15, "mlflow_n": 10_000},
+            "quick": {"n": 10_000, "compare_n": 3000, "filter_calls": 10, "mlflow_n": 3000},
+        },
     ),
 )
 

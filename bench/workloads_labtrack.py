@@ -27,7 +27,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench.children import child_env, run_child, spawn_child
+from bench.faults import kill, kill_child, kill_count, outage
 from bench.fixtures import CHILD_TIMEOUT, median_ms, release, small_git_repo, synthetic_run, wait_for_go
+from bench.synthetic import EXPERIMENT, SyntheticStore
 
 Result = dict[str, Any]
 
@@ -46,11 +49,11 @@ def _stored_points(run: Any, keys: list[str]) -> int:
 # -- 1. log_metric --------------------------------------------------------------------------------
 
 
-def log_metric(directory: str, n: int, **_: Any) -> Result:
+def log_metric(directory: str, n: int, param_n: int, **_: Any) -> Result:
     import labtrack as lt
 
     lt.set_store(_store(directory, "store"))
-    result: Result = {"n": n}
+    result: Result = {"n": n, "param_n": param_n}
     with lt.start_run("bench") as warm:  # opens the store (schema) outside the timings
         warm.log_metric("warm", 0.0, step=0)
 
@@ -61,7 +64,8 @@ def log_metric(directory: str, n: int, **_: Any) -> Result:
     for i in range(n):
         log("loss", values[i], step=i)
     t1 = time.perf_counter()
-    run.end()
+    run.end()  # crash-safe in the spool ...
+    run.flush()  # ... and in the store
     t2 = time.perf_counter()
     result["per_call_us"] = (t1 - t0) / n * 1e6
     result["end_s"] = t2 - t1
@@ -78,6 +82,28 @@ def log_metric(directory: str, n: int, **_: Any) -> Result:
     run.end()
     result["module_per_call_us"] = (t1 - t0) / n * 1e6
     result["lost"] += n - len(lt.get_run(run.id).history("loss"))
+
+    # Params are immutable: a new key each call (values as a config would have them); tags the same way.
+    keys = [f"param_{i:06d}" for i in range(param_n)]
+    param_values = [i * 0.001 for i in range(param_n)]
+    tag_values = [f"value {i}" for i in range(param_n)]
+    run = lt.start_run("bench")
+    log_param, set_tag = run.log_param, run.set_tag
+    t0 = time.perf_counter()
+    for i in range(param_n):
+        log_param(keys[i], param_values[i])
+    t1 = time.perf_counter()
+    for i in range(param_n):
+        set_tag(keys[i], tag_values[i])
+    t2 = time.perf_counter()
+    run.end()
+    result["param_per_call_us"] = (t1 - t0) / param_n * 1e6
+    result["tag_per_call_us"] = (t2 - t1) / param_n * 1e6
+    stored_run = lt.get_run(run.id)
+    stored_params = sum(k in stored_run.params for k in keys)
+    stored_tags = sum(k in stored_run.tags for k in keys)
+    if stored_params != param_n or stored_tags != param_n:
+        result["problems"] = [f"{stored_params} of {param_n} params and {stored_tags} of {param_n} tags stored"]
     return result
 
 
@@ -129,6 +155,70 @@ def batch(directory: str, keys: int, steps: int, repeats: int, **_: Any) -> Resu
     return result
 
 
+# -- 2b. small batches: log_batch with 10 points per call -----------------------------------------
+
+# The writer held off: nothing leaves the spool until the run's end, so the last calls find it holding
+# every point logged before them.
+_WRITER_HELD_OFF = {"LABTRACK_FLUSH_INTERVAL": "3600", "LABTRACK_FLUSH_POINTS": str(10**12)}
+
+
+def small_batches_child(directory: str, calls: int, keys: int, points: int, segments: int, **_: Any) -> Result:
+    """In this process: ``calls`` log_batch calls of ``points`` points, one key per call in turn; the
+    per-call time of each of ``segments`` equal parts of the calls, and what the store has at the end."""
+    import labtrack as lt
+
+    lt.set_store(_store(directory, f"store-{os.getpid()}"))
+    with lt.start_run("bench") as warm:
+        warm.log_batch({"warm": [0.0] * points}, steps=range(points))
+    names = [f"metric_{k:03d}" for k in range(keys)]
+    values = [[(k * points + j) * 0.001 for j in range(points)] for k in range(keys)]
+    per_segment = calls // segments
+    run = lt.start_run("bench")
+    log = run.log_batch
+    times = []
+    t0 = last = time.perf_counter()
+    for i in range(per_segment * segments):
+        k = i % keys
+        first = (i // keys) * points
+        log({names[k]: values[k]}, steps=range(first, first + points))
+        if (i + 1) % per_segment == 0:
+            now = time.perf_counter()
+            times.append((now - last) / per_segment * 1e6)
+            last = now
+    elapsed = last - t0
+    run.end()
+    run.flush()
+    stored = sum(s.count for s in lt.get_run(run.id).metric_summaries.values())
+    return {"segments_us": times, "per_call_us": elapsed / (per_segment * segments) * 1e6,
+            "points": per_segment * segments * points, "stored": stored}
+
+
+def small_batches(directory: str, calls: int, keys: int, points: int, segments: int = 10, **_: Any) -> Result:
+    """As users run it (the writer drains the spool every second, in the same process), then with the writer
+    held off (the spool keeps everything): the first and last tenth of the calls cost the same?"""
+    args = {"calls": calls, "keys": keys, "points": points, "segments": segments}
+    running = run_child("small_batches_child", directory, args)
+    held = run_child("small_batches_child", directory, args, env=_WRITER_HELD_OFF)
+    result: Result = {
+        "n": calls, "per_call_us": running["per_call_us"],
+        "running_first_us": running["segments_us"][0], "running_last_us": running["segments_us"][-1],
+        "first_us": held["segments_us"][0], "last_us": held["segments_us"][-1],
+        "held_per_call_us": held["per_call_us"], "segments_us": running["segments_us"],
+        "held_segments_us": held["segments_us"], "lost": 0,
+        "size": f"{calls:,} calls of {points} points, {keys} keys in turn",
+    }
+    result["running_ratio"] = result["running_last_us"] / result["running_first_us"]
+    result["ratio"] = result["last_us"] / result["first_us"]
+    problems = []
+    for label, side in (("writer running", running), ("writer held off", held)):
+        if side["stored"] != side["points"]:
+            problems.append(f"{label}: {side['stored']} of {side['points']} points stored")
+            result["lost"] += side["points"] - side["stored"]
+    if problems:
+        result["problems"] = problems
+    return result
+
+
 # -- 3. memory of a 10M-point run -----------------------------------------------------------------
 
 
@@ -174,7 +264,7 @@ def memory_child(directory: str, n: int, mode: str, **_: Any) -> Result:
 def memory(directory: str, n: int, **_: Any) -> Result:
     result: Result = {"lost": 0, "n": n}
     for mode in ("metric", "batch"):
-        child = _run_child("memory_child", directory, {"n": n, "mode": mode})
+        child = run_child("memory_child", directory, {"n": n, "mode": mode})
         result[f"{mode}_n"] = n
         result[f"{mode}_rss_growth_mb"] = child["growth_mb"]
         result[f"{mode}_baseline_mb"] = child["baseline_mb"]
@@ -189,20 +279,45 @@ def memory(directory: str, n: int, **_: Any) -> Result:
 # -- 4. run creation ------------------------------------------------------------------------------
 
 
-def _create_runs(n: int) -> float:
-    """Seconds to start, log 5 metrics to and end ``n`` runs with 10 params and 3 tags."""
+PARAMS = {f"param_{i}": i * 0.1 for i in range(10)}
+TAGS = {f"tag_{i}": f"value {i}" for i in range(3)}
+METRICS = {f"metric_{i}": i * 0.5 for i in range(5)}
+
+
+def _create_runs(n: int, *, logged_after: bool = False) -> float:
+    """Seconds to start, log 5 metrics to and end ``n`` runs with 10 params and 3 tags (given to ``start_run``,
+    or ``logged_after`` it with ``log_params``/``set_tags``), until the store has them all (``lt.flush()``)."""
     import labtrack as lt
 
-    params = {f"param_{i}": i * 0.1 for i in range(10)}
-    tags = {f"tag_{i}": f"value {i}" for i in range(3)}
-    metrics = {f"metric_{i}": i * 0.5 for i in range(5)}
-    with lt.start_run("bench", params=params, tags=tags) as warm:
-        warm.log_metrics(metrics)
+    with lt.start_run("bench", params=PARAMS, tags=TAGS) as warm:
+        warm.log_metrics(METRICS)
+    lt.flush()
     t0 = time.perf_counter()
-    for _ in range(n):
-        with lt.start_run("bench", params=params, tags=tags) as run:
-            run.log_metrics(metrics)
+    if logged_after:
+        for _ in range(n):
+            with lt.start_run("bench") as run:
+                run.log_params(PARAMS)
+                run.set_tags(TAGS)
+                run.log_metrics(METRICS)
+    else:
+        for _ in range(n):
+            with lt.start_run("bench", params=PARAMS, tags=TAGS) as run:
+                run.log_metrics(METRICS)
+    lt.flush()
     return time.perf_counter() - t0
+
+
+def _check_runs(expected: int) -> list[str]:
+    import labtrack as lt
+
+    problems = []
+    found = len(lt.search_runs("bench"))
+    if found != expected:
+        problems.append(f"{found} runs in the store, expected {expected}")
+    last = lt.search_runs("bench", max_results=1)[0]
+    if last.params != PARAMS or any(last.tags.get(k) != v for k, v in TAGS.items()) or last.metrics != METRICS:
+        problems.append(f"last run has {len(last.params)} params, {len(last.tags)} tags, {len(last.metrics)} metrics")
+    return problems
 
 
 def runs(directory: str, n: int, **_: Any) -> Result:
@@ -215,16 +330,41 @@ def runs(directory: str, n: int, **_: Any) -> Result:
     repo_elapsed = _create_runs(n)  # cwd: this checkout
     with _outside_git():
         elapsed = _create_runs(n)
-    found = len(lt.search_runs("bench"))
-    result: Result = {"n": n, "runs_s": n / elapsed, "seconds": elapsed, "repo_runs_s": n / repo_elapsed}
-    if found != 2 * (n + 1):
-        result["problems"] = [f"{found} runs in the store, expected {2 * (n + 1)}"]
-    last = lt.search_runs("bench", max_results=1)[0]
-    if len(last.params) != 10 or len(last.tags) < 3 or len(last.metrics) != 5:
-        result.setdefault("problems", []).append(
-            f"last run has {len(last.params)} params, {len(last.tags)} tags, {len(last.metrics)} metrics"
-        )
+        after_elapsed = _create_runs(n, logged_after=True)
+    result: Result = {"n": n, "runs_s": n / elapsed, "seconds": elapsed, "after_runs_s": n / after_elapsed,
+                      "repo_runs_s": n / repo_elapsed}
+    problems = _check_runs(3 * (n + 1))
+    if problems:
+        result["problems"] = problems
     return result
+
+
+def runs_pg(directory: str, pg: str, n: int, **_: Any) -> Result:
+    """Run creation on PostgreSQL (a database of its own), outside any git repository."""
+    import labtrack as lt
+
+    lt.set_store(_pg_database(directory, pg, "labtrack_runs"))
+    with _outside_git():
+        elapsed = _create_runs(n)
+    result: Result = {"n": n, "runs_s": n / elapsed, "seconds": elapsed}
+    problems = _check_runs(n + 1)
+    if problems:
+        result["problems"] = problems
+    return result
+
+
+def _pg_database(directory: str, server: str, name: str) -> str:
+    """A new database ``name`` on the benchmark's PostgreSQL server (``host:port``); its store URL. The spool
+    of a store without a directory would go to ~/.cache: it goes to ``directory`` instead."""
+    from sqlalchemy import create_engine
+
+    os.environ["LABTRACK_SPOOL_DIR"] = os.path.join(directory, "spools")
+    admin = create_engine(f"postgresql+psycopg://postgres@{server}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    admin.dispose()
+    return f"postgresql+psycopg://postgres@{server}/{name}"
 
 
 # -- 5. import time -------------------------------------------------------------------------------
@@ -245,7 +385,7 @@ def import_time(module: str, n: int, python: str = sys.executable, env: dict[str
 
 
 def import_(directory: str, n: int, **_: Any) -> Result:
-    return import_time("labtrack", n, env=_child_env(directory))
+    return import_time("labtrack", n, env=child_env())
 
 
 # -- 6. concurrency -------------------------------------------------------------------------------
@@ -271,7 +411,7 @@ def concurrency_child(directory: str, store: str, n: int, barrier: str, **_: Any
 def _concurrent(directory: str, store: str, procs: int, n: int) -> Result:
     barrier = tempfile.mkdtemp(prefix="barrier-", dir=directory)  # every child imported and waiting: all start at once
     children = [
-        _spawn_child("concurrency_child", directory, {"store": store, "n": n, "barrier": barrier})
+        spawn_child("concurrency_child", directory, {"store": store, "n": n, "barrier": barrier})
         for _ in range(procs)
     ]
     release(barrier, children)
@@ -392,20 +532,20 @@ def _count_spawns(repo: str, env: dict[str, str]) -> dict[str, Any]:
 
 def env(directory: str, n: int, repeats: int, dists: int, freeze_n: int, **_: Any) -> Result:
     repo = small_git_repo(directory, ENV_SCRIPT)
-    base = _child_env(directory)
+    base = child_env()
     probe = subprocess.run([sys.executable, "-c", "import importlib.metadata as m; "
                             "print(len({d.metadata['Name'].lower() for d in m.distributions()}))"],
                            capture_output=True, text=True, check=True, env=base, cwd=repo, timeout=120)
     installed = int(probe.stdout.strip())
     extra = max(0, dists - installed)
-    child_env = dict(base, PYTHONPATH=base["PYTHONPATH"] + os.pathsep + synthetic_distributions(directory, extra))
+    extended = dict(base, PYTHONPATH=base["PYTHONPATH"] + os.pathsep + synthetic_distributions(directory, extra))
     result: Result = {"venv_dists": installed, "synthetic_dists": extra, "problems": []}
 
     freeze = []
     for _ in range(freeze_n):  # W&B-style: a `pip freeze` subprocess in the same environment
         t0 = time.perf_counter()
         out = subprocess.run([sys.executable, "-m", "pip", "freeze", "--disable-pip-version-check"], cwd=repo,
-                             env=child_env, capture_output=True, text=True, check=True, timeout=CHILD_TIMEOUT)
+                             env=extended, capture_output=True, text=True, check=True, timeout=CHILD_TIMEOUT)
         freeze.append(time.perf_counter() - t0)
     result["pip_freeze_ms"] = statistics.median(freeze) * 1e3
     result["freeze_lines"] = len(out.stdout.splitlines())
@@ -416,7 +556,7 @@ def env(directory: str, n: int, repeats: int, dists: int, freeze_n: int, **_: An
     time.sleep(max(0.0, newest + 2.5 - time.time()))
     samples = []
     for _ in range(n + 1):  # the first one writes labtrack's bytecode caches
-        out = subprocess.run([sys.executable, "train.py", str(repeats)], cwd=repo, env=child_env, capture_output=True,
+        out = subprocess.run([sys.executable, "train.py", str(repeats)], cwd=repo, env=extended, capture_output=True,
                              text=True, check=True, timeout=CHILD_TIMEOUT)
         samples.append(json.loads(out.stdout.strip().splitlines()[-1]))
     samples = samples[1:]
@@ -439,7 +579,7 @@ def env(directory: str, n: int, repeats: int, dists: int, freeze_n: int, **_: An
         result["problems"].append(f"sections that failed: {', '.join(last['errors'])}")
     if shutil.which("strace"):
         try:
-            result.update(_count_spawns(repo, child_env))
+            result.update(_count_spawns(repo, extended))
             if result["forbidden_spawns"]:
                 result["problems"].append(f"a capture started pip or py-cpuinfo: {result['forbidden_argv']}")
         except (subprocess.SubprocessError, OSError) as exc:  # e.g. ptrace not permitted in this container
@@ -450,92 +590,6 @@ def env(directory: str, n: int, repeats: int, dists: int, freeze_n: int, **_: An
 
 
 # -- 8. exists() and search over many runs --------------------------------------------------------
-
-EXPERIMENT = "exp"
-_RUN_COLUMNS = ("id", "experiment_id", "name", "status", "start_time", "end_time", "heartbeat_time", "host", "pid",
-                "run_key", "env_fingerprint", "context", "error", "note", "result", "frame_keys", "frame_values",
-                "frame_numbers")
-_METRIC_COLUMNS = ("run_id", "key", "count", "last_value", "last_step", "last_timestamp", "min_value", "max_value",
-                   "chunks", "tail_count")  # summaries only: no chunks of points
-
-
-class SyntheticStore:
-    """A labtrack store filled with many FINISHED runs by bulk SQLAlchemy Core inserts into its tables.
-
-    ``start_run`` costs ~1 ms a run: 100k runs that way would take minutes. The rows are what
-    ``create_run`` + metric summaries + ``end_run`` write (params encoded by the store's own ``param_rows_of``;
-    metric summaries only, no chunks of points; the frame ``end_run`` writes, by ``encode_frame``), and each run key is the one ``labtrack.compute_key`` gives
-    here (checked for the runs that are looked up), so ``exists`` finds them.
-    """
-
-    def __init__(self, path: str) -> None:
-        from sqlalchemy import create_engine, event
-
-        import labtrack as lt
-        from labtrack.run.handle import shared_part
-        from labtrack.store import resolve_location
-        from labtrack.verbs.capture import code_version
-        from labtrack.verbs.tracking import client
-
-        lt.set_store(path)
-        store = client(path).store  # opening the client creates the schema
-        self.experiment_id = store.get_or_create_experiment(EXPERIMENT).id
-        captured = lt.capture_environment()
-        self.fingerprint = captured.fingerprint
-        store.put_environment(self.fingerprint, shared_part(captured))  # what start_run stores once per fingerprint
-        self.code = code_version(captured)
-        self.engine = create_engine(resolve_location(path)[0])
-
-        @event.listens_for(self.engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.execute("PRAGMA synchronous=OFF")  # building the fixture, not measured
-            dbapi_conn.execute("PRAGMA busy_timeout=60000")
-            dbapi_conn.execute("PRAGMA cache_size=-262144")  # 256 MiB: the random-key indexes stay in memory
-
-        self.ids = random.Random(20261123)  # run ids: random hex, like uuid4().hex
-        self.n = 0
-        self.build_s = 0.0
-
-    def key(self, params: dict[str, Any]) -> str:
-        from labtrack.core.identity import run_key
-
-        return run_key(EXPERIMENT, params, code=self.code, inputs={})
-
-    def grow(self, total: int, batch: int = 25_000) -> None:
-        from labtrack.core.frame import encode_frame
-        from labtrack.store import schema as db
-        from labtrack.store.sqlwrite import param_rows_of
-
-        t0 = time.perf_counter()
-        tables = (db.runs, db.params, db.tags, db.metrics)
-        # executemany on the driver with the tables' own INSERT statements (rows as tuples in column order):
-        # SQLAlchemy's per-row parameter processing would double the build time of 2.4M rows.
-        inserts = [str(t.insert().compile(dialect=self.engine.dialect)) for t in tables]
-        assert [c.name for c in db.runs.columns] == list(_RUN_COLUMNS), "labtrack's runs table changed"
-        assert [c.name for c in db.metrics.columns] == list(_METRIC_COLUMNS), "labtrack's metrics table changed"
-        param_columns = [c.name for c in db.params.columns]
-        base_time = 1.7e9
-        while self.n < total:
-            rows: tuple[list[tuple[Any, ...]], ...] = ([], [], [], [])
-            runs, params, tags, metrics = rows
-            for i in range(self.n, min(total, self.n + batch)):
-                p, t, m = synthetic_run(i)
-                run_id = f"{self.ids.getrandbits(128):032x}"
-                start, end = base_time + i * 30.0, base_time + i * 30.0 + 600.0
-                param_rows = param_rows_of(run_id, p)
-                frame = encode_frame({r["key"]: r["value"] for r in param_rows}, t, m, start, end)
-                runs.append((run_id, self.experiment_id, f"run-{i}", "FINISHED", start, end, end, "bench-host",
-                             1000 + i % 30000, self.key(p), self.fingerprint, None, None, None, None,
-                             frame.keys, frame.values, frame.numbers))
-                params += [tuple(r[c] for c in param_columns) for r in param_rows]
-                tags += [(run_id, k, v) for k, v in t.items()]
-                metrics += [(run_id, k, 100, v, 99, end, v * 0.5, v, 0, 0) for k, v in m.items()]
-            with self.engine.begin() as conn:
-                for sql, table_rows in zip(inserts, rows):
-                    conn.exec_driver_sql(sql, table_rows)
-            self.n += len(runs)
-        self.build_s += time.perf_counter() - t0
-
 
 @contextmanager
 def _outside_git() -> Iterator[None]:
@@ -590,30 +644,40 @@ def _exists(directory: str, sizes: list[int], calls: int) -> Result:
     return result
 
 
-SEARCH_FILTER = "metrics.acc > 0.9 and params.lr = 0.01 and tags.team = 'cv'"
+# The filter of `search` (3 clauses, ~2.5% of runs) and of `search_pg`'s target row (2 clauses, ~7.5%).
+SEARCH_FILTERS = {3: "metrics.acc > 0.9 and params.lr = 0.01 and tags.team = 'cv'",
+                  2: "metrics.acc > 0.9 and params.lr = 0.01"}
 
 
-def _search_at(size: int, filter_calls: int, frame_calls: int, problems: list[str]) -> Result:
-    """The filter query and all runs into a DataFrame, on a store holding runs 0..size-1."""
+def _filter_at(size: int, clauses: int, calls: int, problems: list[str]) -> Result:
+    """The filter query (order by acc, top 100) on a store holding runs 0..size-1, checked against Python's."""
     import labtrack as lt
 
     matching = []
     for i in range(size):
         p, t, m = synthetic_run(i)
-        if m["acc"] > 0.9 and p["lr"] == 0.01 and t["team"] == "cv":
+        if m["acc"] > 0.9 and p["lr"] == 0.01 and (clauses < 3 or t["team"] == "cv"):
             matching.append(m["acc"])
     matching.sort(reverse=True)
 
     def query() -> Any:
-        return lt.search_runs(EXPERIMENT, filter=SEARCH_FILTER, order_by=["metrics.acc desc"], max_results=100)
+        return lt.search_runs(EXPERIMENT, filter=SEARCH_FILTERS[clauses], order_by=["metrics.acc desc"],
+                              max_results=100)
 
     found = query()
     if [r.metrics["acc"] for r in found] != matching[:100]:
-        problems.append(f"{size:,} runs: the filter returned {len(found)} runs, not the top {min(100, len(matching))} "
-                        f"of {len(matching)} matching runs by acc")
-    result: Result = {"filter_ms": median_ms(query, filter_calls), "matching": len(matching)}
+        problems.append(f"{size:,} runs, {clauses} clauses: the filter returned {len(found)} runs, not the top "
+                        f"{min(100, len(matching))} of {len(matching)} matching runs by acc")
+    suffix = "" if clauses == 3 else str(clauses)
+    return {f"filter{suffix}_ms": median_ms(query, calls), f"matching{suffix}": len(matching)}
+
+
+def _frames_at(size: int, calls: int, problems: list[str]) -> Result:
+    """All runs into a DataFrame (median of ``calls``), on a store holding runs 0..size-1."""
+    import labtrack as lt
+
     searches, frames = [], []
-    for _ in range(frame_calls):
+    for _ in range(calls):
         t0 = time.perf_counter()
         runs = lt.search_runs(EXPERIMENT, max_results=None)
         t1 = time.perf_counter()
@@ -623,20 +687,35 @@ def _search_at(size: int, filter_calls: int, frame_calls: int, problems: list[st
         if frame.shape[0] != size:
             problems.append(f"{size:,} runs: the DataFrame has {frame.shape[0]} rows")
         del runs, frame
-    result.update(all_search_s=statistics.median(searches), all_df_s=statistics.median(frames))
-    return result
+    return {"all_search_s": statistics.median(searches), "all_df_s": statistics.median(frames)}
 
 
 def search(directory: str, n: int, compare_n: int, filter_calls: int, frame_calls: int, **_: Any) -> Result:
+    return _search(_store(directory, "store"), n, compare_n, filter_calls, frame_calls, (3,))
+
+
+def search_pg(directory: str, pg: str, n: int, compare_n: int, filter_calls: int, **_: Any) -> Result:
+    """The filter queries on PostgreSQL (a database of its own, built by COPY, then ANALYZE)."""
+    return _search(_pg_database(directory, pg, "labtrack_search"), n, compare_n, filter_calls, 0, (2, 3))
+
+
+def _search(location: str, n: int, compare_n: int, filter_calls: int, frame_calls: int,
+            filters: tuple[int, ...]) -> Result:
     problems: list[str] = []
+    result: Result = {}
     with _outside_git():
-        store = SyntheticStore(_store(directory, "store"))
-        store.grow(compare_n)  # first at the size of MLflow's store, for the side-by-side rows
-        result: Result = {f"cmp_{k}": v for k, v in _search_at(compare_n, filter_calls, frame_calls, problems).items()}
-        store.grow(n)
-        result.update(_search_at(n, filter_calls, frame_calls, problems))
-    result.update(n=n, cmp_n=compare_n, build_s=store.build_s, matching_pct=100.0 * result["matching"] / n)
-    result["frame_n"] = f"{n:,}" + (f" (median of {frame_calls})" if frame_calls > 1 else "")
+        store = SyntheticStore(location)
+        for size, prefix in ((compare_n, "cmp_"), (n, "")):  # first at the size of MLflow's store, side by side
+            store.grow(size)
+            measured: Result = {}
+            for clauses in filters:
+                measured.update(_filter_at(size, clauses, filter_calls, problems))
+            if frame_calls:
+                measured.update(_frames_at(size, frame_calls, problems))
+            result.update({f"{prefix}{k}": v for k, v in measured.items()})
+    result.update(n=n, cmp_n=compare_n, build_s=store.build_s)
+    if frame_calls:
+        result["frame_n"] = f"{n:,}" + (f" (median of {frame_calls})" if frame_calls > 1 else "")
     if problems:
         result["problems"] = problems
     return result
@@ -693,6 +772,7 @@ def diff(directory: str, packages: int, changes: int, calls: int, **_: Any) -> R
 WORKLOADS: dict[str, Callable[..., Result]] = {
     "log_metric": log_metric,
     "batch": batch,
+    "small_batches": small_batches,
     "memory": memory,
     "runs": runs,
     "import": import_,
@@ -701,31 +781,17 @@ WORKLOADS: dict[str, Callable[..., Result]] = {
     "exists": exists,
     "search": search,
     "diff": diff,
+    "kill": kill,
+    "outage": outage,
+    "runs_pg": runs_pg,
+    "search_pg": search_pg,
     # internal: run in child processes by the workloads above
     "memory_child": memory_child,
     "concurrency_child": concurrency_child,
+    "small_batches_child": small_batches_child,
+    "kill_child": kill_child,
+    "kill_count": kill_count,
 }
-
-
-def _child_env(directory: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("LABTRACK_STORE", "PYTHONDONTWRITEBYTECODE")}
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
-
-
-def _spawn_child(name: str, directory: str, args: dict[str, Any]) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "bench.workloads_labtrack", name, "--dir", directory, "--args", json.dumps(args)]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=directory,
-                            env=_child_env(directory))
-
-
-def _run_child(name: str, directory: str, args: dict[str, Any]) -> Result:
-    child = _spawn_child(name, directory, args)
-    stdout, stderr = child.communicate(timeout=CHILD_TIMEOUT)
-    if child.returncode != 0:
-        raise RuntimeError(f"{name} failed (exit {child.returncode}): {stderr.strip()[-2000:]}")
-    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> None:

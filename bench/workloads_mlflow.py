@@ -35,13 +35,29 @@ from fixtures import (  # bench/fixtures.py: this script's folder is on sys.path
 Result = dict[str, Any]
 
 
-def _setup(directory: str, name: str = "mlflow.db") -> Any:
+def _setup(directory: str, name: str = "mlflow.db", url: str | None = None) -> Any:
+    """MLflow on ``url`` (default: a SQLite file in ``directory``), its database created (migrations run)."""
     import mlflow
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    mlflow.set_tracking_uri(f"sqlite:///{os.path.join(directory, name)}")
+    mlflow.set_tracking_uri(url or f"sqlite:///{os.path.join(directory, name)}")
     mlflow.set_experiment("bench")
     return mlflow
+
+
+def _pg_database(server: str, name: str) -> str:
+    """A new database ``name`` on the benchmark's PostgreSQL server (``host:port``); MLflow's URL for it.
+
+    The driver is named: SQLAlchemy 2.1 made psycopg (3) the default for ``postgresql://``, MLflow's
+    documented driver is psycopg2."""
+    import sqlalchemy
+
+    admin = sqlalchemy.create_engine(f"postgresql+psycopg2://postgres@{server}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    admin.dispose()
+    return f"postgresql+psycopg2://postgres@{server}/{name}"
 
 
 def _count(run_id: str, keys: list[str]) -> int:
@@ -51,7 +67,7 @@ def _count(run_id: str, keys: list[str]) -> int:
     return sum(len(client.get_metric_history(run_id, key)) for key in keys)
 
 
-def log_metric(directory: str, n: int, **_: Any) -> Result:
+def log_metric(directory: str, n: int, param_n: int, **_: Any) -> Result:
     mlflow = _setup(directory)
     with mlflow.start_run():
         mlflow.log_metric("warm", 0.0, step=0)
@@ -63,7 +79,22 @@ def log_metric(directory: str, n: int, **_: Any) -> Result:
     mlflow.end_run()
     t2 = time.perf_counter()
     stored = _count(run.info.run_id, ["loss"])
-    return {"n": n, "per_call_us": (t1 - t0) / n * 1e6, "end_s": t2 - t1, "stored": stored, "lost": n - stored}
+    result: Result = {"n": n, "per_call_us": (t1 - t0) / n * 1e6, "end_s": t2 - t1, "stored": stored,
+                      "lost": n - stored, "param_n": param_n}
+
+    keys = [f"param_{i:06d}" for i in range(param_n)]
+    run = mlflow.start_run()
+    t0 = time.perf_counter()
+    for i in range(param_n):
+        mlflow.log_param(keys[i], i * 0.001)
+    t1 = time.perf_counter()
+    for i in range(param_n):
+        mlflow.set_tag(keys[i], f"value {i}")
+    t2 = time.perf_counter()
+    mlflow.end_run()
+    result["param_per_call_us"] = (t1 - t0) / param_n * 1e6
+    result["tag_per_call_us"] = (t2 - t1) / param_n * 1e6
+    return result
 
 
 def batch(directory: str, keys: int, steps: int, metrics_steps: int, **_: Any) -> Result:
@@ -98,8 +129,40 @@ def batch(directory: str, keys: int, steps: int, metrics_steps: int, **_: Any) -
     return result
 
 
-def runs(directory: str, n: int, **_: Any) -> Result:
+def small_batches(directory: str, calls: int, keys: int, points: int, segments: int = 10, **_: Any) -> Result:
+    """client.log_batch with ``points`` Metric objects of one key per call, the keys in turn."""
     mlflow = _setup(directory)
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    names = [f"metric_{k:03d}" for k in range(keys)]
+    per_segment = calls // segments
+    calls = per_segment * segments
+    run = mlflow.start_run()
+    run_id = run.info.run_id
+    times = []
+    t0 = last = time.perf_counter()
+    for i in range(calls):
+        k = i % keys
+        first = (i // keys) * points
+        now_ms = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(names[k], (k * points + j) * 0.001, now_ms, first + j)
+                                          for j in range(points)])
+        if (i + 1) % per_segment == 0:
+            now = time.perf_counter()
+            times.append((now - last) / per_segment * 1e6)
+            last = now
+    elapsed = last - t0
+    mlflow.end_run()
+    stored = _count(run_id, names)
+    return {"n": calls, "per_call_us": elapsed / calls * 1e6, "first_us": times[0], "last_us": times[-1],
+            "ratio": times[-1] / times[0], "segments_us": times, "lost": calls * points - stored,
+            "pts_s": calls * points / elapsed}
+
+
+def runs(directory: str, n: int, pg: str | None = None, **_: Any) -> Result:
+    mlflow = _setup(directory, url=_pg_database(pg, "mlflow_runs") if pg else None)
     params = {f"param_{i}": i * 0.1 for i in range(10)}
     tags = {f"tag_{i}": f"value {i}" for i in range(3)}
     metrics = {f"metric_{i}": i * 0.5 for i in range(5)}
@@ -235,6 +298,7 @@ def env(directory: str, n: int, repeats: int, **_: Any) -> Result:
 # -- exists and search over many runs --------------------------------------------------------------
 
 SEARCH_FILTER = "metrics.acc > 0.9 and params.lr = '0.01' and tags.team = 'cv'"
+SEARCH_FILTER_2 = "metrics.acc > 0.9 and params.lr = '0.01'"  # search_pg's target row
 
 
 _TABLES = {  # MLflow's tables and the columns written (the rest keep their defaults)
@@ -248,25 +312,25 @@ _TABLES = {  # MLflow's tables and the columns written (the rest keep their defa
 
 
 class SyntheticStore:
-    """An MLflow SQLite store filled with FINISHED runs by bulk inserts into its tables (``log_batch`` for
-    each of 100k runs would take hours): what ``start_run`` + ``log_params`` + ``set_tags`` +
-    ``log_metrics`` (one point per metric) + ``end_run`` write, params as the strings MLflow stores."""
+    """An MLflow store filled with FINISHED runs by bulk inserts into its tables (``log_batch`` for each of
+    100k runs would take hours): what ``start_run`` + ``log_params`` + ``set_tags`` + ``log_metrics`` (one
+    point per metric) + ``end_run`` write, params as the strings MLflow stores. SQLite in ``directory``, or the
+    PostgreSQL database ``url`` (rows by ``execute_values``, then ``ANALYZE``, as on the labtrack side)."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, url: str | None = None) -> None:
         import sqlalchemy
 
-        mlflow = _setup(directory)
+        mlflow = _setup(directory, url=url)
         self.experiment_id = int(mlflow.get_experiment_by_name("bench").experiment_id)
         self.artifacts = os.path.join(directory, "mlruns", str(self.experiment_id))
-        self.engine = sqlalchemy.create_engine(f"sqlite:///{os.path.join(directory, 'mlflow.db')}")
+        self.postgres = url is not None
+        self.engine = sqlalchemy.create_engine(url or f"sqlite:///{os.path.join(directory, 'mlflow.db')}")
         self.ids = random.Random(20261123)
         self.n = 0
         self.build_s = 0.0
 
     def grow(self, total: int, batch: int = 25_000) -> None:
         t0 = time.perf_counter()
-        inserts = {name: f"INSERT INTO {name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-                   for name, cols in _TABLES.items()}
         base_ms = 1_700_000_000_000
         while self.n < total:
             rows: dict[str, list[tuple[Any, ...]]] = {name: [] for name in _TABLES}
@@ -282,10 +346,23 @@ class SyntheticStore:
                 rows["latest_metrics"] += [(k, v, end, 99, False, run_id) for k, v in m.items()]
                 rows["metrics"] += [(k, v, end, 99, False, run_id) for k, v in m.items()]
             with self.engine.begin() as conn:
-                conn.exec_driver_sql("PRAGMA synchronous=OFF")  # building the fixture, not measured
-                for name, table_rows in rows.items():
-                    conn.exec_driver_sql(inserts[name], table_rows)
+                if self.postgres:
+                    from psycopg2.extras import execute_values
+
+                    cursor = conn.connection.dbapi_connection.cursor()
+                    for name, table_rows in rows.items():
+                        execute_values(cursor, f"INSERT INTO {name} ({', '.join(_TABLES[name])}) VALUES %s",
+                                       table_rows, page_size=5000)
+                else:
+                    conn.exec_driver_sql("PRAGMA synchronous=OFF")  # building the fixture, not measured
+                    for name, table_rows in rows.items():
+                        cols = _TABLES[name]
+                        conn.exec_driver_sql(f"INSERT INTO {name} ({', '.join(cols)}) VALUES "
+                                             f"({', '.join('?' * len(cols))})", table_rows)
             self.n += len(rows["runs"])
+        if self.postgres:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("ANALYZE")
         self.build_s += time.perf_counter() - t0
 
 
@@ -320,27 +397,35 @@ def exists(directory: str, sizes: list[int], calls: int, **_: Any) -> Result:
     return result
 
 
-def search(directory: str, n: int, filter_calls: int, frame_calls: int, **_: Any) -> Result:
+def search(directory: str, n: int, filter_calls: int, frame_calls: int = 0, pg: str | None = None,
+           **_: Any) -> Result:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    store = SyntheticStore(directory)
+    store = SyntheticStore(directory, _pg_database(pg, "mlflow_search") if pg else None)
     store.grow(n)
     client = MlflowClient()
     experiment = [str(store.experiment_id)]
-    matching = sorted((m["acc"] for p, t, m in map(synthetic_run, range(n))
-                       if m["acc"] > 0.9 and p["lr"] == 0.01 and t["team"] == "cv"), reverse=True)
-    result: Result = {"n": n, "cmp_n": n, "build_s": store.build_s, "matching": len(matching)}
-
-    def query() -> Any:
-        return client.search_runs(experiment, filter_string=SEARCH_FILTER, order_by=["metrics.acc DESC"],
-                                  max_results=100)
-
-    found = query()
-    result["filter_ms"] = median_ms(query, filter_calls)
+    result: Result = {"n": n, "cmp_n": n, "build_s": store.build_s}
     problems = []
-    if [r.data.metrics["acc"] for r in found] != matching[:100]:
-        problems.append(f"the filter returned {len(found)} runs, not the top 100 of {len(matching)} by acc")
+    for clauses, text in ((3, SEARCH_FILTER), (2, SEARCH_FILTER_2)):
+        if clauses == 2 and not pg:
+            continue
+        matching = sorted((m["acc"] for p, t, m in map(synthetic_run, range(n))
+                           if m["acc"] > 0.9 and p["lr"] == 0.01 and (clauses < 3 or t["team"] == "cv")),
+                          reverse=True)
+
+        def query(text: str = text) -> Any:
+            return client.search_runs(experiment, filter_string=text, order_by=["metrics.acc DESC"],
+                                      max_results=100)
+
+        found = query()
+        suffix = "" if clauses == 3 else str(clauses)
+        result[f"filter{suffix}_ms"] = median_ms(query, filter_calls)
+        result[f"matching{suffix}"] = len(matching)
+        if [r.data.metrics["acc"] for r in found] != matching[:100]:
+            problems.append(f"{clauses} clauses: the filter returned {len(found)} runs, not the top 100 of "
+                            f"{len(matching)} by acc")
     frames = []
     try:
         for _ in range(frame_calls):
@@ -368,6 +453,9 @@ WORKLOADS: dict[str, Callable[..., Result]] = {
     "env": env,
     "exists": exists,
     "search": search,
+    "small_batches": small_batches,
+    "runs_pg": runs,  # with the PostgreSQL server's address as ``pg``
+    "search_pg": search,
     "concurrency_child": concurrency_child,
 }
 
