@@ -26,6 +26,7 @@ bench: venv
 lint: venv
 	$(BIN)/ruff check labtrack tests bench
 	$(BIN)/mypy labtrack
+	$(BIN)/mypy --strict labtrack/core
 
 clean:
 	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache

@@ -17,7 +17,15 @@ from typing import Any
 
 from labtrack.core.errors import InvalidInput
 
-__all__ = ["SETTINGS", "Setting", "Settings", "default_settings", "load_settings", "reset_default_settings"]
+__all__ = [
+    "ALL_SECTIONS",
+    "SETTINGS",
+    "Setting",
+    "Settings",
+    "default_settings",
+    "load_settings",
+    "reset_default_settings",
+]
 
 ALL_SECTIONS = ("hardware", "gpu", "frameworks", "packages", "system", "process", "git")
 

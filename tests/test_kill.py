@@ -10,6 +10,7 @@ made it, nothing else may be missing or doubled.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import signal
@@ -125,3 +126,26 @@ def test_a_recovery_killed_half_way_is_finished_by_the_next_one_exactly_once(
     lt.set_store(store)
     assert_exactly_once(run_id, points, batches)
     assert list(Path(os.environ["LABTRACK_SPOOL_DIR"]).glob("*/*/meta.json")) == []  # recovered: removed
+
+
+def test_labtrack_recover_stores_a_dead_process_spool_and_says_what_it_did(
+    tmp_path: Path, python_env: dict[str, str]
+) -> None:
+    env = {**python_env, "LABTRACK_FLUSH_INTERVAL": "3600", "LABTRACK_FLUSH_POINTS": str(10**9)}  # all in the spool
+    store = str(tmp_path / "store")
+    run_id, points, batches = kill_at_random(store, tmp_path, env, 0.5)
+    done = subprocess.run([sys.executable, "-m", "labtrack", "recover", "--json", "--store", store], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["spools"] == 1 and report["runs"] == [run_id] and report["crashed"] == [run_id]
+    assert report["problems"] == []
+    again = subprocess.run([sys.executable, "-m", "labtrack", "recover", "--store", store], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert "Nothing to recover" in again.stdout
+    lt.set_store(store)
+    assert_exactly_once(run_id, points, batches)
+    run = lt.get_run(run_id)
+    assert report["points"] == len(run.history("x")) + len(run.history("b"))  # all of it came from the spool
+    last_point = max(run.history("x").timestamps)
+    assert run.end_time is not None and run.end_time >= last_point  # crashed after its last point, not at its start

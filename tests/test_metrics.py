@@ -173,3 +173,19 @@ def test_metrics_logged_by_two_runs_stay_apart() -> None:
         lt.log_metric("x", 4.0)  # a again
     assert lt.get_run(a.id).history("x").values == [1.0, 4.0]
     assert lt.get_run(b.id).history("x").values == [2.0, 3.0]
+
+
+def test_a_history_iterates_as_points_and_converts_to_numpy_and_pandas() -> None:
+    with lt.start_run("m") as run:
+        run.log_batch({"x": [0.5, math.nan, -math.inf]}, steps=[2, 0, 1], timestamps=[10.0, 11.0, 12.0])
+    history = lt.get_run(run.id).history("x")
+    points = list(history)
+    assert [p[0] for p in points] == [0, 1, 2] and [p[1] for p in points] == [11.0, 12.0, 10.0]
+    assert bits([p[2] for p in points]) == bits([math.nan, -math.inf, 0.5])
+    array = history.to_numpy()
+    assert array.dtype.names == ("step", "timestamp", "value") and array["step"].tolist() == [0, 1, 2]
+    assert bits(array["value"].tolist()) == bits([math.nan, -math.inf, 0.5])
+    frame = history.to_pandas()
+    assert list(frame.columns) == ["step", "timestamp", "value"] and frame["step"].tolist() == [0, 1, 2]
+    assert str(frame["timestamp"].dt.tz) == "UTC" and frame["timestamp"].iloc[0].timestamp() == 11.0
+    assert bits(frame["value"].tolist()) == bits([math.nan, -math.inf, 0.5])

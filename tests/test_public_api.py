@@ -136,3 +136,41 @@ def test_run_exposes_the_documented_reading_api() -> None:
 def test_run_status_values_compare_as_strings() -> None:
     assert lt.RunStatus.FINISHED == "FINISHED"
     assert {s.value for s in lt.RunStatus} == {"RUNNING", "FINISHED", "FAILED", "KILLED", "CRASHED"}
+
+
+def _module_names() -> list[str]:
+    root = Path(labtrack.__file__).resolve().parent
+    names = []
+    for path in sorted(root.rglob("*.py")):
+        if "migrations" in path.parts or path.name == "__main__.py":
+            continue
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+@pytest.mark.parametrize("name", _module_names())
+def test_each_modules_all_lists_exactly_its_public_definitions(name: str) -> None:
+    """What a module defines without a leading underscore is what it offers the others: its ``__all__``
+    names all of it (click commands aside: the command line is their interface), and nothing else."""
+    import importlib
+
+    import click
+
+    module = importlib.import_module(name)
+    tree = ast.parse(Path(module.__file__ or "").read_text(encoding="utf-8"))
+    defined: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, ast.Assign):
+            defined.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            defined.add(node.target.id)
+    public = {n for n in defined if not n.startswith("_") and not isinstance(getattr(module, n, None), click.Command)}
+    listed = getattr(module, "__all__", None)
+    if listed is None:
+        assert public == set(), f"{name} defines {sorted(public)} but has no __all__"
+        return
+    assert [n for n in listed if not hasattr(module, n)] == [], f"{name}.__all__ names what it does not have"
+    assert sorted(public - set(listed)) == [], f"{name} defines public names missing from its __all__"

@@ -317,6 +317,23 @@ def reproduce_command(run_id: str, workdir: str | None, rtol: float, atol: float
     sys.exit(result.exit_code)
 
 
+@main.command()
+@_json_option
+@_command
+def recover(as_json: bool) -> None:
+    """Store what processes that died before their writes reached the store left in their spools.
+
+    Opening a store does it too; this does it now and says what it did. Runs whose process died without
+    ending them are marked CRASHED once their writes are in."""
+    from labtrack.verbs import tracking
+
+    report = tracking.recover()
+    if as_json:
+        _print_json(report)
+    else:
+        render.recovery(report)
+
+
 @main.group()
 def db() -> None:
     """Manage the store's database schema."""

@@ -15,13 +15,33 @@ from rich.text import Text
 from labtrack.core.aggregate import Grouping
 from labtrack.core.checks import DoctorReport, Reproduction, Verdict
 from labtrack.core.diff import RunDiff
-from labtrack.core.model import Experiment, RunStatus
+from labtrack.core.model import Experiment, Recovery, RunStatus
 from labtrack.core.views import RunColumns
 
 if TYPE_CHECKING:
     from labtrack.run.handle import Run
 
-__all__ = ["demo_progress", "error", "experiments", "note", "run_detail", "runs"]
+__all__ = [
+    "columns",
+    "compare",
+    "demo_progress",
+    "diff",
+    "doctor",
+    "environment",
+    "error",
+    "experiments",
+    "fmt_duration",
+    "fmt_time",
+    "fmt_value",
+    "groups",
+    "note",
+    "recovery",
+    "reproduction",
+    "run_detail",
+    "runs",
+    "status_text",
+    "verdict",
+]
 
 _out = Console(highlight=False)
 _err = Console(stderr=True, highlight=False)
@@ -436,3 +456,15 @@ def reproduction(result: Reproduction) -> None:
         state = Text("identical", style="green") if a.identical else Text(
             "missing" if a.new is None else "different content", style="red")
         _out.print(Text(f"  {a.path}: ") + state)
+
+
+def recovery(report: Recovery) -> None:
+    if not report.spools and not report.problems:
+        note("Nothing to recover: no spool of a dead process is waiting for this store.")
+        return
+    note(f"Recovered {report.spools} spool(s) of processes that died: {report.points:,} points and the other writes "
+         f"of {len(report.runs)} run(s) are in the store.")
+    if report.crashed:
+        note(f"Marked CRASHED (never ended): {', '.join(sorted(r[:8] for r in report.crashed))}")
+    for problem in report.problems:
+        error(problem)

@@ -32,7 +32,9 @@ from labtrack.core.wire import to_wire
 
 __all__ = [
     "EXIT_CODES",
+    "FRAMEWORKS",
     "LEVELS",
+    "NUMERICAL",
     "ArtifactCheck",
     "DoctorReport",
     "Finding",

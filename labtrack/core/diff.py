@@ -20,7 +20,16 @@ from labtrack.core.environment import section_of
 from labtrack.core.identity import canonical_json
 from labtrack.core.wire import to_wire
 
-__all__ = ["Change", "MetricDelta", "RunDiff", "RunView", "Section", "diff_runs", "version_change"]
+__all__ = [
+    "Change",
+    "MetricDelta",
+    "RunDiff",
+    "RunView",
+    "Section",
+    "diff_runs",
+    "identical_artifacts",
+    "version_change",
+]
 
 _RELEASE = re.compile(r"^\s*v?(\d+(?:\.\d+)*)(.*)$")
 # Packages whose version most directly decides numerical results (ranked with the frameworks).

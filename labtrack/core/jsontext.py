@@ -25,7 +25,7 @@ _INFINITY = float("inf")
 def json_text(value: Any) -> str:
     kind = type(value)
     if kind is str:
-        return _string(value)  # type: ignore[no-any-return]
+        return str(_string(value))
     if kind is float:
         if value != value:
             return "NaN"

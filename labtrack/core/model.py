@@ -6,7 +6,7 @@ Each travels in the one wire format of ``core.wire`` (a metric history packed, l
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -24,6 +24,7 @@ __all__ = [
     "MetricHistory",
     "MetricSummary",
     "NewRun",
+    "Recovery",
     "RunEnd",
     "RunRecord",
     "RunStatus",
@@ -73,6 +74,9 @@ class MetricSummary:
 
 @dataclass(frozen=True)
 class MetricHistory:
+    """Every point of one metric of one run, ordered by step (then by logging order): iterate it for
+    ``(step, timestamp, value)`` points, or take the columns ``steps``, ``timestamps``, ``values``."""
+
     key: str
     steps: list[int]
     timestamps: list[float]
@@ -81,8 +85,32 @@ class MetricHistory:
     def __len__(self) -> int:
         return len(self.steps)
 
+    def __iter__(self) -> Iterator[tuple[int, float, float]]:
+        return zip(self.steps, self.timestamps, self.values)
+
     def points(self) -> list[tuple[int, float, float]]:
-        return list(zip(self.steps, self.timestamps, self.values))
+        return list(self)
+
+    def to_numpy(self) -> Any:
+        """A numpy structured array with the fields ``step`` (int64), ``timestamp`` and ``value`` (float64)."""
+        import numpy as np  # an optional extra, needed only here
+
+        out = np.empty(len(self.steps), dtype=[("step", "<i8"), ("timestamp", "<f8"), ("value", "<f8")])
+        out["step"], out["timestamp"], out["value"] = self.steps, self.timestamps, self.values
+        return out
+
+    def to_pandas(self) -> Any:
+        """A DataFrame with the columns ``step``, ``timestamp`` (datetime, UTC) and ``value``; needs pandas
+        (``pip install 'labtrack[pandas]'``)."""
+        try:
+            import pandas as pd  # an optional extra, needed only here
+        except ImportError as exc:
+            raise ImportError("MetricHistory.to_pandas needs pandas: pip install 'labtrack[pandas]'") from exc
+        return pd.DataFrame({
+            "step": pd.array(self.steps, dtype="int64"),
+            "timestamp": pd.to_datetime(self.timestamps, unit="s", utc=True),
+            "value": pd.array(self.values, dtype="float64"),
+        })
 
     def wire_encode(self) -> dict[str, Json]:
         return {"key": self.key, **encode_points(self.steps, self.timestamps, self.values)}
@@ -230,3 +258,22 @@ class RunWrite:
     @property
     def points(self) -> int:
         return sum(len(chunk) for chunk in self.metrics.values())
+
+
+@dataclass
+class Recovery:
+    """What storing dead processes' spools did (``labtrack recover``): how many spools, which runs got writes
+    from them, how many points, which runs were then marked CRASHED, and what could not be done yet."""
+
+    spools: int = 0
+    runs: set[str] = field(default_factory=set)
+    points: int = 0
+    crashed: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, other: Recovery) -> None:
+        self.spools += other.spools
+        self.runs |= other.runs
+        self.points += other.points
+        self.crashed += other.crashed
+        self.problems += other.problems

@@ -13,6 +13,7 @@ import sys
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from labtrack.core.errors import InvalidInput
 from labtrack.core.wire import ENCODING, Json, decode_array, encode_array, expect_object, join_path
@@ -26,9 +27,9 @@ _SWAP = sys.byteorder != "little"
 
 @dataclass
 class Chunk:
-    steps: array  # array('q')
-    timestamps: array  # array('d')
-    values: array  # array('d')
+    steps: array[int]  # array('q')
+    timestamps: array[float]  # array('d')
+    values: array[float]  # array('d')
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -65,14 +66,14 @@ class Chunk:
         return decode_points(expect_object(data, path, POINT_FIELDS), path)
 
 
-def _to_bytes(arr: array) -> bytes:
+def _to_bytes(arr: array[Any]) -> bytes:
     if _SWAP:  # pragma: no cover - big-endian hosts only
         arr = array(arr.typecode, arr)
         arr.byteswap()
     return arr.tobytes()
 
 
-def _from_bytes(typecode: str, data: bytes) -> array:
+def _from_bytes(typecode: str, data: bytes) -> array[Any]:
     arr = array(typecode)
     arr.frombytes(data)
     if _SWAP:  # pragma: no cover - big-endian hosts only

@@ -88,12 +88,12 @@ def coerce_step(step: Any, key: str) -> int:
     step = _unwrap_numpy(step)
     if isinstance(step, bool) or not isinstance(step, numbers.Integral):
         raise InvalidInput(f"{field} must be an integer >= 0, got {type(step).__name__} {step!r}", field=field)
-    step = int(step)
-    if step < 0:
-        raise InvalidInput(f"{field} must be >= 0, got {step}", field=field)
-    if step >= 2**63:
-        raise InvalidInput(f"{field} must be below 2**63, got {step}", field=field)
-    return step
+    number = int(step)
+    if number < 0:
+        raise InvalidInput(f"{field} must be >= 0, got {number}", field=field)
+    if number >= 2**63:
+        raise InvalidInput(f"{field} must be below 2**63, got {number}", field=field)
+    return number
 
 
 def coerce_timestamp(timestamp: Any, key: str) -> float:

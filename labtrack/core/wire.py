@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 Json: TypeAlias = "bool | int | float | str | list[Json] | dict[str, Json] | None"
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 ENCODING = "le-base64"  # how packed arrays travel: base64 of the little-endian bytes
 _SWAP = sys.byteorder != "little"
@@ -250,7 +250,7 @@ def _encode_free(value: Any, path: str) -> Json:
 
 
 @overload
-def from_wire(tp: type[T], data: object, *, path: str = "") -> T: ...
+def from_wire(tp: type[_T], data: object, *, path: str = "") -> _T: ...
 @overload
 def from_wire(tp: object, data: object, *, path: str = "") -> Any: ...
 def from_wire(tp: object, data: object, *, path: str = "") -> Any:

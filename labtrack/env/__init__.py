@@ -15,7 +15,14 @@ from labtrack.core.environment import SCHEMA_VERSION, SECTIONS, Environment
 from labtrack.core.errors import InvalidInput
 from labtrack.env.options import ALL_SECTIONS, Captured, CaptureOptions
 
-__all__ = ["CaptureOptions", "Captured", "capture", "refresh_frameworks", "seed_everything"]
+__all__ = [
+    "PER_RUN_SECTIONS",
+    "CaptureOptions",
+    "Captured",
+    "capture",
+    "refresh_frameworks",
+    "seed_everything",
+]
 
 _DEFAULT_OPTIONS = CaptureOptions()
 

@@ -30,7 +30,7 @@ from labtrack.core.redact import redact_text, strip_url_credentials
 from labtrack.env import gitcache
 from labtrack.env.files import sha256_file
 
-__all__ = ["UNTRACKED_HASH_MAX_BYTES", "UNTRACKED_MAX_FILES", "gather", "truncate_diff"]
+__all__ = ["UNTRACKED_HASH_MAX_BYTES", "UNTRACKED_MAX_FILES", "find_root", "gather", "truncate_diff"]
 
 UNTRACKED_MAX_FILES = 1000  # listed untracked files; the count is always exact
 UNTRACKED_HASH_MAX_BYTES = 8 * 1024 * 1024  # larger untracked files are listed with size, not hashed

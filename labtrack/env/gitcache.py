@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MAX_ENTRIES", "RACY_SECONDS", "clear", "lookup", "store"]
+__all__ = ["MAX_ENTRIES", "RACY_SECONDS", "clear", "lookup", "mark_start", "store"]
 
 RACY_SECONDS = 2.0
 MAX_ENTRIES = 20_000

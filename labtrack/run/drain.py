@@ -36,7 +36,7 @@ from labtrack.run.spool import (
     split_position,
 )
 
-__all__ = ["Cut", "SpoolReader", "read_cut"]
+__all__ = ["Cut", "SpoolReader", "Staged", "read_cut", "remove_staged"]
 
 _SWAP = array("q", [1]).tobytes()[0] != 1  # a big-endian host reads the little-endian files swapped
 

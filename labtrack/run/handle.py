@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from labtrack.core.environment import Environment
     from labtrack.store.base import Store
 
-__all__ = ["GIT_DIFF_ARTIFACT", "Live", "RecordSource", "Run", "collect_files"]
+__all__ = ["GIT_DIFF_ARTIFACT", "Live", "RecordSource", "Run", "collect_files", "shared_part"]
 
 GIT_DIFF_ARTIFACT = "labtrack/git.diff"  # the uncommitted diff against HEAD, when the tree was dirty
 _TERMINAL_CHOICES = {s.value: s for s in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED)}

@@ -25,7 +25,7 @@ from labtrack.core.series import Chunk
 from labtrack.core.validation import check_key, coerce_metric_value, coerce_step, coerce_timestamp
 from labtrack.run.spool import BLOCK_HEAD, POINT, SEGMENT_POINTS, SEGMENT_SHIFT, Kind, Spool, encode
 
-__all__ = ["MAX_STEP", "RunLog", "float_array", "int_array"]
+__all__ = ["MAX_STEP", "RunLog", "float_array", "int_array", "journal_environment"]
 
 MAX_STEP = 2**63
 _MASK = SEGMENT_POINTS - 1

@@ -22,12 +22,23 @@ from typing import Any, Protocol
 
 from labtrack.core.model import RunStatus
 
-__all__ = ["HOST", "active", "error_of", "exit_status", "install_hooks", "push", "remove", "running", "state"]
+__all__ = [
+    "HOST",
+    "ActiveRun",
+    "active",
+    "error_of",
+    "exit_status",
+    "install_hooks",
+    "push",
+    "remove",
+    "running",
+    "state",
+]
 
 HOST = socket.gethostname()
 
 
-class Run(Protocol):
+class ActiveRun(Protocol):
     """What the stack holds: a run this process started (``labtrack.run.handle.Run``)."""
 
     id: str
@@ -40,7 +51,7 @@ class Run(Protocol):
 class _State:
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.stack: list[Run] = []
+        self.stack: list[ActiveRun] = []
         self.hooks_installed = False
         self.terminating: int | None = None  # the signal that is ending the process
         self.uncaught: BaseException | None = None
@@ -57,7 +68,7 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def active() -> Run | None:
+def active() -> ActiveRun | None:
     """The innermost active run of this process (a forked child does not inherit its parent's)."""
     with state.lock:
         if state.stack and state.stack[-1].owned_here():
@@ -65,13 +76,13 @@ def active() -> Run | None:
     return None
 
 
-def running() -> list[Run]:
+def running() -> list[ActiveRun]:
     """The runs this process started and has not ended, outermost first."""
     with state.lock:
         return [run for run in state.stack if run.owned_here()]
 
 
-def push(run: Run) -> Run | None:
+def push(run: ActiveRun) -> ActiveRun | None:
     """Make ``run`` the active run; returns the run that was active (its parent, if nested)."""
     with state.lock:
         if state.stack and not state.stack[-1].owned_here():
@@ -81,7 +92,7 @@ def push(run: Run) -> Run | None:
         return parent
 
 
-def remove(run: Run) -> None:
+def remove(run: ActiveRun) -> None:
     with state.lock:
         if run in state.stack:
             state.stack.remove(run)

@@ -15,11 +15,10 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from labtrack.core.errors import LabtrackError
-from labtrack.core.model import IngestMark, RunStatus
+from labtrack.core.model import IngestMark, Recovery, RunStatus
 from labtrack.run.drain import SpoolReader, read_cut, remove_staged
 from labtrack.run.writer import store_cut, store_key
 from labtrack.store.base import Store
@@ -27,17 +26,6 @@ from labtrack.store.base import Store
 __all__ = ["Recovery", "recover"]
 
 _STALE_MAKING = 3600.0  # a spool directory still being made after this long was abandoned
-
-
-@dataclass
-class Recovery:
-    """What a recovery did."""
-
-    spools: int = 0
-    runs: set[str] = field(default_factory=set)
-    points: int = 0
-    crashed: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
 
 
 def recover(store: Store, root: Path) -> Recovery:
@@ -101,6 +89,7 @@ def _recover_one(store: Store, path: Path, meta: dict[str, object], report: Reco
         marks = {run_id: mark for run_id in runs if (mark := store.ingest_mark(run_id, source)) is not None}
         journal, points = reader.drained()
         ended: set[str] = set()
+        last_seen: dict[str, float] = {}  # the latest point each run logged: when its process was last alive
         while True:
             cut = read_cut(reader, source, journal, points, names=names, marks=marks)
             if (cut.journal, cut.points) == (journal, points):
@@ -115,6 +104,8 @@ def _recover_one(store: Store, path: Path, meta: dict[str, object], report: Reco
                     ended.add(run_id)
                 if write.mark is not None:
                     marks[run_id] = IngestMark(source, cut.journal, cut.points)
+                for chunk in write.metrics.values():
+                    last_seen[run_id] = max(last_seen.get(run_id, 0.0), max(chunk.timestamps))
             journal, points = cut.journal, cut.points
             _set_drained(path, journal, points)
             reader.forget_below(journal, points)
@@ -128,7 +119,8 @@ def _recover_one(store: Store, path: Path, meta: dict[str, object], report: Reco
         except LabtrackError:
             continue
         if record.status is RunStatus.RUNNING and record.pid == meta.get("pid") and record.host == meta.get("host"):
-            if store.mark_crashed(run_id, record.heartbeat_time):
+            last = max(record.heartbeat_time or record.start_time, last_seen.get(run_id, 0.0))
+            if store.mark_crashed(run_id, record.heartbeat_time, end_time=last):
                 report.crashed.append(run_id)
     shutil.rmtree(path, ignore_errors=True)
 

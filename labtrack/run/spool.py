@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "BLOCK_HEAD",
     "HEADER",
     "JOURNAL_SEGMENT",
     "POINT",

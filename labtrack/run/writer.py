@@ -35,7 +35,7 @@ from labtrack.run.spool import Spool
 from labtrack.settings import Settings
 from labtrack.store.base import Store
 
-__all__ = ["BackgroundWriter", "Drainer", "spool_root", "writer"]
+__all__ = ["BackgroundWriter", "Drainer", "spool_root", "store_cut", "store_key", "writer"]
 
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 10.0

@@ -16,7 +16,16 @@ from labtrack.core.errors import InvalidInput, StoreError
 from labtrack.store.base import BlobStore, Store
 from labtrack.store.blobs import open_blobs
 
-__all__ = ["BACKENDS", "Backend", "BlobStore", "Store", "open_store", "resolve_location", "upgrade_store"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BlobStore",
+    "Store",
+    "open_store",
+    "resolve_location",
+    "scheme_of",
+    "upgrade_store",
+]
 
 
 @dataclass(frozen=True)

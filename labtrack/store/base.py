@@ -138,7 +138,9 @@ class Store(abc.ABC):
     def heartbeat(self, run_id: str, now: float) -> None: ...
 
     @abc.abstractmethod
-    def mark_crashed(self, run_id: str, observed_heartbeat: float | None) -> bool: ...
+    def mark_crashed(self, run_id: str, observed_heartbeat: float | None, end_time: float | None = None) -> bool:
+        """CRASHED (ending at ``end_time``, default the heartbeat), only if the run is still RUNNING with the
+        heartbeat the caller observed; returns whether it was."""
 
     @abc.abstractmethod
     def delete_tag(self, run_id: str, key: str) -> None: ...

@@ -20,7 +20,7 @@ from labtrack.store import schema as db
 from labtrack.store.engine import display_url, make_engine
 from labtrack.store.schema import SCHEMA_REVISION
 
-__all__ = ["create_schema", "read_revision", "upgrade_schema"]
+__all__ = ["alembic_version", "create_schema", "read_revision", "upgrade_schema"]
 
 _SCHEMA_LOCK = 72718281  # PostgreSQL advisory lock key held while a schema is created or upgraded
 

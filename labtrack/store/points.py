@@ -20,15 +20,15 @@ __all__ = ["CHUNK_MAX", "TAIL_MERGE_BELOW", "PointWrites", "none_to_nan", "plan_
 CHUNK_MAX = 8192  # points per chunk row
 TAIL_MERGE_BELOW = 1024  # a last chunk smaller than this is extended instead of adding a row
 
-Row = dict[str, Any]
+_Row = dict[str, Any]
 
 
 @dataclass
 class PointWrites:
-    chunk_updates: list[Row] = field(default_factory=list)
-    chunk_inserts: list[Row] = field(default_factory=list)
-    summary_updates: list[Row] = field(default_factory=list)
-    summary_inserts: list[Row] = field(default_factory=list)
+    chunk_updates: list[_Row] = field(default_factory=list)
+    chunk_inserts: list[_Row] = field(default_factory=list)
+    summary_updates: list[_Row] = field(default_factory=list)
+    summary_inserts: list[_Row] = field(default_factory=list)
 
 
 def _nan_to_none(value: float) -> float | None:

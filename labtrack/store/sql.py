@@ -218,12 +218,12 @@ class SqlStore(SqlBase, Store):
         with self._write() as conn:
             self._fast(conn, Q.heartbeat, [{"b_id": run_id, "b_now": now}])
 
-    def mark_crashed(self, run_id: str, observed_heartbeat: float | None) -> bool:
+    def mark_crashed(self, run_id: str, observed_heartbeat: float | None, end_time: float | None = None) -> bool:
         with self._write() as conn:
             done = conn.execute(
                 db.runs.update()
                 .where(db.runs.c.id == run_id, db.runs.c.status == "RUNNING", db.runs.c.heartbeat_time == observed_heartbeat)
-                .values(status="CRASHED", end_time=observed_heartbeat)
+                .values(status="CRASHED", end_time=observed_heartbeat if end_time is None else end_time)
             )
             if not done.rowcount:
                 return False

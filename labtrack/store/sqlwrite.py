@@ -35,7 +35,7 @@ from labtrack.store.points import TAIL_MERGE_BELOW, PointWrites, plan_writes
 from labtrack.store.sqlbase import SqlBase
 from labtrack.store.statements import FRAME_PARTS_IN, Q
 
-__all__ = ["apply_writes", "frames_of", "refresh_frames"]
+__all__ = ["apply_writes", "frames_of", "param_rows_of", "refresh_frames"]
 
 _IN_BATCH = 500  # keys per IN (...) list
 

@@ -41,7 +41,7 @@ from labtrack.store.points import CHUNK_MAX, TAIL_MERGE_BELOW
 
 __all__ = ["StoreContract", "chunk", "new_run", "same_floats", "search"]
 
-INF = math.inf
+_INF = math.inf
 
 
 def new_run(store: Store, experiment: str = "exp", run_id: str | None = None, start: float | None = None,
@@ -67,11 +67,11 @@ def search(store: Store, experiments: Sequence[str] | None = None, order: str | 
     return store.search_runs(Search(experiments=experiments, order_by=terms, **fields))
 
 
-def names(records: list[RunRecord]) -> list[str | None]:
+def _names(records: list[RunRecord]) -> list[str | None]:
     return [r.name for r in records]
 
 
-APPEND_PATTERNS = {
+_APPEND_PATTERNS = {
     "one past a chunk": [CHUNK_MAX + 1],
     "small tail then a full chunk": [TAIL_MERGE_BELOW - 1, CHUNK_MAX],
     "many tiny appends then big ones": [1] * 200 + [CHUNK_MAX - 200, 2, CHUNK_MAX * 2 + 5],
@@ -80,7 +80,7 @@ APPEND_PATTERNS = {
 }
 
 
-ORDERS = {
+_ORDERS = {
     "metrics.acc desc": ["c", "a", "e", "b", "d"],
     "metrics.acc asc": ["b", "e", "a", "c", "d"],
     "metrics.loss": ["b", "e", "a", "c", "d"],
@@ -271,18 +271,18 @@ class StoreContract:
 
     def test_nan_and_infinities_round_trip_exactly_in_history_and_summary(self, store: Store) -> None:
         run_id = new_run(store)
-        values = [math.nan, INF, -INF, 0.0, -0.0, 1e-308, 5e-324, 1.7976931348623157e308, -INF]
+        values = [math.nan, _INF, -_INF, 0.0, -0.0, 1e-308, 5e-324, 1.7976931348623157e308, -_INF]
         store.log_metrics(run_id, {"m": chunk(*enumerate(values))})
         history = store.get_metric_history(run_id, "m")
         assert same_floats(history.values, values)
         assert math.copysign(1.0, history.values[4]) == -1.0  # -0.0 keeps its sign
         summary = store.get_run(run_id).metrics["m"]
-        assert (summary.last, summary.min, summary.max) == (-INF, -INF, INF)
-        store.log_metrics(run_id, {"m": chunk((100, INF))})
-        assert store.get_run(run_id).metrics["m"].last == INF
+        assert (summary.last, summary.min, summary.max) == (-_INF, -_INF, _INF)
+        store.log_metrics(run_id, {"m": chunk((100, _INF))})
+        assert store.get_run(run_id).metrics["m"].last == _INF
 
     def test_large_series_across_chunk_boundaries_round_trip_exactly(self, store: Store) -> None:
-        for case, sizes in APPEND_PATTERNS.items():
+        for case, sizes in _APPEND_PATTERNS.items():
             run_id = new_run(store)
             step = 0
             for size in sizes:
@@ -364,20 +364,20 @@ class StoreContract:
         return ids
 
     def test_search_runs_defaults_to_newest_first_within_the_experiments(self, store: Store, ranked: dict) -> None:
-        assert names(search(store, ["s"])) == ["e", "d", "c", "b", "a"]
+        assert _names(search(store, ["s"])) == ["e", "d", "c", "b", "a"]
         assert len(search(store, None)) == 6
-        assert names(search(store, ["s", "other"]))[0] == "x"
+        assert _names(search(store, ["s", "other"]))[0] == "x"
         assert search(store, ["nope"]) == []
 
     def test_search_runs_order_by_sorts_and_puts_missing_keys_last(self, store: Store, ranked: dict) -> None:
-        got = {order: names(search(store, ["s"], order)) for order in ORDERS}
-        assert got == ORDERS
+        got = {order: _names(search(store, ["s"], order)) for order in _ORDERS}
+        assert got == _ORDERS
 
     def test_search_runs_max_results_and_offset_page_through_the_order(self, store: Store, ranked: dict) -> None:
         order = "metrics.acc desc"
-        assert names(search(store, ["s"], order, max_results=2)) == ["c", "a"]
-        assert names(search(store, ["s"], order, max_results=2, offset=2)) == ["e", "b"]
-        assert names(search(store, ["s"], order, max_results=10, offset=4)) == ["d"]
+        assert _names(search(store, ["s"], order, max_results=2)) == ["c", "a"]
+        assert _names(search(store, ["s"], order, max_results=2, offset=2)) == ["e", "b"]
+        assert _names(search(store, ["s"], order, max_results=10, offset=4)) == ["d"]
         assert search(store, ["s"], order, max_results=0) == []
 
     def test_search_runs_returns_full_records(self, store: Store, ranked: dict) -> None:

@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 from labtrack.core.errors import InvalidInput
 from labtrack.core.filters import parse_filter
 from labtrack.core.identity import DEFAULT_IDENTITY, check_identity, run_key
-from labtrack.core.model import Experiment, NewRun, Search
+from labtrack.core.model import Experiment, NewRun, Recovery, Search
 from labtrack.core.query import parse_order_by
 from labtrack.core.validation import check_key, checked_params, checked_tags
 from labtrack.run import process
 from labtrack.run.factory import begin
 from labtrack.run.handle import Run
 from labtrack.run.liveness import resolve_liveness
-from labtrack.run.recovery import Recovery, recover
+from labtrack.run.recovery import recover
 from labtrack.run.writer import spool_root, writer
 from labtrack.settings import Settings, default_settings
 from labtrack.store import Store, open_store

@@ -32,7 +32,16 @@ from labtrack.verbs.runs import RunClient
 
 ClientSource = RunClient | Callable[[], RunClient]  # a client, or what opens it when a call needs it
 
-__all__ = ["SweepResult", "TrackedFunction", "sweep", "track"]
+__all__ = [
+    "ClientSource",
+    "SweepResult",
+    "TrackedFunction",
+    "expand_grid",
+    "record_result",
+    "recorded_result",
+    "sweep",
+    "track",
+]
 
 _PICKLED_RESULT = "labtrack/result.pkl"
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from labtrack.core.errors import NoActiveRunError
 from labtrack.core.identity import DEFAULT_IDENTITY
-from labtrack.core.model import Experiment, RunStatus
+from labtrack.core.model import Experiment, Recovery, RunStatus
 from labtrack.run import process
 from labtrack.run.handle import Run
 from labtrack.settings import default_settings, reset_default_settings
@@ -59,6 +59,7 @@ __all__ = [
     "log_param",
     "log_params",
     "log_text",
+    "recover",
     "reproduce",
     "reset",
     "run_of",
@@ -94,6 +95,18 @@ def flush(*, store: str | None = None) -> None:
     """Wait until the store has everything this process logged to it (``end_run`` makes it crash-safe and
     hands it to the background writer; reads from this process wait by themselves)."""
     client(store).flush()
+
+
+def recover(*, store: str | None = None) -> Recovery:
+    """Store what processes that died before their writes reached the store left in their spools (opening a
+    store does it too), and mark their runs that never ended CRASHED; returns what was done."""
+    with _lock:
+        opened = _clients.get(store_location(store))
+    if opened is not None:
+        return opened.recover()
+    done = client(store).recovered  # opening the store recovered what there was
+    done.add(client(store).recover())
+    return done
 
 
 def client(store: str | None = None) -> Client:
