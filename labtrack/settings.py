@@ -102,6 +102,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("flush_timeout", 60.0, "LABTRACK_FLUSH_TIMEOUT",
             "Seconds that ending a run (or run.flush()) waits for an unreachable store before it warns and "
             "leaves the writes in the spool, to be written later.", _positive_float),
+    Setting("spool_max_mb", 2048, "LABTRACK_SPOOL_MAX_MB",
+            "Most megabytes of metric points a process keeps in its spool while the store does not take them "
+            "(a long outage at a high rate); beyond it, new points are dropped with a warning.", _positive_int),
     Setting("spool_dir", None, "LABTRACK_SPOOL_DIR",
             "Where processes keep their crash-safe spools. Default: <store dir>/spool for a directory or "
             "SQLite store, ~/.cache/labtrack/spool/<store> otherwise.", _text),

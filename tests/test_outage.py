@@ -170,3 +170,35 @@ def test_postgres_restarted_while_a_thread_logs_as_fast_as_it_can(durable_postgr
     got = lt.get_run(run.id)
     assert got.status is lt.RunStatus.FINISHED
     assert got.history("loss").steps == list(range(logged["n"]))
+
+
+def test_a_full_spool_drops_new_points_with_a_warning_and_keeps_what_came_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long outage at a high rate: past LABTRACK_SPOOL_MAX_MB (16 MB here: two files of 262,144 points)
+    new points are given up, so neither the disk nor memory fills; nothing logged before is lost, nothing
+    read back is garbage, and once the store takes what waits, logging is whole again."""
+    monkeypatch.setenv("LABTRACK_SQLITE_BUSY_TIMEOUT", "0.2")
+    monkeypatch.setenv("LABTRACK_SPOOL_MAX_MB", "16")
+    store = tmp_path / "store"
+    lt.set_store(str(store))
+    run = lt.start_run("full")
+    blocker = lock_in_another_process(store / "labtrack.db", 3.0, tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in range(1_000_000):
+            run.log_metric("x", float(step), step=step)
+    assert any("new points are dropped" in str(w.message) for w in caught)
+    blocker.communicate(timeout=30)
+    run.flush()
+    # The store took what waited: the spool has room again from its next file on (the file being given up
+    # when the store came back is given up whole: a reader skips whole files).
+    for step in range(1_000_000, 1_300_000):
+        run.log_metric("x", float(step), step=step)
+    run.end()
+    history = lt.get_run(run.id).history("x")
+    assert history.values == [float(s) for s in history.steps]  # every point read back is a real one
+    assert history.steps == sorted(set(history.steps))  # none twice
+    assert history.steps[: 2 * 262_144 - 10] == list(range(2 * 262_144 - 10))  # the first 16 MB are whole
+    assert history.steps[-100:] == list(range(1_299_900, 1_300_000))
+    assert len(history) < 1_300_000

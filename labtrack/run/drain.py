@@ -111,6 +111,12 @@ class SpoolReader:
             return self.live.maps.get(number)
         return self._file(f"points.{number:08d}")
 
+    def _dropped(self, number: int) -> bool:
+        """Whether the points of this file were given up (the spool was full): nothing there to read."""
+        if self.live is not None:
+            return number in self.live.discarded
+        return (self.path / f"points.{number:08d}.dropped").exists()
+
     def forget_below(self, journal: int, points: int) -> None:
         """Drop mappings of files wholly below the positions (a dead spool's reader)."""
         for name in list(self._opened):
@@ -189,6 +195,9 @@ class SpoolReader:
         position = start
         block = 1024
         while position < stop:
+            if self._dropped(position >> SEGMENT_SHIFT):
+                position = ((position >> SEGMENT_SHIFT) + 1) << SEGMENT_SHIFT
+                continue
             mapped = self._points(position >> SEGMENT_SHIFT)
             if mapped is None:
                 break

@@ -145,6 +145,8 @@ class Spool:
         self._series_ids = itertools.count(1)
         self.in_memory = False
         self.stale = False  # inherited through fork: renewed on first use
+        self.max_bytes = 1 << 62  # points files beyond this size are not kept (see ``place``)
+        self.dropped = 0  # points slots given up because the spool was full
         self.kick_at = 1 << 62  # the points position at which to wake the writer (see ``wake``)
         self.kick_every = 1 << 62
         self.on_wake: Callable[[], None] = lambda: None
@@ -158,6 +160,8 @@ class Spool:
         self.counter = itertools.count()  # the next points slot
         self.maps: dict[int, mmap.mmap] = {}  # points file number -> its mapping
         self.journals: dict[int, mmap.mmap] = {}  # journal file number -> its mapping
+        self.discarded: set[int] = set()  # points files given up while the spool was full (see ``place``)
+        self._scratch: mmap.mmap | None = None
         self.environments: set[str] = set()  # fingerprints of snapshots journaled (see log.journal_environment)
         self._journal: mmap.mmap | None = None
         self._journal_segment = -1
@@ -236,9 +240,32 @@ class Spool:
             number = slot >> SEGMENT_SHIFT
             found = self.maps.get(number)
             if found is None:
-                found = self._new_points_file(number)
+                found = self._discard(number) if self._full() else self._new_points_file(number)
                 self.maps[number] = found
             return slot, found
+
+    def _full(self) -> bool:
+        kept = sum(1 for mapped in self.maps.values() if mapped is not self._scratch)
+        return kept * SEGMENT_POINTS * POINT.size >= self.max_bytes
+
+    def _discard(self, number: int) -> mmap.mmap:
+        """The spool holds ``max_bytes`` of points the store has not taken (a long outage at a high rate):
+        the points of this file are given up — written to a scratch buffer that nothing reads — so that
+        neither the disk nor memory fills. What was logged before stays; warned once per full spell. Points
+        are kept again from the first file begun after the store has taken what waited."""
+        if self._scratch is None:
+            self._scratch = mmap.mmap(-1, SEGMENT_POINTS * POINT.size)
+        if not self.discarded or max(self.discarded) != number - 1:
+            warnings.warn(
+                f"labtrack: the spool {self.path} holds {self.max_bytes >> 20} MB of points the store "
+                f"{self.store_url} has not taken yet (LABTRACK_SPOOL_MAX_MB): new points are dropped until it "
+                "takes them; everything logged before is kept", RuntimeWarning, stacklevel=4,
+            )
+        self.discarded.add(number)
+        self.dropped += SEGMENT_POINTS
+        if not self.in_memory:
+            (self.path / f"points.{number:08d}.dropped").touch()  # so that a recoverer skips it too
+        return self._scratch
 
     def _new_points_file(self, number: int) -> mmap.mmap:
         size = SEGMENT_POINTS * POINT.size
@@ -262,9 +289,12 @@ class Spool:
         """Forget (unmap, delete) the points files wholly below ``position``: the store has them."""
         with self.lock:
             for number in [n for n in self.maps if (n + 1) << SEGMENT_SHIFT <= position]:
-                self.maps.pop(number).close()
+                mapped = self.maps.pop(number)
+                if mapped is not self._scratch:
+                    mapped.close()
                 if not self.in_memory:
                     (self.path / f"points.{number:08d}").unlink(missing_ok=True)
+                    (self.path / f"points.{number:08d}.dropped").unlink(missing_ok=True)
 
     # -- series ---------------------------------------------------------------------------------
 
@@ -387,7 +417,7 @@ class Spool:
     def close(self, *, remove: bool) -> None:
         """Unmap everything; ``remove`` the directory (everything is in the store) or leave it to recovery."""
         with self.lock:
-            for mapped in [*self.maps.values(), *self.journals.values()]:
+            for mapped in {id(m): m for m in [*self.maps.values(), *self.journals.values()]}.values():
                 mapped.close()
             self.maps.clear()
             self.journals.clear()

@@ -85,6 +85,7 @@ class Drainer:
         self.closed = False
         spool.kick_every = settings.flush_points
         spool.kick_at = settings.flush_points
+        spool.max_bytes = settings.spool_max_mb << 20
 
     # -- one cut --------------------------------------------------------------------------------
 
