@@ -168,6 +168,7 @@ class Spool:
         self._journal_offset = 0
         self._journal_size = 0
         self._lock_fd: int | None = None
+        self._names_fd: int | None = None
         try:
             self.path = self._create_directory()
         except OSError as exc:
@@ -214,7 +215,10 @@ class Spool:
         self.maps = {}
         self.journals = {}
         self._journal = None
-        self._lock_fd = None  # the parent's: closing it here would not release the parent's lock anyway
+        if self._lock_fd is not None:  # the child's copy of the parent's lock: the lock is the parent's alone
+            os.close(self._lock_fd)  # (closing a copy does not release it; keeping it would keep it held)
+        self._lock_fd = None
+        self._names_fd = None
         self.stale = True
 
     def _renew(self) -> None:
@@ -311,11 +315,10 @@ class Spool:
         lines = b"".join(encode({"s": s, "r": r, "k": k}) + b"\n" for s, (r, k) in items)
         if not lines or self.in_memory:
             return
-        fd = os.open(self.path / "names", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, lines)
-        finally:
-            os.close(fd)
+        if self._names_fd is None:
+            self._names_fd = os.open(self.path / "names", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                                     0o600)
+        os.write(self._names_fd, lines)
 
     # -- journal --------------------------------------------------------------------------------
 
@@ -424,6 +427,9 @@ class Spool:
             self._journal = None
             if remove or self.in_memory:
                 shutil.rmtree(self.path, ignore_errors=True)
+            if self._names_fd is not None:
+                os.close(self._names_fd)
+                self._names_fd = None
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None

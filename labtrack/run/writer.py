@@ -97,11 +97,11 @@ class Drainer:
             if self.closed:
                 return True
             cut = self.pending
-            if cut is None:
-                cut = read_cut(self.reader, self.spool.source, *self.drained)
-                if (cut.journal, cut.points) == self.drained:
-                    return True
             try:
+                if cut is None:
+                    cut = read_cut(self.reader, self.spool.source, *self.drained)
+                    if (cut.journal, cut.points) == self.drained:
+                        return True
                 if not cut.empty:
                     self._store(cut, retry=self.pending is not None)
             except Exception as exc:
@@ -137,7 +137,7 @@ class Drainer:
             print(f"labtrack: store {self.store.display_url} is reachable again; everything kept meanwhile is "
                   "being written", file=sys.stderr)
 
-    def _failed(self, cut: Cut, exc: Exception) -> None:
+    def _failed(self, cut: Cut | None, exc: Exception) -> None:
         self.pending = cut
         self.failures += 1
         delay = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (self.failures - 1))
@@ -334,6 +334,11 @@ class BackgroundWriter:
             found.flush(timeout)
         except StoreError as exc:
             print(f"labtrack: {exc}", file=sys.stderr)
+        if found.live:  # runs of this store still log into the spool: it stays open, and is drained at exit
+            with self._lock:
+                self._drainers[id(store)] = found
+                self._spools[id(store)] = (store, found.spool, found.settings)
+            return
         with found.lock:
             found.spool.close(remove=not found.pending_work())
             found.closed = True
