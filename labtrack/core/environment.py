@@ -141,8 +141,12 @@ class Environment:
     Treat it as immutable: the fingerprint is computed once, on first use.
     """
 
-    def __init__(self, snapshot: dict[str, Any]) -> None:
+    def __init__(self, snapshot: dict[str, Any], *, fingerprint: str | None = None) -> None:
+        """``fingerprint``: the snapshot's fingerprint when the caller knows it already (a capture that
+        reused an earlier one's unchanged sections): hashing costs more than capturing again."""
         self.snapshot = snapshot
+        if fingerprint is not None:
+            self.__dict__["fingerprint"] = fingerprint  # cached_property's slot
 
     @cached_property
     def fingerprint(self) -> str:

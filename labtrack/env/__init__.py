@@ -67,9 +67,7 @@ def capture(options: CaptureOptions = _DEFAULT_OPTIONS, *, reuse: Captured | Non
         if not isinstance(result, dict):
             result = {"error": f"gatherer returned {type(result).__name__}, not a dict"}
         snapshot[name] = result
-    environment = Environment(snapshot)
-    if reuse is not None:
-        environment.__dict__["fingerprint"] = reuse.environment.fingerprint  # cached_property's slot
+    environment = Environment(snapshot, fingerprint=reuse.environment.fingerprint if reuse is not None else None)
     return Captured(environment=environment, git_diff=diff)
 
 

@@ -90,8 +90,8 @@ class SqlStore(SqlBase, Store):
             experiment = Experiment(id=row.id, name=row.name, created_time=row.created_time)
         else:
             with self._write() as conn:
-                experiment = self._experiment_in(conn, name)
-        self._remember_experiment(experiment)
+                experiment = self.experiment_in(conn, name)
+        self.remember_experiment(experiment)
         return experiment
 
     def list_experiments(self) -> list[tuple[Experiment, int]]:
@@ -115,18 +115,18 @@ class SqlStore(SqlBase, Store):
         """Records of ``ids`` (those that exist), keyed by id."""
         records: dict[str, RunRecord] = {}
         for (run_id, name, status, start, end, beat, host, pid, error, key, fingerprint, note, result,
-             experiment) in self._select_in(conn, RUNS_IN, ids):
+             experiment) in self.select_in(conn, RUNS_IN, ids):
             records[run_id] = RunRecord(
                 id=run_id, experiment=experiment, status=_STATUSES[status], start_time=start, end_time=end,
                 heartbeat_time=beat, host=host, pid=pid, name=name, error=json.loads(error) if error else None,
                 run_key=key, env_fingerprint=fingerprint, note=note, result=json.loads(result) if result else None,
             )
         # Rows come ordered by key, so each record's dicts are sorted without sorting them.
-        for run_id, key, value in self._select_in(conn, PARAMS_IN, ids):
+        for run_id, key, value in self.select_in(conn, PARAMS_IN, ids):
             records[run_id].params[key] = _decode_param(value)
-        for run_id, key, value in self._select_in(conn, TAGS_IN, ids):
+        for run_id, key, value in self.select_in(conn, TAGS_IN, ids):
             records[run_id].tags[key] = value
-        for run_id, key, count, last, step, stamp, low, high in self._select_in(conn, METRICS_IN, ids):
+        for run_id, key, count, last, step, stamp, low, high in self.select_in(conn, METRICS_IN, ids):
             records[run_id].metrics[key] = MetricSummary(
                 key=key, last=none_to_nan(last), last_step=step, last_timestamp=stamp,
                 min=none_to_nan(low), max=none_to_nan(high), count=count,
@@ -204,7 +204,7 @@ class SqlStore(SqlBase, Store):
         with self._write() as conn:
             experiments = apply_writes(self, conn, writes, retry)
         for experiment in experiments:
-            self._remember_experiment(experiment)
+            self.remember_experiment(experiment)
 
     def ingest_mark(self, run_id: str, source: str) -> IngestMark | None:
         with self._read() as conn:
@@ -216,7 +216,7 @@ class SqlStore(SqlBase, Store):
 
     def heartbeat(self, run_id: str, now: float) -> None:
         with self._write() as conn:
-            self._fast(conn, Q.heartbeat, [{"b_id": run_id, "b_now": now}])
+            self.fast(conn, Q.heartbeat, [{"b_id": run_id, "b_now": now}])
 
     def mark_crashed(self, run_id: str, observed_heartbeat: float | None, end_time: float | None = None) -> bool:
         with self._write() as conn:
@@ -244,7 +244,7 @@ class SqlStore(SqlBase, Store):
                 .order_by(db.metric_chunks.c.seq)
             ).all()
             if not rows:
-                self._require_run(conn, run_id)
+                self.require_run(conn, run_id)
         series = Chunk.empty()
         for r in rows:
             series.extend(unpack(r.step_data, r.time_data, r.value_data))
@@ -297,7 +297,7 @@ class SqlStore(SqlBase, Store):
             ).first()
             if finished is not None:
                 return ClaimState.DONE
-            stmt = self._insert_ignore(db.claims).values(
+            stmt = self.insert_ignore(db.claims).values(
                 run_key=run_key, owner=owner, state="running", lease_until=now + lease, created_time=now
             )
             inserted = stmt.on_conflict_do_nothing(index_elements=["run_key"]).returning(db.claims.c.run_key)
@@ -345,7 +345,7 @@ class SqlStore(SqlBase, Store):
         from labtrack.store.versions import version_key
 
         with self._write() as conn:
-            stmt = self._insert_ignore(db.environments).values(
+            stmt = self.insert_ignore(db.environments).values(
                 fingerprint=fingerprint, snapshot=json.dumps(snapshot, sort_keys=True), created_time=time.time()
             )
             inserted = stmt.on_conflict_do_nothing(index_elements=["fingerprint"]).returning(

@@ -169,7 +169,7 @@ class SqlBase:
 
     # -- statements -----------------------------------------------------------------------------
 
-    def _fast(self, conn: Connection, stmt: Any, rows: list[dict[str, Any]]) -> int:
+    def fast(self, conn: Connection, stmt: Any, rows: list[dict[str, Any]]) -> int:
         """Execute a prebuilt statement from ``Q`` for ``rows`` (see ``RawStatement``); returns the rowcount."""
         raw = self._raws.get(id(stmt))
         if raw is None:
@@ -184,7 +184,7 @@ class SqlBase:
     @contextmanager
     def pipelined(self, conn: Connection) -> Iterator[None]:
         """On PostgreSQL, psycopg's pipeline mode for statements that return nothing (plain inserts through
-        ``_fast``): they go to the server without waiting for each answer, one round trip for them all."""
+        ``fast``): they go to the server without waiting for each answer, one round trip for them all."""
         pipeline = getattr(conn.connection.dbapi_connection, "pipeline", None) if self.dialect == "postgresql" else None
         if pipeline is None:
             yield
@@ -192,7 +192,7 @@ class SqlBase:
         with pipeline():
             yield
 
-    def _insert_ignore(self, table: Table) -> Any:
+    def insert_ignore(self, table: Table) -> Any:
         """An INSERT that can take ON CONFLICT clauses, in this dialect."""
         if self.dialect == "postgresql":
             from sqlalchemy.dialects import postgresql
@@ -206,7 +206,7 @@ class SqlBase:
         """INSERT ... ON CONFLICT (primary key) DO UPDATE of every other column, built once per table."""
         found = self._upserts.get(table.name)
         if found is None:
-            stmt = self._insert_ignore(table)
+            stmt = self.insert_ignore(table)
             keys = [c.name for c in table.primary_key.columns]
             found = stmt.on_conflict_do_update(
                 index_elements=keys, set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
@@ -214,7 +214,7 @@ class SqlBase:
             self._upserts[table.name] = found
         return found
 
-    def _driver_rows(self, conn: Connection, template: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    def driver_rows(self, conn: Connection, template: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Rows of ``template`` (SQL whose ``{mark}`` are the dialect's parameter markers), through the driver."""
         cursor = conn.connection.cursor()
         try:
@@ -223,7 +223,7 @@ class SqlBase:
         finally:
             cursor.close()
 
-    def _select_in(self, conn: Connection, template: str, ids: Sequence[str]) -> list[tuple[Any, ...]]:
+    def select_in(self, conn: Connection, template: str, ids: Sequence[str]) -> list[tuple[Any, ...]]:
         """Rows of ``template`` (SQL with ``{ids}`` for the id list, once or more) for ``ids``, through the
         driver.
 
@@ -238,30 +238,30 @@ class SqlBase:
         finally:
             cursor.close()
 
-    def _require_run(self, conn: Connection, run_id: str) -> str:
+    def require_run(self, conn: Connection, run_id: str) -> str:
         """The run's stored status; raises RunNotFound. On PostgreSQL the run's row stays locked until the
         transaction ends, so that a write racing another write of the same run sees its outcome."""
         lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
-        found = self._driver_rows(conn, "SELECT status FROM runs WHERE id = {mark}" + lock, [run_id])
+        found = self.driver_rows(conn, "SELECT status FROM runs WHERE id = {mark}" + lock, [run_id])
         if not found:
             raise self.missing_run(run_id)
         return str(found[0][0])
 
     # -- experiments ----------------------------------------------------------------------------
 
-    def _experiment_in(self, conn: Connection, name: str) -> Experiment:
+    def experiment_in(self, conn: Connection, name: str) -> Experiment:
         """The experiment called ``name``, created in ``conn``'s write transaction if new."""
         cached = self._experiments.get(name)
         if cached is not None:
             return cached
         row = conn.execute(select(db.experiments).where(db.experiments.c.name == name)).first()
         if row is None:
-            stmt = self._insert_ignore(db.experiments).values(name=name, created_time=time.time())
+            stmt = self.insert_ignore(db.experiments).values(name=name, created_time=time.time())
             conn.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
             row = conn.execute(select(db.experiments).where(db.experiments.c.name == name)).one()
         experiment = Experiment(id=row.id, name=row.name, created_time=row.created_time)
         return experiment
 
-    def _remember_experiment(self, experiment: Experiment) -> None:
+    def remember_experiment(self, experiment: Experiment) -> None:
         """Cache an experiment once the transaction that may have created it has committed."""
         self._experiments[experiment.name] = experiment

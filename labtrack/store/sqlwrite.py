@@ -48,7 +48,7 @@ def apply_writes(base: SqlBase, conn: Connection, writes: Sequence[RunWrite], re
     created = _Inserts()
     for write in writes:
         if write.create is not None:
-            experiment = base._experiment_in(conn, write.create.experiment)
+            experiment = base.experiment_in(conn, write.create.experiment)
             experiments.append(experiment)
             if not retry or not _exists(base, conn, write.run_id):
                 created.add(write, experiment.id)
@@ -60,7 +60,7 @@ def apply_writes(base: SqlBase, conn: Connection, writes: Sequence[RunWrite], re
 
 def _exists(base: SqlBase, conn: Connection, run_id: str) -> bool:
     lock = " FOR UPDATE" if base.dialect == "postgresql" else ""
-    return bool(base._driver_rows(conn, "SELECT 1 FROM runs WHERE id = {mark}" + lock, [run_id]))
+    return bool(base.driver_rows(conn, "SELECT 1 FROM runs WHERE id = {mark}" + lock, [run_id]))
 
 
 # -- runs created by this write -------------------------------------------------------------------
@@ -121,7 +121,7 @@ class _Inserts:
             for stmt, rows in ((Q.insert_run, self.runs), (Q.insert_params, self.params), (Q.insert_tags, self.tags),
                                (Q.insert_artifacts, self.artifacts), (Q.insert_mark, self.marks)):
                 if rows:
-                    base._fast(conn, stmt, rows)
+                    base.fast(conn, stmt, rows)
             _store_points(base, conn, self.points)
 
 
@@ -130,7 +130,7 @@ class _Inserts:
 
 def _update(base: SqlBase, conn: Connection, write: RunWrite, retry: bool) -> None:
     run_id = write.run_id
-    status = base._require_run(conn, run_id)  # on PostgreSQL the row stays locked: writers take turns
+    status = base.require_run(conn, run_id)  # on PostgreSQL the row stays locked: writers take turns
     changed = False  # anything a frame holds (params, tags, metrics)
     if write.create is not None:  # a retried creation: what it carried is written like later logging
         new = write.create
@@ -171,7 +171,7 @@ def _update(base: SqlBase, conn: Connection, write: RunWrite, retry: bool) -> No
     if write.end is not None:
         frame = frames_of(base, conn, [run_id], ending={run_id: write.end.end_time})[run_id]
         # The status and the frame in one statement: ending is on every run's path.
-        base._fast(conn, Q.end_run, [{
+        base.fast(conn, Q.end_run, [{
             "b_id": run_id, "b_status": write.end.status.value, "b_end": write.end.end_time,
             "b_error": _error_text(write.end.error),
             "b_keys": frame.keys, "b_values": frame.values, "b_numbers": frame.numbers,
@@ -210,7 +210,7 @@ def _stored_already(base: SqlBase, conn: Connection, run_id: str, mark: IngestMa
     if mark is None:
         return False
     lock = " FOR UPDATE" if base.dialect == "postgresql" else ""
-    found = base._driver_rows(
+    found = base.driver_rows(
         conn, "SELECT journal, points FROM ingest_marks WHERE run_id = {mark} AND source = {mark}" + lock,
         [run_id, mark.source],
     )
@@ -247,7 +247,7 @@ def _store_points(base: SqlBase, conn: Connection, writes: PointWrites) -> None:
     for stmt, planned in ((Q.update_chunk, writes.chunk_updates), (Q.insert_chunk, writes.chunk_inserts),
                           (Q.update_summary, writes.summary_updates), (Q.insert_summary, writes.summary_inserts)):
         if planned:
-            base._fast(conn, stmt, planned)
+            base.fast(conn, stmt, planned)
 
 
 # -- frames ---------------------------------------------------------------------------------------
@@ -257,7 +257,7 @@ def frames_of(base: SqlBase, conn: Connection, run_ids: Sequence[str],
               ending: Mapping[str, float] | None = None) -> dict[str, FrameRow]:
     """The frames of those of ``run_ids`` that have ended, or are ending now (``ending``: their end
     times), from their rows."""
-    return build_frames(base._select_in(conn, FRAME_PARTS_IN, run_ids), ending or {})
+    return build_frames(base.select_in(conn, FRAME_PARTS_IN, run_ids), ending or {})
 
 
 def refresh_frames(base: SqlBase, conn: Connection, run_ids: Sequence[str]) -> int:
@@ -265,7 +265,7 @@ def refresh_frames(base: SqlBase, conn: Connection, run_ids: Sequence[str]) -> i
     returns how many."""
     frames = frames_of(base, conn, run_ids)
     if frames:
-        base._fast(conn, Q.set_frame, [
+        base.fast(conn, Q.set_frame, [
             {"b_id": run_id, "b_keys": f.keys, "b_values": f.values, "b_numbers": f.numbers}
             for run_id, f in frames.items()
         ])

@@ -1,7 +1,7 @@
 """The SQL store's statements: the hot ones built once, and the id-list reads that go through the driver.
 
 An id-list template holds ``{ids}`` where the store puts one bound-parameter marker per id (see
-``SqlStore._select_in``): ids are always parameters, never SQL text.
+``SqlBase.select_in``): ids are always parameters, never SQL text.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ FRAME_PARTS_IN = (
 
 class Q:
     """Hot statements, built once: SQLAlchemy then reuses their compiled form on every call (and
-    ``SqlStore._fast`` compiles each once per dialect for the DBAPI cursor)."""
+    ``SqlBase.fast`` compiles each once per dialect for the DBAPI cursor)."""
 
     insert_run = db.runs.insert()
     insert_params = db.params.insert()

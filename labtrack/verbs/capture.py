@@ -77,8 +77,8 @@ def for_run(settings: Settings) -> Captured | None:
 
 
 def _capture(settings: Settings) -> Captured:
-    from labtrack.core.environment import fingerprint_subset
-    from labtrack.env import capture
+    from labtrack.core.environment import Environment, fingerprint_subset
+    from labtrack.env import Captured, capture
 
     options = capture_options(settings)
     now = time.monotonic()
@@ -90,7 +90,7 @@ def _capture(settings: Settings) -> Captured:
     subset = fingerprint_subset(captured.environment.snapshot)
     known = _cache.fingerprint
     if known is not None and known[0] == subset:
-        captured.environment.__dict__["fingerprint"] = known[1]
+        captured = Captured(Environment(captured.environment.snapshot, fingerprint=known[1]), captured.git_diff)
     else:
         _cache.fingerprint = (subset, captured.environment.fingerprint)
     _cache.last = (options, now, captured)
