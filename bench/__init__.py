@@ -1,4 +1,5 @@
-"""labtrack's benchmark: the same workloads on labtrack and, side by side, on MLflow (SQLite backend).
+"""labtrack's benchmark: the same workloads on labtrack and, side by side, on MLflow (SQLite backend; the
+``*_pg`` workloads on a throw-away PostgreSQL server both sides share, a database each).
 
     make bench                      # = python -m bench
     python -m bench --quick         # smaller sizes, a smoke run
@@ -9,7 +10,11 @@ Layout:
 - ``bench.spec``              what each workload measures: its rows, units, targets (``WORKLOADS``)
 - ``bench.workloads_labtrack`` the labtrack side; ``python -m bench.workloads_labtrack NAME`` prints JSON
 - ``bench/workloads_mlflow.py`` the MLflow side, a standalone script run by the MLflow virtualenv's python
-- ``bench.mlflow_env``        installs MLflow into ``.bench/mlflow-venv`` (once)
+- ``bench.faults``            the labtrack side of the fault workloads (SIGKILL, store outage)
+- ``bench.synthetic``         a store of many runs built by bulk inserts (SQLite or PostgreSQL)
+- ``bench.children``          child processes of the labtrack side
+- ``bench.postgres``          the throw-away PostgreSQL cluster (Debian's binaries, fsync on, loopback)
+- ``bench.mlflow_env``        installs MLflow into ``.bench/mlflow-venv`` (once), psycopg2 and pandas beside it
 - ``bench.report``            the table
 
 Each workload runs in fresh subprocesses with fresh temporary stores. To add a workload: a function in
