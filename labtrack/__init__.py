@@ -24,7 +24,6 @@ from labtrack.core.errors import (
 from labtrack.core.model import ArtifactInfo, MetricHistory, MetricSummary, RunStatus
 from labtrack.run.handle import Run
 from labtrack.verbs.client import Client
-from labtrack.verbs.runlist import RunList
 from labtrack.verbs.tracking import (
     active_run,
     capture_environment,
@@ -62,6 +61,7 @@ __version__ = "0.1.0"
 
 # Loaded on first use, so that `import labtrack` stays fast: (module, name) for each lazy public name.
 _LAZY = {
+    "RunList": "labtrack.verbs.runlist",
     "SweepResult": "labtrack.verbs.sweeps",
     "TrackedFunction": "labtrack.verbs.sweeps",
 }

@@ -25,7 +25,18 @@ __all__ = [
 ]
 
 
+def _text(value: str) -> str:
+    return value if value.isascii() else unicodedata.normalize("NFC", value)  # ASCII is already NFC
+
+
 def canonical_value(value: Any) -> Any:
+    kind = type(value)  # the common exact types first: this runs on every param of every run
+    if kind is str:
+        return _text(value)
+    if kind is int:
+        return value
+    if kind is dict:
+        return {_text(k) if type(k) is str else _text(str(k)): canonical_value(v) for k, v in value.items()}
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, float):
@@ -39,11 +50,11 @@ def canonical_value(value: Any) -> Any:
     if isinstance(value, int):
         return value
     if isinstance(value, str):
-        return unicodedata.normalize("NFC", value)
+        return _text(value)
     if isinstance(value, (list, tuple)):
         return [canonical_value(v) for v in value]
     if isinstance(value, dict):
-        return {unicodedata.normalize("NFC", str(k)): canonical_value(v) for k, v in value.items()}
+        return {_text(str(k)): canonical_value(v) for k, v in value.items()}
     return str(value)
 
 
@@ -96,7 +107,8 @@ def run_key(
     """
     body: dict[str, Any] = {"v": 1, "experiment": canonical_value(experiment)}
     if "params" in identity:
-        body["params"] = {k: v for k, v in params.items() if k not in set(exclude)}
+        excluded = set(exclude)
+        body["params"] = {k: v for k, v in params.items() if k not in excluded} if excluded else params
     if "code" in identity:
         body["code"] = code
     if "inputs" in identity:

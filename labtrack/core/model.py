@@ -8,13 +8,15 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-# Node and OrderTerm are imported at run time although only hints name them: the wire format reads the hints.
-from labtrack.core.filters import Node
+# OrderTerm is imported at run time although only hints name it: the wire format reads the hints.
 from labtrack.core.query import OrderTerm
 from labtrack.core.series import POINT_FIELDS, Chunk, decode_points, encode_points
 from labtrack.core.wire import Json, expect_object, from_wire, join_path, to_wire
+
+if TYPE_CHECKING:
+    from labtrack.core.filters import Node
 
 __all__ = [
     "ArtifactInfo",
@@ -31,6 +33,7 @@ __all__ = [
     "RunWrite",
     "Search",
     "effective_status",
+    "wire_types",
 ]
 
 
@@ -277,3 +280,11 @@ class Recovery:
         self.points += other.points
         self.crashed += other.crashed
         self.problems += other.problems
+
+
+def wire_types() -> dict[str, object]:
+    """The names this module's hints use that it imports only when asked (the filter language's nodes,
+    which ``import labtrack`` does not need): ``core.wire`` resolves the hints with them."""
+    from labtrack.core.filters import Node
+
+    return {"Node": Node}

@@ -138,6 +138,9 @@ def _jsonable(value: Any, field: str) -> Any:
 
 
 def coerce_param_value(value: Any, key: str) -> Any:
+    kind = type(value)
+    if kind is float or kind is int or kind is bool or value is None or (kind is str and len(value) < 1000):
+        return value  # the common case, as it is stored
     field = f"param {key!r}"
     out = _jsonable(value, field)
     if out is None or isinstance(out, (bool, int, float)) or (isinstance(out, str) and len(out) < 1000):
@@ -153,6 +156,8 @@ def coerce_param_value(value: Any, key: str) -> Any:
 
 
 def coerce_tag_value(value: Any, key: str) -> str:
+    if type(value) is str and len(value) <= MAX_TAG_VALUE_LENGTH and "\x00" not in value:
+        return value
     field = f"tag {key!r}"
     value = _unwrap_numpy(value)
     if isinstance(value, (bool, int, float)):

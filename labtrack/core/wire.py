@@ -27,7 +27,6 @@ malformed array raises ``InvalidInput`` whose ``field`` is the path to the value
 
 from __future__ import annotations
 
-import base64
 import binascii
 import collections.abc as abc
 import dataclasses
@@ -100,7 +99,7 @@ def encode_array(values: Iterable[int] | Iterable[float], typecode: str) -> str:
     if _SWAP:  # pragma: no cover - big-endian hosts only
         arr = array(typecode, arr)
         arr.byteswap()
-    return base64.b64encode(arr.tobytes()).decode("ascii")
+    return binascii.b2a_base64(arr.tobytes(), newline=False).decode("ascii")
 
 
 def _infer(obj: object) -> object:
@@ -332,7 +331,7 @@ def decode_array(data: object, typecode: str, path: str) -> array[Any]:
     if not isinstance(data, str):
         raise _invalid(path, f"a {ENCODING} string", data)
     try:
-        raw = base64.b64decode(data.encode("ascii"), validate=True)
+        raw = binascii.a2b_base64(data.encode("ascii"), strict_mode=True)
     except (binascii.Error, UnicodeEncodeError):
         raise InvalidInput(f"{path or 'the value'}: not base64", field=path or None) from None
     arr = array(typecode)
@@ -511,7 +510,9 @@ def _key(key: object, path: str) -> str:
 def _fields(cls: type) -> tuple[tuple[str, Any, bool], ...]:
     """(name, resolved type hint, required) of each field a record's constructor takes, in order."""
     try:
-        hints = get_type_hints(cls)
+        module = sys.modules.get(cls.__module__)
+        lazy = getattr(module, "wire_types", None)  # names a module imports only on demand (see core.model)
+        hints = get_type_hints(cls, localns=lazy() if callable(lazy) else None)
     except NameError as exc:
         raise TypeError(f"the type hints of {cls.__qualname__} name {exc.name!r}, which its module imports only "
                         "for type checking: import it at run time so that records can be decoded") from exc

@@ -137,7 +137,7 @@ class SpoolReader:
             text = (self.path / "names").read_text(encoding="utf-8")
         except FileNotFoundError:
             return found
-        for line in text.splitlines():
+        for line in text.split("\0", 1)[0].splitlines():  # the mapped file's unused end is zero bytes
             try:
                 item = json.loads(line)
                 found[int(item["s"])] = (str(item["r"]), str(item["k"]))

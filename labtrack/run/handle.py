@@ -20,7 +20,14 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from labtrack.core.errors import InvalidInput
 from labtrack.core.model import ArtifactInfo, MetricHistory, MetricSummary, RunRecord, RunStatus
-from labtrack.core.validation import check_artifact_path, checked_params, checked_tags
+from labtrack.core.validation import (
+    check_artifact_path,
+    check_key,
+    checked_params,
+    checked_tags,
+    coerce_param_value,
+    coerce_tag_value,
+)
 from labtrack.run import process
 from labtrack.run.liveness import resolve_liveness
 from labtrack.run.log import RunLog
@@ -260,14 +267,14 @@ class Run:
         return log
 
     def log_param(self, key: str, value: Any) -> None:
-        self.log_params({key: value})
+        self._writes().log_param(check_key(key, "param key"), coerce_param_value(value, key))
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Params are immutable: the same value again is fine, another value raises ``ParamConflict``."""
         self._writes().log_params(checked_params(params))
 
     def set_tag(self, key: str, value: Any) -> None:
-        self.set_tags({key: value})
+        self._writes().set_tag(check_key(key, "tag key"), coerce_tag_value(value, key))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self._writes().set_tags(checked_tags(tags))

@@ -23,7 +23,7 @@ from labtrack.core.identity import same_value
 from labtrack.core.model import ArtifactInfo, NewRun, RunStatus
 from labtrack.core.series import Chunk
 from labtrack.core.validation import check_key, coerce_metric_value, coerce_step, coerce_timestamp
-from labtrack.run.spool import BLOCK_HEAD, POINT, SEGMENT_POINTS, SEGMENT_SHIFT, Kind, Spool, encode
+from labtrack.run.spool import BLOCK_HEAD, POINT, SEGMENT_POINTS, SEGMENT_SHIFT, Kind, Spool, encode, json_member
 
 __all__ = ["MAX_STEP", "RunLog", "float_array", "int_array", "journal_environment"]
 
@@ -46,6 +46,7 @@ class RunLog:
         self._next_step: dict[str, int] = {}
         self._params: dict[str, Any] = dict(params or {})  # what this process knows the run has
         self._lock = threading.Lock()
+        self._values_head = '{"run":' + encode(run_id).decode() + ',"values":{'  # one param's or tag's record
 
     # -- metrics --------------------------------------------------------------------------------
 
@@ -162,18 +163,25 @@ class RunLog:
             known = self._params
             conflicts = [k for k, v in params.items() if k in known and not same_value(known[k], v)]
             if conflicts:
-                detail = "; ".join(f"{k!r}: logged {known[k]!r}, now {params[k]!r}" for k in conflicts)
-                raise ParamConflict(
-                    f"params are immutable and {detail}. Log a new key, or start a new run for a new value "
-                    "(nothing from this call was written)",
-                    field=f"param {conflicts[0]!r}",
-                )
+                raise _param_conflict(known, params, conflicts)
             known.update(params)
         self.spool.append(Kind.PARAMS, encode({"run": self.run_id, "values": dict(params)}))
+
+    def log_param(self, key: str, value: Any) -> None:
+        """``log_params({key: value})`` without the dicts (a key and a value already validated)."""
+        with self._lock:
+            known = self._params
+            if key in known and not same_value(known[key], value):
+                raise _param_conflict(known, {key: value}, [key])
+            known[key] = value
+        self.spool.append(Kind.PARAMS, (self._values_head + json_member(key, value) + "}}").encode())
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         if tags:
             self.spool.append(Kind.TAGS, encode({"run": self.run_id, "values": dict(tags)}))
+
+    def set_tag(self, key: str, value: str) -> None:
+        self.spool.append(Kind.TAGS, (self._values_head + json_member(key, value) + "}}").encode())
 
     def set_note(self, note: str) -> None:
         self.spool.append(Kind.NOTE, encode({"run": self.run_id, "note": note}))
@@ -220,6 +228,15 @@ def journal_environment(spool: Spool, fingerprint: str, snapshot: Mapping[str, A
     if fingerprint not in spool.environments:
         spool.append(Kind.ENV, encode({"fingerprint": fingerprint, "snapshot": dict(snapshot)}))
         spool.environments.add(fingerprint)
+
+
+def _param_conflict(known: Mapping[str, Any], params: Mapping[str, Any], conflicts: list[str]) -> ParamConflict:
+    detail = "; ".join(f"{k!r}: logged {known[k]!r}, now {params[k]!r}" for k in conflicts)
+    return ParamConflict(
+        f"params are immutable and {detail}. Log a new key, or start a new run for a new value "
+        "(nothing from this call was written)",
+        field=f"param {conflicts[0]!r}",
+    )
 
 
 def _step_overflow(key: str) -> InvalidInput:

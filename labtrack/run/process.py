@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import atexit
 import os
+import platform
 import signal
-import socket
 import sys
 import threading
-import traceback
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -35,7 +34,7 @@ __all__ = [
     "state",
 ]
 
-HOST = socket.gethostname()
+HOST = platform.node()  # the host name, as socket.gethostname() says it (without importing socket)
 
 
 class ActiveRun(Protocol):
@@ -166,6 +165,8 @@ def _end_runs_at_exit() -> None:
 def error_of(exc: BaseException | None) -> dict[str, str] | None:
     if exc is None:
         return None
+    import traceback
+
     from labtrack.core.redact import redact_text
 
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

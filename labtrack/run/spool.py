@@ -20,7 +20,8 @@ A spool is a directory ``<spool root>/<host>-<pid>-<id>/``:
   block of points from ``log_batch``). A record's points position is a slot of the points files taken
   when the record was written (and marked as a tombstone): every point logged before the record lies
   below it, so a reader can cut both streams consistently. Position = ``file number << 40 | offset``.
-- ``names``: which series id is which (run id, metric key), one JSON line each, never trimmed.
+- ``names``: which series id is which (run id, metric key), one JSON line each, never trimmed; mapped
+  like the others (zero bytes after the last line), and grown when full.
 - ``staged/<sha256>``: artifact content copied at the logging call, moved into the store's blobs by the
   writer (a rename on the same file system).
 - ``drained``: how far the writer has stored both streams (trimming files below it).
@@ -36,17 +37,16 @@ import enum
 import hashlib
 import itertools
 import json
+import math
 import mmap
 import os
-import shutil
-import socket
+import platform
 import struct
-import tempfile
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterable
+from json.encoder import encode_basestring as _quote  # what the encoder below quotes strings with
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ __all__ = [
     "BLOCK_HEAD",
     "HEADER",
     "JOURNAL_SEGMENT",
+    "NAMES_SIZE",
     "POINT",
     "SEGMENT_POINTS",
     "SEGMENT_SHIFT",
@@ -61,6 +62,7 @@ __all__ = [
     "Kind",
     "Spool",
     "encode",
+    "json_member",
     "journal_position",
     "split_position",
 ]
@@ -70,6 +72,7 @@ HEADER = struct.Struct("<qII")  # points position, payload length, kind (last: n
 SEGMENT_SHIFT = 18
 SEGMENT_POINTS = 1 << SEGMENT_SHIFT  # points per file: 8 MiB
 JOURNAL_SEGMENT = 4 << 20  # bytes per journal file (a larger record gets a file of its own size)
+NAMES_SIZE = 256 << 10  # bytes of the names file at first (~3,000 names), doubled when full
 _OFFSET_BITS = 40
 TOMBSTONE = -1  # the series id of a points slot taken to position a journal record
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # NaN and ±inf allowed: Python reads it
@@ -98,6 +101,19 @@ def encode(value: Any) -> bytes:
     return _ENCODER.encode(value).encode("utf-8")
 
 
+def json_member(key: str, value: Any) -> str:
+    """``"key":value`` exactly as ``encode`` writes it inside an object, without building an encoder for
+    the common values (a string, an int, a finite float)."""
+    kind = type(value)
+    if kind is str:
+        text = _quote(value)
+    elif kind is int or (kind is float and -math.inf < value < math.inf):
+        text = repr(value)
+    else:
+        text = _ENCODER.encode(value)
+    return _quote(key) + ":" + text
+
+
 def journal_position(segment: int, offset: int) -> int:
     return segment << _OFFSET_BITS | offset
 
@@ -106,9 +122,10 @@ def split_position(position: int) -> tuple[int, int]:
     return position >> _OFFSET_BITS, position & ((1 << _OFFSET_BITS) - 1)
 
 
-def _allocate(path: Path, size: int) -> mmap.mmap:
-    """A new file of ``size`` zero bytes, its blocks reserved, mapped for writing."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+def _allocate(path: Path, size: int, *, grow: bool = False) -> mmap.mmap:
+    """A new file of ``size`` zero bytes, its blocks reserved, mapped for writing (or, ``grow``, an
+    existing file made ``size`` bytes long, its content kept)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (0 if grow else os.O_EXCL), 0o600)
     try:
         try:
             os.posix_fallocate(fd, 0, size)
@@ -119,7 +136,8 @@ def _allocate(path: Path, size: int) -> mmap.mmap:
         return mmap.mmap(fd, size)
     except BaseException:
         os.close(fd)
-        path.unlink(missing_ok=True)
+        if not grow:
+            path.unlink(missing_ok=True)
         raise
     finally:
         try:
@@ -154,9 +172,9 @@ class Spool:
         self._open_files()
 
     def _open_files(self) -> None:
-        self.source = uuid.uuid4().hex
+        self.source = os.urandom(16).hex()
         self.pid = os.getpid()
-        self.host = socket.gethostname()
+        self.host = platform.node()
         self.counter = itertools.count()  # the next points slot
         self.maps: dict[int, mmap.mmap] = {}  # points file number -> its mapping
         self.journals: dict[int, mmap.mmap] = {}  # journal file number -> its mapping
@@ -168,7 +186,8 @@ class Spool:
         self._journal_offset = 0
         self._journal_size = 0
         self._lock_fd: int | None = None
-        self._names_fd: int | None = None
+        self._names: mmap.mmap | None = None
+        self._names_offset = 0
         try:
             self.path = self._create_directory()
         except OSError as exc:
@@ -201,6 +220,8 @@ class Spool:
         """No spool on disk (a read-only or full file system): keep going in memory, which outages of the
         store survive but a killed process does not."""
         self.in_memory = True
+        import tempfile
+
         self.path = Path(tempfile.mkdtemp(prefix="labtrack-spool-"))  # staged artifacts only
         (self.path / "staged").mkdir(exist_ok=True)
         warnings.warn(
@@ -218,7 +239,9 @@ class Spool:
         if self._lock_fd is not None:  # the child's copy of the parent's lock: the lock is the parent's alone
             os.close(self._lock_fd)  # (closing a copy does not release it; keeping it would keep it held)
         self._lock_fd = None
-        self._names_fd = None
+        if self._names is not None:  # the child's mapping of the parent's file
+            self._names.close()
+        self._names, self._names_offset = None, 0
         self.stale = True
 
     def _renew(self) -> None:
@@ -312,13 +335,22 @@ class Spool:
             return series
 
     def _write_names(self, items: Iterable[tuple[int, tuple[str, str]]]) -> None:
-        lines = b"".join(encode({"s": s, "r": r, "k": k}) + b"\n" for s, (r, k) in items)
+        lines = "".join(f'{{"s":{s},"r":{_quote(r)},"k":{_quote(k)}}}\n' for s, (r, k) in items).encode()
         if not lines or self.in_memory:
             return
-        if self._names_fd is None:
-            self._names_fd = os.open(self.path / "names", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                                     0o600)
-        os.write(self._names_fd, lines)
+        end = self._names_offset + len(lines)
+        if self._names is None or end > len(self._names):
+            size = max(NAMES_SIZE, 2 * len(self._names) if self._names is not None else 0, 2 * end)
+            try:
+                grown = _allocate(self.path / "names", size, grow=True)
+            except OSError as exc:
+                self._fall_back_to_memory(exc)
+                return
+            if self._names is not None:
+                self._names.close()
+            self._names = grown
+        self._names[self._names_offset : end] = lines
+        self._names_offset = end
 
     # -- journal --------------------------------------------------------------------------------
 
@@ -373,7 +405,7 @@ class Spool:
         """Copy a file's content into the spool now (the user may change it later); returns (sha256, size)."""
         digest = hashlib.sha256()
         size = 0
-        fd, tmp = tempfile.mkstemp(dir=self.path / "staged", prefix="in-")
+        fd, tmp = _mkstemp(self.path / "staged", "in-")
         try:
             with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
                 while block := src.read(1 << 20):
@@ -391,7 +423,7 @@ class Spool:
         sha = hashlib.sha256(data).hexdigest()
         target = self.path / "staged" / sha
         if not target.exists():
-            fd, tmp = tempfile.mkstemp(dir=self.path / "staged", prefix="in-")
+            fd, tmp = _mkstemp(self.path / "staged", "in-")
             try:
                 with os.fdopen(fd, "wb") as out:
                     out.write(data)
@@ -426,11 +458,18 @@ class Spool:
             self.journals.clear()
             self._journal = None
             if remove or self.in_memory:
+                import shutil
+
                 shutil.rmtree(self.path, ignore_errors=True)
-            if self._names_fd is not None:
-                os.close(self._names_fd)
-                self._names_fd = None
+            if self._names is not None:
+                self._names.close()
+                self._names = None
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
 
+
+def _mkstemp(directory: Path, prefix: str) -> tuple[int, str]:
+    import tempfile  # with shutil and random: only when an artifact is logged, not at ``import labtrack``
+
+    return tempfile.mkstemp(dir=directory, prefix=prefix)

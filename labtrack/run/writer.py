@@ -18,22 +18,23 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
 import sys
 import threading
 import time
-import traceback
 import warnings
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from labtrack.core.errors import InvalidInput, LabtrackError, ParamConflict, RunNotFound, StoreConflict, StoreError
 from labtrack.core.model import RunWrite
 from labtrack.run import process
-from labtrack.run.drain import Cut, SpoolReader, read_cut, remove_staged
 from labtrack.run.spool import Spool
 from labtrack.settings import Settings
 from labtrack.store.base import Store
+
+if TYPE_CHECKING:
+    from labtrack.run.drain import Cut
 
 __all__ = ["BackgroundWriter", "Drainer", "spool_root", "store_cut", "store_key", "writer"]
 
@@ -72,6 +73,8 @@ class Drainer:
         self.flush_points = settings.flush_points
         self.last_drain = time.monotonic()
         self.last_beat = time.monotonic()
+        from labtrack.run.drain import SpoolReader  # the reading side loads with the first run, not at import
+
         self.reader = SpoolReader(spool.path, live=spool)
         self.lock = threading.Lock()  # one drain at a time
         self.drained = (0, 0)  # (journal, points): the store has everything below
@@ -91,6 +94,8 @@ class Drainer:
 
     def step(self, *, wait: bool = False) -> bool:
         """Store the next cut (or retry the pending one). Returns False when the store failed."""
+        from labtrack.run.drain import read_cut
+
         if not self.lock.acquire(blocking=wait):
             return True  # another thread is draining right now
         try:
@@ -124,6 +129,8 @@ class Drainer:
         return replace(write, new_keys=new) if new else write
 
     def _stored(self, cut: Cut) -> None:
+        from labtrack.run.drain import remove_staged
+
         remove_staged(cut.staged)
         self.stored_series.update(cut.series.values())
         self.created |= cut.created
@@ -141,10 +148,10 @@ class Drainer:
         self.pending = cut
         self.failures += 1
         delay = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (self.failures - 1))
-        self.retry_at = time.monotonic() + delay * random.uniform(0.5, 1.0)
+        self.retry_at = time.monotonic() + delay * _jitter()
         if self.outage is None:
             self.outage = str(exc)
-            detail = str(exc) if isinstance(exc, LabtrackError) else "".join(traceback.format_exception(exc))
+            detail = str(exc) if isinstance(exc, LabtrackError) else _traceback(exc)
             _warn(f"labtrack: cannot write to store {self.store.display_url} ({detail}); what is logged is kept "
                   f"in {self.spool.path} and retried — training goes on")
 
@@ -379,3 +386,15 @@ def writer() -> BackgroundWriter:
             if _writer is None:
                 _writer = BackgroundWriter()
     return _writer
+
+
+def _jitter() -> float:
+    import random  # (and traceback below) only once a write failed, not at ``import labtrack``
+
+    return random.uniform(0.5, 1.0)
+
+
+def _traceback(exc: BaseException) -> str:
+    import traceback
+
+    return "".join(traceback.format_exception(exc))

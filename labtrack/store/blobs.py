@@ -16,7 +16,6 @@ from __future__ import annotations
 import abc
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -110,7 +109,7 @@ class LocalBlobStore(BlobStore):
         size = 0
         tmp_path = None
         try:
-            fd, tmp_path = tempfile.mkstemp(dir=self._tmp_dir(), prefix="blob-")
+            fd, tmp_path = _mkstemp(self._tmp_dir(), "blob-")
             with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
                 while block := src.read(_BUFFER):
                     digest.update(block)
@@ -145,7 +144,7 @@ class LocalBlobStore(BlobStore):
             return sha, len(data)
         tmp_path = None
         try:
-            fd, tmp_path = tempfile.mkstemp(dir=self._tmp_dir(), prefix="blob-")
+            fd, tmp_path = _mkstemp(self._tmp_dir(), "blob-")
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
             self._commit(tmp_path, sha)
@@ -162,3 +161,9 @@ class LocalBlobStore(BlobStore):
 
     def exists(self, sha256: str) -> bool:
         return self._blob_path(sha256).exists()
+
+
+def _mkstemp(directory: str | Path, prefix: str) -> tuple[int, str]:
+    import tempfile  # with shutil and random: only when something is written, not at ``import labtrack``
+
+    return tempfile.mkstemp(dir=directory, prefix=prefix)

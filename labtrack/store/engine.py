@@ -11,8 +11,9 @@ import gc
 import os
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import create_engine, event
@@ -105,11 +106,16 @@ class RawStatement:
         compiled = stmt.compile(dialect=dialect)
         self.sql = str(compiled)
         self.names: tuple[str, ...] | None = tuple(compiled.positiontup) if compiled.positional else None
+        names = self.names or ()
+        # a row's parameters in statement order, as a tuple (itemgetter of one name returns the bare value)
+        self._values: Callable[[dict[str, Any]], tuple[Any, ...]] = (
+            itemgetter(*names) if len(names) > 1 else (lambda row: (row[names[0]],)) if names else (lambda row: ())
+        )
         if "POSTCOMPILE" in self.sql or any(v is not None for v in compiled.params.values()):
             raise TypeError("RawStatement takes statements whose every parameter comes from the rows")
 
     def run(self, conn: Connection, rows: list[dict[str, Any]]) -> int:
-        params = [tuple(row[n] for n in self.names) for row in rows] if self.names is not None else rows
+        params = list(map(self._values, rows)) if self.names is not None else rows
         cursor = conn.connection.cursor()
         try:
             if len(params) == 1:

@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from labtrack.core.errors import InvalidInput
-from labtrack.core.filters import parse_filter
 from labtrack.core.identity import DEFAULT_IDENTITY, check_identity, run_key
 from labtrack.core.model import Experiment, NewRun, Recovery, Search
 from labtrack.core.query import parse_order_by
@@ -24,16 +23,15 @@ from labtrack.run import process
 from labtrack.run.factory import begin
 from labtrack.run.handle import Run
 from labtrack.run.liveness import resolve_liveness
-from labtrack.run.recovery import recover
 from labtrack.run.writer import spool_root, writer
 from labtrack.settings import Settings, default_settings
 from labtrack.store import Store, open_store
 from labtrack.verbs import capture
 from labtrack.verbs.inputs import hash_inputs
-from labtrack.verbs.runlist import RunList
 
 if TYPE_CHECKING:
     from labtrack.core.environment import Environment
+    from labtrack.verbs.runlist import RunList
 
 __all__ = ["RunClient"]
 
@@ -69,6 +67,8 @@ class RunClient:
     def recover(self) -> Recovery:
         """Store what processes that died before their writes reached this store left in their spools
         (done when the client opens the store; ``labtrack recover`` does it by hand)."""
+        from labtrack.run.recovery import recover  # (as the filter language and RunList: on first use)
+
         return recover(self.store, spool_root(self.store, self.settings))
 
     def flush(self) -> None:
@@ -177,6 +177,9 @@ class RunClient:
         if max_results is not None and (not isinstance(max_results, int) or max_results < 0):
             raise InvalidInput(f"max_results must be an integer >= 0, got {max_results!r}", field="max_results")
         names = [experiment] if isinstance(experiment, str) else (list(experiment) if experiment is not None else None)
+        from labtrack.core.filters import parse_filter
+        from labtrack.verbs.runlist import RunList
+
         node = parse_filter(filter) if filter else None
         terms = parse_order_by(order_by if isinstance(order_by, (str, type(None))) else list(order_by))
         self.flush()

@@ -26,12 +26,12 @@ from labtrack.run.handle import Run
 from labtrack.settings import default_settings, reset_default_settings
 from labtrack.verbs import capture
 from labtrack.verbs.client import Client
-from labtrack.verbs.runlist import RunList
 from labtrack.verbs.runs import RunClient
 
 if TYPE_CHECKING:
     from labtrack.core.checks import DoctorReport, Reproduction, Verdict
     from labtrack.core.diff import RunDiff
+    from labtrack.verbs.runlist import RunList
     from labtrack.verbs.sweeps import SweepResult, TrackedFunction
 
 __all__ = [
