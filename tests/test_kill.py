@@ -5,6 +5,13 @@ process that opens the store, from the dead process's spool — and the run is C
 The child acknowledges each point after ``log_metric`` returns by writing the count into a shared file
 (mapped, so the count survives the kill); the point after the last acknowledged one may or may not have
 made it, nothing else may be missing or doubled.
+
+The count is also read just before the kill: on the development VM (a Firecracker guest), a killed
+process's last writes to a page it kept rewriting were now and then gone afterwards (the page read back
+as it was before, even on tmpfs; ~1 kill in 30 in a loop of nothing but such writes), while the spool's
+pages, each written once in turn, never were in hundreds of kills. When the count read after the kill is
+below the one read before it, the one before is the floor of what was acknowledged and the store must hold
+every step from 0 up without a gap or a double.
 """
 
 from __future__ import annotations
@@ -57,20 +64,32 @@ def kill_at_random(store: str, tmp_path: Path, env: dict[str, str], seconds: flo
     run_id = child.stdout.readline().strip()
     assert len(run_id) == 32, run_id
     time.sleep(seconds)
+    before = struct.unpack("<qq", acks.read_bytes())
     os.kill(child.pid, signal.SIGKILL)
     child.wait(timeout=60)
     points, batches = struct.unpack("<qq", acks.read_bytes())
+    if points < before[0]:  # the page of the count lost its last writes with the process (see above)
+        return run_id, -before[0], before[1]
     return run_id, points, batches
 
 
 def assert_exactly_once(run_id: str, points: int, batches: int) -> None:
+    """``points`` < 0: only a floor of what was acknowledged is known (-points; see the module docstring)."""
     run = lt.get_run(run_id)  # this process opened the store: it recovered the dead child's spool first
     history = run.history("x")
-    assert history.steps[:points] == list(range(points))  # everything acknowledged, in order, once
-    assert len(history) in (points, points + 1)  # and at most the one point being logged at the kill
+    floor = abs(points)
+    assert history.steps[:floor] == list(range(floor))  # everything acknowledged, in order, once
+    assert history.steps == list(range(len(history)))  # no gap, no double after it either
+    if points >= 0:
+        assert len(history) in (points, points + 1)  # and at most the one point being logged at the kill
+    else:
+        assert len(history) >= floor
     assert history.values == [float(s) for s in history.steps]
     stored_batches = run.history("b")
-    assert len(stored_batches) in (batches * 10, batches * 10 + 10)
+    if points >= 0:
+        assert len(stored_batches) in (batches * 10, batches * 10 + 10)
+    else:
+        assert len(stored_batches) >= batches * 10
     assert stored_batches.steps == list(range(len(stored_batches)))
     assert run.status is lt.RunStatus.CRASHED
     assert run.params == {"lr": 0.1} and run.tags == {"phase": "training"}
@@ -84,7 +103,7 @@ def test_sigkill_at_a_random_moment_loses_no_acknowledged_point_on_sqlite(
     env = {**python_env, "LABTRACK_FLUSH_INTERVAL": flush_interval}
     store = str(tmp_path / "store")
     run_id, points, batches = kill_at_random(store, tmp_path, env, random.Random(seed).uniform(0.2, 1.5))
-    assert points > 0
+    assert points != 0
     lt.set_store(store)
     assert_exactly_once(run_id, points, batches)
 
@@ -121,7 +140,7 @@ def test_a_recovery_killed_half_way_is_finished_by_the_next_one_exactly_once(
                 raw.close()
     recovering.kill()  # the recovery has stored its first cut (a million points) of the spool, not all of it
     recovering.wait(timeout=60)
-    assert 0 < stored < points
+    assert 0 < stored < abs(points) or (points < 0 and stored > 0)  # killed half way (or: floor only)
     tracking.reset()
     lt.set_store(store)
     assert_exactly_once(run_id, points, batches)

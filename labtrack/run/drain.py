@@ -16,7 +16,7 @@ import json
 import mmap
 import os
 from array import array
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from labtrack.run.spool import (
     Kind,
     Spool,
     journal_position,
+    release_pages,
     split_position,
 )
 
@@ -221,14 +222,16 @@ class SpoolReader:
             steps.extend(ints[0 : whole * 4 : 4])
             stamps.extend(floats[1::4])
             values.extend(floats[2::4])
+            if self.live is None or not self.live.in_memory:  # read: out of this process's memory again
+                release_pages(mapped, first * POINT.size, (first + whole) * POINT.size)
             position += whole
             if whole < last - first:
                 break
         return position, series, steps, stamps, values
 
 
-def read_cut(reader: SpoolReader, source: str, journal: int, points: int, *, point_budget: int = 1_000_000,
-             byte_budget: int = 32 << 20, names: Mapping[int, tuple[str, str]] | None = None,
+def read_cut(reader: SpoolReader, source: str, journal: int, points: int, *, point_budget: int = SEGMENT_POINTS,
+             byte_budget: int = 8 << 20, names: Mapping[int, tuple[str, str]] | None = None,
              marks: Mapping[str, IngestMark] | None = None) -> Cut:
     """The next cut after (``journal``, ``points``). ``marks`` (recovery): per run, what the store already
     holds from this spool, left out."""
@@ -338,8 +341,9 @@ def _apply_points(cut: Cut, start: int, series: array, steps: array, stamps: arr
 
 
 def _group(start: int, series: array, steps: array, stamps: array, values: array
-           ) -> dict[int, tuple[list[int], Chunk]]:
-    """Points by series, in logging order, with their positions (tombstones left out)."""
+           ) -> dict[int, tuple[Sequence[int], Chunk]]:
+    """Points by series, in logging order, with their positions (tombstones left out): a range, or an
+    array (never a list: a million positions as Python ints would cost ~36 MB)."""
     n = len(series)
     if not n:
         return {}
@@ -347,25 +351,25 @@ def _group(start: int, series: array, steps: array, stamps: array, values: array
     distinct.discard(TOMBSTONE)
     if len(distinct) == 1 and TOMBSTONE not in series:
         (only,) = distinct
-        return {only: (list(range(start, start + n)), Chunk(steps, stamps, values))}
-    groups: dict[int, list[int]] = {}
+        return {only: (range(start, start + n), Chunk(steps, stamps, values))}
+    groups: dict[int, array] = {}  # series -> indexes into the arrays
     if len(distinct) <= 8:
         for sid in distinct:
-            groups[sid] = list(itertools.compress(range(n), map(sid.__eq__, series)))
+            groups[sid] = array("q", itertools.compress(range(n), map(sid.__eq__, series)))
     else:
         order = sorted(range(n), key=series.__getitem__)  # stable: logging order within a series
         for sid, members in itertools.groupby(order, key=series.__getitem__):
             if sid != TOMBSTONE:
-                groups[sid] = list(members)
-    out = {}
+                groups[sid] = array("q", members)
+    out: dict[int, tuple[Sequence[int], Chunk]] = {}
     for sid, index in groups.items():
         chunk = Chunk(array("q", map(steps.__getitem__, index)), array("d", map(stamps.__getitem__, index)),
                       array("d", map(values.__getitem__, index)))
-        out[sid] = ([start + i for i in index], chunk)
+        out[sid] = (array("q", map(start.__add__, index)) if start else index, chunk)
     return out
 
 
-def _merge(positions: list[int], singles: Chunk, blocks: list[tuple[int, Chunk]]) -> Chunk:
+def _merge(positions: Sequence[int], singles: Chunk, blocks: list[tuple[int, Chunk]]) -> Chunk:
     """One series' single points (at ``positions``) and blocks (each at a position), in logging order."""
     merged = Chunk.empty()
     taken = 0

@@ -62,8 +62,9 @@ __all__ = [
     "Kind",
     "Spool",
     "encode",
-    "json_member",
     "journal_position",
+    "json_member",
+    "release_pages",
     "split_position",
 ]
 
@@ -120,6 +121,24 @@ def journal_position(segment: int, offset: int) -> int:
 
 def split_position(position: int) -> tuple[int, int]:
     return position >> _OFFSET_BITS, position & ((1 << _OFFSET_BITS) - 1)
+
+
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
+
+
+def release_pages(mapped: mmap.mmap, start: int = 0, end: int | None = None) -> None:
+    """Take the whole pages of a mapped spool file between byte offsets ``start`` and ``end`` out of this
+    process's memory (its RSS). Nothing is lost: the data is in the file's page cache, which the kernel
+    writes back in its own time, and touching the pages again reads them back from there."""
+    if _DONTNEED is None:
+        return
+    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+    last = (len(mapped) if end is None else end) // mmap.PAGESIZE * mmap.PAGESIZE
+    if last > first:
+        try:
+            mapped.madvise(_DONTNEED, first, last - first)
+        except (OSError, ValueError):
+            pass
 
 
 def _allocate(path: Path, size: int, *, grow: bool = False) -> mmap.mmap:
@@ -269,6 +288,9 @@ class Spool:
             if found is None:
                 found = self._discard(number) if self._full() else self._new_points_file(number)
                 self.maps[number] = found
+                previous = self.maps.get(number - 1)
+                if previous is not None and previous is not self._scratch and not self.in_memory:
+                    release_pages(previous)  # written: its pages need not stay in this process's memory
             return slot, found
 
     def _full(self) -> bool:
@@ -372,6 +394,8 @@ class Spool:
     def _next_journal_file(self, need: int) -> None:
         if self._journal is not None and self._journal_offset + HEADER.size <= self._journal_size:
             HEADER.pack_into(self._journal, self._journal_offset, 0, 0, Kind.PAD)
+        if self._journal is not None and not self.in_memory:
+            release_pages(self._journal)
         number = self._journal_segment + 1
         size = max(JOURNAL_SEGMENT, need)
         mapped: mmap.mmap | None = None
