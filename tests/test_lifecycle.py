@@ -352,3 +352,24 @@ def test_a_finished_run_is_not_running_in_another_process_either(tmp_path: Path,
                           capture_output=True, text=True, timeout=60, cwd=os.getcwd())
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["FINISHED", "1.0"]
+
+
+def test_one_param_or_tag_at_a_time_is_stored_as_given_and_a_changed_param_refused() -> None:
+    """log_param/set_tag write one key without the dict path: every kind of value comes back as itself."""
+    import math
+
+    values = {"f": 0.1, "big": 1e300, "neg": -0.0, "nan": math.nan, "inf": -math.inf, "i": 10**30, "b": True,
+              "none": None, "s": 'quote " back\\slash é \u2028', "list": [1, "a", None], "dict": {"k": [1.5]}}
+    with lt.start_run("one-at-a-time") as run:
+        for key, value in values.items():
+            run.log_param(key, value)
+            run.set_tag(key, str(value))
+        run.log_param("f", 0.1)  # the same value again is fine
+        with pytest.raises(lt.ParamConflict, match="'f'"):
+            run.log_param("f", 0.2)
+    stored = lt.get_run(run.id)
+    params, tags = stored.params, stored.tags
+    assert math.isnan(params.pop("nan")) and math.copysign(1, params["neg"]) == -1
+    assert tags == {key: str(value) for key, value in values.items()}
+    values.pop("nan")
+    assert params == values

@@ -37,7 +37,6 @@ import enum
 import hashlib
 import itertools
 import json
-import math
 import mmap
 import os
 import platform
@@ -46,9 +45,10 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from json.encoder import encode_basestring as _quote  # what the encoder below quotes strings with
 from pathlib import Path
 from typing import Any
+
+from labtrack.core.jsontext import json_text
 
 __all__ = [
     "BLOCK_HEAD",
@@ -103,16 +103,9 @@ def encode(value: Any) -> bytes:
 
 
 def json_member(key: str, value: Any) -> str:
-    """``"key":value`` exactly as ``encode`` writes it inside an object, without building an encoder for
-    the common values (a string, an int, a finite float)."""
-    kind = type(value)
-    if kind is str:
-        text = _quote(value)
-    elif kind is int or (kind is float and -math.inf < value < math.inf):
-        text = repr(value)
-    else:
-        text = _ENCODER.encode(value)
-    return _quote(key) + ":" + text
+    """``"key":value`` as ``encode`` writes it inside an object (a container value may be spaced differently:
+    the same JSON), without building an encoder for the common values."""
+    return json_text(key) + ":" + json_text(value)
 
 
 def journal_position(segment: int, offset: int) -> int:
@@ -357,7 +350,7 @@ class Spool:
             return series
 
     def _write_names(self, items: Iterable[tuple[int, tuple[str, str]]]) -> None:
-        lines = "".join(f'{{"s":{s},"r":{_quote(r)},"k":{_quote(k)}}}\n' for s, (r, k) in items).encode()
+        lines = "".join(f'{{"s":{s},"r":{json_text(r)},"k":{json_text(k)}}}\n' for s, (r, k) in items).encode()
         if not lines or self.in_memory:
             return
         end = self._names_offset + len(lines)
