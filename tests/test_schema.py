@@ -64,6 +64,10 @@ def schema_of(url: str) -> dict[str, Any]:
                                       for i in inspector.get_indexes(table)),
                     "uniques": sorted(tuple(u["column_names"]) for u in inspector.get_unique_constraints(table)),
                 }
+            if conn.dialect.name == "postgresql":  # the planner's statistics of column pairs (revision 0004)
+                out["statistics"] = sorted(conn.execute(text(
+                    "SELECT stxname, stxkind::text, (SELECT array_agg(attname ORDER BY attname) FROM pg_attribute"
+                    " WHERE attrelid = stxrelid AND attnum = ANY(stxkeys))::text FROM pg_statistic_ext")).all())
             return out
     finally:
         engine.dispose()
@@ -138,6 +142,32 @@ def test_an_outdated_store_names_labtrack_db_upgrade_and_opens_after_it(store_ur
         run.log_metric("m", 1.0)
     assert lt.get_run(run.id).metrics == {"m": 1.0}
     assert differences(resolve_location(store_url)[0]) == []
+
+
+def test_a_store_at_0003_works_as_it_is_and_db_upgrade_adds_the_planner_statistics(store_url: str) -> None:
+    url, _, _ = resolve_location(store_url)
+    open_store(store_url).close()
+    engine = create_engine(url)
+    with engine.begin() as conn:  # as 0003 left it: no statistics objects
+        if conn.dialect.name == "postgresql":
+            for name in ("st_params_key_num", "st_params_key_text", "st_tags_key_value", "st_metrics_key_last_value"):
+                conn.execute(text(f"DROP STATISTICS {name}"))
+        conn.execute(text("UPDATE alembic_version SET version_num = '0003'"))
+    lt.set_store(store_url)
+    with lt.start_run("on-0003", params={"lr": 0.01}, tags={"team": "cv"}) as run:
+        run.log_metric("acc", 0.95)
+    assert [r.id for r in lt.search_runs("on-0003", filter="params.lr = 0.01 and tags.team = 'cv'")] == [run.id]
+    lt.flush()
+    result = CliRunner().invoke(main, ["db", "upgrade", "--store", store_url])
+    assert result.exit_code == 0, result.output
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [(SCHEMA_REVISION,)]
+        if conn.dialect.name == "postgresql":
+            names = {row[0] for row in conn.execute(text("SELECT stxname FROM pg_statistic_ext"))}
+            assert names == {"st_params_key_num", "st_params_key_text", "st_tags_key_value",
+                             "st_metrics_key_last_value"}
+    engine.dispose()
+    assert lt.get_run(run.id).params == {"lr": 0.01}
 
 
 def test_the_cli_reports_an_outdated_store_without_a_traceback(tmp_path: Path) -> None:

@@ -43,6 +43,9 @@ def create_schema(conn: Connection) -> str:
     if inspect(conn).has_table("alembic_version"):  # another process won the race
         return str(conn.execute(select(alembic_version.c.version_num)).scalar())
     db.metadata.create_all(conn)
+    if conn.dialect.name == "postgresql":
+        for statement in db.POSTGRES_STATISTICS:
+            conn.exec_driver_sql(statement)
     _version_meta.create_all(conn)
     conn.execute(alembic_version.insert().values(version_num=SCHEMA_REVISION))
     return SCHEMA_REVISION

@@ -26,7 +26,9 @@ from sqlalchemy import (
 )
 
 __all__ = [
+    "POSTGRES_STATISTICS",
     "SCHEMA_REVISION",
+    "WORKING_REVISIONS",
     "artifacts",
     "claims",
     "env_facts",
@@ -41,7 +43,23 @@ __all__ = [
     "tags",
 ]
 
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
+# Revisions this code also works on, unchanged: 0004 only adds PostgreSQL planner statistics (below), so a
+# store at 0003 is read and written as it is (``labtrack db upgrade`` makes its searches fast at scale).
+WORKING_REVISIONS = frozenset({"0003", SCHEMA_REVISION})
+
+# Statistics of column pairs for PostgreSQL's planner: a filter such as ``params.lr = 0.01`` is one
+# condition on (key, num) together, and without them the planner multiplies the two columns'
+# selectivities, expects ten times too few matching runs, and joins every match before sorting instead of
+# walking the sort column's index and stopping at max_results (~200 ms against ~8 ms at 100k runs).
+# SQLite needs none. Created with the schema and by revision 0004, then ANALYZEd.
+POSTGRES_STATISTICS = (
+    "CREATE STATISTICS IF NOT EXISTS st_params_key_num (mcv, dependencies) ON key, num FROM params",
+    "CREATE STATISTICS IF NOT EXISTS st_params_key_text (mcv, dependencies) ON key, text FROM params",
+    "CREATE STATISTICS IF NOT EXISTS st_tags_key_value (mcv, dependencies) ON key, value FROM tags",
+    "CREATE STATISTICS IF NOT EXISTS st_metrics_key_last_value (dependencies) ON key, last_value FROM metrics",
+    "ANALYZE params, tags, metrics",
+)
 
 metadata = MetaData(
     naming_convention={

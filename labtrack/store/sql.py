@@ -171,6 +171,11 @@ class SqlStore(SqlBase, Store):
             stale_before=search.stale_before, dialect=self.dialect,
         )
         with self._read() as conn:
+            if self.dialect == "postgresql":
+                # The driver prepares a statement run a few times, and PostgreSQL may then plan it once for
+                # any values: a filter's generic plan joins every match before sorting (~200 ms at 100k runs)
+                # where the plan for the values walks the sort's index and stops at max_results (~8 ms).
+                conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
             result = conn.execute(query)
             # Straight from the driver's cursor: SQLAlchemy's row processing costs more than the query
             # itself when a search returns 100k ids.

@@ -30,7 +30,7 @@ from labtrack.core.model import Experiment
 from labtrack.store import schema as db
 from labtrack.store.engine import RawStatement, display_url, make_engine
 from labtrack.store.migrate import create_schema, read_revision
-from labtrack.store.schema import SCHEMA_REVISION
+from labtrack.store.schema import SCHEMA_REVISION, WORKING_REVISIONS
 
 __all__ = ["SqlBase"]
 
@@ -160,7 +160,7 @@ class SqlBase:
         if not exists:
             with self._write() as conn:
                 revision = create_schema(conn)
-        if revision != SCHEMA_REVISION:
+        if revision not in WORKING_REVISIONS:
             raise SchemaOutdated(
                 f"store {self.display_url} has schema revision {revision or 'none'}, this labtrack uses "
                 f"{SCHEMA_REVISION}: run `labtrack db upgrade --store {self.display_url}` "
