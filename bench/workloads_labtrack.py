@@ -326,14 +326,20 @@ def runs(directory: str, n: int, **_: Any) -> Result:
     tree (~130 entries here) so that its code version is exact."""
     import labtrack as lt
 
-    lt.set_store(_store(directory, "store"))
-    repo_elapsed = _create_runs(n)  # cwd: this checkout
+    problems: list[str] = []
+
+    def measured(name: str, logged_after: bool = False) -> float:
+        lt.set_store(_store(directory, name))  # a new store for each case, as MLflow's side has
+        elapsed = _create_runs(n, logged_after=logged_after)
+        problems.extend(f"{name}: {problem}" for problem in _check_runs(n + 1))
+        return elapsed
+
+    repo_elapsed = measured("store-repo")  # cwd: this checkout
     with _outside_git():
-        elapsed = _create_runs(n)
-        after_elapsed = _create_runs(n, logged_after=True)
+        elapsed = measured("store-given")
+        after_elapsed = measured("store-after", logged_after=True)
     result: Result = {"n": n, "runs_s": n / elapsed, "seconds": elapsed, "after_runs_s": n / after_elapsed,
                       "repo_runs_s": n / repo_elapsed}
-    problems = _check_runs(3 * (n + 1))
     if problems:
         result["problems"] = problems
     return result

@@ -363,6 +363,11 @@ def _group(start: int, series: array, steps: array, stamps: array, values: array
                 groups[sid] = array("q", members)
     out: dict[int, tuple[Sequence[int], Chunk]] = {}
     for sid, index in groups.items():
+        if len(index) == 1:  # common when many short runs end in one cut: no iterators for one point
+            i = index[0]
+            out[sid] = (range(start + i, start + i + 1),
+                        Chunk(array("q", (steps[i],)), array("d", (stamps[i],)), array("d", (values[i],))))
+            continue
         chunk = Chunk(array("q", map(steps.__getitem__, index)), array("d", map(stamps.__getitem__, index)),
                       array("d", map(values.__getitem__, index)))
         out[sid] = (array("q", map(start.__add__, index)) if start else index, chunk)

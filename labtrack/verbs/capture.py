@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from labtrack.env import Captured, CaptureOptions
 
 __all__ = ["RECAPTURE_SECONDS", "capture_environment", "capture_options", "code_version", "for_run",
-           "remember_seeds", "reset", "seeds"]
+           "known_conflicts", "remember_seeds", "reset", "seeds"]
 
 RECAPTURE_SECONDS = 0.2
 
@@ -32,6 +32,8 @@ class _Cache:
         self.last: tuple[Any, float, Any] | None = None  # (options, monotonic time, Captured)
         self.fingerprint: tuple[dict[str, Any], str] | None = None  # (fingerprint subset, its hash)
         self.seeds: dict[str, Any] | None = None  # from seed_everything, recorded on the next runs
+        self.conflicts: tuple[str, list[dict[str, Any]]] | None = None  # (fingerprint, its known conflicts)
+        self.options: tuple[Settings, CaptureOptions] | None = None  # the last settings' (frozen) options
 
 
 _cache = _Cache()
@@ -43,6 +45,26 @@ def reset() -> None:
     _cache = _Cache()
 
 
+def known_conflicts(env: Environment) -> list[dict[str, Any]] | None:
+    """The dependency conflicts of the packages ``env`` recorded, if already known; else None, and they are
+    looked for in the background (for the run's end to record). Remembered for the environment's
+    fingerprint, which covers its packages: runs that share a capture do not look again."""
+    known = _cache.conflicts
+    if known is not None and known[0] == env.fingerprint:
+        return known[1]
+    from labtrack.env.conflicts import find_conflicts_cached, start_background
+
+    try:
+        found = find_conflicts_cached(compute=False)
+    except Exception:  # conflicts are information; never a reason to fail a run
+        return None
+    if found is None:
+        start_background()
+    elif env.fingerprint:
+        _cache.conflicts = (env.fingerprint, found)
+    return found
+
+
 def seeds() -> dict[str, Any] | None:
     return _cache.seeds
 
@@ -52,14 +74,19 @@ def remember_seeds(info: dict[str, Any]) -> None:
 
 
 def capture_options(settings: Settings) -> CaptureOptions:
+    known = _cache.options
+    if known is not None and known[0] is settings:  # Settings is frozen: same object, same options
+        return known[1]
     from labtrack.env import CaptureOptions
 
-    return CaptureOptions(
+    options = CaptureOptions(
         sections=frozenset(settings.capture),
         record_hostname=settings.record_hostname,
         extra_env_vars=tuple(settings.env_vars),
         git_diff_max_bytes=settings.git_diff_max_bytes,
     )
+    _cache.options = (settings, options)
+    return options
 
 
 def for_run(settings: Settings) -> Captured | None:

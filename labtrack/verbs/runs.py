@@ -128,7 +128,7 @@ class RunClient:
         if seeds is not None:
             context["seeds"] = seeds
         if env is not None and "packages" in env.snapshot:
-            conflicts = _known_conflicts()
+            conflicts = capture.known_conflicts(env)
             if conflicts is not None:
                 context["conflicts"] = conflicts
         key = run_key(
@@ -273,17 +273,3 @@ def _checked_exclude(exclude: Sequence[str]) -> tuple[str, ...]:
     if isinstance(exclude, str):
         exclude = (exclude,)
     return tuple(check_key(k, "exclude") for k in exclude)
-
-
-def _known_conflicts() -> list[dict[str, Any]] | None:
-    """Dependency conflicts of this environment if already known (cached); else start finding them in the
-    background, for the run's end to record."""
-    from labtrack.env.conflicts import find_conflicts_cached, start_background
-
-    try:
-        found = find_conflicts_cached(compute=False)
-        if found is None:
-            start_background()
-        return found
-    except Exception:  # conflicts are information; never a reason to fail a run
-        return None
