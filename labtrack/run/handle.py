@@ -189,14 +189,17 @@ class Run:
 
     @property
     def result(self) -> Any:
-        """A tracked function's recorded return value (None for other runs), exactly as returned."""
-        value = self._fetch().result
-        if isinstance(value, dict) and value.get("__labtrack__") == "pickled":
-            import pickle
+        """A tracked function's recorded return value (None for other runs), exactly as returned; a pickled
+        one raises InvalidInput (see ``load_result``)."""
+        return self.load_result()
 
-            with self.open_artifact(value["artifact"]) as f:
-                return pickle.loads(f.read())  # written by labtrack.track from this store's own runs
-        return value
+    def load_result(self, *, trust_pickle: bool = False) -> Any:
+        """The recorded return value, rebuilt from data (``labtrack.core.results``) without running any
+        code. A result stored with pickle is loaded only with ``trust_pickle=True`` — anyone who can write
+        runs to this store can write one, and loading a pickle runs whatever code its writer chose."""
+        from labtrack.core.results import decode_result
+
+        return decode_result(self._fetch().result, self.open_artifact, trust_pickle=trust_pickle)
 
     @property
     def environment(self) -> Environment | None:

@@ -17,7 +17,6 @@ import functools
 import inspect
 import itertools
 import os
-import pickle
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -43,7 +42,6 @@ __all__ = [
     "track",
 ]
 
-_PICKLED_RESULT = "labtrack/result.pkl"
 
 
 class TrackedFunction:
@@ -57,9 +55,11 @@ class TrackedFunction:
         identity: Sequence[str] | str = DEFAULT_IDENTITY,
         exclude: Sequence[str] = (),
         inputs: Sequence[str] | Mapping[str, Any] | None = None,
+        trust_pickle: bool = False,
         source: ClientSource,
     ) -> None:
         self.fn = fn
+        self.trust_pickle = trust_pickle  # results that only pickle holds are stored, and loaded on a skip
         self.experiment = experiment or fn.__name__
         self.identity = check_identity(identity)
         self.exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
@@ -147,13 +147,13 @@ class TrackedFunction:
             client.flush()
             found = client.store.find_finished_run(key)
             if found is not None:
-                return recorded_result(client.get_run(found))
+                return recorded_result(client.get_run(found), trust_pickle=self.trust_pickle)
         with client.start_run(
             self.experiment, params=params, inputs=inputs, identity=self.identity, exclude=self.exclude,
             nested=process.active() is not None, claim=claim,
         ) as run:
             result = self.fn(*args, **kwargs)
-            record_result(run, result)
+            record_result(run, result, trust_pickle=self.trust_pickle)
         return result
 
 
@@ -163,6 +163,7 @@ def track(
     identity: Sequence[str] | str = DEFAULT_IDENTITY,
     exclude: Sequence[str] = (),
     inputs: Sequence[str] | Mapping[str, Any] | None = None,
+    trust_pickle: bool = False,
     source: ClientSource,
 ) -> Any:
     """Decorator: each call runs inside a new run, or returns the recorded result of a FINISHED run
@@ -171,63 +172,46 @@ def track(
     ``identity`` picks what the key covers (params, code, inputs, env); ``exclude`` names params that
     must not count (a seed, an output directory); ``inputs`` names params whose values are paths to
     hash by content, or gives a fixed {name: path} dict. The return value is recorded as the run's
-    result: as JSON when it can be (numpy values are converted), else pickled as an artifact.
+    result as data (JSON, tuples, sets, numpy arrays and scalars: see ``labtrack.core.results``); a result
+    that only pickle can hold needs ``trust_pickle=True``, which also lets a skip load a pickled result —
+    only for a store whose every writer you trust.
     """
     if callable(experiment):  # used bare: @track
         return TrackedFunction(experiment, source=source)
 
     def wrap(fn: Callable[..., Any]) -> TrackedFunction:
-        return TrackedFunction(fn, experiment, identity=identity, exclude=exclude, inputs=inputs, source=source)
+        return TrackedFunction(fn, experiment, identity=identity, exclude=exclude, inputs=inputs,
+                               trust_pickle=trust_pickle, source=source)
 
     return wrap
 
 
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if hasattr(value, "item"):
-        return value.item()
-    return repr(value)
-
-
-def _same(a: Any, b: Any) -> bool:
-    try:
-        return type(a) is type(b) and bool(a == b)
-    except Exception:  # e.g. numpy arrays: elementwise == has no single truth value
-        return False
-
-
-def record_result(run: Run, result: Any) -> None:
-    """Store a tracked function's return value so a skipped call can return it.
-
-    Plain JSON values (that come back identical, keys and types included) are stored as JSON. Anything
-    else — numpy values, tuples, int dict keys, objects — is pickled as the artifact
-    ``labtrack/result.pkl`` so a skip returns exactly what the function returned; a JSON preview is kept
-    for display.
-    """
-    import json
+def record_result(run: Run, result: Any, *, trust_pickle: bool = False) -> None:
+    """Store a tracked function's return value as data (``labtrack.core.results``), so that a skipped
+    call returns it exactly; anything that only pickle can hold needs ``trust_pickle``."""
+    from labtrack.core.results import TRUST_PICKLE, NotData, encode_result, pickled
 
     try:
-        encoded = json.dumps(result, allow_nan=False)
-        if _same(json.loads(encoded), result):
-            run.set_result(result)
-            return
-    except (TypeError, ValueError):
-        pass
-    try:
-        data = pickle.dumps(result)
-    except Exception as exc:
-        raise InvalidInput(
-            f"the result of {run.experiment} can be stored neither as JSON nor with pickle ({exc}); "
-            "return plain values", field="result",
-        ) from exc
-    run.log_bytes(data, _PICKLED_RESULT)
-    preview = json.loads(json.dumps(result, default=_json_default, allow_nan=True))
-    run.set_result({"__labtrack__": "pickled", "artifact": _PICKLED_RESULT, "preview": preview})
+        encoded, files = encode_result(result)
+    except NotData as exc:
+        if not trust_pickle:
+            raise InvalidInput(
+                f"the result of {run.experiment} holds a {exc} object, which only pickle can store: return "
+                "plain values (JSON, tuples, sets, numpy arrays and scalars), or pass trust_pickle=True to "
+                f"track to pickle it; {TRUST_PICKLE}", field="result",
+            ) from None
+        try:
+            encoded, files = pickled(result)
+        except Exception as exc:
+            raise InvalidInput(f"the result of {run.experiment} can be stored neither as data nor with pickle "
+                               f"({exc}); return plain values", field="result") from exc
+    for path, data in files:
+        run.log_bytes(data, path)
+    run.set_result(encoded)
 
 
-def recorded_result(run: Run) -> Any:
-    return run.result
+def recorded_result(run: Run, *, trust_pickle: bool = False) -> Any:
+    return run.load_result(trust_pickle=trust_pickle)
 
 
 # -- sweeps ----------------------------------------------------------------------------------------

@@ -380,18 +380,21 @@ def doctor() -> DoctorReport:
 
 def track(experiment: str | Callable[..., Any] | None = None, *, identity: Sequence[str] | str = DEFAULT_IDENTITY,
           exclude: Sequence[str] = (), inputs: Sequence[str] | Mapping[str, Any] | None = None,
-          store: str | None = None) -> Any:
+          trust_pickle: bool = False, store: str | None = None) -> Any:
     """Decorator: each call runs inside a new run, or returns the recorded result of a FINISHED run
     with the same key without running (``force=True`` or ``fn.force(...)`` re-runs).
 
     ``identity`` picks what the key covers (params, code, inputs, env); ``exclude`` names params that
     must not count (a seed, an output directory); ``inputs`` names params whose values are paths to
     hash by content, or gives a fixed {name: path} dict. The return value is recorded as the run's
-    result: as JSON when it can be (numpy values are converted), else pickled as an artifact.
+    result as data (JSON, tuples, sets, numpy arrays and scalars); one that only pickle can hold needs
+    ``trust_pickle=True``, which also lets a skip load a pickled result — only for a store whose every
+    writer you trust (loading a pickle runs whatever code its writer chose).
     """
     from labtrack.verbs.sweeps import track as tracked
 
-    return tracked(experiment, identity=identity, exclude=exclude, inputs=inputs, source=DefaultClient(store))
+    return tracked(experiment, identity=identity, exclude=exclude, inputs=inputs, trust_pickle=trust_pickle,
+                   source=DefaultClient(store))
 
 
 def sweep(fn: Callable[..., Any] | TrackedFunction, grid: Mapping[str, Iterable[Any]] | None = None, *,
