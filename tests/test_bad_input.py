@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -210,3 +211,42 @@ def test_size_limits_are_exact(kind: str, length: int, accepted: bool) -> None:
     got = lt.get_run(run.id)
     stored = {"metric key": len(got.metrics), "param value": len(got.params), "tag value": len(got.tags)}[kind]
     assert stored == (1 if accepted else 0)
+
+
+def test_the_implicit_step_past_the_largest_is_refused_at_the_call_and_poisons_nothing() -> None:
+    with lt.start_run("steps") as run:
+        run.log_metric("x", 1.0, step=2**63 - 1)
+        with pytest.raises(lt.InvalidInput, match=r"step of metric 'x'.*2\*\*63-1"):
+            run.log_metric("x", 2.0)  # the next implicit step would be 2**63
+        with pytest.raises(lt.InvalidInput, match="step"):
+            run.log_batch({"x": [3.0]})
+        run.log_metric("y", 5.0)
+    stored = lt.get_run(run.id)
+    assert stored.status is lt.RunStatus.FINISHED
+    assert stored.history("x").steps == [2**63 - 1] and stored.metrics == {"x": 1.0, "y": 5.0}
+
+
+@pytest.mark.parametrize("timestamp", [datetime(1, 1, 1), datetime(1, 1, 1, tzinfo=UTC), 1e20, -1e20,
+                                       253402300800.0], ids=repr)
+def test_a_timestamp_outside_the_years_1_to_9999_is_invalid_input_naming_the_range(timestamp: Any) -> None:
+    with lt.start_run("times") as run:
+        with pytest.raises(lt.InvalidInput, match=r"timestamp.*year 1.*9999") as caught:
+            run.log_metric("x", 1.0, timestamp=timestamp)
+        assert caught.value.field == "timestamp"
+        run.log_metric("x", 2.0, timestamp=datetime(9999, 12, 30, tzinfo=UTC))
+        run.log_metric("x", 3.0, timestamp=datetime(1, 1, 2, tzinfo=UTC))
+    assert lt.get_run(run.id).history("x").values == [2.0, 3.0]
+
+
+@pytest.mark.parametrize("clause", ["metrics.x > 18446744073709551616", "params.a = 18446744073709551616",
+                                    "metrics.x.count < 18446744073709551616", "params.a = -99999999999999999999",
+                                    "params.a IN (1, 18446744073709551616)"])
+def test_a_filter_number_beyond_64_bits_compares_as_a_number_on_every_backend(clause: str, store_url: str) -> None:
+    lt.set_store(store_url)
+    with lt.start_run("big", params={"a": 2**64}) as run:
+        run.log_metric("x", 1.0)
+    found = [r.id for r in lt.search_runs("big", filter=clause)]
+    expected = {"metrics.x > 18446744073709551616": [], "params.a = 18446744073709551616": [run.id],
+                "metrics.x.count < 18446744073709551616": [run.id], "params.a = -99999999999999999999": [],
+                "params.a IN (1, 18446744073709551616)": [run.id]}
+    assert found == expected[clause]

@@ -171,6 +171,8 @@ def _tokenize(text: str) -> list[_Token]:
         elif (match := _NUMBER.match(text, i)) and (c not in "+-" or _value_position(tokens)):
             raw = match.group(0)
             value: Any = float(raw) if any(ch in raw for ch in ".eE") else int(raw)
+            if type(value) is int and not -(2**63) <= value < 2**63:
+                value = float(value)  # beyond 64 bits: compared as the number it is, on every backend
             tokens.append(_Token("number", raw, value, column))
             i = match.end()
         elif c.isalpha() or c == "_":

@@ -21,6 +21,8 @@ from typing import Any
 from labtrack.core.errors import InvalidInput
 
 __all__ = [
+    "END_TIMESTAMP",
+    "FIRST_TIMESTAMP",
     "MAX_KEY_LENGTH",
     "MAX_PARAM_VALUE_LENGTH",
     "MAX_TAG_VALUE_LENGTH",
@@ -96,17 +98,38 @@ def coerce_step(step: Any, key: str) -> int:
     return number
 
 
+# Timestamps every time zone can show as a date: 0001-01-02 to 9999-12-30 (UTC), whole days.
+FIRST_TIMESTAMP = -62135510400.0  # 0001-01-02T00:00:00Z
+END_TIMESTAMP = 253402214400.0  # 9999-12-31T00:00:00Z (excluded)
+
+
 def coerce_timestamp(timestamp: Any, key: str) -> float:
-    """Seconds since the epoch (float) or an aware/naive datetime (naive means local time)."""
+    """Seconds since the epoch (float) or an aware/naive datetime (naive means local time), from year 1
+    to 9999 (see ``FIRST_TIMESTAMP``)."""
     if isinstance(timestamp, datetime):
-        return timestamp.timestamp()
-    timestamp = _unwrap_numpy(timestamp)
-    if isinstance(timestamp, bool) or not isinstance(timestamp, numbers.Real) or not math.isfinite(timestamp):
-        raise InvalidInput(
-            f"timestamp of metric {key!r} must be seconds since the epoch or a datetime, got {timestamp!r}",
-            field="timestamp",
-        )
-    return float(timestamp)
+        try:
+            seconds = timestamp.timestamp()
+        except (ValueError, OverflowError, OSError):  # a naive datetime at the edge of the calendar
+            raise _timestamp_range(key, timestamp) from None
+    else:
+        timestamp = _unwrap_numpy(timestamp)
+        if isinstance(timestamp, bool) or not isinstance(timestamp, numbers.Real) or not math.isfinite(timestamp):
+            raise InvalidInput(
+                f"timestamp of metric {key!r} must be seconds since the epoch or a datetime, got {timestamp!r}",
+                field="timestamp",
+            )
+        seconds = float(timestamp)
+    if not FIRST_TIMESTAMP <= seconds < END_TIMESTAMP:
+        raise _timestamp_range(key, timestamp)
+    return seconds
+
+
+def _timestamp_range(key: str, timestamp: Any) -> InvalidInput:
+    return InvalidInput(
+        f"timestamp of metric {key!r} is {timestamp!r}: it must lie between year 1 and 9999 (0001-01-02 to "
+        f"9999-12-30 UTC, {FIRST_TIMESTAMP:.0f} to {END_TIMESTAMP:.0f} seconds since the epoch)",
+        field="timestamp",
+    )
 
 
 def _jsonable(value: Any, field: str) -> Any:

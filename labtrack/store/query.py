@@ -115,8 +115,8 @@ class _Compiler:
             numbers = [v for v in node.values if _is_number(v)]
             texts = [_text(v) for v in node.values if not _is_number(v) or number is None]
             parts = []
-            if numbers and number is not None:
-                parts.append(number.in_(numbers))
+            if numbers and number is not None:  # as floats: the list takes its SQL type from its first item
+                parts.append(number.in_([float(v) for v in numbers]))
             if texts:
                 if text is None:
                     raise _bad(field, f"compares with numbers, got {texts[0]!r}")
