@@ -19,6 +19,7 @@ import click
 from labtrack.cli import render
 from labtrack.core import wire
 from labtrack.core.errors import LabtrackError
+from labtrack.core.inert import json_inert, visible
 from labtrack.core.model import RunRecord
 from labtrack.core.query import parse_order_by
 from labtrack.core.views import ExperimentRuns, RunDetail
@@ -28,7 +29,7 @@ __all__ = ["main"]
 
 def _print_json(value: object, tp: object = None) -> None:
     """``value`` in the wire format (of type ``tp``, by default its own), as indented strict JSON."""
-    click.echo(wire.dumps(value, tp, indent=2))
+    click.echo(json_inert(wire.dumps(value, tp, indent=2)))
 
 
 def _command(func: Callable[..., Any] | None = None, *, error_exit: int = 1) -> Any:
@@ -51,7 +52,7 @@ def _command(func: Callable[..., Any] | None = None, *, error_exit: int = 1) -> 
             return func(*args, **kwargs)
         except LabtrackError as exc:
             if as_json:
-                click.echo(wire.dumps(exc), err=True)
+                click.echo(json_inert(wire.dumps(exc)), err=True)
             else:
                 render.error(str(exc))
             sys.exit(error_exit)
@@ -212,7 +213,7 @@ def env(sections: tuple[str, ...], as_json: bool) -> None:
         data = wire.to_wire(snapshot)
         if sections and isinstance(data, dict):  # the asked sections only; the fingerprint is the whole one's
             data = {k: v for k, v in data.items() if k in sections or k in ("schema", "captured_at", "fingerprint")}
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False))
+        click.echo(json_inert(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False)))
     else:
         render.environment(snapshot, full=True, only=sections)
 
@@ -292,7 +293,7 @@ def export(run_id: str, fmt: str, output: str | None) -> None:
             os.chmod(output, 0o755)
         render.note(f"wrote {output}")
     else:
-        click.echo(text, nl=False)
+        click.echo(visible(text) if sys.stdout.isatty() else text, nl=False)  # a file or pipe gets it exact
 
 
 @main.command(name="reproduce")

@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
 from labtrack.core.aggregate import Grouping
 from labtrack.core.checks import DoctorReport, Reproduction, Verdict
 from labtrack.core.diff import RunDiff
+from labtrack.core.inert import visible
 from labtrack.core.model import Experiment, Recovery, RunStatus
 from labtrack.core.views import RunColumns
 
@@ -43,8 +45,23 @@ __all__ = [
     "verdict",
 ]
 
-_out = Console(highlight=False)
-_err = Console(stderr=True, highlight=False)
+class _InertConsole(Console):
+    """A console that shows what it is given and nothing more: no markup is read from strings, and every
+    control or invisible formatting character in the printed text is made visible (``core.inert``) —
+    names, tags and values come from whoever can write to the store. The styles this module sets are
+    rendered after, by rich itself."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(markup=False, emoji=False, highlight=False, **options)
+
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+        return super()._render_buffer(
+            Segment(visible(s.text), s.style, s.control) if s.control is None else s for s in buffer
+        )
+
+
+_out = _InertConsole()
+_err = _InertConsole(stderr=True)
 _STATUS_STYLE = {
     RunStatus.RUNNING: "cyan",
     RunStatus.FINISHED: "green",
