@@ -250,3 +250,71 @@ def test_a_filter_number_beyond_64_bits_compares_as_a_number_on_every_backend(cl
                 "metrics.x.count < 18446744073709551616": [run.id], "params.a = -99999999999999999999": [],
                 "params.a IN (1, 18446744073709551616)": [run.id]}
     assert found == expected[clause]
+
+
+def _nested_list(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _nested_dict(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = {"k": value}
+    return value
+
+
+def _cyclic() -> Any:
+    loop: dict[str, Any] = {}
+    loop["self"] = loop
+    return loop
+
+
+@pytest.mark.parametrize("value", [_nested_list(500), _nested_dict(10_000), _cyclic(), _nested_list(33)],
+                         ids=["list-500", "dict-10k", "cyclic", "list-33"])
+def test_params_nested_deeper_than_32_levels_or_cyclic_are_invalid_input(value: Any) -> None:
+    with lt.start_run("deep") as run:
+        with pytest.raises(lt.InvalidInput, match=r"nested.*32") as caught:
+            run.log_param("cfg", value)
+        assert caught.value.field == "param 'cfg'"
+        with pytest.raises(lt.InvalidInput, match=r"nested.*32"):
+            lt.start_run("deep", params={"cfg": value}, nested=True)
+        run.log_param("ok", _nested_list(32))
+    assert lt.get_run(run.id).params == {"ok": _nested_list(32)}
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_log_dict_of_a_cyclic_or_too_deep_dict_is_invalid_input(suffix: str) -> None:
+    pytest.importorskip("yaml")
+    with lt.start_run("deep") as run:
+        for value in (_cyclic(), _nested_dict(10_000)):
+            with pytest.raises(lt.InvalidInput, match=r"nested|cyclic") as caught:
+                run.log_dict(value, f"config{suffix}")
+            assert caught.value.field == "dictionary"
+
+
+@pytest.mark.parametrize("call", [
+    lambda r: r.log_param("p", "a\x00b"), lambda r: r.log_param("p", ["ok", {"k": "a\x00b"}]),
+    lambda r: r.set_note("a\x00b"), lambda r: lt.start_run("nul", note="a\x00b", nested=True),
+], ids=["param", "nested-param", "note", "start_run-note"])
+def test_nul_in_a_param_value_or_a_note_is_invalid_input_on_every_backend(call: Any, store_url: str) -> None:
+    lt.set_store(store_url)
+    with lt.start_run("nul") as run:
+        with pytest.raises(lt.InvalidInput, match="NUL"):
+            call(run)
+        run.log_param("fine", "a b")
+    stored = lt.get_run(run.id)
+    assert stored.status is lt.RunStatus.FINISHED and stored.params == {"fine": "a b"}
+
+
+def test_a_note_is_limited_to_100k_characters() -> None:
+    with lt.start_run("notes") as run:
+        run.set_note("x" * 100_000)
+        with pytest.raises(lt.InvalidInput, match="100,000") as caught:
+            run.set_note("x" * 100_001)
+        assert caught.value.field == "note"
+        with pytest.raises(lt.InvalidInput, match="100,000"):
+            lt.start_run("notes", note="x" * 10_000_000, nested=True)
+    assert len(lt.get_run(run.id).note or "") == 100_000

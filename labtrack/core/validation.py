@@ -24,10 +24,14 @@ __all__ = [
     "END_TIMESTAMP",
     "FIRST_TIMESTAMP",
     "MAX_KEY_LENGTH",
+    "MAX_NESTING",
+    "MAX_NOTE_LENGTH",
     "MAX_PARAM_VALUE_LENGTH",
     "MAX_TAG_VALUE_LENGTH",
     "check_artifact_path",
     "check_key",
+    "check_nesting",
+    "check_note",
     "checked_params",
     "checked_tags",
     "coerce_metric_value",
@@ -132,8 +136,52 @@ def _timestamp_range(key: str, timestamp: Any) -> InvalidInput:
     )
 
 
-def _jsonable(value: Any, field: str) -> Any:
+MAX_NESTING = 32  # levels of lists and dicts in a param value or a log_dict dictionary
+MAX_NOTE_LENGTH = 100_000
+
+
+def _too_deep(field: str) -> InvalidInput:
+    return InvalidInput(
+        f"{field}: value is nested more than {MAX_NESTING} levels deep, or contains itself; flatten it (or "
+        "store a large configuration as a file with log_artifact)", field=field,
+    )
+
+
+def _no_nul(text: str, field: str) -> str:
+    if "\x00" in text:
+        raise InvalidInput(f"{field}: a string contains a NUL character; remove it (PostgreSQL cannot store "
+                           "it, so no backend does)", field=field)
+    return text
+
+
+def check_nesting(value: Any, field: str, depth: int = 0) -> None:
+    """InvalidInput if ``value`` nests lists, tuples and dicts more than ``MAX_NESTING`` levels deep (a
+    structure that contains itself does)."""
+    if isinstance(value, (list, tuple)):
+        items: Any = value
+    elif isinstance(value, dict):
+        items = value.values()
+    else:
+        return
+    if depth >= MAX_NESTING:
+        raise _too_deep(field)
+    for item in items:
+        check_nesting(item, field, depth + 1)
+
+
+def check_note(note: object) -> str:
+    if not isinstance(note, str):
+        raise InvalidInput(f"note must be a string, got {type(note).__name__}", field="note")
+    if len(note) > MAX_NOTE_LENGTH:
+        raise InvalidInput(f"note is {len(note):,} characters; the limit is {MAX_NOTE_LENGTH:,} (store longer "
+                           "text as an artifact with log_text)", field="note")
+    return _no_nul(note, "note")
+
+
+def _jsonable(value: Any, field: str, depth: int = 0) -> Any:
     value = _unwrap_numpy(value)
+    if type(value) is str:
+        return _no_nul(value, field)
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
@@ -143,13 +191,17 @@ def _jsonable(value: Any, field: str) -> Any:
     if isinstance(value, numbers.Real):
         return float(value)
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v, field) for v in value]
+        if depth >= MAX_NESTING:
+            raise _too_deep(field)
+        return [_jsonable(v, field, depth + 1) for v in value]
     if isinstance(value, dict):
+        if depth >= MAX_NESTING:
+            raise _too_deep(field)
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
                 raise InvalidInput(f"{field}: nested dict keys must be strings, got {k!r}", field=field)
-            out[k] = _jsonable(v, field)
+            out[_no_nul(k, field)] = _jsonable(v, field, depth + 1)
         return out
     if hasattr(value, "__fspath__"):
         return str(value)
@@ -162,7 +214,9 @@ def _jsonable(value: Any, field: str) -> Any:
 
 def coerce_param_value(value: Any, key: str) -> Any:
     kind = type(value)
-    if kind is float or kind is int or kind is bool or value is None or (kind is str and len(value) < 1000):
+    if kind is float or kind is int or kind is bool or value is None or (
+        kind is str and len(value) < 1000 and "\x00" not in value
+    ):
         return value  # the common case, as it is stored
     field = f"param {key!r}"
     out = _jsonable(value, field)

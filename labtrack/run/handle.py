@@ -23,6 +23,8 @@ from labtrack.core.model import ArtifactInfo, MetricHistory, MetricSummary, RunR
 from labtrack.core.validation import (
     check_artifact_path,
     check_key,
+    check_nesting,
+    check_note,
     checked_params,
     checked_tags,
     coerce_param_value,
@@ -283,9 +285,7 @@ class Run:
         self._writes().set_tags(checked_tags(tags))
 
     def set_note(self, note: str) -> None:
-        if not isinstance(note, str):
-            raise InvalidInput(f"note must be a string, got {type(note).__name__}", field="note")
-        self._writes().set_note(note)
+        self._writes().set_note(check_note(note))
 
     def merge_context(self, sections: Mapping[str, Any]) -> None:
         """Replace these sections of the run's recorded environment (e.g. ``{"seeds": ...}``)."""
@@ -353,6 +353,7 @@ class Run:
     def log_dict(self, dictionary: Mapping[str, Any], artifact_file: str) -> None:
         """Store a dict as JSON (``.json``) or YAML (``.yaml``/``.yml``, needs PyYAML)."""
         path = check_artifact_path(artifact_file, "artifact_file")
+        check_nesting(dictionary, "dictionary")
         if path.endswith((".yaml", ".yml")):
             try:
                 import yaml

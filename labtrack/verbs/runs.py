@@ -18,7 +18,7 @@ from labtrack.core.errors import InvalidInput
 from labtrack.core.identity import DEFAULT_IDENTITY, check_identity, run_key
 from labtrack.core.model import Experiment, NewRun, Recovery, Search
 from labtrack.core.query import parse_order_by
-from labtrack.core.validation import check_key, checked_params, checked_tags
+from labtrack.core.validation import check_key, check_note, checked_params, checked_tags
 from labtrack.run import process
 from labtrack.run.factory import begin
 from labtrack.run.handle import Run
@@ -106,8 +106,8 @@ class RunClient:
         excluded = _checked_exclude(exclude)
         if name is not None:
             check_key(name, "name")
-        if note is not None and not isinstance(note, str):
-            raise InvalidInput(f"note must be a string, got {type(note).__name__}", field="note")
+        if note is not None:
+            note = check_note(note)
         input_hashes = hash_inputs(inputs) if inputs else {}
         parent = process.active()
         if parent is not None and not nested:
