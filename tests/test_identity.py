@@ -303,3 +303,35 @@ def test_show_prints_the_run_key(tmp_path: Path) -> None:
     assert key in result.output
     as_json = CliRunner().invoke(main, ["--store", store, "show", run.id, "--json"])
     assert json.loads(as_json.output)["run_key"] == key
+
+
+NFC, NFD = "caf\u00e9", "cafe\u0301"  # one name, two spellings
+
+
+def test_nfc_and_nfd_spellings_of_a_name_are_one_experiment_one_key_and_one_lookup() -> None:
+    with lt.start_run(NFC, params={NFD: 1}, tags={NFD: "t"}) as run:
+        run.log_metric(NFD, 1.0)
+        run.log_metric(NFC, 2.0)  # the same metric
+    with lt.start_run(NFD, params={NFC: 2}):
+        pass
+    assert [e.name for e, _ in lt.list_experiments()] == [NFC]
+    assert len(lt.search_runs(NFD)) == 2 and len(lt.search_runs(NFC)) == 2
+    stored = lt.get_run(run.id)
+    assert stored.experiment == NFC and stored.params == {NFC: 1} and stored.tags[NFC] == "t"
+    assert stored.history(NFC).values == [1.0, 2.0]
+    assert lt.exists(NFD, {NFC: 1}) and lt.exists(NFC, {NFD: 1})
+    assert lt.compute_key(NFD, {NFD: 1}) == lt.compute_key(NFC, {NFC: 1}) == stored.key
+
+
+@pytest.mark.parametrize("blank", [" ", "\u00a0", "\u3000", " \t "], ids=repr)
+def test_names_and_keys_of_only_whitespace_are_refused(blank: str) -> None:
+    for call, field in ((lambda: lt.start_run(blank), "experiment"), (lambda: lt.start_run("e", name=blank), "name"),
+                        (lambda: lt.start_run("e", params={blank: 1}), "param key")):
+        with pytest.raises(lt.InvalidInput, match="only white space") as caught:
+            call()
+        assert caught.value.field == field
+    with lt.start_run("e") as run:
+        with pytest.raises(lt.InvalidInput, match="only white space"):
+            run.log_metric(blank, 1.0)
+        with pytest.raises(lt.InvalidInput, match="only white space"):
+            run.set_tag(blank, "v")

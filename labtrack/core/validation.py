@@ -15,6 +15,7 @@ import json
 import math
 import numbers
 import posixpath
+import unicodedata
 from datetime import datetime
 from typing import Any
 
@@ -48,12 +49,18 @@ _CONTROL = {chr(i) for i in range(32)} | {"\x7f"}
 
 
 def check_key(key: object, field: str = "key") -> str:
+    """``key`` as stored: in Unicode NFC (a composed and a decomposed "é" are one name everywhere — storage,
+    run keys, lookups); InvalidInput if it is empty, only white space, too long or has control characters."""
     if not isinstance(key, str):
         raise InvalidInput(
             f"{field} must be a string, got {type(key).__name__} {key!r}", field=field
         )
     if not key:
         raise InvalidInput(f"{field} must not be empty", field=field)
+    if not key.isascii():
+        key = unicodedata.normalize("NFC", key)
+    if key.isspace():
+        raise InvalidInput(f"{field} {key!r} is only white space; give it a visible name", field=field)
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidInput(
             f"{field} {key[:40]!r}... is {len(key)} characters; the limit is {MAX_KEY_LENGTH}",

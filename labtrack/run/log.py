@@ -42,8 +42,8 @@ class RunLog:
     def __init__(self, spool: Spool, run_id: str, *, params: Mapping[str, Any] | None = None) -> None:
         self.spool = spool
         self.run_id = run_id
-        self._series: dict[str, int] = {}  # metric key -> the spool's series id
-        self._next_step: dict[str, int] = {}
+        self._series: dict[str, int] = {}  # metric key as given (and as NFC) -> the spool's series id
+        self._next_step: dict[int, int] = {}  # series id -> the next implicit step
         self._params: dict[str, Any] = dict(params or {})  # what this process knows the run has
         self._lock = threading.Lock()
         self._values_head = '{"run":' + encode(run_id).decode() + ',"values":{'  # one param's or tag's record
@@ -51,11 +51,13 @@ class RunLog:
     # -- metrics --------------------------------------------------------------------------------
 
     def _define(self, key: str) -> int:
-        check_key(key, "metric key")
+        """The series of ``key``; two spellings of one key (NFC, NFD) are one series, named in NFC."""
+        name = check_key(key, "metric key")
         with self._lock:
-            found = self._series.get(key)
+            found = self._series.get(name)
             if found is None:
-                found = self._series[key] = self.spool.define_series(self.run_id, key)
+                found = self._series[name] = self.spool.define_series(self.run_id, name)
+            self._series[key] = found
             return found
 
     def log_metric(self, key: str, value: Any, step: int | None = None, timestamp: Any = None) -> None:
@@ -65,13 +67,13 @@ class RunLog:
         if type(value) is not float:
             value = coerce_metric_value(value, key)
         if step is None:
-            step = self._next_step.get(key, 0)
+            step = self._next_step.get(series, 0)
             if step >= MAX_STEP:
                 raise _step_overflow(key)
         elif type(step) is not int or not 0 <= step < MAX_STEP:
             step = coerce_step(step, key)
         stamp = _now() if timestamp is None else coerce_timestamp(timestamp, key)
-        self._next_step[key] = step + 1
+        self._next_step[series] = step + 1
         spool = self.spool
         slot = next(spool.counter)
         mapped = spool.maps.get(slot >> SEGMENT_SHIFT)
@@ -94,13 +96,13 @@ class RunLog:
                 series = self._define(key)
             if type(value) is not float:
                 value = coerce_metric_value(value, key)
-            at = self._next_step.get(key, 0) if step is None else step
+            at = self._next_step.get(series, 0) if step is None else step
             if at >= MAX_STEP:
                 raise _step_overflow(key)
-            points.append((key, series, at, value))
+            points.append((series, at, value))
         spool = self.spool
-        for key, series, at, value in points:  # all valid: now write them
-            self._next_step[key] = at + 1
+        for series, at, value in points:  # all valid: now write them
+            self._next_step[series] = at + 1
             slot = next(spool.counter)
             mapped = spool.maps.get(slot >> SEGMENT_SHIFT)
             if mapped is None:
@@ -116,7 +118,9 @@ class RunLog:
         step_array = int_array(steps, "steps") if steps is not None else None
         prepared: list[tuple[str, Chunk]] = []
         for key, values in metrics.items():
-            check_key(key, "metric key")
+            series = self._series.get(key)
+            if series is None:
+                series = self._define(key)  # (a new key's series is named even if the call is refused)
             value_array = float_array(values, key)
             n = len(value_array)
             if step_array is not None:
@@ -127,7 +131,7 @@ class RunLog:
                     )
                 key_steps = step_array
             else:
-                first = self._next_step.get(key, 0)
+                first = self._next_step.get(series, 0)
                 if first + n > MAX_STEP:
                     raise _step_overflow(key)
                 key_steps = array("q", range(first, first + n))
@@ -138,7 +142,7 @@ class RunLog:
             series = self._series.get(key)
             if series is None:
                 series = self._define(key)
-            self._next_step[key] = max(self._next_step.get(key, 0), chunk.steps[-1] + 1)
+            self._next_step[series] = max(self._next_step.get(series, 0), chunk.steps[-1] + 1)
             for start in range(0, len(chunk), _BLOCK_POINTS):
                 self.spool.append(Kind.BLOCK, _block(series, chunk, start, start + _BLOCK_POINTS))
 

@@ -99,13 +99,13 @@ class RunClient:
         directory, hashed by content), as ``identity`` selects, leaving out the params in ``exclude``.
         ``claim``: a sweep's (owner, lease) on the configuration, renewed with the run's heartbeat.
         """
-        check_key(experiment, "experiment")
+        experiment = check_key(experiment, "experiment")
         valid_params = checked_params(params)
         valid_tags = checked_tags(tags)
         parts = check_identity(identity)
         excluded = _checked_exclude(exclude)
         if name is not None:
-            check_key(name, "name")
+            name = check_key(name, "name")
         if note is not None:
             note = check_note(note)
         input_hashes = hash_inputs(inputs) if inputs else {}
@@ -177,6 +177,8 @@ class RunClient:
         if max_results is not None and (not isinstance(max_results, int) or max_results < 0):
             raise InvalidInput(f"max_results must be an integer >= 0, got {max_results!r}", field="max_results")
         names = [experiment] if isinstance(experiment, str) else (list(experiment) if experiment is not None else None)
+        if names is not None:
+            names = [check_key(n, "experiment") for n in names]
         from labtrack.core.filters import parse_filter
         from labtrack.verbs.runlist import RunList
 
@@ -211,7 +213,7 @@ class RunClient:
         exclude: Sequence[str] = (),
     ) -> str:
         """The run key ``start_run`` would give a run of ``experiment`` with ``params`` here and now."""
-        check_key(experiment, "experiment")
+        experiment = check_key(experiment, "experiment")
         parts = check_identity(identity)
         env = None
         if "code" in parts or "env" in parts:
