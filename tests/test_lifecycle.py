@@ -373,3 +373,36 @@ def test_one_param_or_tag_at_a_time_is_stored_as_given_and_a_changed_param_refus
     assert tags == {key: str(value) for key, value in values.items()}
     values.pop("nan")
     assert params == values
+
+
+def test_a_finished_run_is_not_relabelled_and_ending_it_again_the_same_way_is_harmless() -> None:
+    with lt.start_run("relabel") as run:
+        run.log_metric("m", 1.0)
+    run.end()  # the same status again: nothing changes
+    with pytest.raises(lt.InvalidInput, match="already ended FINISHED") as caught:
+        run.end("FAILED")
+    assert caught.value.field == "status"
+    with pytest.raises(lt.InvalidInput, match="already ended FINISHED"):
+        lt.get_run(run.id).end("KILLED")  # through a handle from the store too
+    assert lt.get_run(run.id).status is lt.RunStatus.FINISHED
+
+
+def test_an_exception_after_an_explicit_end_inside_the_with_block_keeps_the_end_and_the_exception() -> None:
+    with pytest.raises(ZeroDivisionError):
+        with lt.start_run("ended-early") as run:
+            run.end()
+            1 / 0  # noqa: B018
+    assert lt.get_run(run.id).status is lt.RunStatus.FINISHED
+
+
+def test_logging_to_a_run_after_its_with_block_is_refused_with_a_clear_error() -> None:
+    with lt.start_run("after") as run:
+        run.log_metric("m", 1.0)
+    for call in (lambda: run.log_metric("m", 2.0), lambda: run.log_metrics({"m": 2.0}),
+                 lambda: run.log_batch({"m": [2.0]}), lambda: run.log_param("p", 1),
+                 lambda: run.log_params({"p": 1}), lambda: run.log_text("x", "a.txt")):
+        with pytest.raises(lt.InvalidInput, match="has ended"):
+            call()
+    run.set_tag("reviewed", "yes")  # annotations stay possible after the end
+    stored = lt.get_run(run.id)
+    assert stored.history("m").values == [1.0] and stored.params == {} and stored.tags["reviewed"] == "yes"

@@ -78,6 +78,7 @@ class Run:
         self._source = source
         self._log = log
         self._live = live
+        self._ended: RunStatus | None = None  # how this handle ended the run (it then refuses more logging)
         self._settings = settings
 
     @property
@@ -95,6 +96,8 @@ class Run:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if self._ended is not None:
+            return  # ended inside the block: that end stands (an exception after it propagates as it is)
         if exc_type is None:
             self.end(RunStatus.FINISHED)
         elif issubclass(exc_type, KeyboardInterrupt) or (
@@ -264,7 +267,17 @@ class Run:
     # -- logging ------------------------------------------------------------------------------
 
     def _writes(self) -> RunLog:
-        """The run's write side; for a run this process did not start, made on first use."""
+        """The run's write side; for a run this process did not start, made on first use. Refused once this
+        handle ended the run: what is logged after the ``with`` block would land in a finished run."""
+        if self._ended is not None:
+            raise InvalidInput(
+                f"run {self.id[:8]} has ended ({self._ended.value}); start a new run to log more (tags and "
+                "notes can still be set)", field="run",
+            )
+        return self._annotations()
+
+    def _annotations(self) -> RunLog:
+        """The write side for tags and notes, which a run takes after its end too."""
         log = self._log
         if log is None:
             known = self._record.params if self._record is not None else None
@@ -279,13 +292,13 @@ class Run:
         self._writes().log_params(checked_params(params))
 
     def set_tag(self, key: str, value: Any) -> None:
-        self._writes().set_tag(check_key(key, "tag key"), coerce_tag_value(value, key))
+        self._annotations().set_tag(check_key(key, "tag key"), coerce_tag_value(value, key))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self._writes().set_tags(checked_tags(tags))
+        self._annotations().set_tags(checked_tags(tags))
 
     def set_note(self, note: str) -> None:
-        self._writes().set_note(check_note(note))
+        self._annotations().set_note(check_note(note))
 
     def merge_context(self, sections: Mapping[str, Any]) -> None:
         """Replace these sections of the run's recorded environment (e.g. ``{"seeds": ...}``)."""
@@ -306,11 +319,17 @@ class Run:
 
         ``step`` defaults to one past the last step logged for this key in this process (0 first).
         """
-        (self._log or self._writes()).log_metric(key, value, step, timestamp)
+        log = self._log
+        if log is None or self._ended is not None:
+            log = self._writes()
+        log.log_metric(key, value, step, timestamp)
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None, timestamp: Any = None) -> None:
         """One point per key, all at the same ``step`` and time. Nothing is logged if any is invalid."""
-        (self._log or self._writes()).log_metrics(metrics, step, timestamp)
+        log = self._log
+        if log is None or self._ended is not None:
+            log = self._writes()
+        log.log_metrics(metrics, step, timestamp)
 
     def log_batch(self, metrics: Mapping[str, Sequence[Any]], steps: Sequence[int] | None = None,
                   timestamps: Sequence[float] | float | None = None) -> None:
@@ -384,11 +403,23 @@ class Run:
         transaction for a short run. Reads from this process see them at once; ``flush()`` waits until the
         store has them, as does the end of the process (up to ``LABTRACK_FLUSH_TIMEOUT``)."""
         status = _terminal_status(status)
+        if self._ended is None and self._live is None:  # a handle on a run of the store: as it stands there
+            current = self.status
+            if current in _TERMINAL_CHOICES.values():
+                self._ended = current
+        if self._ended is not None:
+            if self._ended is status:
+                return  # ending it the same way again changes nothing
+            raise InvalidInput(
+                f"run {self.id[:8]} already ended {self._ended.value}; it is not re-labelled {status.value} "
+                "(tag it instead, e.g. set_tag('verdict', ...))", field="status",
+            )
         live = self._live
         log = self._writes()
         if live is not None:
             self._refresh_environment(live, log)
         log.end(status, time.time(), error)
+        self._ended = status
         if live is not None:
             live.drainer.live.pop(self.id, None)
             self._live = None
