@@ -572,3 +572,21 @@ def test_a_running_run_with_a_stale_heartbeat_matches_status_crashed(
     assert ids("status = 'RUNNING'") == set()
     assert ids("status != 'RUNNING'") == {other, done.id}
     assert lt.get_run(other, store=store_url).status is lt.RunStatus.CRASHED
+
+
+@pytest.mark.parametrize("term", ["metrics.acc decs", "metrics.acc DESC NULLS LAST", "params.lr ascending",
+                                  "metrics." + "a" * 300, "tags.team  desc  desc"])
+def test_a_malformed_order_by_term_is_refused_not_sorted_by_a_metric_that_does_not_exist(term: str) -> None:
+    with lt.start_run("order") as run:
+        run.log_metric("acc", 1.0)
+    with pytest.raises(lt.InvalidInput) as caught:
+        lt.search_runs("order", order_by=[term])
+    assert caught.value.field == "order_by" and repr(term[:20])[1:-1] in str(caught.value)
+
+
+def test_a_key_with_spaces_still_orders_in_backticks() -> None:
+    for value in (2.0, 1.0):
+        with lt.start_run("order") as run:
+            run.log_metric("val acc", value)
+    found = lt.search_runs("order", order_by=["metrics.`val acc` asc"])
+    assert [r.metrics["val acc"] for r in found] == [1.0, 2.0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from labtrack.core.errors import InvalidInput
+from labtrack.core.validation import MAX_KEY_LENGTH
 
 __all__ = ["AGGREGATES", "KINDS", "OrderTerm", "parse_order_by"]
 
@@ -60,11 +61,20 @@ def _parse_one(text: str) -> OrderTerm:
             aggregate = tail[1:]
     else:
         key = rest
+        if any(c.isspace() for c in key):
+            word = key.split()[-1]
+            raise InvalidInput(
+                f"order_by term {original!r}: {word!r} is not a direction; write <kind>.<key> [asc|desc] (a key "
+                "with spaces goes in backticks: metrics.`val acc` desc)", field="order_by",
+            )
         head, dot, last = rest.rpartition(".")
         if kind == "metrics" and dot and last in AGGREGATES:
             key, aggregate = head, last
     if not key:
         raise InvalidInput(f"order_by term {original!r} names no key", field="order_by")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidInput(f"order_by term {original[:40]!r}...: the key is {len(key)} characters; keys have at "
+                           f"most {MAX_KEY_LENGTH}", field="order_by")
     if aggregate != "last" and kind != "metrics":
         raise InvalidInput(f"order_by term {original!r}: aggregates apply to metrics only", field="order_by")
     return OrderTerm(kind, key, descending, aggregate)
