@@ -407,10 +407,12 @@ def test_ilike_folds_the_case_of_non_ascii_letters_on_every_backend(corpus: Corp
 
 
 def test_like_with_a_backslash_in_the_pattern_matches_it_literally_on_every_backend(corpus: Corpus) -> None:
-    # The filter text 'C:\\temp%' is the pattern C:\temp% ; the backslash is an ordinary character there.
+    # In a LIKE pattern the backslash escapes % _ and itself, so a literal backslash is \\ in the pattern:
+    # \\\\ in the filter text, whose strings turn \\ into \ (and keep a backslash before anything else).
     assert corpus.find("tags.path = 'C:\\\\temp\\\\new'") == {"inject"}
-    assert corpus.find("tags.path LIKE 'C:\\\\temp%'") == {"inject"}
-    assert corpus.find("tags.path LIKE '%\\\\new'") == {"inject"}
+    assert corpus.find("tags.path LIKE 'C:\\\\\\\\temp%'") == {"inject"}
+    assert corpus.find("tags.path LIKE '%\\\\\\\\new'") == {"inject"}
+    assert corpus.find("tags.path LIKE 'C:\\\\temp%'") == set()  # \t escapes a plain t
 
 
 # -- injection attempts ----------------------------------------------------------------------------
@@ -428,7 +430,7 @@ INJECTIONS: list[tuple[str, set[str] | None]] = [  # None: must be rejected with
     ("params.`note'; DROP TABLE runs;--` IS NULL", set(BY_HANDLE)),
     ("tags.`q` = '''; DROP TABLE runs;--' and tags.`x\"; --` IS NULL", {"inject"}),
     ("tags.path = 'C:\\\\temp\\\\new'", {"inject"}),
-    ("tags.path = 'C:\\temp\\new'", set()),  # \t and \n escape plain letters: the value is C:tempnew
+    ("tags.path = 'C:\\temp\\new'", {"inject"}),  # a backslash before a letter is kept: the path as typed
     ("tags.quote = '‘cv’'", {"inject"}),
     ("tags.apostrophe = 'it''s'", {"inject"}),
     ("tags.apostrophe = \"it's\"", {"inject"}),
@@ -590,3 +592,18 @@ def test_a_key_with_spaces_still_orders_in_backticks() -> None:
             run.log_metric("val acc", value)
     found = lt.search_runs("order", order_by=["metrics.`val acc` asc"])
     assert [r.metrics["val acc"] for r in found] == [1.0, 2.0]
+
+
+@pytest.mark.parametrize(("pattern", "expected"), [
+    (r"'100\%'", ["100%"]), (r"'100%'", ["100%", "1000"]), (r"'a\_b'", ["a_b"]), (r"'a_b'", ["a_b", "axb"]),
+    (r"'C:\\\\dir%'", ["C:\\dir\\x"]), (r"'%\%%'", ["100%"]),
+])
+def test_like_escapes_percent_underscore_and_backslash_with_a_backslash(pattern: str, expected: list[str],
+                                                                          store_url: str) -> None:
+    lt.set_store(store_url)
+    for value in ("100%", "1000", "a_b", "axb", "C:\\dir\\x"):
+        with lt.start_run("like", tags={"v": value}):
+            pass
+    for op in ("LIKE", "ILIKE"):
+        found = sorted(r.tags["v"] for r in lt.search_runs("like", filter=f"tags.v {op} {pattern}"))
+        assert found == sorted(expected), op

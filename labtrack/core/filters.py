@@ -10,8 +10,10 @@ Fields: ``metrics.<key>[.last|.min|.max|.count]`` (last by default), ``params.<k
 env_fingerprint), ``env.<fact>``. A key containing dots or spaces goes in backticks. Operators: ``=``
 ``!=`` ``<>`` ``<`` ``<=`` ``>`` ``>=``, ``[NOT] IN (...)``, ``[NOT] LIKE``, ``[NOT] ILIKE``,
 ``IS [NOT] NULL``; ``and``, ``or``, ``not`` and parentheses (keywords in any case). Values: numbers,
-strings in single or double quotes (a quote doubled, or backslash-escaped, stands for itself),
-``true``, ``false``. A syntax error points at its column with a caret.
+strings in single or double quotes (a quote doubled, or backslash-escaped, stands for itself, and so
+does a doubled backslash; a backslash before anything else is kept), ``true``, ``false``. In a LIKE
+pattern ``%`` and ``_`` are wildcards, and a backslash makes them (or itself) literal: ``'100\\%'``.
+A syntax error points at its column with a caret.
 
 This module is pure: the store compiles the AST into one parameterised SQL query, so values never
 become SQL text.
@@ -144,8 +146,8 @@ def _tokenize(text: str) -> list[_Token]:
                 if i >= n:
                     raise _Syntax("unterminated string", column)
                 ch = text[i]
-                if ch == "\\" and i + 1 < n:
-                    chars.append(text[i + 1])
+                if ch == "\\" and i + 1 < n and text[i + 1] in ("'", '"', "\\"):
+                    chars.append(text[i + 1])  # an escaped quote or backslash; any other \ stays (LIKE uses it)
                     i += 2
                 elif ch == quote and i + 1 < n and text[i + 1] == quote:
                     chars.append(quote)

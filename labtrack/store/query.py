@@ -124,11 +124,11 @@ class _Compiler:
             return or_(*parts)
         if text is None:
             raise _bad(field, "LIKE needs a text field; metrics are numbers")
-        # No escape character on either backend (PostgreSQL's default is the backslash): a backslash in
-        # a pattern matches itself, as on SQLite. ILIKE folds case with lower() (a Unicode-aware one is
-        # installed on SQLite connections).
-        escape = {"escape": ""} if self.dialect == "postgresql" else {}
-        return text.ilike(node.pattern, **escape) if node.case_insensitive else text.like(node.pattern, **escape)
+        # The backslash escapes %, _ and itself on both backends (ESCAPE '\'), so a literal % can be matched.
+        # ILIKE folds case with lower() (a Unicode-aware one is installed on SQLite connections).
+        if node.case_insensitive:
+            return text.ilike(node.pattern, escape="\\")
+        return text.like(node.pattern, escape="\\")
 
     def _has(self, table: Any, key: str, condition: Any = None) -> Any:
         """The run has a row for ``key`` in ``table`` (meeting ``condition``): an IN list or an EXISTS probe."""
