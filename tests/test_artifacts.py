@@ -200,3 +200,58 @@ def test_a_stored_blob_cannot_be_changed_through_the_original_file(tmp_path: Pat
         run.log_artifact(source)
     source.write_bytes(b"v2 changed later")
     assert lt.get_run(run.id).open_artifact("weights.bin").read() == b"v1"
+
+
+def test_a_fifo_or_other_special_file_is_skipped_in_a_directory_and_refused_alone(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(b"w")
+    os.mkfifo(folder / "pipe")  # opening it to read would wait for a writer forever
+    done = threading.Event()
+
+    def log() -> None:
+        with lt.start_run("fifo") as run:
+            run.log_artifacts(str(folder))
+            with pytest.raises(lt.InvalidInput, match="not a regular file") as caught:
+                run.log_artifact(str(folder / "pipe"))
+            assert caught.value.field == "local_path"
+        done.set()
+        holder.append(run.id)
+
+    holder: list[str] = []
+    thread = threading.Thread(target=log, daemon=True)
+    thread.start()
+    assert done.wait(20), "log_artifacts blocked on a FIFO"
+    assert [a.path for a in lt.get_run(holder[0]).artifacts] == ["weights.bin"]
+
+
+def test_download_refuses_a_file_and_a_directory_of_one_name_before_writing_anything(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    (source / "model").mkdir(parents=True)
+    (source / "model" / "config.json").write_text("{}")
+    single = tmp_path / "model"
+    single.write_text("weights")
+    with lt.start_run("clash") as run:
+        run.log_artifact(str(single))  # the artifact "model"
+        run.log_artifacts(str(source))  # and "model/config.json"
+    target = tmp_path / "dest"
+    with pytest.raises(lt.InvalidInput, match="'model' is both a file and a directory") as caught:
+        lt.get_run(run.id).download_artifacts(str(target))
+    assert caught.value.field == "path"
+    assert not target.exists() or list(target.iterdir()) == []  # nothing half-written
+    written = lt.get_run(run.id).download_artifacts(str(target), path="model/config.json")
+    assert [p.read_text() for p in written] == ["{}"]
+
+
+def test_download_refuses_a_path_too_long_for_the_file_system_before_writing(tmp_path: Path) -> None:
+    with lt.start_run("long") as run:  # an artifact path of ~6,000 characters: stored fine
+        run.log_text("x", "/".join(["d" * 200] * 30) + "/f.txt")
+        run.log_text("y", "short.txt")
+    target = tmp_path / "dest"
+    with pytest.raises(lt.InvalidInput, match="too long") as caught:
+        lt.get_run(run.id).download_artifacts(str(target))
+    assert caught.value.field == "path"
+    assert not target.exists() or list(target.iterdir()) == []

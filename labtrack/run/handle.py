@@ -247,10 +247,11 @@ class Run:
         """Copy the run's artifacts (all, or those under ``path``) into ``destination``."""
         prefix = check_artifact_path(path, "path") if path else None
         root = Path(destination).resolve()
+        chosen = [item for item in self.artifacts
+                  if not prefix or item.path == prefix or item.path.startswith(prefix + "/")]
+        _check_downloadable(root, [item.path for item in chosen])  # before anything is written
         written = []
-        for item in self.artifacts:
-            if prefix and item.path != prefix and not item.path.startswith(prefix + "/"):
-                continue
+        for item in chosen:
             target = (root / item.path).resolve()
             if root not in target.parents:  # cannot happen for checked paths; defence in depth
                 raise InvalidInput(f"artifact path {item.path!r} escapes {root}", field="path")
@@ -354,6 +355,9 @@ class Run:
         name = source.resolve().name if source.name in ("", ".", "..") else source.name
         target = f"{base}/{name}" if base else name
         check_artifact_path(target, "local_path")
+        if not source.is_dir() and not source.is_file():  # a FIFO would block the read forever
+            raise InvalidInput(f"local_path {os.fspath(local_path)!r} is not a regular file (a pipe, socket or "
+                               "device): log a file or a directory", field="local_path")
         self._writes().add_files(collect_files(source, target) if source.is_dir() else [(source, target)])
 
     def log_artifacts(self, local_dir: str | os.PathLike[str], artifact_path: str | None = None) -> None:
@@ -479,6 +483,33 @@ def _terminal_status(status: RunStatus | str) -> RunStatus:
     return _TERMINAL_CHOICES[value]
 
 
+def _check_downloadable(root: Path, paths: Sequence[str]) -> None:
+    """InvalidInput if these artifact paths cannot all be written under ``root``: one name both a file and
+    a directory, or a path longer than the file system takes."""
+    files = set(paths)
+    for artifact in paths:
+        parts = artifact.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in files:
+                raise InvalidInput(
+                    f"the run's artifact {'/'.join(parts[:i])!r} is both a file and a directory (it holds "
+                    f"{artifact!r}): download them one at a time with path=", field="path",
+                )
+    try:
+        name_max = os.pathconf(root if root.exists() else root.parent, "PC_NAME_MAX")
+        path_max = os.pathconf(root if root.exists() else root.parent, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    for artifact in paths:
+        full = os.fsencode(root / artifact)
+        if len(full) >= path_max or any(len(os.fsencode(part)) > name_max for part in artifact.split("/")):
+            raise InvalidInput(
+                f"artifact {artifact[:60]!r}... is too long to write under {root} ({len(full)} bytes; the file "
+                f"system takes {path_max - 1} for a path, {name_max} for a name): download it with path= into a "
+                "shorter destination, or read it with open_artifact", field="path",
+            )
+
+
 def collect_files(root: Path, target: str) -> list[tuple[Path, str]]:
     """Every file below ``root`` with its artifact path; refuses symlinks that leave ``root``."""
     real_root = root.resolve()
@@ -502,6 +533,8 @@ def collect_files(root: Path, target: str) -> list[tuple[Path, str]]:
                     )
         for name in sorted(filenames):
             path = Path(dirpath, name)
+            if not path.is_file():
+                continue  # a FIFO, socket or device: not content (reading a FIFO would wait forever)
             relative = path.relative_to(root).as_posix()
             files.append((path, f"{target}/{relative}" if target else relative))
     return files
