@@ -58,3 +58,14 @@ def test_json_output_escapes_them_and_stays_valid_json() -> None:
     record = json.loads(_out("show", a, "--json"))
     assert record["params"] == {"p": ESCAPES, "q": BIDI}  # the values themselves come back exactly
     assert record["tags"]["t"] == MARKUP and record["tags"]["v"] == BIDI and record["note"] == BIDI
+
+
+def test_show_prints_at_most_100_rows_of_a_section_and_says_how_many_are_hidden() -> None:
+    with lt.start_run("wide", params={f"p{i:05d}": i for i in range(10_000)},
+                      tags={f"t{i:04d}": "v" for i in range(150)}) as run:
+        run.log_metrics({f"m{i:04d}": float(i) for i in range(120)})
+    text = _out("show", run.id)
+    assert "p00099" in text and "p00100" not in text
+    assert "9,900 more params" in text and "50 more tags" in text and "20 more metrics" in text
+    assert "--json" in text  # where to see them all
+    assert len(json.loads(_out("show", run.id, "--json"))["params"]) == 10_000

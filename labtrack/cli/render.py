@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from labtrack.run.handle import Run
 
 __all__ = [
+    "SHOW_ROWS",
     "columns",
     "compare",
     "demo_progress",
@@ -69,6 +71,14 @@ _STATUS_STYLE = {
     RunStatus.KILLED: "yellow",
     RunStatus.CRASHED: "bold red",
 }
+
+
+SHOW_ROWS = 100  # rows of a section `labtrack show` prints (a run may have 10k params); --json has them all
+
+
+def _hidden(total: int, what: str) -> None:
+    if total > SHOW_ROWS:
+        _out.print(Text(f"… {total - SHOW_ROWS:,} more {what} (labtrack show --json lists them all)", style="dim"))
 
 
 def note(message: str) -> None:
@@ -224,23 +234,26 @@ def run_detail(run: Run) -> None:
         table = Table(title="params", title_justify="left")
         table.add_column("key")
         table.add_column("value")
-        for k, v in r.params.items():
+        for k, v in itertools.islice(r.params.items(), SHOW_ROWS):
             table.add_row(k, fmt_value(v))
         _out.print(table)
+        _hidden(len(r.params), "params")
     if r.metrics:
         table = Table(title="metrics", title_justify="left")
         for name in ("key", "last", "step", "min", "max", "points"):
             table.add_column(name, justify="left" if name == "key" else "right")
-        for k, m in r.metrics.items():
+        for k, m in itertools.islice(r.metrics.items(), SHOW_ROWS):
             table.add_row(k, fmt_value(m.last), str(m.last_step), fmt_value(m.min), fmt_value(m.max), str(m.count))
         _out.print(table)
+        _hidden(len(r.metrics), "metrics")
     if r.tags:
         table = Table(title="tags", title_justify="left")
         table.add_column("key")
         table.add_column("value")
-        for k, v in r.tags.items():
+        for k, v in itertools.islice(r.tags.items(), SHOW_ROWS):
             table.add_row(k, v)
         _out.print(table)
+        _hidden(len(r.tags), "tags")
     items = run.artifacts
     if items:
         table = Table(title="artifacts", title_justify="left")
