@@ -255,3 +255,72 @@ def test_download_refuses_a_path_too_long_for_the_file_system_before_writing(tmp
         lt.get_run(run.id).download_artifacts(str(target))
     assert caught.value.field == "path"
     assert not target.exists() or list(target.iterdir()) == []
+
+
+FULL_DISK_CHILD = r"""
+import os, resource, signal, sys, glob
+import labtrack as lt
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, like a full disk
+lt.set_store(sys.argv[1])
+big = os.path.join(sys.argv[2], "big.bin")
+with open(big, "wb") as f:
+    f.write(os.urandom(4 << 20))
+with lt.start_run("full") as run:
+    run.log_metric("before", 1.0)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
+    try:
+        run.log_artifact(big)
+        print("logged")
+    except lt.InvalidInput as exc:
+        print("refused:", exc.field, "|", exc)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    run.log_metric("after", 2.0)
+leftovers = [p for p in glob.glob(os.path.join(os.environ["LABTRACK_SPOOL_DIR"], "**", "*"), recursive=True)
+             if os.path.basename(p).startswith(("in-", "blob-"))]
+print("leftovers:", leftovers)
+print("run:", run.id)
+"""
+
+
+def test_a_write_that_fails_for_want_of_space_leaves_no_temp_file_and_loses_nothing(
+    tmp_path: Path, python_env: dict[str, str]
+) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "child.py"
+    script.write_text(FULL_DISK_CHILD)
+    store = str(tmp_path / "store")
+    done = subprocess.run([sys.executable, str(script), store, str(tmp_path)], env=python_env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("refused: local_path |") and "could not be copied" in lines[0], lines
+    assert lines[1] == "leftovers: []"
+    lt.set_store(store)
+    run = lt.get_run(lines[2].removeprefix("run: "))
+    assert run.status is lt.RunStatus.FINISHED and run.metrics == {"before": 1.0, "after": 2.0}
+    assert run.artifacts == []
+
+
+def test_stale_temporary_blobs_are_removed_when_the_store_opens(tmp_path: Path) -> None:
+    import os
+    import time
+
+    store = tmp_path / "store"
+    lt.set_store(str(store))
+    with lt.start_run("tmp"):
+        pass
+    tmp = store / "artifacts" / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    stale, fresh = tmp / "blob-stale", tmp / "blob-fresh"
+    stale.write_bytes(b"x" * 1000)
+    fresh.write_bytes(b"y")
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    from labtrack.verbs import tracking
+
+    tracking.reset()
+    lt.set_store(str(store))
+    lt.search_runs("tmp")  # opens the store
+    assert not stale.exists() and fresh.exists()  # a fresh one may be another process's write in progress

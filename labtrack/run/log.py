@@ -204,9 +204,12 @@ class RunLog:
         for source, target in files:
             try:
                 sha, size = self.spool.stage_file(source)
-            except OSError as exc:
-                raise InvalidInput(f"cannot read {os.fspath(source)!r} to log it as an artifact: {exc}",
-                                   field="local_path") from exc
+            except OSError as exc:  # unreadable, or the spool's disk is full (its temporary copy is removed)
+                raise InvalidInput(
+                    f"{os.fspath(source)!r} could not be copied into the spool to log it as an artifact ({exc}); "
+                    f"nothing of it was kept — check the file, and the free space under {self.spool.path}",
+                    field="local_path",
+                ) from exc
             items.append([target, sha, size, True])
         self._artifacts(items)
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 import abc
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import BinaryIO
 
 from labtrack.core.errors import InvalidInput, StoreError
 
-__all__ = ["BlobStore", "LocalBlobStore", "check_sha256", "open_blobs"]
+__all__ = ["STALE_SECONDS", "BlobStore", "LocalBlobStore", "check_sha256", "open_blobs"]
 
 _BUFFER = 1 << 20
 _HEX = frozenset("0123456789abcdef")
@@ -78,10 +79,29 @@ def _remove(path: str | None) -> None:
             pass
 
 
+STALE_SECONDS = 3600  # a temporary blob this old is left over by a write that failed or a process that died
+
+
 class LocalBlobStore(BlobStore):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.url = str(self.root)
+        self._remove_stale()
+
+    def _remove_stale(self) -> None:
+        """Temporary blobs left by writes that died (a full disk keeps itself full with them); recent ones
+        may be another process's write in progress and stay."""
+        try:
+            entries = list(os.scandir(self.root / "tmp"))
+        except OSError:
+            return
+        cutoff = time.time() - STALE_SECONDS
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
 
     def _blob_path(self, sha256: str) -> Path:
         return self.root / "sha256" / sha256[:2] / check_sha256(sha256)
