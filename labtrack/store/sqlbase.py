@@ -49,6 +49,11 @@ class SqlBase:
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StoreError(f"cannot open store {self.display_url}: {exc}") from exc
         self.dialect = self._engine.dialect.name
+        database = self._engine.url.database
+        if self.dialect == "sqlite" and database and database != ":memory:":
+            from labtrack.store.fsinfo import warn_if_network
+
+            warn_if_network(database)
         # The driver's own error class: a few hot paths talk to the driver directly (see store.engine).
         self._driver_error: type[Exception] = self._engine.dialect.loaded_dbapi.Error
         self._driver_integrity: type[Exception] = self._engine.dialect.loaded_dbapi.IntegrityError
