@@ -194,3 +194,34 @@ def test_a_store_from_a_newer_labtrack_is_refused_and_db_upgrade_fails_cleanly(t
     assert result.exit_code == 1, result.output
     assert "Error:" in result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("damage", ["header", "page"])
+def test_a_damaged_sqlite_file_says_what_to_do(tmp_path: Path, damage: str) -> None:
+    location = str(tmp_path / "store")
+    lt.set_store(location)
+    for i in range(300):
+        with lt.start_run("damaged", params={"i": i, "text": "x" * 500}):
+            pass
+    from labtrack.verbs import tracking
+
+    tracking.reset()
+    database = tmp_path / "store" / "labtrack.db"
+    engine = create_engine(f"sqlite:///{database}")
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()
+    data = bytearray(database.read_bytes())
+    if damage == "header":
+        data[:100] = b"\x00" * 100
+    else:
+        page = len(data) // 4096 // 2 * 4096
+        data[page : page + 4096] = b"\xff" * 4096
+    database.write_bytes(bytes(data))
+    lt.set_store(location)
+    with pytest.raises(lt.StoreError) as caught:
+        lt.search_runs("damaged", filter="params.i >= 0")
+        for run in lt.search_runs("damaged"):
+            _ = run.params
+    message = str(caught.value)
+    assert "damaged" in message and ".recover" in message and str(database) in message

@@ -92,11 +92,25 @@ class SqlBase:
         except IntegrityError as exc:
             raise StoreConflict(f"store {self.display_url} refused a write: {exc.orig}") from exc
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot write to store {self.display_url}: {getattr(exc, 'orig', exc)}") from exc
+            raise self._failed("write to", getattr(exc, "orig", exc)) from exc
         except self._driver_error as exc:  # raised by the driver itself (our BEGIN IMMEDIATE), unwrapped
             if isinstance(exc, self._driver_integrity):
                 raise StoreConflict(f"store {self.display_url} refused a write: {exc}") from exc
-            raise StoreError(f"cannot write to store {self.display_url}: {exc}") from exc
+            raise self._failed("write to", exc) from exc
+
+    def _failed(self, verb: str, exc: BaseException) -> StoreError:
+        """The StoreError for a failed read or write; a damaged SQLite file says what to do about it."""
+        text = str(exc)
+        if self.dialect == "sqlite" and ("malformed" in text or "not a database" in text):
+            path = self._engine.url.database
+            return StoreError(
+                f"cannot {verb} store {self.display_url}: the SQLite file {path} is damaged ({text}). Stop every "
+                f"process using it, keep a copy, then restore it from a backup — or recover what it still holds: "
+                f"`sqlite3 {path} .recover | sqlite3 recovered.db`, check it with `sqlite3 recovered.db 'PRAGMA "
+                "integrity_check'`, and put recovered.db in its place (runs on damaged pages may be missing or "
+                "partial afterwards: compare `labtrack runs` with what you expect)"
+            )
+        return StoreError(f"cannot {verb} store {self.display_url}: {text}")
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -106,9 +120,9 @@ class SqlBase:
         except LabtrackError:
             raise
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot read store {self.display_url}: {getattr(exc, 'orig', exc)}") from exc
+            raise self._failed("read", getattr(exc, "orig", exc)) from exc
         except self._driver_error as exc:
-            raise StoreError(f"cannot read store {self.display_url}: {exc}") from exc
+            raise self._failed("read", exc) from exc
 
     def _writer_connection(self) -> Connection:
         local = self._local
