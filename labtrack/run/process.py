@@ -55,6 +55,8 @@ class _State:
         self.terminating: int | None = None  # the signal that is ending the process
         self.uncaught: BaseException | None = None
         self.at_exit: list[Any] = []  # callables run after the active runs are ended (the writer's drain)
+        self.exit_hooked_pid = 0  # the process whose multiprocessing exit runs the exit hook (see below)
+        self.exited_pid = 0  # the process that ran the exit hook already
 
 
 state = _State()
@@ -98,6 +100,7 @@ def remove(run: ActiveRun) -> None:
 
 
 def install_hooks() -> None:
+    _hook_multiprocessing_exit()
     if state.hooks_installed:
         return
     state.hooks_installed = True
@@ -138,7 +141,22 @@ def exit_status() -> RunStatus:
     return RunStatus.FINISHED
 
 
+def _hook_multiprocessing_exit() -> None:
+    """A multiprocessing child leaves with ``os._exit`` after its finalizers, without ``atexit``: end its
+    runs and drain its spool in one of those finalizers (once per process)."""
+    multiprocessing = sys.modules.get("multiprocessing")
+    if multiprocessing is None or state.exit_hooked_pid == os.getpid() or multiprocessing.parent_process() is None:
+        return
+    state.exit_hooked_pid = os.getpid()
+    from multiprocessing import util
+
+    util.Finalize(None, _end_runs_at_exit, exitpriority=10)
+
+
 def _end_runs_at_exit() -> None:
+    if state.exited_pid == os.getpid():
+        return  # both the multiprocessing finalizer and atexit: the first one did it
+    state.exited_pid = os.getpid()
     if threading.current_thread() is threading.main_thread():
         try:  # a second SIGTERM (a scheduler's grace period) must not cut this short
             signal.signal(signal.SIGTERM, signal.SIG_IGN)

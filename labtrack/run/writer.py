@@ -40,6 +40,7 @@ __all__ = ["BackgroundWriter", "Drainer", "spool_root", "store_cut", "store_key"
 
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 10.0
+_FORK_FLUSH_SECONDS = 5.0  # the most a fork waits for the store to take what its runs logged
 
 
 def spool_root(store: Store, settings: Settings) -> Path:
@@ -262,7 +263,7 @@ class BackgroundWriter:
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._hooked = False
-        os.register_at_fork(after_in_child=self._after_fork_in_child)
+        os.register_at_fork(before=self._before_fork, after_in_child=self._after_fork_in_child)
 
     def drainer(self, store: Store, settings: Settings) -> Drainer:
         """The drainer (and spool) of ``store`` in this process, made on first use (with ``settings``)."""
@@ -283,7 +284,7 @@ class BackgroundWriter:
             if not self._hooked:  # at exit, after the active runs are ended, drain every spool
                 self._hooked = True
                 process.state.at_exit.append(self.close_all)
-                process.install_hooks()
+            process.install_hooks()  # (in a multiprocessing child too: see process._hook_multiprocessing_exit)
             return found
 
     def _renewed(self, spool: Spool) -> None:
@@ -291,6 +292,18 @@ class BackgroundWriter:
         for key, (store, known, settings) in list(self._spools.items()):
             if known is spool and key not in self._drainers:
                 self.drainer(store, settings)
+
+    def _before_fork(self) -> None:
+        """Store what the runs of this process logged before a child is made (up to a few seconds): the
+        child logs to them through its own spool, and the store must have the runs it writes to."""
+        if self._pid != os.getpid():
+            return
+        for drainer in list(self._drainers.values()):
+            if drainer.live:
+                try:
+                    drainer.flush(_FORK_FLUSH_SECONDS)
+                except Exception:  # a store that is down: the child's writes wait for it in its spool
+                    pass
 
     def _after_fork_in_child(self) -> None:
         """No thread, fresh locks, no drainers: the parent drains its own spools. Each spool forgets the
