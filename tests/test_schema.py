@@ -215,8 +215,8 @@ def test_a_damaged_sqlite_file_says_what_to_do(tmp_path: Path, damage: str) -> N
     if damage == "header":
         data[:100] = b"\x00" * 100
     else:
-        page = len(data) // 4096 // 2 * 4096
-        data[page : page + 4096] = b"\xff" * 4096
+        half = len(data) // 4096 // 2 * 4096  # every page of the back half: the runs' rows and indexes
+        data[half:] = b"\xff" * (len(data) - half)
     database.write_bytes(bytes(data))
     lt.set_store(location)
     with pytest.raises(lt.StoreError) as caught:
