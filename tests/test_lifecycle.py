@@ -406,3 +406,20 @@ def test_logging_to_a_run_after_its_with_block_is_refused_with_a_clear_error() -
     run.set_tag("reviewed", "yes")  # annotations stay possible after the end
     stored = lt.get_run(run.id)
     assert stored.history("m").values == [1.0] and stored.params == {} and stored.tags["reviewed"] == "yes"
+
+
+def test_a_wall_clock_step_during_a_run_does_not_change_its_duration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine's clock is stepped back an hour while the run goes on (NTP, a VM resumed). Stepping the
+    real clock would disturb everything else on the machine, so this test moves labtrack's view of the wall
+    clock (time.time) and nothing else: the monotonic clock goes on as it does."""
+    import time as real_time
+
+    with lt.start_run("clock") as run:
+        run.log_metric("m", 1.0)
+        real_time.sleep(0.05)
+        stepped = real_time.time() - 3600
+        monkeypatch.setattr(real_time, "time", lambda: stepped)
+    monkeypatch.undo()
+    stored = lt.get_run(run.id)
+    duration = (stored.end_time or 0) - stored.start_time
+    assert 0.05 <= duration < 5, duration

@@ -11,6 +11,7 @@ never half-written: each write of it is one transaction.
 from __future__ import annotations
 
 import os
+import time
 from typing import TYPE_CHECKING
 
 from labtrack.core.model import NewRun
@@ -29,12 +30,13 @@ __all__ = ["begin"]
 
 def begin(store: Store, new: NewRun, settings: Settings, *, environment: Environment | None = None,
           git_diff: str | None = None, claim: tuple[str, float] | None = None,
-          conflicts_recorded: bool = True) -> Run:
+          conflicts_recorded: bool = True, started: float | None = None) -> Run:
     """Create the run ``new`` (validated by the caller) and make it this process's active run.
 
     ``environment``: the snapshot captured for it (its shared part is stored once per fingerprint);
     ``git_diff``: the uncommitted changes, stored as the artifact ``labtrack/git.diff``; ``claim``: a
-    sweep's (owner, lease) on the run's configuration, renewed with the heartbeat."""
+    sweep's (owner, lease) on the run's configuration, renewed with the heartbeat; ``started``: the
+    monotonic clock when ``new.start_time`` was read (its end is its start plus the time it took)."""
     drainer = writer().drainer(store, settings)
     if environment is not None and new.env_fingerprint:
         journal_environment(drainer.spool, new.env_fingerprint, shared_part(environment))
@@ -42,7 +44,8 @@ def begin(store: Store, new: NewRun, settings: Settings, *, environment: Environ
     log.create(new)
     if git_diff:
         log.add_bytes(git_diff.encode("utf-8"), GIT_DIFF_ARTIFACT)
-    live = Live(drainer, os.getpid(), environment=environment, conflicts_recorded=conflicts_recorded)
+    live = Live(drainer, os.getpid(), environment=environment, conflicts_recorded=conflicts_recorded,
+                start_time=new.start_time, started=time.monotonic() if started is None else started)
     run = Run(store, new.id, log=log, live=live, settings=settings)
     drainer.live[new.id] = claim
     process.install_hooks()

@@ -60,6 +60,8 @@ class Live:
     pid: int
     environment: Environment | None = None  # the snapshot captured at start (refreshed at the end)
     conflicts_recorded: bool = True  # False: dependency conflicts were not known yet at the start
+    start_time: float | None = None  # the run's recorded start (wall clock) ...
+    started: float = 0.0  # ... and the monotonic clock then: the end is the start plus the time it took
 
 
 class Run:
@@ -420,9 +422,12 @@ class Run:
             )
         live = self._live
         log = self._writes()
+        end_time = time.time()
         if live is not None:
             self._refresh_environment(live, log)
-        log.end(status, time.time(), error)
+            if live.start_time is not None:  # a wall clock stepped during the run does not change its duration
+                end_time = live.start_time + (time.monotonic() - live.started)
+        log.end(status, end_time, error)
         self._ended = status
         if live is not None:
             live.drainer.live.pop(self.id, None)

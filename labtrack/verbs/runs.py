@@ -120,7 +120,7 @@ class RunClient:
             valid_tags.setdefault("labtrack.parent", parent.id)
         if self.settings.reproduces:
             valid_tags.setdefault("reproduces", self.settings.reproduces)
-        start_time = time.time()
+        start_time, started = time.time(), time.monotonic()
         captured = capture.for_run(self.settings)
         env = captured.environment if captured is not None else None
         context: dict[str, Any] = env.per_run() if env is not None else {}
@@ -142,7 +142,7 @@ class RunClient:
         )
         return begin(self.store, new, self.settings, environment=env,
                      git_diff=captured.git_diff if captured is not None else None, claim=claim,
-                     conflicts_recorded="conflicts" in context or env is None)
+                     conflicts_recorded="conflicts" in context or env is None, started=started)
 
     def get_run(self, run_id: str) -> Run:
         """The run with this id (or unique id prefix)."""
