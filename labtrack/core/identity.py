@@ -35,8 +35,6 @@ def canonical_value(value: Any) -> Any:
         return _text(value)
     if kind is int:
         return value
-    if kind is dict:
-        return {_text(k) if type(k) is str else _text(str(k)): canonical_value(v) for k, v in value.items()}
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, float):

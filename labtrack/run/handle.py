@@ -500,9 +500,9 @@ def _check_downloadable(root: Path, paths: Sequence[str]) -> None:
                     f"the run's artifact {'/'.join(parts[:i])!r} is both a file and a directory (it holds "
                     f"{artifact!r}): download them one at a time with path=", field="path",
                 )
+    existing = root if root.exists() else root.parent
     try:
-        name_max = os.pathconf(root if root.exists() else root.parent, "PC_NAME_MAX")
-        path_max = os.pathconf(root if root.exists() else root.parent, "PC_PATH_MAX")
+        name_max, path_max = os.pathconf(existing, "PC_NAME_MAX"), os.pathconf(existing, "PC_PATH_MAX")
     except (OSError, ValueError):
         name_max, path_max = 255, 4096
     for artifact in paths:

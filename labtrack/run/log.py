@@ -20,10 +20,11 @@ from typing import Any
 
 from labtrack.core.errors import InvalidInput, ParamConflict
 from labtrack.core.identity import same_value
+from labtrack.core.jsontext import json_text
 from labtrack.core.model import ArtifactInfo, NewRun, RunStatus
 from labtrack.core.series import Chunk
 from labtrack.core.validation import check_key, coerce_metric_value, coerce_step, coerce_timestamp
-from labtrack.run.spool import BLOCK_HEAD, POINT, SEGMENT_POINTS, SEGMENT_SHIFT, Kind, Spool, encode, json_member
+from labtrack.run.spool import BLOCK_HEAD, POINT, SEGMENT_POINTS, SEGMENT_SHIFT, Kind, Spool, encode
 
 __all__ = ["MAX_STEP", "RunLog", "float_array", "int_array", "journal_environment"]
 
@@ -116,7 +117,7 @@ class RunLog:
         if not isinstance(metrics, Mapping):
             raise InvalidInput("metrics must be a dict of key -> sequence of numbers", field="metrics")
         step_array = int_array(steps, "steps") if steps is not None else None
-        prepared: list[tuple[str, Chunk]] = []
+        prepared: list[tuple[int, Chunk]] = []
         for key, values in metrics.items():
             series = self._series.get(key)
             if series is None:
@@ -135,13 +136,10 @@ class RunLog:
                 if first + n > MAX_STEP:
                     raise _step_overflow(key)
                 key_steps = array("q", range(first, first + n))
-            prepared.append((key, Chunk(key_steps, _timestamps(timestamps, n, key), value_array)))
-        for key, chunk in prepared:
+            prepared.append((series, Chunk(key_steps, _timestamps(timestamps, n, key), value_array)))
+        for series, chunk in prepared:
             if not len(chunk):
                 continue
-            series = self._series.get(key)
-            if series is None:
-                series = self._define(key)
             self._next_step[series] = max(self._next_step.get(series, 0), chunk.steps[-1] + 1)
             for start in range(0, len(chunk), _BLOCK_POINTS):
                 self.spool.append(Kind.BLOCK, _block(series, chunk, start, start + _BLOCK_POINTS))
@@ -178,14 +176,18 @@ class RunLog:
             if key in known and not same_value(known[key], value):
                 raise _param_conflict(known, {key: value}, [key])
             known[key] = value
-        self.spool.append(Kind.PARAMS, (self._values_head + json_member(key, value) + "}}").encode())
+        self.spool.append(Kind.PARAMS, self._one_value(key, value))
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         if tags:
             self.spool.append(Kind.TAGS, encode({"run": self.run_id, "values": dict(tags)}))
 
     def set_tag(self, key: str, value: str) -> None:
-        self.spool.append(Kind.TAGS, (self._values_head + json_member(key, value) + "}}").encode())
+        self.spool.append(Kind.TAGS, self._one_value(key, value))
+
+    def _one_value(self, key: str, value: Any) -> bytes:
+        """``encode({"run": ..., "values": {key: value}})`` without building the dicts or an encoder."""
+        return (self._values_head + json_text(key) + ":" + json_text(value) + "}}").encode()
 
     def set_note(self, note: str) -> None:
         self.spool.append(Kind.NOTE, encode({"run": self.run_id, "note": note}))

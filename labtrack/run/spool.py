@@ -39,7 +39,6 @@ import itertools
 import json
 import mmap
 import os
-import platform
 import struct
 import threading
 import time
@@ -49,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from labtrack.core.jsontext import json_text
+from labtrack.run.process import HOST
 
 __all__ = [
     "BLOCK_HEAD",
@@ -63,7 +63,6 @@ __all__ = [
     "Spool",
     "encode",
     "journal_position",
-    "json_member",
     "release_pages",
     "split_position",
 ]
@@ -100,12 +99,6 @@ BLOCK_HEAD = struct.Struct("<qq")
 
 def encode(value: Any) -> bytes:
     return _ENCODER.encode(value).encode("utf-8")
-
-
-def json_member(key: str, value: Any) -> str:
-    """``"key":value`` as ``encode`` writes it inside an object (a container value may be spaced differently:
-    the same JSON), without building an encoder for the common values."""
-    return json_text(key) + ":" + json_text(value)
 
 
 def journal_position(segment: int, offset: int) -> int:
@@ -186,7 +179,7 @@ class Spool:
     def _open_files(self) -> None:
         self.source = os.urandom(16).hex()
         self.pid = os.getpid()
-        self.host = platform.node()
+        self.host = HOST
         self.counter = itertools.count()  # the next points slot
         self.maps: dict[int, mmap.mmap] = {}  # points file number -> its mapping
         self.journals: dict[int, mmap.mmap] = {}  # journal file number -> its mapping

@@ -56,7 +56,7 @@ def filesystem_of(path: str, table: str | None = None) -> str | None:
 
 
 def is_network(fstype: str) -> bool:
-    return fstype in NETWORK_FILESYSTEMS or fstype.startswith(("nfs", "fuse.s3", "fuse.sshfs"))
+    return fstype in NETWORK_FILESYSTEMS or fstype.startswith("nfs")  # nfs, nfs4, nfsd ...
 
 
 def warn_if_network(path: str) -> None:

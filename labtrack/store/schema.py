@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 
 __all__ = [
+    "PLANNER_STATISTICS",
     "POSTGRES_STATISTICS",
     "SCHEMA_REVISION",
     "WORKING_REVISIONS",
@@ -53,11 +54,14 @@ WORKING_REVISIONS = frozenset({"0003", SCHEMA_REVISION})
 # selectivities, expects ten times too few matching runs, and joins every match before sorting instead of
 # walking the sort column's index and stopping at max_results (~200 ms against ~8 ms at 100k runs).
 # SQLite needs none. Created with the schema and by revision 0004, then ANALYZEd.
+PLANNER_STATISTICS = {
+    "st_params_key_num": "(mcv, dependencies) ON key, num FROM params",
+    "st_params_key_text": "(mcv, dependencies) ON key, text FROM params",
+    "st_tags_key_value": "(mcv, dependencies) ON key, value FROM tags",
+    "st_metrics_key_last_value": "(dependencies) ON key, last_value FROM metrics",
+}
 POSTGRES_STATISTICS = (
-    "CREATE STATISTICS IF NOT EXISTS st_params_key_num (mcv, dependencies) ON key, num FROM params",
-    "CREATE STATISTICS IF NOT EXISTS st_params_key_text (mcv, dependencies) ON key, text FROM params",
-    "CREATE STATISTICS IF NOT EXISTS st_tags_key_value (mcv, dependencies) ON key, value FROM tags",
-    "CREATE STATISTICS IF NOT EXISTS st_metrics_key_last_value (dependencies) ON key, last_value FROM metrics",
+    *(f"CREATE STATISTICS IF NOT EXISTS {name} {spec}" for name, spec in PLANNER_STATISTICS.items()),
     "ANALYZE params, tags, metrics",
 )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from labtrack.store.schema import POSTGRES_STATISTICS
+from labtrack.store.schema import PLANNER_STATISTICS, POSTGRES_STATISTICS
 
 revision = '0004'
 down_revision = '0003'
@@ -25,5 +25,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        for name in ("st_params_key_num", "st_params_key_text", "st_tags_key_value", "st_metrics_key_last_value"):
+        for name in PLANNER_STATISTICS:
             op.execute(f"DROP STATISTICS IF EXISTS {name}")
