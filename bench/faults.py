@@ -26,18 +26,12 @@ import warnings
 from typing import Any
 
 from bench.children import run_child, spawn_child
-from bench.fixtures import CHILD_TIMEOUT
+from bench.fixtures import CHILD_TIMEOUT, store_dir
 
 __all__ = ["kill", "kill_child", "kill_count", "outage"]
 
 Result = dict[str, Any]
 _ACK = struct.Struct("<q")
-
-
-def _store(directory: str) -> str:
-    path = os.path.join(directory, "store")
-    os.makedirs(path, exist_ok=True)
-    return path
 
 
 # -- SIGKILL at a random moment -------------------------------------------------------------------
@@ -90,7 +84,7 @@ def kill(directory: str, kills: int, earliest: float, latest: float, **_: Any) -
     """``kills`` rounds of: start a logging child, SIGKILL it ``earliest``..``latest`` s after it is ready,
     count in a new process. Every other round holds the writer off (the dead child's points are all still in
     its spool, so the recovery stores all of them); the others keep the default writer (most are stored)."""
-    store = _store(directory)
+    store = store_dir(directory)
     rng = random.Random()
     acked: dict[str, int] = {}
     result: Result = {"lost": 0, "duplicated": 0, "problems": []}
@@ -167,7 +161,7 @@ def outage(directory: str, n: int, rounds: int, **_: Any) -> Result:
     os.environ["LABTRACK_FLUSH_INTERVAL"] = "0.1"
     import labtrack as lt
 
-    store = _store(directory)
+    store = store_dir(directory)
     lt.set_store(store)
     with lt.start_run("bench") as warm:
         warm.log_metric("warm", 0.0, step=0)

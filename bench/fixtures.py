@@ -39,6 +39,13 @@ def small_git_repo(directory: str, script: str) -> str:
     return repo
 
 
+def store_dir(directory: str, name: str = "store") -> str:
+    """The directory of a store named ``name`` in the workload's ``directory``, created."""
+    path = os.path.join(directory, name)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
 def synthetic_run(i: int) -> tuple[dict[str, Any], dict[str, str], dict[str, float]]:
     """Params, tags and final metrics of run ``i`` (deterministic): the filter of ``search`` selects ~3%."""
     rng = random.Random(i)

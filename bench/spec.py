@@ -109,7 +109,7 @@ WORKLOADS: tuple[Workload, ...] = (
     ),
     Workload(
         "memory",
-        "client memory while logging a 10M-point run (fresh process)",
+        "client memory while logging a 10M-point run (fresh process), and reading it back with history()",
         (
             Row("peak RSS growth, log_metric loop", "metric_rss_growth_mb", "MB", target=Target("<=", 200),
                 mlflow_key="", size_key="metric_n"),
@@ -119,6 +119,14 @@ WORKLOADS: tuple[Workload, ...] = (
                 better="none", mlflow_key=""),
             Row("log_metric loop incl. end_run, per point", "metric_per_point_us", "µs", mlflow_key="",
                 size_key="metric_n"),
+            Row("history() of the whole series, median of 3 reads in a fresh process", "history_median_s", "s",
+                target=Target("<=", 0.5), mlflow_key="", size_key="history_n"),
+            Row("history(), the first of those reads (maps the database file, takes fresh memory)", "history_first_s",
+                "s", better="none", mlflow_key="", size_key="history_n"),
+            Row("history(): peak growth of allocated (anonymous) memory", "history_anon_growth_mb", "MB",
+                target=Target("<=", 300), mlflow_key="", size_key="history_n"),
+            Row("history(): peak RSS growth incl. SQLite's memory-mapped file pages", "history_rss_growth_mb", "MB",
+                better="none", mlflow_key="", size_key="history_n"),
             Row("points lost", "lost", "points", better="none", target=Target("==", 0), mlflow_key="",
                 size_key=None),
         ),

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import shutil
 import statistics
 import subprocess
@@ -29,17 +28,12 @@ from typing import Any
 
 from bench.children import child_env, run_child, spawn_child
 from bench.faults import kill, kill_child, kill_count, outage
-from bench.fixtures import CHILD_TIMEOUT, median_ms, release, small_git_repo, synthetic_run, wait_for_go
+from bench.fixtures import CHILD_TIMEOUT, median_ms, release, small_git_repo, store_dir, synthetic_run, wait_for_go
+from bench.memory import history_child, memory, memory_child
 from bench.synthetic import EXPERIMENT, SyntheticStore
 
 Result = dict[str, Any]
 
-
-
-def _store(directory: str, name: str) -> str:
-    path = os.path.join(directory, name)
-    os.makedirs(path, exist_ok=True)
-    return path
 
 
 def _stored_points(run: Any, keys: list[str]) -> int:
@@ -52,7 +46,7 @@ def _stored_points(run: Any, keys: list[str]) -> int:
 def log_metric(directory: str, n: int, param_n: int, **_: Any) -> Result:
     import labtrack as lt
 
-    lt.set_store(_store(directory, "store"))
+    lt.set_store(store_dir(directory, "store"))
     result: Result = {"n": n, "param_n": param_n}
     with lt.start_run("bench") as warm:  # opens the store (schema) outside the timings
         warm.log_metric("warm", 0.0, step=0)
@@ -115,7 +109,7 @@ def batch(directory: str, keys: int, steps: int, repeats: int, **_: Any) -> Resu
 
     import labtrack as lt
 
-    lt.set_store(_store(directory, "store"))
+    lt.set_store(store_dir(directory, "store"))
     with lt.start_run("bench") as warm:
         warm.log_batch({"warm": [0.0]}, steps=[0])
     names = [f"metric_{k:03d}" for k in range(keys)]
@@ -167,7 +161,7 @@ def small_batches_child(directory: str, calls: int, keys: int, points: int, segm
     per-call time of each of ``segments`` equal parts of the calls, and what the store has at the end."""
     import labtrack as lt
 
-    lt.set_store(_store(directory, f"store-{os.getpid()}"))
+    lt.set_store(store_dir(directory, f"store-{os.getpid()}"))
     with lt.start_run("bench") as warm:
         warm.log_batch({"warm": [0.0] * points}, steps=range(points))
     names = [f"metric_{k:03d}" for k in range(keys)]
@@ -220,60 +214,6 @@ def small_batches(directory: str, calls: int, keys: int, points: int, segments: 
 
 
 # -- 3. memory of a 10M-point run -----------------------------------------------------------------
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
-
-def memory_child(directory: str, n: int, mode: str, **_: Any) -> Result:
-    """In its own process: log ``n`` points, report peak RSS growth over the post-import baseline."""
-    import numpy as np
-
-    import labtrack as lt
-
-    lt.set_store(_store(directory, f"store-{mode}"))
-    with lt.start_run("bench") as warm:
-        warm.log_metric("warm", 0.0, step=0)
-    baseline = _rss_mb()
-    run = lt.start_run("bench")
-    t0 = time.perf_counter()
-    half_peak = baseline
-    if mode == "metric":
-        log = run.log_metric
-        for i in range(n):
-            log("loss", 0.001 * (i % 1000), step=i)
-            if i == n // 2:
-                half_peak = _rss_mb()
-    else:
-        chunk = 100_000
-        values = np.random.default_rng(0).random(chunk)
-        for start in range(0, n, chunk):
-            size = min(chunk, n - start)
-            run.log_batch({"loss": values[:size]}, steps=np.arange(start, start + size, dtype=np.int64))
-            if start <= n // 2 < start + chunk:
-                half_peak = _rss_mb()
-    run.end()
-    elapsed = time.perf_counter() - t0
-    peak = _rss_mb()
-    stored = lt.get_run(run.id).metric_summaries["loss"].count
-    return {"baseline_mb": baseline, "peak_mb": peak, "growth_mb": peak - baseline, "seconds": elapsed,
-            "second_half_mb": peak - half_peak, "n": n, "stored": stored}
-
-
-def memory(directory: str, n: int, **_: Any) -> Result:
-    result: Result = {"lost": 0, "n": n}
-    for mode in ("metric", "batch"):
-        child = run_child("memory_child", directory, {"n": n, "mode": mode})
-        result[f"{mode}_n"] = n
-        result[f"{mode}_rss_growth_mb"] = child["growth_mb"]
-        result[f"{mode}_baseline_mb"] = child["baseline_mb"]
-        result[f"{mode}_seconds"] = child["seconds"]
-        result[f"{mode}_per_point_us"] = child["seconds"] / n * 1e6
-        result[f"{mode}_second_half_mb"] = child["second_half_mb"]
-        result["lost"] += n - child["stored"]
-    result["second_half_mb"] = max(result["metric_second_half_mb"], result["batch_second_half_mb"])
-    return result
 
 
 # -- 4. run creation ------------------------------------------------------------------------------
@@ -329,7 +269,7 @@ def runs(directory: str, n: int, **_: Any) -> Result:
     problems: list[str] = []
 
     def measured(name: str, logged_after: bool = False) -> float:
-        lt.set_store(_store(directory, name))  # a new store for each case, as MLflow's side has
+        lt.set_store(store_dir(directory, name))  # a new store for each case, as MLflow's side has
         elapsed = _create_runs(n, logged_after=logged_after)
         problems.extend(f"{name}: {problem}" for problem in _check_runs(n + 1))
         return elapsed
@@ -454,7 +394,7 @@ def _concurrent(directory: str, store: str, procs: int, n: int) -> Result:
 def concurrency(directory: str, procs: int, n: int, cold_n: int, **_: Any) -> Result:
     import labtrack as lt
 
-    warm_store = _store(directory, "warm")
+    warm_store = store_dir(directory, "warm")
     lt.set_store(warm_store)
     with lt.start_run("init"):  # the store exists before the children start
         pass
@@ -618,7 +558,7 @@ def exists(directory: str, sizes: list[int], calls: int, **_: Any) -> Result:
 def _exists(directory: str, sizes: list[int], calls: int) -> Result:
     import labtrack as lt
 
-    store = SyntheticStore(_store(directory, "store"))
+    store = SyntheticStore(store_dir(directory, "store"))
     result: Result = {"problems": []}
     for label, size in zip(("small", "mid", "large"), sizes):
         store.grow(size)
@@ -697,7 +637,7 @@ def _frames_at(size: int, calls: int, problems: list[str]) -> Result:
 
 
 def search(directory: str, n: int, compare_n: int, filter_calls: int, frame_calls: int, **_: Any) -> Result:
-    return _search(_store(directory, "store"), n, compare_n, filter_calls, frame_calls, (3,))
+    return _search(store_dir(directory, "store"), n, compare_n, filter_calls, frame_calls, (3,))
 
 
 def search_pg(directory: str, pg: str, n: int, compare_n: int, filter_calls: int, **_: Any) -> Result:
@@ -735,7 +675,7 @@ def diff(directory: str, packages: int, changes: int, calls: int, **_: Any) -> R
     from labtrack.core.environment import Environment
     from labtrack.store import open_store
 
-    path = _store(directory, "store")
+    path = store_dir(directory, "store")
     lt.set_store(path)
     ids = []
     for lr in (0.01, 0.02):
@@ -793,6 +733,7 @@ WORKLOADS: dict[str, Callable[..., Result]] = {
     "search_pg": search_pg,
     # internal: run in child processes by the workloads above
     "memory_child": memory_child,
+    "history_child": history_child,
     "concurrency_child": concurrency_child,
     "small_batches_child": small_batches_child,
     "kill_child": kill_child,

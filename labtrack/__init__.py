@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from labtrack.core.errors import (
     AmbiguousRunId,
+    DataDamaged,
     ExperimentNotFound,
     InvalidInput,
     LabtrackError,
@@ -85,6 +86,7 @@ __all__ = [
     "AmbiguousRunId",
     "ArtifactInfo",
     "Client",
+    "DataDamaged",
     "ExperimentNotFound",
     "InvalidInput",
     "LabtrackError",

@@ -26,7 +26,7 @@ os.waitpid(pid, 0)
 parent.log_metric("loss", 0.5)
 parent.end()
 run = lt.get_run(parent.id)
-print(run.status, run.history("loss").values, len(lt.search_runs("child")))
+print(run.status, run.history("loss").values.tolist(), len(lt.search_runs("child")))
 with lt.start_run("after"):
     pass
 print("next run ok")
@@ -86,7 +86,7 @@ if __name__ == "__main__":
     got = lt.get_run(run.id)
     own = lt.search_runs("child-own")
     print(child.exitcode, got.status.value, got.history("a").steps == list(range(200)),
-          {k: got.history(k).steps for k in ("b", "c") if k in got.metrics},
+          {k: got.history(k).steps.tolist() for k in ("b", "c") if k in got.metrics},
           [r.status.value for r in own])
 """
 

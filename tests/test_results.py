@@ -97,7 +97,8 @@ def test_results_that_json_cannot_hold_come_back_exactly_without_pickle(value: A
             assert math.isnan(got)
         else:
             assert got == value
-            assert repr(got) == repr(value)
+            if not isinstance(value, set | frozenset):  # a set's repr order depends on its insertion history
+                assert repr(got) == repr(value)
     run = compute.find(1)
     assert run is not None
     assert not any(a.path.endswith(".pkl") for a in run.artifacts)

@@ -144,20 +144,26 @@ def test_an_outdated_store_names_labtrack_db_upgrade_and_opens_after_it(store_ur
     assert differences(resolve_location(store_url)[0]) == []
 
 
-def test_a_store_at_0003_works_as_it_is_and_db_upgrade_adds_the_planner_statistics(store_url: str) -> None:
+def test_a_store_at_0003_is_upgraded_with_planner_statistics_and_its_unchecked_chunks_still_read(
+        store_url: str) -> None:
     url, _, _ = resolve_location(store_url)
-    open_store(store_url).close()
+    lt.set_store(store_url)
+    with lt.start_run("on-0003", params={"lr": 0.01}, tags={"team": "cv"}) as old:
+        for step in range(3):
+            old.log_metric("acc", step / 10, step=step)
+    lt.flush()
+    lt.set_store(None)
     engine = create_engine(url)
-    with engine.begin() as conn:  # as 0003 left it: no statistics objects
+    with engine.begin() as conn:  # as 0003 left it: no statistics objects, chunks without checksums
         if conn.dialect.name == "postgresql":
             for name in ("st_params_key_num", "st_params_key_text", "st_tags_key_value", "st_metrics_key_last_value"):
                 conn.execute(text(f"DROP STATISTICS {name}"))
+        conn.execute(text("ALTER TABLE metric_chunks DROP COLUMN crc"))
         conn.execute(text("UPDATE alembic_version SET version_num = '0003'"))
-    lt.set_store(store_url)
-    with lt.start_run("on-0003", params={"lr": 0.01}, tags={"team": "cv"}) as run:
-        run.log_metric("acc", 0.95)
-    assert [r.id for r in lt.search_runs("on-0003", filter="params.lr = 0.01 and tags.team = 'cv'")] == [run.id]
-    lt.flush()
+    with pytest.raises(lt.SchemaOutdated) as caught:
+        open_store(store_url)
+    assert "labtrack db upgrade" in str(caught.value)
+
     result = CliRunner().invoke(main, ["db", "upgrade", "--store", store_url])
     assert result.exit_code == 0, result.output
     with engine.connect() as conn:
@@ -166,8 +172,18 @@ def test_a_store_at_0003_works_as_it_is_and_db_upgrade_adds_the_planner_statisti
             names = {row[0] for row in conn.execute(text("SELECT stxname FROM pg_statistic_ext"))}
             assert names == {"st_params_key_num", "st_params_key_text", "st_tags_key_value",
                              "st_metrics_key_last_value"}
+        assert conn.execute(text("SELECT crc FROM metric_chunks")).all() == [(None,)]  # nothing vouched for
     engine.dispose()
-    assert lt.get_run(run.id).params == {"lr": 0.01}
+    assert differences(url) == []
+    lt.set_store(store_url)
+    assert lt.get_run(old.id).history("acc").values == [0.0, 0.1, 0.2]  # read unchecked, as before
+    with lt.start_run("on-0005", params={"lr": 0.01}) as run:
+        run.log_metric("acc", 0.95)
+    assert [r.id for r in lt.search_runs(filter="params.lr = 0.01 and metrics.acc > 0.9")] == [run.id]
+    from labtrack.verbs import tracking
+
+    report = tracking.check_store()
+    assert (report.chunks, report.unchecked, report.ok) == (2, 1, True)
 
 
 def test_the_cli_reports_an_outdated_store_without_a_traceback(tmp_path: Path) -> None:
@@ -225,3 +241,7 @@ def test_a_damaged_sqlite_file_says_what_to_do(tmp_path: Path, damage: str) -> N
             _ = run.params
     message = str(caught.value)
     assert "damaged" in message and ".recover" in message and str(database) in message
+    tracking.reset()
+    result = CliRunner().invoke(main, ["db", "check", "--store", location])  # says the same, or more
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert ".recover" in " ".join(result.output.split()) and str(database) in "".join(result.output.split())

@@ -355,5 +355,22 @@ def upgrade() -> None:
         render.note(f"wrote the column summaries (frames) of {filled:,} ended runs")
 
 
+@db.command(name="check")
+@_json_option
+@_command
+def check_db(as_json: bool) -> None:
+    """Read every stored metric point and check it against its checksum (and, on SQLite, the database's
+    structure); list what is damaged. Exit 1 if anything is."""
+    from labtrack.verbs import tracking
+
+    report = tracking.check_store()
+    if as_json:
+        _print_json(report)
+    else:
+        render.store_check(report, tracking.store_location())
+    if not report.ok:
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

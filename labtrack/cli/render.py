@@ -18,7 +18,7 @@ from labtrack.core.aggregate import Grouping
 from labtrack.core.checks import DoctorReport, Reproduction, Verdict
 from labtrack.core.diff import RunDiff
 from labtrack.core.inert import visible
-from labtrack.core.model import Experiment, Recovery, RunStatus
+from labtrack.core.model import Experiment, Recovery, RunStatus, StoreCheck
 from labtrack.core.views import RunColumns
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ __all__ = [
     "run_detail",
     "runs",
     "status_text",
+    "store_check",
     "verdict",
 ]
 
@@ -498,3 +499,23 @@ def recovery(report: Recovery) -> None:
         note(f"Marked CRASHED (never ended): {', '.join(sorted(r[:8] for r in report.crashed))}")
     for problem in report.problems:
         error(problem)
+
+
+def store_check(report: StoreCheck, location: str) -> None:
+    note(f"Checked {report.chunks:,} metric chunks ({report.points:,} points) in {location}.")
+    if report.unchecked:
+        note(f"{report.unchecked:,} chunk(s) were written before schema revision 0005 and carry no checksum: "
+             "only their sizes were checked.")
+    for line in report.database:
+        error(f"database: {line}")
+    if report.damaged:
+        table = Table(title=f"{len(report.damaged)} damaged chunk(s): their points are refused when read")
+        for column in ("run", "experiment", "metric", "chunk", "problem"):
+            table.add_column(column)
+        for d in report.damaged:
+            table.add_row(d.run_id[:8], d.experiment, d.key, str(d.seq), d.problem)
+        _out.print(table)
+    for line in report.advice:
+        note(line)
+    if report.ok:
+        note("No damage found.")

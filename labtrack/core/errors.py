@@ -8,6 +8,7 @@
     │   └── AmbiguousRunId (400)   an id prefix that matches several runs
     ├── ExperimentNotFound (404)
     └── StoreError (503)           the store cannot be opened, read or written
+        ├── DataDamaged (500)      stored data fails its checksum: the message names the run and key
         ├── StoreConflict (409)    a write collided with what the store holds (a key already taken):
         │                          retried as a careful write, which checks instead of assuming
         └── SchemaOutdated (503)   the store's schema needs `labtrack db upgrade`
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 __all__ = [
     "AmbiguousRunId",
+    "DataDamaged",
     "ExperimentNotFound",
     "InvalidInput",
     "LabtrackError",
@@ -84,6 +86,13 @@ class StoreError(LabtrackError):
     """The store could not be opened, read or written."""
 
     status_code = 503
+
+
+class DataDamaged(StoreError):
+    """Stored bytes fail their checksum (a damaged disk, a copy cut short, a hand edit): labtrack raises
+    this instead of returning wrong data. The message names the run, the key and what to do."""
+
+    status_code = 500
 
 
 class StoreConflict(StoreError):

@@ -8,11 +8,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 # OrderTerm is imported at run time although only hints name it: the wire format reads the hints.
 from labtrack.core.query import OrderTerm
-from labtrack.core.series import POINT_FIELDS, Chunk, decode_points, encode_points
+from labtrack.core.series import POINT_FIELDS, Chunk, SeriesArray, decode_points, encode_points
 from labtrack.core.wire import Json, expect_object, from_wire, join_path, to_wire
 
 if TYPE_CHECKING:
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ArtifactInfo",
     "ClaimState",
+    "DamagedChunk",
     "Experiment",
     "IngestMark",
     "MetricHistory",
@@ -32,6 +33,7 @@ __all__ = [
     "RunStatus",
     "RunWrite",
     "Search",
+    "StoreCheck",
     "effective_status",
     "wire_types",
 ]
@@ -78,12 +80,22 @@ class MetricSummary:
 @dataclass(frozen=True)
 class MetricHistory:
     """Every point of one metric of one run, ordered by step (then by logging order): iterate it for
-    ``(step, timestamp, value)`` points, or take the columns ``steps``, ``timestamps``, ``values``."""
+    ``(step, timestamp, value)`` points, or take the columns ``steps``, ``timestamps``, ``values``.
+
+    The columns are ``SeriesArray``s (``array('q')``/``array('d')``): compact, read from the store without a
+    Python object per point, wrapped by numpy without a copy (``np.asarray(h.values)``, ``to_numpy()``),
+    and equal to lists of the same numbers. Lists given to the constructor are converted."""
 
     key: str
-    steps: list[int]
-    timestamps: list[float]
-    values: list[float]
+    steps: SeriesArray
+    timestamps: SeriesArray
+    values: SeriesArray
+
+    def __post_init__(self) -> None:
+        for name, code in (("steps", "q"), ("timestamps", "d"), ("values", "d")):
+            column = getattr(self, name)
+            if not isinstance(column, SeriesArray) or column.typecode != code:
+                object.__setattr__(self, name, SeriesArray(code, column))
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -99,7 +111,9 @@ class MetricHistory:
         import numpy as np  # an optional extra, needed only here
 
         out = np.empty(len(self.steps), dtype=[("step", "<i8"), ("timestamp", "<f8"), ("value", "<f8")])
-        out["step"], out["timestamp"], out["value"] = self.steps, self.timestamps, self.values
+        out["step"] = np.frombuffer(self.steps, dtype=np.int64)  # the columns' buffers, read without boxing
+        out["timestamp"] = np.frombuffer(self.timestamps, dtype=np.float64)
+        out["value"] = np.frombuffer(self.values, dtype=np.float64)
         return out
 
     def to_pandas(self) -> Any:
@@ -109,10 +123,12 @@ class MetricHistory:
             import pandas as pd  # an optional extra, needed only here
         except ImportError as exc:
             raise ImportError("MetricHistory.to_pandas needs pandas: pip install 'labtrack[pandas]'") from exc
+        import numpy as np  # pandas needs it
+
         return pd.DataFrame({
-            "step": pd.array(self.steps, dtype="int64"),
-            "timestamp": pd.to_datetime(self.timestamps, unit="s", utc=True),
-            "value": pd.array(self.values, dtype="float64"),
+            "step": np.frombuffer(self.steps, dtype=np.int64).copy(),
+            "timestamp": pd.to_datetime(np.frombuffer(self.timestamps, dtype=np.float64), unit="s", utc=True),
+            "value": np.frombuffer(self.values, dtype=np.float64).copy(),
         })
 
     def wire_encode(self) -> dict[str, Json]:
@@ -122,8 +138,8 @@ class MetricHistory:
     def wire_decode(cls, data: object, path: str) -> MetricHistory:
         fields = expect_object(data, path, ("key", *POINT_FIELDS))
         chunk = decode_points(fields, path)
-        return cls(from_wire(str, fields["key"], path=join_path(path, "key")), chunk.steps.tolist(),
-                   chunk.timestamps.tolist(), chunk.values.tolist())
+        return cls(from_wire(str, fields["key"], path=join_path(path, "key")), SeriesArray("q", chunk.steps),
+                   SeriesArray("d", chunk.timestamps), SeriesArray("d", chunk.values))
 
 
 @dataclass(frozen=True)
@@ -280,6 +296,35 @@ class Recovery:
         self.points += other.points
         self.crashed += other.crashed
         self.problems += other.problems
+
+
+@dataclass(frozen=True)
+class DamagedChunk:
+    """A stored metric chunk whose bytes fail their checks: its points are refused when read."""
+
+    run_id: str
+    experiment: str
+    key: str
+    seq: int  # the chunk's position in the series, from 0
+    problem: str
+
+
+@dataclass
+class StoreCheck:
+    """What ``labtrack db check`` found: every metric chunk read and checked against its checksum, and on
+    SQLite the database's own structural check (``PRAGMA quick_check``)."""
+
+    chunks: int = 0
+    points: int = 0
+    unchecked: int = 0  # chunks written before schema revision 0005: only their sizes can be checked
+    damaged: list[DamagedChunk] = field(default_factory=list)
+    database: list[str] = field(default_factory=list)  # what the database's own check reported, if not "ok"
+    advice: list[str] = field(default_factory=list)  # what to do about what was found
+    wire_derived: ClassVar[tuple[str, ...]] = ("ok",)
+
+    @property
+    def ok(self) -> bool:
+        return not self.damaged and not self.database
 
 
 def wire_types() -> dict[str, object]:

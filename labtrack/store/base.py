@@ -38,6 +38,7 @@ import abc
 from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
 
+from labtrack.core.errors import StoreError
 from labtrack.core.frame import RunTable
 from labtrack.core.model import (
     ArtifactInfo,
@@ -51,6 +52,7 @@ from labtrack.core.model import (
     RunStatus,
     RunWrite,
     Search,
+    StoreCheck,
 )
 from labtrack.core.series import Chunk
 from labtrack.store.blobs import BlobStore
@@ -113,6 +115,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def list_artifacts(self, run_id: str) -> list[ArtifactInfo]: ...
+
+    def check_data(self) -> StoreCheck:
+        """Read every stored metric chunk and check it against its checksum (``labtrack db check``)."""
+        raise StoreError(f"store {self.display_url} cannot check its data")
 
     def open_artifact(self, sha256: str) -> BinaryIO:
         return self.blobs.open(sha256)

@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from labtrack.core.series import Chunk, Summary, pack
+from labtrack.core.errors import DataDamaged
+from labtrack.core.series import Chunk, Summary, checksum, pack
 
-__all__ = ["CHUNK_MAX", "TAIL_MERGE_BELOW", "PointWrites", "none_to_nan", "plan_writes"]
+__all__ = ["CHUNK_MAX", "TAIL_MERGE_BELOW", "PointWrites", "chunk_damage", "damaged", "none_to_nan", "plan_writes"]
 
 CHUNK_MAX = 8192  # points per chunk row
 TAIL_MERGE_BELOW = 1024  # a last chunk smaller than this is extended instead of adding a row
@@ -39,6 +40,25 @@ def _nan_to_none(value: float) -> float | None:
 
 def none_to_nan(value: float | None) -> float:
     return math.nan if value is None else float(value)
+
+
+def chunk_damage(count: int | None, steps: bytes, timestamps: bytes, values: bytes, crc: int | None) -> str | None:
+    """What is wrong with a stored chunk, or None. Chunks from before revision 0005 (``crc`` NULL) can only
+    be checked for their arrays' lengths."""
+    sizes = len(steps), len(timestamps), len(values)
+    if sizes[0] % 8 or len(set(sizes)) != 1 or (count is not None and sizes[0] != 8 * count):
+        return f"its arrays hold {sizes[0]}, {sizes[1]} and {sizes[2]} bytes for {count} points of 8 bytes"
+    if crc is not None and checksum(steps, timestamps, values) != crc:
+        return "its points do not match their checksum"
+    return None
+
+
+def damaged(run_id: str, key: str, seq: int, problem: str) -> DataDamaged:
+    return DataDamaged(
+        f"metric {key!r} of run {run_id}: stored chunk {seq} is damaged ({problem}), so its points are not "
+        "returned. The run's other metrics are not affected. `labtrack db check` lists every damaged chunk "
+        "in the store; restore the store from a backup to get these points back."
+    )
 
 
 def plan_writes(run_id: str, chunks: Mapping[str, Chunk], existing: Mapping[str, Any],
@@ -78,6 +98,7 @@ def plan_writes(run_id: str, chunks: Mapping[str, Chunk], existing: Mapping[str,
                 "b_run": run_id, "b_key": key, "b_seq": seq + n, "b_count": len(piece),
                 "b_step_min": min(piece.steps), "b_step_max": max(piece.steps),
                 "b_steps": steps_b, "b_timestamps": ts_b, "b_values": values_b,
+                "b_crc": checksum(steps_b, ts_b, values_b),
             }
             (writes.chunk_updates if rewrite_tail and n == 0 else writes.chunk_inserts).append(item)
         values = {

@@ -44,10 +44,10 @@ __all__ = [
     "tags",
 ]
 
-SCHEMA_REVISION = "0004"
-# Revisions this code also works on, unchanged: 0004 only adds PostgreSQL planner statistics (below), so a
-# store at 0003 is read and written as it is (``labtrack db upgrade`` makes its searches fast at scale).
-WORKING_REVISIONS = frozenset({"0003", SCHEMA_REVISION})
+SCHEMA_REVISION = "0005"
+# Revisions this code reads and writes. 0005 added the chunks' checksums, which every write sets, so an
+# older store needs ``labtrack db upgrade``.
+WORKING_REVISIONS = frozenset({SCHEMA_REVISION})
 
 # Statistics of column pairs for PostgreSQL's planner: a filter such as ``params.lr = 0.01`` is one
 # condition on (key, num) together, and without them the planner multiplies the two columns'
@@ -160,6 +160,9 @@ metric_chunks = Table(
     Column("step_data", LargeBinary, nullable=False),  # packed int64
     Column("time_data", LargeBinary, nullable=False),  # packed float64
     Column("value_data", LargeBinary, nullable=False),  # packed float64
+    # crc32 of the three arrays (labtrack.core.series.checksum), checked on every read; NULL in chunks
+    # written before revision 0005, which are read unchecked.
+    Column("crc", BigInteger),
 )
 
 artifacts = Table(

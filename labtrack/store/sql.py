@@ -6,9 +6,7 @@ transactions ``sqlbase`` (WAL mode and ``BEGIN IMMEDIATE`` on SQLite, row locks 
 
 from __future__ import annotations
 
-import itertools
 import json
-import operator
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,14 +28,15 @@ from labtrack.core.model import (
     RunStatus,
     RunWrite,
     Search,
+    StoreCheck,
 )
-from labtrack.core.series import Chunk, unpack
+from labtrack.core.series import SeriesFiller, by_step
 from labtrack.store import schema as db
 from labtrack.store.base import Store
 from labtrack.store.blobs import BlobStore
 from labtrack.store.engine import gc_paused
 from labtrack.store.frames import ID_BATCH, read_frames
-from labtrack.store.points import none_to_nan
+from labtrack.store.points import chunk_damage, damaged, none_to_nan
 from labtrack.store.query import search_query
 from labtrack.store.sqlbase import SqlBase
 from labtrack.store.sqlwrite import apply_writes, refresh_frames
@@ -245,22 +244,37 @@ class SqlStore(SqlBase, Store):
                 refresh_frames(self, conn, [run_id])
 
     def get_metric_history(self, run_id: str, key: str) -> MetricHistory:
+        c = db.metric_chunks.c
         with self._read() as conn:
-            rows = conn.execute(
-                select(db.metric_chunks.c.step_data, db.metric_chunks.c.time_data, db.metric_chunks.c.value_data)
-                .where(db.metric_chunks.c.run_id == run_id, db.metric_chunks.c.key == key)
-                .order_by(db.metric_chunks.c.seq)
-            ).all()
-            if not rows:
+            expected = conn.execute(
+                select(db.metrics.c.count).where(db.metrics.c.run_id == run_id, db.metrics.c.key == key)
+            ).scalar()
+            if expected is None:
                 self.require_run(conn, run_id)
-        series = Chunk.empty()
-        for r in rows:
-            series.extend(unpack(r.step_data, r.time_data, r.value_data))
-        steps, stamps, values = series.steps.tolist(), series.timestamps.tolist(), series.values.tolist()
-        if not all(map(operator.le, steps, itertools.islice(steps, 1, None))):  # C-level: ~35 ns a point
-            order = sorted(range(len(steps)), key=steps.__getitem__)  # stable: logging order within a step
-            steps, stamps, values = [steps[i] for i in order], [stamps[i] for i in order], [values[i] for i in order]
-        return MetricHistory(key=key, steps=steps, timestamps=stamps, values=values)
+            # Streamed a few chunks at a time into arrays allocated once: 10M points take 240 MB, not twice.
+            filler = SeriesFiller(expected or 0)
+            rows = conn.execute(
+                select(c.seq, c.count.label("points"), c.step_data, c.time_data, c.value_data, c.crc)
+                .where(c.run_id == run_id, c.key == key).order_by(c.seq).execution_options(yield_per=16)
+            )
+            for r in rows:
+                problem = chunk_damage(r.points, r.step_data, r.time_data, r.value_data, r.crc)
+                if problem is not None:
+                    raise damaged(run_id, key, r.seq, problem)
+                filler.add(r.step_data, r.time_data, r.value_data)
+        return MetricHistory(key, *by_step(*filler.finish()))
+
+    def check_data(self) -> StoreCheck:
+        from labtrack.store.check import check_data  # `labtrack db check` only
+
+        with self._read() as conn:
+            report = check_data(conn, self.dialect)
+        if report.database:
+            report.advice.append(f"The database file itself is damaged. {self.recovery_hint()}")
+        if report.damaged:
+            report.advice.append("Damaged chunks' points are refused when read; the runs' other metrics are not "
+                                 "affected. Restore the store from a backup to get these points back.")
+        return report
 
     # -- artifacts -----------------------------------------------------------------------------
 

@@ -102,15 +102,17 @@ class SqlBase:
         """The StoreError for a failed read or write; a damaged SQLite file says what to do about it."""
         text = str(exc)
         if self.dialect == "sqlite" and ("malformed" in text or "not a database" in text):
-            path = self._engine.url.database
-            return StoreError(
-                f"cannot {verb} store {self.display_url}: the SQLite file {path} is damaged ({text}). Stop every "
-                f"process using it, keep a copy, then restore it from a backup — or recover what it still holds: "
-                f"`sqlite3 {path} .recover | sqlite3 recovered.db`, check it with `sqlite3 recovered.db 'PRAGMA "
-                "integrity_check'`, and put recovered.db in its place (runs on damaged pages may be missing or "
-                "partial afterwards: compare `labtrack runs` with what you expect)"
-            )
+            return StoreError(f"cannot {verb} store {self.display_url}: the SQLite file {self._engine.url.database} "
+                              f"is damaged ({text}). {self.recovery_hint()}")
         return StoreError(f"cannot {verb} store {self.display_url}: {text}")
+
+    def recovery_hint(self) -> str:
+        """What to do about a damaged SQLite file."""
+        path = self._engine.url.database
+        return (f"Stop every process using it, keep a copy, then restore it from a backup — or recover what it still "
+                f"holds: `sqlite3 {path} .recover | sqlite3 recovered.db`, check it with `sqlite3 recovered.db "
+                "'PRAGMA integrity_check'`, and put recovered.db in its place (runs on damaged pages may be missing "
+                "or partial afterwards: compare `labtrack runs` with what you expect)")
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:

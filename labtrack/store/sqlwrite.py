@@ -31,7 +31,7 @@ from labtrack.core.model import Experiment, IngestMark, NewRun, RunStatus, RunWr
 from labtrack.core.series import Chunk, unpack
 from labtrack.store import schema as db
 from labtrack.store.frames import build_frames
-from labtrack.store.points import TAIL_MERGE_BELOW, PointWrites, plan_writes
+from labtrack.store.points import TAIL_MERGE_BELOW, PointWrites, chunk_damage, plan_writes
 from labtrack.store.sqlbase import SqlBase
 from labtrack.store.statements import FRAME_PARTS_IN, Q
 
@@ -239,7 +239,10 @@ def _append_points(base: SqlBase, conn: Connection, run_id: str, chunks: Mapping
         small = [r.key for r in rows if r.tail_count < TAIL_MERGE_BELOW]
         if small:
             tail_rows = conn.execute(Q.tails, {"b_run": run_id, "b_keys": small})
-            tails.update((t.key, unpack(t.step_data, t.time_data, t.value_data)) for t in tail_rows)
+            # A damaged tail is left as it is (reads report it) and the points go to a new chunk after it:
+            # extending it would give the damaged points a fresh, valid checksum.
+            tails.update((t.key, unpack(t.step_data, t.time_data, t.value_data)) for t in tail_rows
+                         if chunk_damage(t.points, t.step_data, t.time_data, t.value_data, t.crc) is None)
     _store_points(base, conn, plan_writes(run_id, chunks, existing, tails))
 
 

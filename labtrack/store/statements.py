@@ -63,8 +63,8 @@ class Q:
         .with_for_update()
     )
     tails = (
-        select(db.metric_chunks.c.key, db.metric_chunks.c.step_data, db.metric_chunks.c.time_data,
-               db.metric_chunks.c.value_data)
+        select(db.metric_chunks.c.key, db.metric_chunks.c.count.label("points"), db.metric_chunks.c.step_data,
+               db.metric_chunks.c.time_data, db.metric_chunks.c.value_data, db.metric_chunks.c.crc)
         .join(
             db.metrics,
             and_(
@@ -78,6 +78,7 @@ class Q:
     _chunk_values: ClassVar[dict[str, Any]] = {
         "count": bindparam("b_count"), "step_min": bindparam("b_step_min"), "step_max": bindparam("b_step_max"),
         "step_data": bindparam("b_steps"), "time_data": bindparam("b_timestamps"), "value_data": bindparam("b_values"),
+        "crc": bindparam("b_crc"),
     }
     _summary_values: ClassVar[dict[str, Any]] = {
         "count": bindparam("b_count"), "last_value": bindparam("b_last"), "last_step": bindparam("b_last_step"),

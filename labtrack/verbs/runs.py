@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from labtrack.core.errors import InvalidInput
 from labtrack.core.identity import DEFAULT_IDENTITY, check_identity, run_key
-from labtrack.core.model import Experiment, NewRun, Recovery, Search
+from labtrack.core.model import Experiment, NewRun, Recovery, Search, StoreCheck
 from labtrack.core.query import parse_order_by
 from labtrack.core.validation import check_key, check_note, checked_params, checked_tags
 from labtrack.run import process
@@ -188,6 +188,12 @@ class RunClient:
         search = Search(experiments=names, order_by=terms, max_results=max_results, offset=offset, run_key=key,
                         filter=node, stale_before=time.time() - self.settings.heartbeat_timeout)
         return RunList.from_search(self, self.store.search_ids(search), search)
+
+    def check_data(self) -> StoreCheck:
+        """Read every stored metric point and check it against its chunk's checksum; on SQLite also the
+        database's structure (``labtrack db check``)."""
+        self.flush()
+        return self.store.check_data()
 
     def list_experiments(self) -> list[tuple[Experiment, int]]:
         """Every experiment in the store with its number of runs."""

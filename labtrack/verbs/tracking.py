@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from labtrack.core.errors import NoActiveRunError
 from labtrack.core.identity import DEFAULT_IDENTITY
-from labtrack.core.model import Experiment, Recovery, RunStatus
+from labtrack.core.model import Experiment, Recovery, RunStatus, StoreCheck
 from labtrack.run import process
 from labtrack.run.handle import Run
 from labtrack.settings import default_settings, reset_default_settings
@@ -39,6 +39,7 @@ __all__ = [
     "active_run",
     "capture_environment",
     "check",
+    "check_store",
     "client",
     "close_clients",
     "compute_key",
@@ -301,6 +302,12 @@ def run_of(run: Run | str, *, store: str | None = None) -> Run:
 def list_experiments(*, store: str | None = None) -> list[tuple[Experiment, int]]:
     """Every experiment in the store with its number of runs."""
     return client(store).list_experiments()
+
+
+def check_store(store: str | None = None) -> StoreCheck:
+    """Check every stored metric chunk against its checksum, and on SQLite the database's structure (what
+    `labtrack db check` does)."""
+    return client(store).check_data()
 
 
 def upgrade_store(store: str | None = None) -> tuple[str | None, str, int]:
