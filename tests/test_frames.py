@@ -174,6 +174,7 @@ def test_running_and_crashed_runs_come_from_their_rows(
     gone = uuid.uuid4().hex  # started an hour ago on another machine, which then died
     store.create_run(NewRun(id=gone, experiment="frames", start_time=time.time() - 3600, host="elsewhere", pid=4242,
                             params={"lr": 0.1}))
+    store.heartbeat(gone, store.now() - 3600)  # its last sign of life
     store.log_params(gone, {"late": 1})
     live = lt.start_run("frames", {"lr": 0.2}, name="live")
     try:

@@ -1,10 +1,10 @@
-"""Is a RUNNING run still running? A run whose heartbeat is older than the timeout, or whose process on
-this host is gone, is shown as CRASHED (and recorded so), never RUNNING forever."""
+"""Is a RUNNING run still running? A run whose process on this host is gone, or (elsewhere) whose heartbeat
+is older than the timeout by the store's clock, is shown as CRASHED (and recorded so), never RUNNING
+forever."""
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Sequence
 
 from labtrack.core.errors import LabtrackError
@@ -12,18 +12,20 @@ from labtrack.core.model import RunRecord, RunStatus, effective_status
 from labtrack.run.process import HOST
 from labtrack.store.base import Store
 
-__all__ = ["pid_alive", "resolve_liveness"]
+__all__ = ["process_state", "resolve_liveness"]
 
 
-def pid_alive(pid: int, started_before: float) -> bool:
-    """Whether ``pid`` runs and is the same process (it started no later than the run did)."""
+def process_state(pid: int, started_before: float) -> bool | None:
+    """Whether ``pid`` is the process that started a run at ``started_before``: True (it runs), False (no
+    such process), None (a process with that pid started later: the pid was reused — or this host's clock
+    stepped since, which moves the start times it reports)."""
     try:
         import psutil
 
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:
             return False
-        return bool(process.create_time() <= started_before + 1.0)
+        return True if process.create_time() <= started_before + 1.0 else None
     except Exception:  # psutil.NoSuchProcess, AccessDenied, ...: treat as gone only when surely gone
         try:
             os.kill(pid, 0)
@@ -38,15 +40,24 @@ def resolve_liveness(store: Store, records: Sequence[RunRecord], timeout: float,
                      recover: Callable[[], object] | None = None) -> None:
     """Show RUNNING runs whose process is gone as CRASHED (and record that in the store).
 
-    ``recover`` is called first when a run of this host turns out dead: its process may have left a spool
-    (``labtrack.run.recovery``) whose points belong in the run before it is marked CRASHED."""
-    now = time.time()
+    A run of this host is judged by its process, which needs no clock: alive is RUNNING however old its
+    heartbeat looks, gone is CRASHED at once. Other runs are judged by their heartbeat against the store's
+    clock (``Store.now``), never this machine's. ``recover`` is called first when a run of this host turns
+    out dead: its process may have left a spool (``labtrack.run.recovery``) whose points belong in the run
+    before it is marked CRASHED."""
+    now: float | None = None
     for record in records:
         if record.status is not RunStatus.RUNNING:
             continue
-        crashed = effective_status(record, now, timeout) is RunStatus.CRASHED
-        if not crashed and record.host == HOST and record.pid and record.pid != os.getpid():
-            crashed = not pid_alive(record.pid, record.start_time)
+        alive = None
+        if record.host == HOST and record.pid:
+            alive = process_state(record.pid, record.start_time)
+        if alive is None:
+            if now is None:
+                now = store.now()
+            crashed = effective_status(record, now, timeout) is RunStatus.CRASHED
+        else:
+            crashed = not alive
             if crashed and recover is not None:
                 recover()
                 try:
@@ -63,4 +74,5 @@ def resolve_liveness(store: Store, records: Sequence[RunRecord], timeout: float,
             except LabtrackError:
                 pass  # shown as CRASHED anyway; a later reader records it
             record.status = RunStatus.CRASHED
-            record.end_time = record.heartbeat_time
+            beat = record.heartbeat_time
+            record.end_time = None if beat is None else max(beat, record.start_time)  # as the store records it

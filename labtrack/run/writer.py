@@ -206,7 +206,11 @@ class Drainer:
             pass
         if now - self.last_beat >= self.settings.heartbeat_interval:
             self.last_beat = now
-            self.heartbeat(time.time())
+            try:
+                now = self.store.now()  # heartbeats and leases are times of the store's clock
+            except Exception:
+                now = time.time()
+            self.heartbeat(now)
 
     def heartbeat(self, now: float) -> None:
         for run_id, claim in list(self.live.items()):

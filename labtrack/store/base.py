@@ -25,6 +25,9 @@ Contract:
 - Status: ``RunWrite.end`` moves a run to a terminal status; ``heartbeat`` renews a RUNNING run (and
   revives one a reader had marked CRASHED, since its process is evidently alive); ``mark_crashed`` only
   succeeds if the run is still RUNNING with the heartbeat the caller observed.
+- Clock: heartbeats, a new run's first heartbeat and sweep leases are times of the store's clock
+  (``now()``: a server's, not the caller's), and readers judge them by it, so a machine whose clock is off
+  neither looks dead nor takes over what another holds.
 - Errors: unknown runs raise ``RunNotFound``; backend failures raise ``StoreError`` (never a driver
   exception); an outdated schema raises ``SchemaOutdated`` naming ``labtrack db upgrade``.
 - Environments are stored once per fingerprint (``put_environment`` is idempotent).
@@ -35,6 +38,7 @@ Contract:
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
 
@@ -115,6 +119,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def list_artifacts(self, run_id: str) -> list[ArtifactInfo]: ...
+
+    def now(self) -> float:
+        """The store's clock, in seconds since the epoch (the default: this host's, for stores on one host)."""
+        return time.time()
 
     def check_data(self) -> StoreCheck:
         """Read every stored metric chunk and check it against its checksum (``labtrack db check``)."""

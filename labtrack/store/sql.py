@@ -7,12 +7,14 @@ transactions ``sqlbase`` (WAL mode and ``BEGIN IMMEDIATE`` on SQLite, row locks 
 from __future__ import annotations
 
 import json
+import os
+import platform
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Float, case, func, literal, select
 from sqlalchemy.engine import Connection
 
 from labtrack.core.errors import AmbiguousRunId, RunNotFound
@@ -226,11 +228,14 @@ class SqlStore(SqlBase, Store):
             self.fast(conn, Q.heartbeat, [{"b_id": run_id, "b_now": now}])
 
     def mark_crashed(self, run_id: str, observed_heartbeat: float | None, end_time: float | None = None) -> bool:
+        ended = literal(observed_heartbeat if end_time is None else end_time, Float)
         with self._write() as conn:
             done = conn.execute(
                 db.runs.update()
                 .where(db.runs.c.id == run_id, db.runs.c.status == "RUNNING", db.runs.c.heartbeat_time == observed_heartbeat)
-                .values(status="CRASHED", end_time=observed_heartbeat if end_time is None else end_time)
+                # Never before its start: the heartbeat is the store's clock, the start the writer's.
+                .values(status="CRASHED", end_time=case((db.runs.c.start_time > ended, db.runs.c.start_time),
+                                                        else_=ended))
             )
             if not done.rowcount:
                 return False
@@ -334,7 +339,7 @@ class SqlStore(SqlBase, Store):
                 return ClaimState.DONE
             if row.state == "failed" and _sweep_of(row.owner) == _sweep_of(owner):
                 return ClaimState.FAILED  # it failed in this very sweep: retried by the next sweep, not this one
-            if row.lease_until >= now and row.state == "running":
+            if row.state == "running" and (row.lease_until >= now or self._owner_runs_here(row.owner)):
                 return ClaimState.BUSY
             taken = conn.execute(
                 db.claims.update()
@@ -343,6 +348,22 @@ class SqlStore(SqlBase, Store):
                 .values(owner=owner, state="running", lease_until=now + lease, run_id=None)
             )
             return ClaimState.CLAIMED if taken.rowcount == 1 else ClaimState.BUSY
+
+    def _owner_runs_here(self, owner: str) -> bool:
+        """On SQLite (one host, one clock), whether a claim's worker still runs: a worker whose lease looks
+        expired only because this process's clock is ahead, or stepped, keeps its claim while it lives."""
+        if self.dialect != "sqlite":
+            return False
+        _, host, pid = [*owner.split("/"), "", ""][:3]
+        if host != platform.node() or not pid.isdigit():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except OSError:  # PermissionError: it exists
+            return True
+        return True
 
     def renew_claims(self, owner: str, lease: float, now: float) -> None:
         with self._write() as conn:

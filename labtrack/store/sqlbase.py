@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from labtrack.core.errors import LabtrackError, RunNotFound, SchemaOutdated, StoreConflict, StoreError
 from labtrack.core.model import Experiment
 from labtrack.store import schema as db
+from labtrack.store.clock import ServerClock
 from labtrack.store.engine import RawStatement, display_url, make_engine
 from labtrack.store.migrate import create_schema, read_revision
 from labtrack.store.schema import SCHEMA_REVISION, WORKING_REVISIONS
@@ -63,12 +64,21 @@ class SqlBase:
         self._local = threading.local()  # each thread's write connection (see _write)
         self._connections: list[tuple[int, Connection]] = []  # (pid that opened it, connection)
         self._connections_lock = threading.Lock()
+        self._clock = ServerClock(self._server_time) if self.dialect == "postgresql" else None
         self._ensure_schema()
 
     @property
     def display_url(self) -> str:
         """The URL with any password hidden: safe to print and log."""
         return display_url(self.url)
+
+    def now(self) -> float:
+        """The store's clock (see ``store.clock``): PostgreSQL's, or on SQLite this host's."""
+        return time.time() if self._clock is None else self._clock.now()
+
+    def _server_time(self) -> float:
+        with self._engine.connect() as conn:
+            return float(conn.exec_driver_sql("SELECT extract(epoch FROM clock_timestamp())").scalar_one())
 
     def missing_run(self, run_id: str) -> RunNotFound:
         return RunNotFound(f"no run with id {run_id!r} in store {self.display_url}")

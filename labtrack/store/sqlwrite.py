@@ -45,7 +45,7 @@ def apply_writes(base: SqlBase, conn: Connection, writes: Sequence[RunWrite], re
     cache once the transaction has committed). The runs it creates are inserted together: one multi-row
     statement per table, however many runs."""
     experiments: list[Experiment] = []
-    created = _Inserts()
+    created = _Inserts(base.now())
     for write in writes:
         if write.create is not None:
             experiment = base.experiment_in(conn, write.create.experiment)
@@ -70,7 +70,8 @@ class _Inserts:
     """The rows of the runs a write creates, by table; each run ended at once when its end is in the
     write too (its frame is made from the write itself: nothing to read)."""
 
-    def __init__(self) -> None:
+    def __init__(self, now: float) -> None:
+        self.now = now  # the store's clock: each new run's first heartbeat
         self.runs: list[dict[str, Any]] = []
         self.params: list[dict[str, Any]] = []
         self.tags: list[dict[str, Any]] = []
@@ -89,7 +90,7 @@ class _Inserts:
         param_rows = param_rows_of(run_id, params)
         row: dict[str, Any] = {
             "id": run_id, "experiment_id": experiment_id, "name": new.name, "status": RunStatus.RUNNING.value,
-            "start_time": new.start_time, "end_time": None, "heartbeat_time": new.start_time, "host": new.host,
+            "start_time": new.start_time, "end_time": None, "heartbeat_time": self.now, "host": new.host,
             "pid": new.pid, "run_key": new.run_key, "env_fingerprint": write.env_fingerprint or new.env_fingerprint,
             "context": json.dumps(context) if context else None, "error": None,
             "note": write.note if write.note is not None else new.note,

@@ -414,9 +414,20 @@ class StoreContract:
         assert store.mark_crashed(ended, 100.0) is False  # never touches an ended run
         assert store.get_run(ended).status is RunStatus.FINISHED
 
+    def test_a_new_runs_first_heartbeat_is_the_stores_clock_not_its_start_time(self, store: Store) -> None:
+        before = store.now()
+        run_id = new_run(store, start=100.0)  # a start time from a machine whose clock is far off
+        beat = store.get_run(run_id).heartbeat_time
+        assert beat is not None and before - 1.0 <= beat <= store.now() + 1.0
+
+        ahead = new_run(store, start=store.now() + 300.0)  # a writer whose clock is 300 s ahead, then died
+        assert store.mark_crashed(ahead, store.get_run(ahead).heartbeat_time)
+        record = store.get_run(ahead)
+        assert record.end_time == record.start_time  # never a negative duration
+
     def test_heartbeat_revives_a_run_marked_crashed_but_not_an_ended_one(self, store: Store) -> None:
         run_id = new_run(store, start=100.0)
-        assert store.mark_crashed(run_id, 100.0)
+        assert store.mark_crashed(run_id, store.get_run(run_id).heartbeat_time)
         store.heartbeat(run_id, 300.0)
         record = store.get_run(run_id)
         assert (record.status, record.heartbeat_time, record.end_time) == (RunStatus.RUNNING, 300.0, None)

@@ -186,7 +186,7 @@ class RunClient:
         terms = parse_order_by(order_by if isinstance(order_by, (str, type(None))) else list(order_by))
         self.flush()
         search = Search(experiments=names, order_by=terms, max_results=max_results, offset=offset, run_key=key,
-                        filter=node, stale_before=time.time() - self.settings.heartbeat_timeout)
+                        filter=node, stale_before=self.store.now() - self.settings.heartbeat_timeout)
         return RunList.from_search(self, self.store.search_ids(search), search)
 
     def check_data(self) -> StoreCheck:

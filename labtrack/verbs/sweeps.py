@@ -270,7 +270,7 @@ def _work(tracked: TrackedFunction, configs: list[dict[str, Any]], keys: list[st
     while pending:
         waiting = []
         for i in pending:
-            state = store.claim(keys[i], owner, lease, time.time())
+            state = store.claim(keys[i], owner, lease, store.now())
             if state == "busy":
                 waiting.append(i)
                 continue
