@@ -107,3 +107,121 @@ def test_multiprocessing_children_write_what_they_log_once_and_never_the_parents
     expected = (f"0 FINISHED True {{'b': {steps}}} []" if method == "fork"
                 else f"0 FINISHED True {{'c': {steps}}} ['FINISHED']")
     assert done.stdout.strip() == expected, done.stderr
+
+
+LATE_PARENT = """
+import os, sys
+import labtrack as lt
+lt.set_store(sys.argv[1])
+run = lt.start_run("late-parent")
+run.log_metric("loss", 0.0, step=0)
+print("ready", os.getpid(), flush=True)
+sys.stdin.readline()  # the test has locked the store: the fork's flush gives up, the run is not stored
+pid = os.fork()
+if pid == 0:
+    for step in range(1, 101):
+        run.log_metric("loss", float(step), step=step)
+    print("child logged", flush=True)
+    run.flush(timeout=120)
+    print("child flushed", flush=True)
+    sys.exit(0)
+os.waitpid(pid, 0)
+run.end()
+history = lt.get_run(run.id).history("loss")
+print(len(history), len(set(history.steps)), flush=True)
+"""
+
+
+def test_a_childs_points_wait_for_a_parents_run_that_reaches_the_store_after_them(
+        tmp_path: Path, python_env: dict[str, str]) -> None:
+    """The store is locked while the parent forks (its flush before the fork gives up), then the parent is
+    stopped while the child's points reach the store: they must wait for the parent's run, not be dropped."""
+    import signal
+    import sqlite3
+    import time
+
+    location = tmp_path / "store"
+    env = {**python_env, "LABTRACK_FLUSH_INTERVAL": "3600", "LABTRACK_SQLITE_BUSY_TIMEOUT": "0.5"}
+    parent = subprocess.Popen([sys.executable, "-c", LATE_PARENT, str(location)], env=env, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert parent.stdin is not None and parent.stdout is not None
+    try:
+        ready = parent.stdout.readline().split()
+        assert ready[:1] == ["ready"], parent.stderr.read() if parent.stderr else ""
+        lock = sqlite3.connect(location / "labtrack.db", isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        parent.stdin.write("go\n")
+        parent.stdin.flush()
+        assert parent.stdout.readline().strip() == "child logged"
+        os.kill(int(ready[1]), signal.SIGSTOP)  # the parent cannot store its run now ...
+        lock.execute("ROLLBACK")  # ... while the child can store its points
+        lock.close()
+        time.sleep(3)
+        os.kill(int(ready[1]), signal.SIGCONT)
+        out, err = parent.communicate(timeout=120)
+    finally:
+        if parent.poll() is None:
+            os.kill(parent.pid, signal.SIGCONT)
+            parent.kill()
+    assert parent.returncode == 0, err
+    assert out.split() == ["child", "flushed", "101", "101"], err  # every point, each once
+
+
+BOTH_KILLED = """
+import os, sys, time
+import labtrack as lt
+lt.set_store(sys.argv[1])
+run = lt.start_run("both-killed")
+run.log_metric("loss", 0.0, step=0)
+print("ready", flush=True)
+sys.stdin.readline()  # the store is locked: nothing of the parent's reaches it
+if os.fork() == 0:
+    for step in range(1, 101):
+        run.log_metric("loss", float(step), step=step)
+    print("child", os.getpid(), flush=True)
+    time.sleep(600)
+time.sleep(600)
+"""
+
+
+def test_recovery_stores_a_dead_parents_run_before_its_dead_childs_points(
+        tmp_path: Path, python_env: dict[str, str]) -> None:
+    """Parent and child are SIGKILLed before anything reached the store; the child's spool is read first
+    (renamed to sort first): its points wait for the parent's spool, which creates the run."""
+    import signal
+    import sqlite3
+
+    import labtrack as lt
+
+    location = tmp_path / "store"
+    spools = tmp_path / "spools"
+    env = {**python_env, "LABTRACK_FLUSH_INTERVAL": "3600", "LABTRACK_SQLITE_BUSY_TIMEOUT": "0.5",
+           "LABTRACK_SPOOL_DIR": str(spools)}
+    parent = subprocess.Popen([sys.executable, "-c", BOTH_KILLED, str(location)], env=env, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert parent.stdin is not None and parent.stdout is not None
+    assert parent.stdout.readline().strip() == "ready", parent.stderr.read() if parent.stderr else ""
+    lock = sqlite3.connect(location / "labtrack.db", isolation_level=None)
+    child = 0
+    try:
+        lock.execute("BEGIN EXCLUSIVE")
+        parent.stdin.write("go\n")
+        parent.stdin.flush()
+        line = parent.stdout.readline().split()
+        assert line[:1] == ["child"], parent.stderr.read() if parent.stderr else ""
+        child = int(line[1])
+    finally:
+        if child:
+            os.kill(child, signal.SIGKILL)
+        parent.kill()
+        parent.wait()
+        lock.execute("ROLLBACK")
+        lock.close()
+    (found,) = [p for p in spools.rglob("*") if p.is_dir() and f"-{child}-" in p.name]
+    found.rename(found.with_name(f"0-{found.name}"))  # sorts before the parent's spool
+
+    lt.set_store(str(location))  # opening the store recovers both spools
+    (run,) = lt.search_runs("both-killed")
+    history = run.history("loss")
+    assert (run.status, len(history), len(set(history.steps))) == (lt.RunStatus.CRASHED, 101, 101)
+    assert not [p for p in spools.rglob("*") if p.is_dir() and p.parent.parent == spools]  # both recovered

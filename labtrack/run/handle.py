@@ -125,7 +125,12 @@ class Run:
             self._drainer().flush(self.settings.flush_timeout if timeout is None else timeout)
 
     def _drainer(self) -> Drainer:
-        return self._live.drainer if self._live is not None else writer().drainer(self._store, self.settings)
+        """The drainer of this process's spool: a forked child has its own, never the parent's (which holds
+        the parent's unwritten cut and positions)."""
+        live = self._live
+        if live is not None and live.pid == os.getpid():
+            return live.drainer
+        return writer().drainer(self._store, self.settings)
 
     def _fetch(self) -> RunRecord:
         if self._record is None and self._source is not None:

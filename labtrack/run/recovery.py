@@ -15,17 +15,19 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from labtrack.core.errors import LabtrackError
 from labtrack.core.model import IngestMark, Recovery, RunStatus
 from labtrack.run.drain import SpoolReader, read_cut, remove_staged
-from labtrack.run.writer import store_cut, store_key
+from labtrack.run.writer import MISSING_WAIT, RunNotStoredYet, store_cut, store_key
 from labtrack.store.base import Store
 
 __all__ = ["Recovery", "recover"]
 
 _STALE_MAKING = 3600.0  # a spool directory still being made after this long was abandoned
+_GIVE_UP_AFTER = 86400.0  # a dead spool's writes to a run that never reached the store are dropped after this
 
 
 def recover(store: Store, root: Path) -> Recovery:
@@ -36,28 +38,46 @@ def recover(store: Store, root: Path) -> Recovery:
     except OSError:
         return report
     key = store_key(store)
+    later: list[Path] = []
     for path in entries:
-        if path.name.startswith("."):
-            if path.name.endswith(".new") and _older_than(path, _STALE_MAKING):
-                shutil.rmtree(path, ignore_errors=True)
-            continue
-        if not path.is_dir():
-            continue
-        fd = _take_lock(path)
-        if fd is None:
-            continue  # its process is alive
-        try:
-            meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-            if meta.get("store") != key:
-                continue
-            _recover_one(store, path, meta, report)
-        except (OSError, ValueError) as exc:
-            report.problems.append(f"spool {path}: {exc}")
-        except LabtrackError as exc:
-            report.problems.append(f"spool {path}: {exc}; it stays for the next attempt")
-        finally:
-            os.close(fd)
+        if _recover_path(store, path, key, report, wait=True) == "later":
+            later.append(path)  # its runs come from another spool (a forked child's): after the others
+    for path in later:
+        _recover_path(store, path, key, report, wait=False)
     return report
+
+
+def _recover_path(store: Store, path: Path, key: str, report: Recovery, *, wait: bool) -> str | None:
+    """Recover one spool directory; "later" when its writes wait for runs another spool creates."""
+    if path.name.startswith("."):
+        if path.name.endswith(".new") and _older_than(path, _STALE_MAKING):
+            shutil.rmtree(path, ignore_errors=True)
+        return None
+    if not path.is_dir():
+        return None
+    fd = _take_lock(path)
+    if fd is None:
+        return None  # its process is alive
+    try:
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        if meta.get("store") != key:
+            return None
+        # Writes to runs another process creates (a forked child's, to its parent's run) wait for them:
+        # first for the other spools here, then for a parent still alive (the spool stays for the next
+        # attempt), and are dropped once the spool is a day old.
+        young = time.time() - float(meta.get("created") or 0.0) < max(MISSING_WAIT, _GIVE_UP_AFTER)
+        _recover_one(store, path, meta, report, wait_for=lambda _run: wait or young)
+    except RunNotStoredYet as exc:
+        if wait:
+            return "later"
+        report.problems.append(f"spool {path}: {exc}; it stays for the next attempt")
+    except (OSError, ValueError) as exc:
+        report.problems.append(f"spool {path}: {exc}")
+    except LabtrackError as exc:
+        report.problems.append(f"spool {path}: {exc}; it stays for the next attempt")
+    finally:
+        os.close(fd)
+    return None
 
 
 def _take_lock(path: Path) -> int | None:
@@ -80,7 +100,8 @@ def _older_than(path: Path, seconds: float) -> bool:
         return False
 
 
-def _recover_one(store: Store, path: Path, meta: dict[str, object], report: Recovery) -> None:
+def _recover_one(store: Store, path: Path, meta: dict[str, object], report: Recovery,
+                 wait_for: Callable[[str], bool]) -> None:
     source = str(meta["source"])
     reader = SpoolReader(path)
     try:
@@ -95,7 +116,7 @@ def _recover_one(store: Store, path: Path, meta: dict[str, object], report: Reco
             if (cut.journal, cut.points) == (journal, points):
                 break
             if not cut.empty:
-                store_cut(store, cut, retry=True)
+                store_cut(store, cut, retry=True, wait_for=wait_for)
                 remove_staged(cut.staged)
             for run_id, write in cut.writes.items():
                 runs.add(run_id)

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,11 +37,18 @@ from labtrack.store.base import Store
 if TYPE_CHECKING:
     from labtrack.run.drain import Cut
 
-__all__ = ["BackgroundWriter", "Drainer", "spool_root", "store_cut", "store_key", "writer"]
+__all__ = ["MISSING_WAIT", "BackgroundWriter", "Drainer", "RunNotStoredYet", "spool_root", "store_cut", "store_key",
+           "writer"]
 
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 10.0
 _FORK_FLUSH_SECONDS = 5.0  # the most a fork waits for the store to take what its runs logged
+MISSING_WAIT = 600.0  # how long writes to a run another process creates wait for it to reach the store
+
+
+class RunNotStoredYet(StoreError):
+    """Writes to a run that another process creates (a forked child logging to its parent's run) reached
+    the store before the run did: they are retried, not dropped."""
 
 
 def spool_root(store: Store, settings: Settings) -> Path:
@@ -82,6 +90,7 @@ class Drainer:
         self.pending: Cut | None = None  # a cut whose write failed, retried as it is
         self.stored_series: set[int] = set()  # series with points in the store (their keys are not new)
         self.created: set[str] = set()  # runs this spool created in the store
+        self.missing: dict[str, float] = {}  # runs created elsewhere, not in the store yet -> first seen
         self.live: dict[str, tuple[str, float] | None] = {}  # live run id -> its sweep claim (owner, lease)
         self.failures = 0
         self.retry_at = 0.0
@@ -120,7 +129,15 @@ class Drainer:
 
     def _store(self, cut: Cut, *, retry: bool) -> None:
         cut.writes = {run_id: self._with_hints(cut, write) for run_id, write in cut.writes.items()}
-        store_cut(self.store, cut, retry=retry)
+        store_cut(self.store, cut, retry=retry, wait_for=self._may_wait)
+
+    def _may_wait(self, run_id: str) -> bool:
+        """Whether writes to ``run_id``, missing from the store, should wait for another process to create
+        it (a run this spool created and the store lost was deleted: no)."""
+        if run_id in self.created:
+            return False
+        first = self.missing.setdefault(run_id, time.monotonic())
+        return time.monotonic() - first < MISSING_WAIT
 
     def _with_hints(self, cut: Cut, write: RunWrite) -> RunWrite:
         """Metrics of runs this spool created whose keys never reached the store have no points there yet."""
@@ -222,13 +239,15 @@ class Drainer:
                 pass
 
 
-def store_cut(store: Store, cut: Cut, *, retry: bool) -> None:
+def store_cut(store: Store, cut: Cut, *, retry: bool, wait_for: Callable[[str], bool] | None = None) -> None:
     """Write a cut: its environments and staged artifact content first, then its runs in one transaction.
 
     A hint that proves wrong is retried carefully at once; a write the store refuses for good (a param
     logged with another value by another process, a run deleted meanwhile) is reported once and dropped,
     and the others of the cut are stored (each is idempotent when written carefully). Any other error is
-    raised: the caller keeps the cut and retries it."""
+    raised: the caller keeps the cut and retries it. So is ``RunNotStoredYet`` when a run missing from the
+    store was created by another process (the write does not create it) and ``wait_for(run_id)`` says its
+    creation may still come."""
     for fingerprint, snapshot in cut.environments.items():
         store.put_environment(fingerprint, snapshot)
     for item in cut.staged:
@@ -239,10 +258,12 @@ def store_cut(store: Store, cut: Cut, *, retry: bool) -> None:
                   f"store {store.display_url}; the run lists it but cannot open it")
     writes = list(cut.writes.values())
     try:
-        store.write(writes, retry=retry)
-    except StoreConflict:
-        store.write(writes, retry=True)  # a hint proved wrong: check instead of trusting
+        try:
+            store.write(writes, retry=retry)
+        except StoreConflict:
+            store.write(writes, retry=True)  # a hint proved wrong: check instead of trusting
     except (InvalidInput, RunNotFound):
+        waiting: list[str] = []
         for write in writes:
             try:
                 store.write([write], retry=True)
@@ -252,8 +273,15 @@ def store_cut(store: Store, cut: Cut, *, retry: bool) -> None:
                 create = None if write.create is None else replace(write.create, params=None)
                 store.write([replace(write, params={}, create=create)], retry=True)
             except (InvalidInput, RunNotFound) as exc:
+                if isinstance(exc, RunNotFound) and write.create is None and wait_for and wait_for(write.run_id):
+                    waiting.append(write.run_id)
+                    continue
                 _warn(f"labtrack: run {write.run_id[:8]}: the store refused its writes for good ({exc}); "
                       f"{write.points} points and the rest of what was logged were dropped")
+        if waiting:
+            names = ", ".join(r[:8] for r in waiting)
+            raise RunNotStoredYet(f"run(s) {names} not in the store yet: another process (the parent of this one?) "
+                                  "creates them; their writes are retried until they are") from None
 
 
 class BackgroundWriter:
@@ -298,12 +326,13 @@ class BackgroundWriter:
                 self.drainer(store, settings)
 
     def _before_fork(self) -> None:
-        """Store what the runs of this process logged before a child is made (up to a few seconds): the
-        child logs to them through its own spool, and the store must have the runs it writes to."""
+        """Store what the runs of this process logged before a child is made (up to a few seconds), so that
+        the store has the runs the child writes to. Not during an outage, which would hold up every fork
+        (a DataLoader's workers): the child's writes then wait in its spool for the runs to arrive."""
         if self._pid != os.getpid():
             return
         for drainer in list(self._drainers.values()):
-            if drainer.live:
+            if drainer.live and drainer.outage is None:
                 try:
                     drainer.flush(_FORK_FLUSH_SECONDS)
                 except Exception:  # a store that is down: the child's writes wait for it in its spool
