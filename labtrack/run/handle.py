@@ -427,11 +427,12 @@ class Run:
             )
         live = self._live
         log = self._writes()
-        end_time = time.time()
         if live is not None:
             self._refresh_environment(live, log)
-            if live.start_time is not None:  # a wall clock stepped during the run does not change its duration
-                end_time = live.start_time + (time.monotonic() - live.started)
+        if live is not None and live.start_time is not None:  # a wall clock stepped during the run does not
+            end_time = live.start_time + (time.monotonic() - live.started)  # change its duration
+        else:
+            end_time = time.time()
         log.end(status, end_time, error)
         self._ended = status
         if live is not None:
