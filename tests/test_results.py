@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import labtrack as lt
+from labtrack.verbs import tracking
 
 
 class _Exploit:
@@ -36,12 +37,14 @@ class Model:
         return isinstance(other, Model) and other.w == self.w
 
 
-def _forge(experiment: str, params: dict[str, Any], marker: Path, tmp_path: Path) -> str:
+def _forge(experiment: str, params: dict[str, Any], marker: Path, tmp_path: Path,
+           entry: dict[str, Any] | None = None) -> str:
     """What an attacker with write access to a shared store does, through the public API only: a FINISHED
-    run whose result claims to be a pickled artifact, and the artifact."""
+    run whose result claims to be a pickled artifact, and the artifact (with ``entry``: under the run key of
+    a tracked function's call, which the attacker can compute from its source)."""
     payload = tmp_path / "result.pkl"
     payload.write_bytes(pickle.dumps(_Exploit(marker)))
-    with lt.start_run(experiment, params=params) as run:
+    with tracking.client().start_run(experiment, params=params, entry=entry) as run:
         run.log_artifact(str(payload), "labtrack")
         run.set_result({"__labtrack__": "pickled", "artifact": "labtrack/result.pkl", "preview": "harmless"})
     return run.id
@@ -62,7 +65,7 @@ def test_a_skipped_tracked_call_never_unpickles_a_forged_result(tmp_path: Path) 
     def train(lr: float) -> float:
         return lr * 2
 
-    _forge("train", {"lr": 0.1}, marker, tmp_path)  # same experiment and params: the call's run key
+    _forge("train", {"lr": 0.1}, marker, tmp_path, entry=train.entry)  # the call's very run key
     with pytest.raises(lt.InvalidInput, match="trust_pickle"):
         train(0.1)
     assert not marker.exists()

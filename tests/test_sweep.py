@@ -122,7 +122,7 @@ def test_the_result_is_recorded_on_the_run() -> None:
         return {"acc": 0.9, "curve": [1, 2]}
 
     train(0.1)
-    found = lt.find_run("train", params={"lr": 0.1})
+    found = train.find(0.1)
     assert found is not None
     assert found.result == {"acc": 0.9, "curve": [1, 2]}
 
@@ -334,7 +334,7 @@ def test_a_failing_configuration_is_reported_and_rerun_by_the_next_sweep() -> No
     assert "ValueError" in error and "bad config 2" in error
     assert not first.complete
     assert calls.count(2) == 1  # not retried within the same sweep
-    assert lt.exists("flaky", params={"a": 2}) is False
+    assert lt.track("flaky")(fn).exists(a=2) is False
 
     broken["on"] = False
     second = lt.sweep(fn, grid={"a": [1, 2, 3]}, experiment="flaky", progress=False)
@@ -342,7 +342,7 @@ def test_a_failing_configuration_is_reported_and_rerun_by_the_next_sweep() -> No
     assert second.skipped == [{"a": 1}, {"a": 3}]
     assert second.failed == [] and second.complete
     assert calls.count(2) == 2
-    assert lt.exists("flaky", params={"a": 2}) is True
+    assert lt.track("flaky")(fn).exists(a=2) is True
     statuses = sorted(r.status.value for r in lt.search_runs("flaky") if r.params["a"] == 2)
     assert statuses == ["FAILED", "FINISHED"]
 

@@ -95,15 +95,18 @@ def run_key(
     code: dict[str, Any] | None = None,
     inputs: dict[str, str] | None = None,
     env_fingerprint: str | None = None,
+    entry: dict[str, Any] | None = None,
 ) -> str:
     """The sha256 that names an experiment: same key, same experiment, so it may be skipped.
 
-    It covers the experiment name and, as ``identity`` selects, the params (minus ``exclude``d keys),
+    It covers the experiment name, what runs (``entry``: the entry script's path in the project, or a
+    tracked function's qualified name and source hash — two scripts or two functions with the same params
+    are different experiments) and, as ``identity`` selects, the params (minus ``exclude``d keys),
     the code version (``code``: commit and the hash of the uncommitted diff), the declared inputs
     (``inputs``: name -> content sha256) and the environment fingerprint. Keys are canonical:
     dict order, 1 vs 1.0 and composed vs decomposed unicode do not change them.
     """
-    body: dict[str, Any] = {"v": 1, "experiment": canonical_value(experiment)}
+    body: dict[str, Any] = {"v": 2, "experiment": canonical_value(experiment), "entry": entry}
     if "params" in identity:
         excluded = set(exclude)
         body["params"] = {k: v for k, v in params.items() if k not in excluded} if excluded else params

@@ -10,6 +10,8 @@ the seeds ``seed_everything`` set (the random generators they seed are the proce
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
     from labtrack.env import Captured, CaptureOptions
 
 __all__ = ["RECAPTURE_SECONDS", "capture_environment", "capture_options", "code_version", "for_run",
-           "known_conflicts", "remember_seeds", "reset", "seeds"]
+           "known_conflicts", "remember_seeds", "reset", "script_entry", "seeds"]
 
 RECAPTURE_SECONDS = 0.2
 
@@ -131,18 +133,47 @@ def capture_environment(settings: Settings) -> Environment:
     return capture(capture_options(settings)).environment
 
 
-def code_version(env: Environment | None) -> dict[str, Any] | None:
+def script_entry(env: Environment | None, script: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """What runs, for the run key, when it is a script (``script``, or this process's entry script): its
+    path relative to the git work tree's root, or its file name outside one — the same on every clone and
+    machine. ``{"script": None}`` for an interactive session, ``python -c`` or a notebook."""
+    path: str | None = None
+    if script is not None:
+        path = os.path.realpath(os.fspath(script))
+    elif env is not None:
+        process = env.snapshot.get("process")
+        entry = process.get("entry") if isinstance(process, dict) else None
+        path = entry.get("path") if isinstance(entry, dict) else None
+    elif sys.argv and sys.argv[0] not in ("", "-c", "-m") and os.path.isfile(sys.argv[0]):
+        path = os.path.realpath(sys.argv[0])  # capture is switched off: the command line says it
+    if not path:
+        return {"script": None}
+    path = os.path.realpath(path)
+    git = env.snapshot.get("git") if env is not None else None
+    root = git.get("root") if isinstance(git, dict) and git.get("repo") else None
+    if isinstance(root, str) and (path == root or path.startswith(root.rstrip(os.sep) + os.sep)):
+        return {"script": os.path.relpath(path, root).replace(os.sep, "/")}
+    return {"script": os.path.basename(path)}
+
+
+def code_version(env: Environment | None, script: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
     """What identifies the code a run executes, for the run key.
 
     In a git repository: the commit and the sha256 of the uncommitted diff against HEAD (untracked files
     do not count — they are often outputs; ``git add -N`` a new source file to make it count). Outside
-    one: the sha256 of the entry script. None when neither is known.
+    one: the sha256 of the entry script (or of ``script``, for a key asked about another script). None when
+    neither is known.
     """
     if env is None:
         return None
     git = env.snapshot.get("git")
     if isinstance(git, dict) and git.get("repo") and git.get("commit"):
         return {"commit": git["commit"], "diff": git.get("diff_sha256") if git.get("dirty") else None}
+    if script is not None:
+        from labtrack.env.files import sha256_file
+
+        digest = sha256_file(os.path.realpath(os.fspath(script)))
+        return {"script": digest} if digest else None
     process = env.snapshot.get("process")
     entry = process.get("entry") if isinstance(process, dict) else None
     if isinstance(entry, dict) and entry.get("sha256"):

@@ -90,6 +90,7 @@ class RunClient:
         identity: Sequence[str] | str = DEFAULT_IDENTITY,
         exclude: Sequence[str] = (),
         claim: tuple[str, float] | None = None,
+        entry: Mapping[str, Any] | None = None,
     ) -> Run:
         """Start a run and make it the active run; use it as a context manager to end it on leaving.
 
@@ -98,6 +99,7 @@ class RunClient:
         the sha256 of the experiment, params, code version and declared ``inputs`` (name -> file or
         directory, hashed by content), as ``identity`` selects, leaving out the params in ``exclude``.
         ``claim``: a sweep's (owner, lease) on the configuration, renewed with the run's heartbeat.
+        ``entry``: what runs, for the key (``@track`` passes its function); by default the entry script.
         """
         experiment = check_key(experiment, "experiment")
         valid_params = checked_params(params)
@@ -134,6 +136,7 @@ class RunClient:
         key = run_key(
             experiment, valid_params, identity=parts, exclude=excluded, code=capture.code_version(env),
             inputs=input_hashes, env_fingerprint=env.fingerprint if env is not None else None,
+            entry=dict(entry) if entry is not None else capture.script_entry(env),
         )
         new = NewRun(
             id=uuid.uuid4().hex, experiment=experiment, start_time=start_time, name=name, host=process.HOST,
@@ -217,18 +220,22 @@ class RunClient:
         inputs: Mapping[str, str | os.PathLike[str]] | None = None,
         identity: Sequence[str] | str = DEFAULT_IDENTITY,
         exclude: Sequence[str] = (),
+        script: str | os.PathLike[str] | None = None,
+        entry: Mapping[str, Any] | None = None,
     ) -> str:
-        """The run key ``start_run`` would give a run of ``experiment`` with ``params`` here and now."""
+        """The run key ``start_run`` would give a run of ``experiment`` with ``params`` here and now, in
+        ``script`` (default: this process's entry script; ``entry``: a tracked function's, see start_run)."""
         experiment = check_key(experiment, "experiment")
         parts = check_identity(identity)
-        env = None
-        if "code" in parts or "env" in parts:
-            captured = capture.for_run(self.settings)
-            env = captured.environment if captured is not None else None
+        captured = capture.for_run(self.settings)
+        env = captured.environment if captured is not None else None
+        if entry is None:
+            entry = capture.script_entry(env, script)
         return run_key(
             experiment, checked_params(params), identity=parts, exclude=_checked_exclude(exclude),
-            code=capture.code_version(env), inputs=hash_inputs(inputs) if inputs else {},
-            env_fingerprint=env.fingerprint if env is not None else None,
+            code=capture.code_version(env, script) if "code" in parts else None,
+            inputs=hash_inputs(inputs) if inputs else {},
+            env_fingerprint=env.fingerprint if env is not None and "env" in parts else None, entry=dict(entry),
         )
 
     def find_run(
@@ -239,12 +246,14 @@ class RunClient:
         inputs: Mapping[str, str | os.PathLike[str]] | None = None,
         identity: Sequence[str] | str = DEFAULT_IDENTITY,
         exclude: Sequence[str] = (),
+        script: str | os.PathLike[str] | None = None,
     ) -> Run | None:
-        """The latest FINISHED run with the same key (experiment, params, code, inputs), or None.
+        """The latest FINISHED run with the same key (experiment, entry script, params, code, inputs), or
+        None. ``script``: the entry script of the runs to look for (default: this process's).
 
         One indexed lookup, however many runs the store holds. FAILED, KILLED and CRASHED runs do not count.
         """
-        key = self.compute_key(experiment, params, inputs=inputs, identity=identity, exclude=exclude)
+        key = self.compute_key(experiment, params, inputs=inputs, identity=identity, exclude=exclude, script=script)
         self.flush()
         found = self.store.find_finished_run(key)
         return Run(self.store, found, settings=self.settings) if found is not None else None
@@ -257,9 +266,11 @@ class RunClient:
         inputs: Mapping[str, str | os.PathLike[str]] | None = None,
         identity: Sequence[str] | str = DEFAULT_IDENTITY,
         exclude: Sequence[str] = (),
+        script: str | os.PathLike[str] | None = None,
     ) -> bool:
         """Whether this configuration has already been run to completion (see ``find_run``)."""
-        return self.find_run(experiment, params, inputs=inputs, identity=identity, exclude=exclude) is not None
+        return self.find_run(experiment, params, inputs=inputs, identity=identity, exclude=exclude,
+                             script=script) is not None
 
     def capture_environment(self) -> Environment:
         """The environment snapshot (an ``Environment``) that runs record, captured now."""

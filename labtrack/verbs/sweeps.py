@@ -27,6 +27,7 @@ from labtrack.core.errors import InvalidInput
 from labtrack.core.identity import DEFAULT_IDENTITY, check_identity
 from labtrack.run import process
 from labtrack.run.handle import Run
+from labtrack.settings import Settings
 from labtrack.verbs.runs import RunClient
 
 ClientSource = RunClient | Callable[[], RunClient]  # a client, or what opens it when a call needs it
@@ -36,6 +37,7 @@ __all__ = [
     "SweepResult",
     "TrackedFunction",
     "expand_grid",
+    "function_entry",
     "record_result",
     "recorded_result",
     "sweep",
@@ -66,6 +68,7 @@ class TrackedFunction:
         self.inputs = inputs
         self.source = source
         self.signature = inspect.signature(fn)
+        self._entry: dict[str, Any] | None = None
         functools.update_wrapper(self, fn)
 
     def client(self) -> RunClient:
@@ -109,11 +112,21 @@ class TrackedFunction:
             )
         return {name: params[name] for name in self.inputs}
 
+    @property
+    def entry(self) -> dict[str, Any]:
+        """What runs, for the run key: the function's qualified name, the hash of its source (when the code
+        is part of the identity: editing the function makes its calls new experiments), and the entry
+        script for a function of the script itself (``__main__``)."""
+        if self._entry is None:
+            self._entry = function_entry(self.fn, code="code" in self.identity, settings=self.client().settings)
+        return self._entry
+
     def key(self, *args: Any, **kwargs: Any) -> str:
         """The run key a call with these arguments would have."""
         params = self.params_of(*args, **kwargs)
         return self.client().compute_key(
-            self.experiment, params, inputs=self.inputs_of(params), identity=self.identity, exclude=self.exclude
+            self.experiment, params, inputs=self.inputs_of(params), identity=self.identity, exclude=self.exclude,
+            entry=self.entry,
         )
 
     # -- calling -----------------------------------------------------------------------------
@@ -136,6 +149,10 @@ class TrackedFunction:
         found = client.store.find_finished_run(key)
         return client.get_run(found) if found else None
 
+    def exists(self, *args: Any, **kwargs: Any) -> bool:
+        """Whether a call with these arguments has already run to completion (one indexed lookup)."""
+        return self.find(*args, **kwargs) is not None
+
     def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, force: bool,
               claim: tuple[str, float] | None = None) -> Any:
         params = self.params_of(*args, **kwargs)
@@ -143,18 +160,40 @@ class TrackedFunction:
         client = self.client()
         if not force:
             key = client.compute_key(self.experiment, params, inputs=inputs, identity=self.identity,
-                                     exclude=self.exclude)
+                                     exclude=self.exclude, entry=self.entry)
             client.flush()
             found = client.store.find_finished_run(key)
             if found is not None:
                 return recorded_result(client.get_run(found), trust_pickle=self.trust_pickle)
         with client.start_run(
             self.experiment, params=params, inputs=inputs, identity=self.identity, exclude=self.exclude,
-            nested=process.active() is not None, claim=claim,
+            nested=process.active() is not None, claim=claim, entry=self.entry,
         ) as run:
             result = self.fn(*args, **kwargs)
             record_result(run, result, trust_pickle=self.trust_pickle)
         return result
+
+
+def function_entry(fn: Callable[..., Any], *, code: bool, settings: Settings) -> dict[str, Any]:
+    """A tracked function's part of its run keys (see ``TrackedFunction.entry``)."""
+    import hashlib
+
+    from labtrack.verbs import capture
+
+    target = inspect.unwrap(fn)
+    module = getattr(target, "__module__", None) or "?"
+    entry: dict[str, Any] = {"function": f"{module}.{getattr(target, '__qualname__', repr(target))}"}
+    if module == "__main__":  # two scripts may each define a train(): the script tells them apart
+        captured = capture.for_run(settings)
+        entry["script"] = capture.script_entry(captured.environment if captured is not None else None)["script"]
+    if code:
+        try:
+            source = inspect.getsource(target)
+        except (OSError, TypeError):  # defined in a REPL: its compiled code stands for its source
+            compiled = getattr(target, "__code__", None)
+            source = repr((compiled.co_code, compiled.co_consts, compiled.co_names)) if compiled else repr(target)
+        entry["source"] = hashlib.sha256(source.encode("utf-8")).hexdigest()
+    return entry
 
 
 def track(

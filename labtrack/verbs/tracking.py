@@ -254,10 +254,13 @@ def compute_key(
     inputs: Mapping[str, str | os.PathLike[str]] | None = None,
     identity: Sequence[str] | str = DEFAULT_IDENTITY,
     exclude: Sequence[str] = (),
+    script: str | os.PathLike[str] | None = None,
     store: str | None = None,
 ) -> str:
-    """The run key ``start_run`` would give a run of ``experiment`` with ``params`` here and now."""
-    return client(store).compute_key(experiment, params, inputs=inputs, identity=identity, exclude=exclude)
+    """The run key ``start_run`` would give a run of ``experiment`` with ``params`` here and now, in ``script``
+    (default: this process's entry script)."""
+    return client(store).compute_key(experiment, params, inputs=inputs, identity=identity, exclude=exclude,
+                                 script=script)
 
 
 def find_run(
@@ -267,13 +270,16 @@ def find_run(
     inputs: Mapping[str, str | os.PathLike[str]] | None = None,
     identity: Sequence[str] | str = DEFAULT_IDENTITY,
     exclude: Sequence[str] = (),
+    script: str | os.PathLike[str] | None = None,
     store: str | None = None,
 ) -> Run | None:
-    """The latest FINISHED run with the same key (experiment, params, code, inputs), or None.
+    """The latest FINISHED run with the same key (experiment, entry script, params, code, inputs), or None;
+    ``script``: the entry script of the runs to look for (default: this process's).
 
     One indexed lookup, however many runs the store holds. FAILED, KILLED and CRASHED runs do not count.
     """
-    return client(store).find_run(experiment, params, inputs=inputs, identity=identity, exclude=exclude)
+    return client(store).find_run(experiment, params, inputs=inputs, identity=identity, exclude=exclude,
+                                 script=script)
 
 
 def exists(
@@ -283,10 +289,12 @@ def exists(
     inputs: Mapping[str, str | os.PathLike[str]] | None = None,
     identity: Sequence[str] | str = DEFAULT_IDENTITY,
     exclude: Sequence[str] = (),
+    script: str | os.PathLike[str] | None = None,
     store: str | None = None,
 ) -> bool:
     """Whether this configuration has already been run to completion (see ``find_run``)."""
-    return client(store).exists(experiment, params, inputs=inputs, identity=identity, exclude=exclude)
+    return client(store).exists(experiment, params, inputs=inputs, identity=identity, exclude=exclude,
+                                 script=script)
 
 
 def get_run(run_id: str, *, store: str | None = None) -> Run:
