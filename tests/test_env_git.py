@@ -237,3 +237,22 @@ def test_a_just_modified_tree_is_not_cached(tmp_path: Path) -> None:
     capture_git(repo)
     assert gitcache.lookup(str(repo), 1_000_000) is None
     assert os.path.exists(repo / ".git")
+
+
+def test_stores_virtualenvs_and_caches_are_not_inputs_wherever_they_are() -> None:
+    from labtrack.env.untracked import skip_reasons
+
+    paths = ["train.py", "data/x.csv", ".labtrack/labtrack.db", ".labtrack/spool/h-1-ab/points.00000000",
+             "runs/db/labtrack.db", "runs/db/artifacts/ab/cdef", "mlruns/0/meta.yaml", "labtrack.db-wal",
+             "spool/h-1/points.0", "artifacts/ab/cd", "notes/spool.md",
+             "tools/env/pyvenv.cfg", "tools/env/lib/python3.11/site-packages/x.py", ".venv/bin/python",
+             "src/__pycache__/m.cpython-311.pyc", "pkg.egg-info/PKG-INFO", ".pytest_cache/v/x"]
+    paths.append("labtrack.db")  # a store at the root of the work tree: only its own files are the store's
+    assert skip_reasons(paths) == {
+        ".labtrack/labtrack.db": "store", ".labtrack/spool/h-1-ab/points.00000000": "store",
+        "runs/db/labtrack.db": "store", "runs/db/artifacts/ab/cdef": "store", "mlruns/0/meta.yaml": "store",
+        "labtrack.db-wal": "store", "labtrack.db": "store", "spool/h-1/points.0": "store", "artifacts/ab/cd": "store",
+        "tools/env/pyvenv.cfg": "virtualenv", "tools/env/lib/python3.11/site-packages/x.py": "virtualenv",
+        ".venv/bin/python": "virtualenv",
+        "src/__pycache__/m.cpython-311.pyc": "cache", "pkg.egg-info/PKG-INFO": "cache", ".pytest_cache/v/x": "cache",
+    }

@@ -283,3 +283,37 @@ def test_a_script_named_by_absolute_path_runs_from_the_rebuilt_code(tmp_path: Pa
     code, result = reproduce_json(project, original_id, tmp_path / "reproduction")
     assert project.get(result["new_run"]).params == {"factor": 3.0}, "the user's current file ran, not the record"
     assert code == 0 and result["verdict"] == "reproduced", result
+
+
+def test_the_store_virtualenvs_caches_and_large_files_are_neither_recorded_nor_copied(
+        tmp_path: Path, project_python: Path) -> None:
+    """Issue 13, finding 2, as the user had it: the default store ./.labtrack inside the project (not
+    ignored), a virtualenv and a cache beside the code, a 9 MB checkpoint, and one real input."""
+    project = make_project(tmp_path, project_python, DETERMINISTIC, untracked={"offset.txt": "0.25\n"})
+    del project.env["LABTRACK_STORE"]  # the default store, inside the repository
+    project.store = project.repo / ".labtrack"
+    repo = project.repo
+    (repo / "env2" / "lib").mkdir(parents=True)
+    (repo / "env2" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (repo / "env2" / "lib" / "site.py").write_text("x = 1\n")
+    (repo / "src" / "__pycache__").mkdir(parents=True)
+    (repo / "src" / "__pycache__" / "m.cpython-311.pyc").write_bytes(b"\0" * 64)
+    (repo / "checkpoint.pt").write_bytes(b"\1" * (9 << 20))
+    record(project)  # a first run: the store's files now exist in the work tree
+    original_id = record(project)
+
+    environment = project.get(original_id).environment
+    assert environment is not None
+    git_section = environment.snapshot["git"]
+    assert [u["path"] for u in git_section["untracked"]] == ["offset.txt"]
+    skipped = git_section["untracked_skipped"]
+    assert skipped["store"] >= 2 and skipped["virtualenv"] == 2 and skipped["cache"] == 1
+    assert skipped["too large"] == 1 and skipped["largest"] == [{"path": "checkpoint.pt", "size": 9 << 20}]
+
+    done = project.labtrack("reproduce", original_id, "--workdir", str(tmp_path / "again"), "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["verdict"] == "reproduced"
+    src = tmp_path / "again" / "src"
+    assert (src / "offset.txt").read_text() == "0.25\n"
+    assert not any((src / name).exists() for name in (".labtrack", "env2", "checkpoint.pt", "src/__pycache__"))
+    assert "untracked files not copied (not inputs)" in done.stderr and "checkpoint.pt" in done.stderr

@@ -310,7 +310,7 @@ def reproduce_command(run_id: str, workdir: str | None, rtol: float, atol: float
     from labtrack.verbs import tracking
 
     result = tracking.reproduce(run_id, workdir=workdir, rtol=rtol, atol=atol,
-                                 log=(lambda m: None) if as_json else render.note)
+                                 log=render.progress if as_json else render.note)
     if as_json:
         _print_json(result)
     else:

@@ -39,6 +39,7 @@ __all__ = [
     "fmt_value",
     "groups",
     "note",
+    "progress",
     "recovery",
     "reproduction",
     "run_detail",
@@ -84,6 +85,11 @@ def _hidden(total: int, what: str) -> None:
 
 def note(message: str) -> None:
     _out.print(message)
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr (stdout keeps --json pure)."""
+    _err.print(message, soft_wrap=True)
 
 
 def error(message: str) -> None:

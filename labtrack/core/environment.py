@@ -22,7 +22,8 @@ gatherer that failed or timed out leaves ``{"error": "..."}`` in place of its se
                   start_time, cpu_affinity, env {allowlisted name: value (redacted)}
     git           repo false | {repo true, root, commit, branch, detached, remote_url (no credentials),
                   dirty, changed_files, diff_sha256, diff_bytes, diff_truncated, binary_files,
-                  untracked [{path, size, sha256}], untracked_count, untracked_truncated, submodules}
+                  untracked [{path, size, sha256}] (inputs only: see env.untracked), untracked_count,
+                  untracked_truncated, untracked_skipped {reason: count, largest}, submodules}
 
 Fingerprint: the sha256 of :func:`fingerprint_subset`, the part of the snapshot that decides whether two
 runs executed on "the same" machine and software, so that thousands of runs on one machine share one

@@ -29,11 +29,11 @@ from typing import Any
 from labtrack.core.redact import redact_text, strip_url_credentials
 from labtrack.env import gitcache
 from labtrack.env.files import sha256_file
+from labtrack.env.untracked import MAX_INPUT_BYTES, skip_reasons
 
-__all__ = ["UNTRACKED_HASH_MAX_BYTES", "UNTRACKED_MAX_FILES", "find_root", "gather", "truncate_diff"]
+__all__ = ["UNTRACKED_MAX_FILES", "find_root", "gather", "truncate_diff"]
 
 UNTRACKED_MAX_FILES = 1000  # listed untracked files; the count is always exact
-UNTRACKED_HASH_MAX_BYTES = 8 * 1024 * 1024  # larger untracked files are listed with size, not hashed
 _UNTRACKED_HASH_BUDGET = 64 * 1024 * 1024  # total bytes hashed per capture (a data dir must not stall runs)
 _EMPTY_TREES = ("4b825dc642cb6eb9a060e54bf8d69288fbee4904",
                 "6ef19b41225c5369f1c104d45d8d85efa9b057b53b14b4b9b939dd74decc5321")
@@ -139,10 +139,18 @@ def _parse_status(out: bytes) -> dict[str, Any]:
     return info
 
 
-def _untracked(root: str, paths: list[str]) -> tuple[list[dict[str, Any]], bool]:
+def _untracked(root: str, paths: list[str]) -> tuple[list[dict[str, Any]], bool, dict[str, Any]]:
+    """The untracked files that are inputs of the run (see ``env.untracked``), whether the list was cut,
+    and what was skipped: counts by reason, and the largest files left out for their size."""
+    reasons = skip_reasons(paths)
+    skipped: dict[str, Any] = {}
+    for reason in reasons.values():
+        skipped[reason] = skipped.get(reason, 0) + 1
+    large: list[dict[str, Any]] = []
     listed: list[dict[str, Any]] = []
     budget = _UNTRACKED_HASH_BUDGET
-    for rel in sorted(paths)[:UNTRACKED_MAX_FILES]:
+    inputs = sorted(p for p in paths if p not in reasons)
+    for rel in inputs:
         full = os.path.join(root, rel)
         item: dict[str, Any] = {"path": rel}
         try:
@@ -155,13 +163,19 @@ def _untracked(root: str, paths: list[str]) -> tuple[list[dict[str, Any]], bool]
             item.update(size=None, sha256=None, directory=True)
         elif os.path.islink(full):
             item.update(size=st.st_size, sha256=None, symlink=True)
-        elif st.st_size > UNTRACKED_HASH_MAX_BYTES or st.st_size > budget:
-            item.update(size=st.st_size, sha256=None, hash_skipped="too large")
+        elif st.st_size > MAX_INPUT_BYTES:  # a checkpoint, a dataset: not an input to record or copy
+            large.append({"path": rel, "size": st.st_size})
+            continue
+        elif st.st_size > budget:
+            item.update(size=st.st_size, sha256=None, hash_skipped="hash budget")
         else:
             budget -= st.st_size
             item.update(size=st.st_size, sha256=sha256_file(full, st))
         listed.append(item)
-    return listed, len(paths) > UNTRACKED_MAX_FILES
+    if large:
+        skipped["too large"] = len(large)
+        skipped["largest"] = sorted(large, key=lambda item: -item["size"])[:10]
+    return listed[:UNTRACKED_MAX_FILES], len(listed) > UNTRACKED_MAX_FILES, skipped
 
 
 def _remote(out: bytes) -> tuple[str | None, str | None]:
@@ -246,7 +260,7 @@ def _capture(git: str, cwd: str, root: str, cap: int, timeout: float) -> tuple[d
                 if stream is not None:
                     stream.close()
 
-    untracked, untracked_truncated = _untracked(root, status["untracked"])
+    untracked, untracked_truncated, untracked_skipped = _untracked(root, status["untracked"])
     remote_name, remote_url = _remote(config_out)
     dirty = status["changed"] > 0
     section: dict[str, Any] = {
@@ -266,6 +280,7 @@ def _capture(git: str, cwd: str, root: str, cap: int, timeout: float) -> tuple[d
         "untracked": untracked,
         "untracked_count": len(status["untracked"]),
         "untracked_truncated": untracked_truncated,
+        "untracked_skipped": untracked_skipped,  # not inputs: {"store": n, "virtualenv": n, "cache": n, ...}
         "submodules": submodules,
     }
     diff_text = redact_text(truncate_diff(kept, total, cap)) if total else None

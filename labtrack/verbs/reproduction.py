@@ -34,6 +34,7 @@ from labtrack.core.checks import (
 )
 from labtrack.core.errors import InvalidInput, LabtrackError
 from labtrack.core.recipes import Recipe, render
+from labtrack.env.untracked import MAX_INPUT_BYTES, skip_reasons
 from labtrack.run.handle import GIT_DIFF_ARTIFACT, Run
 from labtrack.verbs import capture
 from labtrack.verbs.runs import RunClient
@@ -186,18 +187,43 @@ def _checkout(recipe: Recipe, snapshot: dict[str, Any], workdir: Path, log: Call
         patch.write_text(recipe.diff, encoding="utf-8")
         _run(["git", "-C", str(src), "apply", "--whitespace=nowarn", str(patch)], log)
     git: dict[str, Any] = snapshot["git"] if isinstance(snapshot.get("git"), dict) else {}
-    for item in git.get("untracked") or []:
+    _copy_untracked(git, root, src, log)
+    return src
+
+
+_SKIPPED = {"store": "of a tracking store", "virtualenv": "in virtualenvs", "cache": "in caches",
+            "too large": f"over {MAX_INPUT_BYTES >> 20} MB"}
+
+
+def _copy_untracked(git: dict[str, Any], root: Path | None, src: Path, log: Callable[[str], None]) -> None:
+    """Copy the run's untracked inputs into the rebuilt tree, never a store, a virtualenv, a cache or a file
+    over the size limit (runs recorded before labtrack skipped those list them: they are skipped here), and
+    say what was left out."""
+    from labtrack.env.files import sha256_file
+
+    items = [item for item in git.get("untracked") or [] if isinstance(item, dict) and item.get("path")]
+    reasons = skip_reasons(item["path"] for item in items)
+    skipped = {k: v for k, v in (git.get("untracked_skipped") or {}).items() if isinstance(v, int)}
+    for item in items:
+        reason = reasons.get(item["path"])
+        if reason is None and (item.get("size") or 0) > MAX_INPUT_BYTES:
+            reason = "too large"
+        if reason is not None:
+            skipped[reason] = skipped.get(reason, 0) + 1
+            continue
         origin = root / item["path"] if root is not None else None
         if origin is None or not origin.is_file():
             log(f"warning: untracked file {item['path']} is not here; the run may need it")
             continue
-        from labtrack.env.files import sha256_file
-
         if item.get("sha256") and sha256_file(str(origin)) != item["sha256"]:
             log(f"warning: untracked file {item['path']} changed since the run; copied as it is now")
         (src / item["path"]).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(origin, src / item["path"])
-    return src
+    if skipped:
+        what = ", ".join(f"{n} {_SKIPPED.get(reason, reason)}" for reason, n in sorted(skipped.items()))
+        largest = [f"{item['path']} ({item['size'] / 2**20:,.0f} MB)"
+                   for item in (git.get("untracked_skipped") or {}).get("largest") or [] if isinstance(item, dict)]
+        log(f"untracked files not copied (not inputs): {what}" + (f"; largest: {', '.join(largest[:3])}" if largest else ""))
 
 
 def _compare(original: Run, new: Run, rtol: float, atol: float) -> tuple[list[MetricCheck], list[ArtifactCheck]]:
