@@ -113,6 +113,8 @@ def runs(experiment: str | None, sort: tuple[str, ...], filter_: str | None, key
     """
     from labtrack.verbs import compare, tracking
 
+    if experiment is not None:
+        experiment = tracking.client().require_experiment(experiment)
     if limit is None and not group_by:
         limit = 50
     # One run more than shown tells whether there are more.
@@ -122,7 +124,10 @@ def runs(experiment: str | None, sort: tuple[str, ...], filter_: str | None, key
     if more:
         del found[limit:]
     if group_by:
-        grouping = compare.group(found, _split(group_by), _split(columns) if columns else None)
+        # FINISHED runs only, unless the filter says which statuses it wants
+        statuses = None if filter_ and _names_status(filter_) else ("FINISHED",)
+        grouping = compare.group(found, _split(group_by), _split(columns) if columns else None,
+                                 order=parse_order_by(list(sort)), statuses=statuses)
         if as_json:
             _print_json(grouping)
         else:
@@ -143,6 +148,13 @@ def runs(experiment: str | None, sort: tuple[str, ...], filter_: str | None, key
         render.runs(found, title=f"runs of {experiment}" if experiment else "runs", lead=lead)
     if more and limit and not as_json:
         render.note(f"(the first {limit} shown; --limit N and --offset N show more)")
+
+
+def _names_status(filter_: str) -> bool:
+    """Whether a filter expression puts a condition on the run status (outside its quoted strings)."""
+    import re
+
+    return re.search(r"\b(attributes\.)?status\b", re.sub(r"'(?:[^'\\]|\\.)*'", "''", filter_)) is not None
 
 
 def _split(names: str) -> list[str]:

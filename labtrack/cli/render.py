@@ -386,8 +386,14 @@ def groups(grouping: Grouping, title: str | None = None) -> None:
     as the terminal fits. A mean and its spread are never cut or broken over two lines; long grouped-by
     values fold instead."""
     found, by = grouping.groups, grouping.by
+    left_out = ""
+    if grouping.statuses is not None:
+        others = grouping.left_out
+        left_out = (f"{' and '.join(grouping.statuses)} runs only"
+                    + (f" — {others} run{'s' if others != 1 else ''} of other statuses left out" if others else "")
+                    + "; filter on attributes.status to choose")
     if not found:
-        note("No runs found.")
+        note("No runs found." + (f" ({left_out})" if left_out else ""))
         return
     keys = [(name, ["" if g.key[i] is None else fmt_value(g.key[i], 5) for g in found]) for i, name in enumerate(by)]
     counts = [str(g.runs) for g in found]
@@ -416,6 +422,8 @@ def groups(grouping: Grouping, title: str | None = None) -> None:
     for i in range(len(found)):
         table.add_row(*[cells[i] for _, cells in keys], counts[i], *[cells[i] for _, _, cells in shown])
     _out.print(table)
+    if left_out:
+        note(f"({left_out})")
     if len(shown) < len(summaries):
         hidden = ", ".join(h.split("\n")[0] for h, _, _ in summaries[len(shown):])
         note(f"(not shown for width: {hidden}; choose with --columns, or --json)")

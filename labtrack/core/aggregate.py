@@ -42,6 +42,8 @@ class Grouping:
     by: list[str]
     metrics: list[str]
     groups: list[Group]
+    statuses: list[str] | None = None  # the statuses of the runs summarised (None: every status)
+    left_out: int = 0  # matching runs of other statuses, not summarised
 
 
 def _stats(values: list[float]) -> MetricStats | None:

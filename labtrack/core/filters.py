@@ -127,9 +127,9 @@ class _Syntax(Exception):
         self.column = column
 
 
-def _error(source: str, message: str, column: int, field: str = "filter") -> InvalidInput:
+def _error(source: str, message: str, column: int, field: str = "filter", what: str = "filter") -> InvalidInput:
     caret = " " * (column - 1) + "^"
-    return InvalidInput(f"invalid filter at column {column}: {message}\n  {source}\n  {caret}", field=field)
+    return InvalidInput(f"invalid {what} at column {column}: {message}\n  {source}\n  {caret}", field=field)
 
 
 def _tokenize(text: str) -> list[_Token]:
@@ -359,8 +359,9 @@ def parse_filter(text: str) -> Node:
         raise _error(text, str(exc), exc.column) from None
 
 
-def parse_field(text: str) -> Field:
-    """One field name, as in ``--columns`` and ``--group-by`` (``metrics.acc``, ``params.lr``)."""
+def parse_field(text: str, option: str = "columns") -> Field:
+    """One field name, as in ``--columns`` and ``--group-by`` (``metrics.acc``, ``params.lr``); an error
+    names the ``option`` it was given to."""
     try:
         parser = _Parser(_tokenize(text))
         field, _ = parser._field()
@@ -368,4 +369,4 @@ def parse_field(text: str) -> Field:
             raise _Syntax(f"unexpected {parser.token.text!r} after the field", parser.token.column)
         return field
     except _Syntax as exc:
-        raise _error(text, str(exc), exc.column, field="field") from None
+        raise _error(text, str(exc), exc.column, field=option, what=f"field in --{option.replace('_', '-')}") from None

@@ -10,10 +10,11 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
-from labtrack.core.aggregate import Grouping, group_runs
+from labtrack.core.aggregate import Group, Grouping, group_runs
 from labtrack.core.diff import RunDiff, RunView, diff_runs
 from labtrack.core.errors import InvalidInput
 from labtrack.core.filters import FIELD_KINDS, Field, parse_field
+from labtrack.core.query import OrderTerm
 from labtrack.core.views import ColumnRow, RunColumns
 from labtrack.run.handle import Run
 
@@ -84,15 +85,19 @@ def columns(runs: Sequence[Run], names: Sequence[str]) -> RunColumns:
     return RunColumns(shown, rows)
 
 
-def group(runs: Sequence[Run], by: Sequence[str], metrics: Sequence[str] | None = None) -> Grouping:
+def group(runs: Sequence[Run], by: Sequence[str], metrics: Sequence[str] | None = None, *,
+          order: Sequence[OrderTerm] = (), statuses: Sequence[str] | None = ("FINISHED",)) -> Grouping:
     """Group runs by the values of ``by`` (e.g. ["params.lr"]) and summarise metrics as mean ± std (n).
 
     ``metrics`` names what to summarise — ``acc``, ``metrics.acc`` or an aggregate such as
-    ``metrics.loss.min`` — and defaults to the last value of every metric the runs logged.
+    ``metrics.loss.min`` — and defaults to the last value of every metric the runs logged. Only runs of
+    ``statuses`` are summarised (default FINISHED: a crashed run's last loss is no result; None: all).
+    ``order`` sorts the groups: by a summarised metric's mean, or by a grouped-by field.
     """
-    fields = [parse_field(name) for name in by]
+    fields = [parse_field(name, "group_by") for name in by]
     by_names = [str(f) for f in fields]
-    logged = sorted({k for run in runs for k in run.record.metrics})
+    kept = [run for run in runs if statuses is None or run.record.status.value in statuses]
+    logged = sorted({k for run in kept for k in run.record.metrics})
     if metrics:
         summarised = []
         for name in metrics:
@@ -101,13 +106,17 @@ def group(runs: Sequence[Run], by: Sequence[str], metrics: Sequence[str] | None 
                                    "metrics.loss.min (group by it with --group-by instead)", field="columns")
             summarised.append(parse_field(name if name.startswith("metrics.") else f"metrics.{name}"))
         unknown = [str(f) for f in summarised if f.key not in logged]
-        if runs and unknown:
+        if kept and unknown:
             raise InvalidInput(f"no run here logged {', '.join(unknown)}; the runs logged: "
                                f"{', '.join(logged) or 'no metrics'}", field="columns")
     else:
         summarised = [Field("metrics", k) for k in logged]
+    sorts = [_group_sort(term, by_names) for term in order]
+    for sort_field, _ in sorts:  # sorting by a metric summarises it, even when --columns left it out
+        if sort_field.kind == "metrics" and str(sort_field) not in {str(f) for f in summarised}:
+            summarised.append(sort_field)
     rows = []
-    for run in runs:
+    for run in kept:
         row: dict[str, Any] = {name: column_values(run, f) for name, f in zip(by_names, fields)}
         for f in summarised:
             value = column_values(run, f)
@@ -115,4 +124,32 @@ def group(runs: Sequence[Run], by: Sequence[str], metrics: Sequence[str] | None 
                 row[str(f)] = value
         rows.append(row)
     names = [str(f) for f in summarised]
-    return Grouping(by_names, names, group_runs(rows, by_names, names))
+    found = group_runs(rows, by_names, names)
+    for sort_field, descending in reversed(sorts):  # stable: the first term decides, later ones break ties
+        found = _sorted_groups(found, str(sort_field), by_names, descending)
+    return Grouping(by_names, names, found, list(statuses) if statuses is not None else None, len(runs) - len(kept))
+
+
+def _group_sort(term: OrderTerm, by: Sequence[str]) -> tuple[Field, bool]:
+    """The column of a grouped table that ``term`` sorts by: a metric's summary, or a grouped-by field."""
+    field = Field(term.kind, term.key, term.aggregate if term.kind == "metrics" else "last")
+    if term.kind != "metrics" and str(field) not in by:
+        raise InvalidInput(f"a grouped table sorts by a metric (its mean) or a --group-by field, not {field}",
+                           field="order_by")
+    return field, term.descending
+
+
+def _sorted_groups(groups: list[Group], name: str, by: Sequence[str], descending: bool) -> list[Group]:
+    def value(g: Group) -> Any:
+        if name in by:
+            return g.key[list(by).index(name)]
+        stats = g.metrics.get(name)
+        return stats.mean if stats is not None else None
+
+    present = [g for g in groups if value(g) is not None]
+    missing = [g for g in groups if value(g) is None]  # groups without the value sort last, as runs do
+    try:
+        present.sort(key=value, reverse=descending)
+    except TypeError:  # values of mixed types: by their text
+        present.sort(key=lambda g: str(value(g)), reverse=descending)
+    return present + missing

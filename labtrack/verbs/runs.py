@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from labtrack.core.errors import InvalidInput
+from labtrack.core.errors import ExperimentNotFound, InvalidInput
 from labtrack.core.identity import DEFAULT_IDENTITY, check_identity, run_key
 from labtrack.core.model import Experiment, NewRun, Recovery, Search, StoreCheck
 from labtrack.core.query import parse_order_by
@@ -197,6 +197,20 @@ class RunClient:
         database's structure (``labtrack db check``)."""
         self.flush()
         return self.store.check_data()
+
+    def require_experiment(self, name: str) -> str:
+        """``name`` (normalised) if the store has that experiment, else ExperimentNotFound naming the closest
+        names (a typo must not look like an experiment without runs)."""
+        name = check_key(name, "experiment")
+        names = [experiment.name for experiment, _ in self.list_experiments()]
+        if name in names:
+            return name
+        import difflib
+
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(repr(n) for n in close)}?" if close else ""
+        raise ExperimentNotFound(f"no experiment named {name!r} in store {self.store.display_url}{hint} "
+                                 "(`labtrack experiments` lists them)")
 
     def list_experiments(self) -> list[tuple[Experiment, int]]:
         """Every experiment in the store with its number of runs."""
