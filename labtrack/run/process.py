@@ -109,6 +109,8 @@ def install_hooks() -> None:
 
     def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
         state.uncaught = exc
+        if isinstance(exc, KeyboardInterrupt) and getattr(exc, "labtrack_reported", False):
+            return  # Ctrl-C during a sweep: the sweep said what happened in one line
         previous_hook(exc_type, exc, tb)
 
     sys.excepthook = _excepthook

@@ -7,7 +7,6 @@ transactions ``sqlbase`` (WAL mode and ``BEGIN IMMEDIATE`` on SQLite, row locks 
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from collections.abc import Mapping, Sequence
@@ -339,8 +338,16 @@ class SqlStore(SqlBase, Store):
                 return ClaimState.DONE
             if row.state == "failed" and _sweep_of(row.owner) == _sweep_of(owner):
                 return ClaimState.FAILED  # it failed in this very sweep: retried by the next sweep, not this one
-            if row.state == "running" and (row.lease_until >= now or self._owner_runs_here(row.owner)):
-                return ClaimState.BUSY
+            if row.state == "running":
+                here = _owner_alive_here(row.owner)  # None: another machine's worker
+                # A worker of this machine is judged by its process: dead, its claim is free at once; alive,
+                # it holds its claim on SQLite whatever the clock (one host, one clock: a step made the
+                # lease look expired). Elsewhere the lease decides, by the store's clock.
+                if here is None or (here and self.dialect != "sqlite"):
+                    if row.lease_until >= now:
+                        return ClaimState.BUSY
+                elif here:
+                    return ClaimState.BUSY
             taken = conn.execute(
                 db.claims.update()
                 .where(db.claims.c.run_key == run_key, db.claims.c.owner == row.owner,
@@ -348,22 +355,6 @@ class SqlStore(SqlBase, Store):
                 .values(owner=owner, state="running", lease_until=now + lease, run_id=None)
             )
             return ClaimState.CLAIMED if taken.rowcount == 1 else ClaimState.BUSY
-
-    def _owner_runs_here(self, owner: str) -> bool:
-        """On SQLite (one host, one clock), whether a claim's worker still runs: a worker whose lease looks
-        expired only because this process's clock is ahead, or stepped, keeps its claim while it lives."""
-        if self.dialect != "sqlite":
-            return False
-        _, host, pid = [*owner.split("/"), "", ""][:3]
-        if host != platform.node() or not pid.isdigit():
-            return False
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except OSError:  # PermissionError: it exists
-            return True
-        return True
 
     def renew_claims(self, owner: str, lease: float, now: float) -> None:
         with self._write() as conn:
@@ -416,3 +407,19 @@ class SqlStore(SqlBase, Store):
         if row is None:
             raise RunNotFound(f"no run with id {run_id!r} in store {self.display_url}")
         return json.loads(row.context) if row.context else None
+
+
+def _owner_alive_here(owner: str) -> bool | None:
+    """Whether the sweep worker that owns a claim ("<sweep>/<host>/<pid>") still runs, when it ran on this
+    machine; None for another machine's."""
+    _, host, pid = [*owner.split("/"), "", ""][:3]
+    if host != platform.node() or not pid.isdigit():
+        return None
+    import psutil
+
+    try:
+        return bool(psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE)  # a zombie is dead, unreaped
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:  # AccessDenied: it exists
+        return True

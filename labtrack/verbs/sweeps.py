@@ -306,6 +306,7 @@ def _work(tracked: TrackedFunction, configs: list[dict[str, Any]], keys: list[st
     store = client.store
     owner = f"{sweep_id}/{process.HOST}/{os.getpid()}"
     pending = list(range(len(configs)))
+    told = False
     while pending:
         waiting = []
         for i in pending:
@@ -323,12 +324,23 @@ def _work(tracked: TrackedFunction, configs: list[dict[str, Any]], keys: list[st
                 client.flush()
                 store.release_claim(keys[i], owner, done=False)
                 report("failed", i, f"{type(exc).__name__}: {exc}")
+            except BaseException:  # Ctrl-C, SIGTERM: the run ended KILLED; the next sweep takes it at once
+                try:
+                    store.release_claim(keys[i], owner, done=False)
+                finally:
+                    report("interrupted", i, "")
+                raise
             else:
                 client.flush()  # the run is FINISHED in the store before its claim says done
                 store.release_claim(keys[i], owner, done=True)
                 report("ran", i, "")
         pending = waiting
         if pending:
+            if not told:
+                told = True
+                report("waiting", len(pending), f"waiting for {len(pending)} configuration(s) that other workers "
+                       "are running; a claim whose worker died is taken over when its lease expires "
+                       f"(at most {lease:.0f} s), at once if that worker ran on this machine")
             time.sleep(poll)
 
 
@@ -337,7 +349,10 @@ def _worker_main(tracked: TrackedFunction, configs: list[dict[str, Any]], keys: 
     def report(kind: str, i: int, detail: str) -> None:
         events.put((kind, i, detail))
 
-    _work(tracked, configs, keys, sweep_id, lease, poll, report)
+    try:
+        _work(tracked, configs, keys, sweep_id, lease, poll, report)
+    except KeyboardInterrupt:  # Ctrl-C reached every worker: the parent says it once
+        pass
 
 
 def sweep(
@@ -379,6 +394,7 @@ def sweep(
     ran: set[int] = set()
     failed: dict[int, str] = {}
     settled: set[int] = set()  # finished, by this sweep's workers or another sweep
+    interrupted: set[int] = set()  # running when Ctrl-C came: KILLED, free for the next sweep at once
     running = 0
     bar = _Progress(tracked.experiment, len(all_configs), enabled=progress)
 
@@ -395,15 +411,31 @@ def sweep(
             failed[i] = detail
         elif kind == "done":
             settled.add(i)
+        elif kind == "interrupted":
+            running -= 1
+            interrupted.add(i)
+        elif kind == "waiting":
+            bar.say(detail)
+            return
         skipped = sum(1 for k in settled | ran if keys[k] in before)
         bar.show(done=len((settled | ran) - {k for k in settled if keys[k] in before}), skipped=skipped,
                  failed=len(failed), running=running)
 
-    with bar:
-        if workers == 1:
-            _work(tracked, all_configs, keys, sweep_id, lease, poll, report)
-        else:
-            _run_processes(tracked, all_configs, keys, sweep_id, lease, poll, workers, report)
+    try:
+        with bar:
+            if workers == 1:
+                _work(tracked, all_configs, keys, sweep_id, lease, poll, report)
+            else:
+                _run_processes(tracked, all_configs, keys, sweep_id, lease, poll, workers, report)
+    except KeyboardInterrupt as exc:
+        import sys
+
+        print(f"labtrack: sweep {tracked.experiment} interrupted — {len(ran)} ran, "
+              f"{sum(1 for k in range(len(keys)) if keys[k] in before)} skipped, {len(interrupted)} stopped "
+              "(KILLED); run it again to continue: finished configurations are skipped", file=sys.stderr)
+        exc.labtrack_reported = True  # type: ignore[attr-defined]  # labtrack's excepthook prints no traceback
+        process.install_hooks()  # (a parent of workers may have started no run itself)
+        raise
     result = SweepResult(total=len(all_configs))
     for i, config in enumerate(all_configs):
         if i in ran:
@@ -442,6 +474,10 @@ class _Progress:
             counts = f"done {done} · skipped {skipped} · failed {failed} · running {max(running, 0)}"
             self._progress.update(self._task, completed=done + skipped + failed, counts=counts)
 
+    def say(self, message: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(message, markup=False, highlight=False)
+
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.stop()
@@ -461,12 +497,24 @@ def _run_processes(tracked: TrackedFunction, configs: list[dict[str, Any]], keys
     ]
     for worker in processes:
         worker.start()
-    while True:
-        try:
-            report(*events.get(timeout=0.2))
-        except queue.Empty:
-            if not any(p.is_alive() for p in processes):
+    try:
+        while True:
+            try:
+                report(*events.get(timeout=0.2))
+            except queue.Empty:
+                if not any(p.is_alive() for p in processes):
+                    break
+    except KeyboardInterrupt:  # the workers got it too: they release their claims and leave quietly
+        for worker in processes:
+            worker.join(timeout=10)
+            if worker.is_alive():
+                worker.terminate()
+        while True:
+            try:
+                report(*events.get_nowait())
+            except (queue.Empty, OSError, ValueError):
                 break
+        raise
     while True:  # drain what the last workers sent just before exiting
         try:
             report(*events.get_nowait())
