@@ -56,9 +56,10 @@ def test_group_averages_are_over_finished_runs_unless_the_filter_says_otherwise(
     assert by_lr[0.1]["runs"] == 1 and by_lr[0.1]["metrics"]["metrics.test_acc"]["mean"] == 0.9  # not the FAILED 0.1
     assert grouping["statuses"] == ["FINISHED"] and grouping["left_out"] == 1
     code, out, _ = cli("runs", "digits-sklearn", "--group-by", "params.lr")
-    assert "FINISHED runs only — 1 run of other statuses left out" in " ".join(out.split())
+    assert code == 0 and "FINISHED runs only — 1 run of other statuses left out" in " ".join(out.split())
     code, out, _ = cli("runs", "digits-sklearn", "--group-by", "params.lr", "--json",
                        "--filter", "attributes.status IN ('FINISHED', 'FAILED')")
+    assert code == 0
     grouping = json.loads(out)
     assert {g["key"][0]: g["runs"] for g in grouping["groups"]}[0.1] == 2 and grouping["statuses"] is None
 

@@ -55,7 +55,7 @@ def test_ctrl_c_prints_one_line_and_the_rerun_starts_at_once(tmp_path: Path, pyt
     try:
         _wait_started(sweep, 2 + workers)  # 0 and 1 ran; the workers sit in slow configurations now
         os.killpg(sweep.pid, signal.SIGINT)  # what Ctrl-C in the terminal does: every process of the group
-        out, err = sweep.communicate(timeout=60)
+        _, err = sweep.communicate(timeout=60)
     finally:
         if sweep.poll() is None:
             os.killpg(sweep.pid, signal.SIGKILL)

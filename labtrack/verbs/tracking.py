@@ -230,8 +230,9 @@ def log_dict(dictionary: Mapping[str, Any], artifact_file: str) -> None:
 
 
 def seed_everything(seed: int, *, deterministic: bool = False) -> dict[str, Any]:
-    """Seed random, numpy and torch (when installed), set PYTHONHASHSEED for child processes, and
-    record the seed and determinism settings on the active run and on runs started afterwards."""
+    """Seed random, and numpy, torch and TensorFlow — those imported now at once, the others as the program
+    imports them (never imported here) — set PYTHONHASHSEED for child processes, and record the seed and
+    determinism settings on the active run and on runs started afterwards."""
     from labtrack.env import seed_everything as seed_all
 
     info = seed_all(seed, deterministic=deterministic)
