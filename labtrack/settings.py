@@ -90,11 +90,11 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("store", ".labtrack", "LABTRACK_STORE",
-            "Where runs are stored: a directory, sqlite:///file.db, postgresql+psycopg://... "
-            "or http(s)://tracking-server.", _text),
+            "Where runs are stored: a directory, sqlite:///file.db or postgresql+psycopg://...", _text),
     Setting("artifacts", None, "LABTRACK_ARTIFACTS",
-            "Where artifact blobs go. Default: <store dir>/artifacts for a directory or SQLite store, "
-            "./.labtrack/artifacts for a PostgreSQL store.", _text),
+            "Where artifact blobs go (a local or shared-file-system directory). Default: <store dir>/artifacts "
+            "for a directory or SQLite store; for a PostgreSQL store, a directory of this user's "
+            "(~/.local/share/labtrack/artifacts/<store>), with a warning: other machines cannot read it.", _text),
     Setting("flush_interval", 1.0, "LABTRACK_FLUSH_INTERVAL",
             "Seconds between background writes of buffered metrics.", _positive_float),
     Setting("flush_points", 50_000, "LABTRACK_FLUSH_POINTS",

@@ -50,6 +50,8 @@ def isolated_labtrack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     monkeypatch.chdir(work)
     # Spools of stores that have no directory of their own (PostgreSQL) go here, not to ~/.cache.
     monkeypatch.setenv("LABTRACK_SPOOL_DIR", str(tmp_path / "spools"))
+    # A database store's default artifact directory is in the user's data directory: here, the test's.
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     _reset_labtrack()
     yield work
     _reset_labtrack()

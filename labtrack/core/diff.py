@@ -283,12 +283,19 @@ def _packages(a: dict[str, Any], b: dict[str, Any]) -> tuple[Section, Section]:
             kind = "added" if va is None else "removed" if vb is None else "changed"
             target.changes.append(Change(name, va, vb, kind, level=version_change(va, vb) if va and vb else None))
         elif ia.get("commit") != ib.get("commit") or ia.get("source") != ib.get("source"):
-            target.changes.append(Change(name, f"{va} ({ia.get('source')} {ia.get('commit') or ''})".strip(),
-                                         f"{vb} ({ib.get('source')} {ib.get('commit') or ''})".strip(), "changed",
+            target.changes.append(Change(name, _provenance(va, ia), _provenance(vb, ib), "changed",
                                          level="other", note="same version, different source"))
     for section in (key_section, rest):
         section.changes.sort(key=lambda c: (_LEVEL_ORDER.get(c.level, 6), c.kind != "changed", c.key))
     return key_section, rest
+
+
+def _provenance(version: Any, info: dict[str, Any]) -> str:
+    """``0.1.0 (editable, commit 1a2b3c4d5e6f)``: a version and where it was installed from."""
+    parts = [str(info["source"])] if info.get("source") else []
+    if info.get("commit"):
+        parts.append(f"commit {str(info['commit'])[:12]}")
+    return f"{version} ({', '.join(parts)})" if parts else str(version)
 
 
 def _python(a: dict[str, Any], b: dict[str, Any]) -> Section:
@@ -361,6 +368,18 @@ def _process(a: dict[str, Any], b: dict[str, Any]) -> tuple[Section, Section]:
     return variables, command
 
 
+def _seed_changes(a: dict[str, Any], b: dict[str, Any]) -> list[Change]:
+    """What differs between two runs' seeding: the seed, which generators were seeded (now or on import),
+    and each determinism switch by name — never a bare "settings differ"."""
+    changes = _dict_changes({"seed": a.get("seed")}, {"seed": b.get("seed")})
+    for name in ("seeded", "on_import"):
+        la, lb = a.get(name) or [], b.get(name) or []
+        if sorted(map(str, la)) != sorted(map(str, lb)):
+            changes.append(Change(name, ", ".join(map(str, la)) or None, ", ".join(map(str, lb)) or None, "changed"))
+    changes += _dict_changes(a.get("deterministic") or {}, b.get("deterministic") or {}, prefix="deterministic ")
+    return changes
+
+
 def diff_runs(a: RunView, b: RunView, *, git_log: list[str] | None = None) -> RunDiff:
     """Everything that differs between runs ``a`` and ``b``, ranked (see the module docstring).
 
@@ -373,8 +392,7 @@ def diff_runs(a: RunView, b: RunView, *, git_log: list[str] | None = None) -> Ru
     if sa is None and sb is None:
         seeds.compared = False
     elif canonical_json(sa) != canonical_json(sb):
-        seeds.changes.append(Change("seed", (sa or {}).get("seed"), (sb or {}).get("seed"), "changed",
-                                    note="" if (sa or {}).get("seed") != (sb or {}).get("seed") else "settings differ"))
+        seeds.changes = _seed_changes(sa or {}, sb or {})
     sections.append(seeds)
     builds, versions = _frameworks(a.environment, b.environment)
     key_packages, packages = _packages(a.environment, b.environment)

@@ -338,11 +338,13 @@ def _scheduler_line(sy: dict[str, Any]) -> str:
 def _git_line(g: dict[str, Any]) -> str:
     if not g.get("repo"):
         return "not a git repository"
-    commit = (g.get("commit") or "no commit")[:7]
+    commit = str(g["commit"])[:7] if g.get("commit") else "no commits yet"
     where = f"on {g['branch']}" if g.get("branch") else "detached HEAD"
     text = f"{commit} {where}, {'dirty' if g.get('dirty') else 'clean'}"
-    if g.get("untracked_count"):
-        text += f", {g['untracked_count']} untracked"
+    skipped = sum(n for n in (g.get("untracked_skipped") or {}).values() if isinstance(n, int))
+    inputs = (g.get("untracked_count") or 0) - skipped  # a store, virtualenv or cache is no input
+    if inputs > 0:
+        text += f", {inputs} untracked"
     return text
 
 

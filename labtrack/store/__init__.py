@@ -1,8 +1,8 @@
 """Persistence behind one ``Store`` interface. ``open_store`` turns a store URL into a backend.
 
 A store URL is a directory (``.labtrack``: SQLite file + artifact blobs inside it), ``sqlite:///file.db``,
-``postgresql+psycopg://user@host/db`` or, for a tracking server, ``http(s)://host``. Which backend opens
-which URL is one table, ``BACKENDS``: a new backend is one row.
+or ``postgresql+psycopg://user@host/db``. Which backend opens which URL is one table, ``BACKENDS``: a new
+backend (the tracking server's ``http(s)://`` client, when it exists) is one row.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ __all__ = [
     "Backend",
     "BlobStore",
     "Store",
+    "default_artifacts",
     "open_store",
     "resolve_location",
     "scheme_of",
@@ -42,22 +43,23 @@ def _open_sql(location: str, artifacts: str | None, busy_timeout: float) -> Stor
     from labtrack.store.sql import SqlStore
 
     url, artifact_root, home = resolve_location(location, artifacts)
+    if artifacts is None and scheme_of(location) == "postgresql":
+        import warnings
+
+        from labtrack.store.engine import display_url
+
+        warnings.warn(
+            f"labtrack: the artifacts of the shared store {display_url(location)} are kept on this machine only "
+            f"({artifact_root}); set LABTRACK_ARTIFACTS to a directory every machine using the store can read "
+            "(a shared file system)", RuntimeWarning, stacklevel=4,
+        )
     return SqlStore(url, open_blobs(artifact_root), busy_timeout=busy_timeout, home=home)
-
-
-def _open_remote(location: str, artifacts: str | None, busy_timeout: float) -> Store:
-    raise StoreError(
-        f"store {location!r}: the tracking-server client is not part of this labtrack version yet; "
-        "use a directory, sqlite:/// or postgresql+psycopg:// store URL"
-    )
 
 
 BACKENDS: tuple[Backend, ...] = (
     Backend("", _open_sql, ".labtrack"),
     Backend("sqlite", _open_sql, "sqlite:///runs.db"),
     Backend("postgresql", _open_sql, "postgresql+psycopg://user@host/db"),
-    Backend("http", _open_remote, "http://host:5000"),
-    Backend("https", _open_remote, "https://tracking.example"),
 )
 
 
@@ -94,7 +96,7 @@ def resolve_location(location: str, artifacts: str | None = None) -> tuple[str, 
         _make_dir(db_path.parent)
         return f"sqlite:///{db_path}", artifacts or str(db_path.parent / "artifacts"), db_path.parent
     if scheme == "postgresql":
-        return location, artifacts or str(Path(".labtrack", "artifacts").resolve()), None
+        return location, artifacts or str(default_artifacts(location)), None
     if scheme:
         raise InvalidInput(f"store {location!r} is not a SQL store URL", field="store")
     directory = Path(location).expanduser().resolve()
@@ -105,6 +107,18 @@ def resolve_location(location: str, artifacts: str | None = None) -> tuple[str, 
         )
     _make_dir(directory)
     return f"sqlite:///{directory / 'labtrack.db'}", artifacts or str(directory / "artifacts"), directory
+
+
+def default_artifacts(location: str) -> Path:
+    """Where a database server store's artifacts go unless LABTRACK_ARTIFACTS says: one directory per store
+    in this user's data directory — the same from every working directory of this machine."""
+    import hashlib
+
+    from labtrack.store.engine import display_url
+
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    key = hashlib.sha256(display_url(location).encode("utf-8")).hexdigest()[:16]
+    return Path(data, "labtrack", "artifacts", key)
 
 
 def upgrade_store(location: str) -> tuple[str | None, str, int]:
