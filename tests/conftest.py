@@ -170,9 +170,12 @@ def postgres_server() -> Iterator[str]:
 
 
 @pytest.fixture
-def postgres_url(postgres_server: str) -> Iterator[str]:
-    """A fresh, empty database on the test server; dropped afterwards."""
+def postgres_url(postgres_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh, empty database on the test server; dropped afterwards. Its artifacts go to the test's own
+    directory, as a team sets LABTRACK_ARTIFACTS (tests of the default delete it)."""
     from sqlalchemy import create_engine, text
+
+    monkeypatch.setenv("LABTRACK_ARTIFACTS", str(tmp_path / "artifacts"))
 
     name = f"lt_{uuid.uuid4().hex[:12]}"
     admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")

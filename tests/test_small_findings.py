@@ -88,7 +88,8 @@ def test_a_database_stores_artifacts_are_found_from_any_directory_and_their_plac
     tracking.reset()
     monkeypatch.chdir(tmp_path / "two")
     lt.set_store(postgres_url)
-    assert lt.get_run(run.id).open_artifact("note.txt").read() == b"hello"
+    with pytest.warns(RuntimeWarning, match="kept on this machine only"):
+        assert lt.get_run(run.id).open_artifact("note.txt").read() == b"hello"
     assert Path(os.environ["XDG_DATA_HOME"], "labtrack", "artifacts").is_dir()
 
 
