@@ -156,12 +156,20 @@ def _width(header: str, cells: Sequence[Any]) -> int:
     return _content_width(header, cells) + 3
 
 
-def _fitting(columns: Sequence[tuple[str, str, list[Any]]], budget: int) -> list[tuple[str, str, list[Any]]]:
-    """The leading (header, style, cells) columns that fit whole in ``budget`` terminal columns."""
+_ROOM_FOR_VALUES = 45  # terminal columns kept for params and metrics before "started" is shown
+_SHORT_VALUES = 10  # a differing param whose values are this short is chosen before the metrics
+
+
+def _fitting(columns: Sequence[tuple[str, str, list[Any]]], budget: int,
+             *, skip: bool = False) -> list[tuple[str, str, list[Any]]]:
+    """The leading (header, style, cells) columns that fit whole in ``budget`` terminal columns (with
+    ``skip``: every column, in order, that still fits — a wide one does not hide the narrow ones after it)."""
     shown: list[tuple[str, str, list[Any]]] = []
     for column in columns:
         cost = _width(column[0], column[2])
         if cost > budget:
+            if skip:
+                continue
             break
         shown.append(column)
         budget -= cost
@@ -181,12 +189,14 @@ def runs(found: Sequence[Run], title: str = "runs", lead: Sequence[str] = ()) ->
     fixed: list[tuple[str, list[Any]]] = [("run", [r.id[:8] for r in records])]
     if not one_experiment:
         fixed.append(("experiment", [r.experiment for r in records]))
-    fixed += [
-        ("status", [status_text(r.status) for r in records]),
-        ("started", [time.strftime("%m-%d %H:%M", time.localtime(r.start_time)) for r in records]),
-        ("took", [fmt_duration(r.start_time, r.end_time) for r in records]),
-    ]
-    # Params that differ between the runs first, then metrics, then params every run shares.
+    fixed += [("status", [status_text(r.status) for r in records])]
+    started = ("started", [time.strftime("%m-%d %H:%M", time.localtime(r.start_time)) for r in records])
+    fixed.append(("took", [fmt_duration(r.start_time, r.end_time) for r in records]))
+    if _out.width - sum(_width(h, c) for h, c in fixed) - _width(*started) >= _ROOM_FOR_VALUES:
+        fixed.insert(-1, started)  # on a narrow terminal the values matter more than when a run started
+    # Shown in reading order — params that differ between the runs, metrics, params every run shares —
+    # but chosen by what matters when the terminal is narrow: the metrics sorted by, short differing
+    # params (what tells the runs apart), the other metrics, long params, then the constant ones.
     varying: list[tuple[str, str, list[str]]] = []
     constant: list[tuple[str, str, list[str]]] = []
     for key in _union_keys([r.params for r in records]):
@@ -198,8 +208,12 @@ def runs(found: Sequence[Run], title: str = "runs", lead: Sequence[str] = ()) ->
         if any(key in r.metrics for r in records)
     ]
     dynamic = varying + metric_columns + constant
-
-    shown = _fitting(dynamic, _out.width - sum(_width(h, c) for h, c in fixed) - 1)
+    short = [c for c in varying if max(len(str(v)) for v in c[2]) <= _SHORT_VALUES]
+    leading = [c for c in metric_columns if c[0] in lead]
+    ranked = leading + short + [c for c in metric_columns if c not in leading] + \
+        [c for c in varying if c not in short] + constant
+    chosen = {id(c) for c in _fitting(ranked, _out.width - sum(_width(h, c) for h, c in fixed) - 1, skip=True)}
+    shown = [c for c in dynamic if id(c) in chosen]
     table = Table(title=title, title_justify="left")
     for header, _ in fixed:
         table.add_column(header, no_wrap=True, style="bold" if header == "run" else None)
@@ -209,8 +223,8 @@ def runs(found: Sequence[Run], title: str = "runs", lead: Sequence[str] = ()) ->
         table.add_row(*[cells[i] for _, cells in fixed], *[cells[i] for _, _, cells in shown])
     _out.print(table)
     if len(shown) < len(dynamic):
-        hidden = ", ".join(h for h, _, _ in dynamic[len(shown):])
-        note(f"(not shown for width: {hidden}; see `labtrack show RUN` or --json)")
+        hidden = ", ".join(c[0] for c in dynamic if id(c) not in chosen)
+        note(f"(not shown for width: {hidden}; pick with --columns, see `labtrack show RUN` or --json)")
 
 
 def run_detail(run: Run) -> None:
@@ -371,7 +385,10 @@ def columns(view: RunColumns) -> None:
     table.add_column("run", style="bold", no_wrap=True)
     for name in view.columns:
         values = [row.values.get(name) for row in view.rows]
-        table.add_column(name, justify="right", header_style=_changed_style(values) or "bold")
+        kind = name.split(".", 1)[0]
+        header = name.split(".", 1)[1] if kind in _COLOURS else name  # params and metrics by colour, as in `runs`
+        table.add_column(header, justify="right", header_style=_changed_style(values) or "bold",
+                         style=_COLOURS.get(kind), min_width=max(map(len, header.split()), default=0))
     for row in view.rows:
         table.add_row(row.id[:8], *["" if row.values.get(n) is None else fmt_value(row.values[n], 5)
                                     for n in view.columns])
@@ -379,12 +396,13 @@ def columns(view: RunColumns) -> None:
 
 
 _FOLDED_MIN = 12  # columns a folded group-by value keeps when the terminal is narrow
+_COLOURS = {"params": "magenta", "metrics": "cyan"}
 
 
 def groups(grouping: Grouping, title: str | None = None) -> None:
     """One row per group: the grouped-by values, the number of runs, then each metric's mean ± std, as many
-    as the terminal fits. A mean and its spread are never cut or broken over two lines; long grouped-by
-    values fold instead."""
+    as the terminal fits. A mean and its spread are never cut or broken over two lines, nor is a grouped-by
+    value or header unless it alone is wider than the terminal."""
     found, by = grouping.groups, grouping.by
     left_out = ""
     if grouping.statuses is not None:
@@ -395,7 +413,8 @@ def groups(grouping: Grouping, title: str | None = None) -> None:
     if not found:
         note("No runs found." + (f" ({left_out})" if left_out else ""))
         return
-    keys = [(name, ["" if g.key[i] is None else fmt_value(g.key[i], 5) for g in found]) for i, name in enumerate(by)]
+    keys = [(name.removeprefix("params."), ["" if g.key[i] is None else fmt_value(g.key[i], 5) for g in found])
+            for i, name in enumerate(by)]  # a param by its key alone (its colour says it is one), as in `runs`
     counts = [str(g.runs) for g in found]
     summaries = []
     for name in grouping.metrics:
@@ -409,13 +428,16 @@ def groups(grouping: Grouping, title: str | None = None) -> None:
             cells.append(f"{stats.mean:.4g}{spread}" + (f" (n={stats.n})" if stats.n != g.runs else ""))
         summaries.append((name.removeprefix("metrics.") + "\nmean ± std", "cyan", cells))
     key_widths = [_width(name, cells) for name, cells in keys]
-    # The grouped-by values may fold down to _FOLDED_MIN each; what they would take beyond that goes to
-    # metric columns only if those fit whole.
-    budget = _out.width - 1 - _width("runs", counts) - sum(min(w, _FOLDED_MIN) for w in key_widths)
-    shown = _fitting(summaries, budget)
+    # The grouped-by values are shown whole, never split, and metric columns get what is left — unless that
+    # would leave no room for a single metric: then they fold (down to _FOLDED_MIN each). Headers never split.
+    first = _width(*summaries[0][::2]) if summaries else 0  # at least one metric must fit beside them
+    whole = sum(key_widths) + _width("runs", counts) + first + 1 <= _out.width
+    used = sum(key_widths) if whole else sum(min(w, _FOLDED_MIN) for w in key_widths)
+    shown = _fitting(summaries, _out.width - 1 - _width("runs", counts) - used)
     table = Table(title=title or f"runs grouped by {', '.join(by)}", title_justify="left")
-    for name, _ in keys:
-        table.add_column(name, style="magenta", justify="right", overflow="fold", min_width=min(len(name), 8))
+    for (name, _cells), width in zip(keys, key_widths):
+        table.add_column(name, style="magenta", justify="right", overflow="fold", no_wrap=whole,
+                         min_width=width - 3 if whole else max(len(name), _FOLDED_MIN))
     table.add_column("runs", justify="right", no_wrap=True, min_width=_content_width("runs", counts))
     for header, style, cells in shown:
         table.add_column(header, style=style, justify="right", no_wrap=True, min_width=_content_width(header, cells))

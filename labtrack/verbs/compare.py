@@ -60,8 +60,30 @@ def diff(a: Run, b: Run) -> RunDiff:
     return result
 
 
+_FACTS: dict[str, dict[str, str]] = {}  # environment fingerprint -> its facts (runs share environments)
+
+
+def _env_value(run: Run, key: str) -> str | None:
+    """An environment fact of a run (``env.packages.scikit-learn``, ``env.gpu.name`` ...), as filters name
+    them; facts with several values (several GPU models) are joined."""
+    fingerprint = run.record.env_fingerprint
+    facts = _FACTS.get(fingerprint) if fingerprint else None
+    if facts is None:
+        from labtrack.core.environment import environment_facts
+
+        env = run.environment
+        if env is None:
+            return None
+        facts = {}
+        for name, text, _ in environment_facts(env.snapshot):
+            facts[name] = f"{facts[name]}, {text}" if name in facts else text
+        if fingerprint:
+            _FACTS[fingerprint] = facts
+    return facts.get(key)
+
+
 def column_values(run: Run, field: Field) -> Any:
-    """The value of one field (params.x, metrics.x[.min], tags.x, attributes.x) for a run."""
+    """The value of one field (params.x, metrics.x[.min], tags.x, attributes.x, env.x) for a run."""
     record = run.record
     if field.kind == "params":
         return record.params.get(field.key)
@@ -73,7 +95,9 @@ def column_values(run: Run, field: Field) -> Any:
     if field.kind == "attributes":
         return {"experiment": record.experiment, "run_key": record.run_key, "env_fingerprint": record.env_fingerprint,
                 }.get(field.key, getattr(record, field.key, None))
-    raise InvalidInput(f"{field} cannot be shown as a column; use params., metrics., tags. or attributes.",
+    if field.kind == "env":
+        return _env_value(run, field.key)
+    raise InvalidInput(f"{field} cannot be shown as a column; use params., metrics., tags., attributes. or env.",
                        field="columns")
 
 
