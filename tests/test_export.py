@@ -125,7 +125,7 @@ def test_requirements_pin_everything_and_parse(tmp_path: Path, python_env: dict[
     text = lt.export(run_id, "requirements", store=str(store))
 
     parsed = {Requirement(line).name: Requirement(line) for line in requirement_lines(text)}
-    assert set(parsed) == {"torch", "numpy", "requests", "mylib"}
+    assert set(parsed) == {"torch", "numpy", "requests", "mylib", "localpkg"}
     for name in ("torch", "numpy", "requests"):
         assert str(parsed[name].specifier) == f"=={CRAFTED[name]['version']}"
     assert "torch==2.1.0+cu118" in text.splitlines()
@@ -134,10 +134,10 @@ def test_requirements_pin_everything_and_parse(tmp_path: Path, python_env: dict[
     assert not parsed["mylib"].specifier
     # pip, setuptools and wheel are the installer's business, as in `pip freeze`
     assert not re.search(r"^(pip|setuptools|wheel)\b", text, re.MULTILINE)
-    # the editable install cannot be fetched by anyone else: called out, with where it came from
+    # the editable install is installed from where it came from (a comment says to edit the line if needed)
+    assert parsed["localpkg"].url == "file:///home/me/src/localpkg"
     notes = [line for line in text.splitlines() if line.startswith("#") and "localpkg" in line]
-    assert notes and "/home/me/src/localpkg" in notes[0] and "editable" in notes[0]
-    assert "localpkg" not in "\n".join(requirement_lines(text))
+    assert notes and "/home/me/src/localpkg" in notes[0]
 
 
 def test_requirements_of_a_real_run_are_this_environment(tmp_path: Path, python_env: dict[str, str]) -> None:
@@ -147,8 +147,7 @@ def test_requirements_of_a_real_run_are_this_environment(tmp_path: Path, python_
     from importlib.metadata import version
 
     assert str(pins["click"].specifier) == f"=={version('click')}"
-    assert "labtrack" not in pins  # installed editable from this checkout: a comment says so
-    assert any(line.startswith("#") and "labtrack" in line and str(REPO) in line for line in text.splitlines())
+    assert pins["labtrack"].url == f"file://{REPO}"  # installed editable from this checkout: from there
 
 
 # -- Dockerfile ------------------------------------------------------------------------------------------
@@ -212,7 +211,12 @@ def test_dockerfile_for_a_cpu_run(tmp_path: Path, python_env: dict[str, str]) ->
     runs = values(instructions, "RUN")
     # the requirements, written inline and installed
     (requirements,) = [h for h in heredocs if "/tmp/requirements.txt" in h["instruction"]]
-    assert requirements["body"].strip() == lt.export(run_id, "requirements", store=str(store)).strip()
+    exported = lt.export(run_id, "requirements", store=str(store))
+    assert requirement_lines(requirements["body"]) == [line for line in requirement_lines(exported)
+                                                       if "localpkg" not in line]  # installed after the code
+    # the local install: from a copy the build context must hold, named in a comment; then installed
+    assert "COPY deps/localpkg /deps/localpkg" in text and "/home/me/src/localpkg" in text
+    assert any("pip install" in r and "--no-deps /deps/localpkg" in r for r in values(instructions, "RUN"))
     install = next(i for i, r in enumerate(runs) if "pip install" in r and "-r /tmp/requirements.txt" in r)
     # the code at the recorded commit, from the recorded remote
     clone = next(i for i, r in enumerate(runs) if f"git clone {REMOTE} /work" in r)
@@ -274,7 +278,7 @@ def test_conda_environment(tmp_path: Path, python_env: dict[str, str]) -> None:
     (pip,) = [d["pip"] for d in deps if isinstance(d, dict)]
     assert "--extra-index-url https://download.pytorch.org/whl/cu118" in pip
     requirements = [Requirement(line) for line in pip if not line.startswith("-")]
-    assert {r.name for r in requirements} == {"torch", "numpy", "requests", "mylib"}
+    assert {r.name for r in requirements} == {"torch", "numpy", "requests", "mylib", "localpkg"}
     assert "torch==2.1.0+cu118" in pip
 
 
@@ -340,13 +344,17 @@ def test_exported_script_rebuilds_and_runs_the_run(tmp_path: Path, python_env: d
 
     wheels = tmp_path / "wheels"
     build_wheel(wheels)
+    # labtrack was installed editable from this checkout: the script installs it from there, which needs its
+    # build backend; the rest of the script runs offline, from these wheels.
+    fetched = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(wheels), "hatchling"],
+                             capture_output=True, text=True, timeout=300)
+    assert fetched.returncode == 0, fetched.stderr
     site = sysconfig.get_paths()["purelib"]
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("LABTRACK_", "PYTHON", "VIRTUAL_ENV", "PIP_"))},
         "PYTHON": sys.executable,
         "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels), "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-        # labtrack is called out as an editable install to bring yourself: this checkout, and its dependencies
-        "PYTHONPATH": f"{REPO}{os.pathsep}{site}",
+        "PYTHONPATH": site,  # labtrack's own dependencies (the edited snapshot pins only tinydep); not labtrack
         "LABTRACK_STORE": str(store),
     }
     work = tmp_path / "rebuilt"
@@ -357,6 +365,8 @@ def test_exported_script_rebuilds_and_runs_the_run(tmp_path: Path, python_env: d
     assert (work / "venv" / "lib").exists()
     installed = list((work / "venv").glob("lib/python*/site-packages/tinydep-1.0.0.dist-info"))
     assert installed, "tinydep was not installed into the script's virtualenv"
+    ours = list((work / "venv").glob("lib/python*/site-packages/labtrack/__init__.py"))
+    assert ours, "labtrack was not installed into the script's virtualenv (No module named 'labtrack')"
     assert (work / "src" / "train.py").read_text() == dirty  # the recorded diff, applied byte for byte
     assert git(repo, "status", "--porcelain") == "M train.py"  # the original working tree is left alone
     assert (repo / "train.py").read_text() == dirty
@@ -373,3 +383,23 @@ def test_unknown_format_is_invalid_input(tmp_path: Path, python_env: dict[str, s
     done = subprocess.run([sys.executable, "-m", "labtrack", "export", run_id, "--format", "wheel"],
                           env={**python_env, "LABTRACK_STORE": str(store)}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "wheel" in done.stderr
+
+
+def test_a_script_whose_local_install_is_missing_stops_and_says_what_to_provide(
+        tmp_path: Path, python_env: dict[str, str]) -> None:
+    run_id, _, store = record(tmp_path, python_env, remote=None)
+
+    def elsewhere(snapshot: dict[str, Any]) -> None:
+        snapshot["packages"]["distributions"] = {
+            "labtrack": {"version": "0.1.0", "source": "editable", "url": "file:///nowhere/labtrack"}}
+
+    edit_snapshot(store, run_id, elsewhere)
+    script = lt.export(run_id, "script", store=str(store))
+    assert 'LOCAL="${LABTRACK_LOCAL_LABTRACK:-/nowhere/labtrack}"' in script
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("LABTRACK_", "PYTHON", "VIRTUAL_ENV", "PIP_"))},
+           "PYTHON": sys.executable, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    done = subprocess.run(["bash", "-c", script, "rebuild", str(tmp_path / "rebuilt")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert ("labtrack==0.1.0 was installed from /nowhere/labtrack, which is not here: set LABTRACK_LOCAL_LABTRACK"
+            in done.stderr)

@@ -6,8 +6,13 @@ diff text. Decisions, written down:
 - requirements pin every distribution exactly (``name==version``) except pip, setuptools and wheel
   (as ``pip freeze`` does). Local builds such as ``torch==2.1.0+cu118`` get the PyTorch index that
   serves them (``--extra-index-url https://download.pytorch.org/whl/cu118``); VCS installs are pinned
-  to their commit (``name @ git+URL@commit``); local and editable installs cannot be fetched by anyone
-  else, so they are called out in comments with the path they came from.
+  to their commit (``name @ git+URL@commit``).
+- local and editable installs (labtrack itself, often, and the user's own packages) are part of the recipe,
+  never a comment to act on: one that lives inside the recorded repository is installed from the rebuilt
+  checkout (the recorded commit plus diff, so the code that ran); any other from its recorded path —
+  ``name @ file:///path`` in requirements, in the script overridable with ``LABTRACK_LOCAL_<NAME>`` and a
+  clear error when it is missing, in the Dockerfile a ``COPY`` from ``deps/<name>`` of the build context
+  that fails the build naming what to provide. Each is installed with ``--no-deps`` after the pins.
 - the Dockerfile is self-contained (requirements and diff are written inline with heredocs, so it
   builds from an empty context): ``python:<version>-slim`` for a CPU run, or an ``nvidia/cuda`` runtime
   image matching the run's CUDA and cuDNN builds for a GPU run (Python installed by uv), then the code
@@ -26,7 +31,7 @@ from typing import Any
 
 from labtrack.core.environment import section_of
 
-__all__ = ["FORMATS", "Recipe", "render"]
+__all__ = ["FORMATS", "LocalInstall", "Recipe", "render"]
 
 FORMATS = ("requirements", "dockerfile", "conda", "script")
 _SKIP = {"pip", "setuptools", "wheel", "distribute"}
@@ -44,6 +49,21 @@ def _inside_checkout(arg: str, root: str | None, cwd: str | None) -> str:
 
         return posixpath.relpath(arg, cwd)
     return arg
+
+
+@dataclass(frozen=True)
+class LocalInstall:
+    """A distribution installed from a local path (editable or not), and where to install it from."""
+
+    name: str
+    version: str
+    path: str  # the recorded path
+    in_repo: str | None  # its path relative to the recorded repository's root, when it lives inside it
+
+    @property
+    def variable(self) -> str:
+        """The script's override of its path: LABTRACK_LOCAL_<NAME>."""
+        return "LABTRACK_LOCAL_" + re.sub(r"[^A-Z0-9]", "_", self.name.upper())
 
 
 @dataclass
@@ -98,8 +118,24 @@ class Recipe:
 
     # -- the pieces every format shares ----------------------------------------------------------
 
-    def requirement_lines(self) -> tuple[list[str], list[str], list[str]]:
-        """(index options, requirement lines, comments about what cannot be pinned)."""
+    def local_installs(self) -> list[LocalInstall]:
+        """The distributions installed from a local path, in name order."""
+        found = []
+        root = str(self.repo_root).rstrip("/") if self.repo_root else None
+        for name, info in sorted(self.distributions.items()):
+            if info.get("source") not in ("local", "editable") or not info.get("version"):
+                continue
+            path = str(info.get("url") or "").removeprefix("file://")
+            inside = None
+            if root and path and (path == root or path.startswith(root + "/")):
+                inside = path[len(root):].lstrip("/") or "."
+            found.append(LocalInstall(name, str(info["version"]), path, inside))
+        return found
+
+    def requirement_lines(self, *, local: bool = True) -> tuple[list[str], list[str], list[str]]:
+        """(index options, requirement lines, comments about what cannot be pinned). ``local``: local installs
+        as ``name @ file:///path`` lines (for a requirements file; the script, Dockerfile and reproduce install
+        them themselves, after the pins)."""
         indexes: list[str] = []
         lines: list[str] = []
         notes: list[str] = []
@@ -112,18 +148,19 @@ class Recipe:
                 lines.append(f"{name} @ {info.get('vcs') or 'git'}+{info['url']}@{info['commit']}")
             elif source in ("local", "editable"):
                 where = str(info.get("url") or "").removeprefix("file://")
-                how = "pip install -e" if source == "editable" else "pip install"
-                notes.append(f"{name}=={version} was installed from a local {source} path {where}: "
-                             f"install it from your copy ({how} /path/to/{name})")
+                if local and where:
+                    notes.append(f"{name}=={version} was installed from the local path {where}: installed from "
+                                 "there (edit the line if your copy is elsewhere)")
+                    lines.append(f"{name} @ file://{where}")
             elif source == "url" and info.get("url"):
                 lines.append(f"{name} @ {info['url']}")
             else:
-                local = str(version).partition("+")[2]
-                if local and name in _TORCH_FAMILY and _LOCAL_INDEX.match(local):
-                    option = f"--extra-index-url {_PYTORCH_INDEX}{local}"
+                build = str(version).partition("+")[2]
+                if build and name in _TORCH_FAMILY and _LOCAL_INDEX.match(build):
+                    option = f"--extra-index-url {_PYTORCH_INDEX}{build}"
                     if option not in indexes:
                         indexes.append(option)
-                elif local:
+                elif build:
                     notes.append(f"{name}=={version} is a local build: it may exist only where it was built")
                 lines.append(f"{name}=={version}")
         return indexes, lines, notes
@@ -166,7 +203,7 @@ def _cuda_image(cuda: str, cudnn: str | None) -> str:
 
 
 def _dockerfile(recipe: Recipe) -> str:
-    requirements = _requirements(recipe)
+    requirements = _requirements_without_local(recipe)
     diff = recipe.diff or ""
     eof = _delimiter(requirements, diff)
     out = ["# syntax=docker/dockerfile:1.4", *[f"# {line}" for line in recipe.header()]]
@@ -201,6 +238,14 @@ def _dockerfile(recipe: Recipe) -> str:
     if diff:
         out += [f"COPY <<'{eof}' /tmp/labtrack.diff", diff.rstrip("\n"), eof,
                 "RUN git -C /work apply --whitespace=nowarn /tmp/labtrack.diff"]
+    for item in recipe.local_installs():
+        if item.in_repo is not None:
+            out.append(f"RUN python -m pip install --no-cache-dir --no-deps {shlex.quote('/work/' + item.in_repo)}")
+        else:
+            out += [f"# {item.name}=={item.version} was installed from {item.path}: put a copy of its source in the "
+                    f"build context as deps/{item.name}",
+                    f"COPY deps/{item.name} /deps/{item.name}",
+                    f"RUN python -m pip install --no-cache-dir --no-deps /deps/{item.name}"]
     out.append("WORKDIR /work" if recipe.relative_cwd == "." else f"WORKDIR /work/{recipe.relative_cwd}")
     if recipe.env:
         out.append("ENV " + " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(recipe.env.items())))
@@ -224,8 +269,33 @@ def _conda(recipe: Recipe) -> str:
     return "\n".join(out) + "\n"
 
 
+def _requirements_without_local(recipe: Recipe) -> str:
+    indexes, lines, notes = recipe.requirement_lines(local=False)
+    out = [f"# {line}" for line in recipe.header()] + [f"# {note}" for note in notes]
+    out += [f"# {item.name}=={item.version} (a local install) is installed after these"
+            for item in recipe.local_installs()]
+    return "\n".join([*out, *indexes, *lines]) + "\n"
+
+
+def _script_local(recipe: Recipe) -> list[str]:
+    """Lines of the script that install the local installs, from the rebuilt checkout or their path."""
+    out = []
+    for item in recipe.local_installs():
+        if item.in_repo is not None:
+            out.append(f'"$WORK/venv/bin/python" -m pip install --no-deps "$WORK/src"/{shlex.quote(item.in_repo)}')
+            continue
+        out += [
+            f"# {item.name}=={item.version} was installed from {item.path}; {item.variable}=/path overrides it",
+            f'LOCAL="${{{item.variable}:-{item.path}}}"',
+            f'[ -e "$LOCAL" ] || {{ echo "{item.name}=={item.version} was installed from {item.path}, which is not '
+            f'here: set {item.variable} to a copy of its source and run again" >&2; exit 1; }}',
+            '"$WORK/venv/bin/python" -m pip install --no-deps "$LOCAL"',
+        ]
+    return out
+
+
 def _script(recipe: Recipe) -> str:
-    requirements = _requirements(recipe)
+    requirements = _requirements_without_local(recipe)
     diff = recipe.diff or ""
     eof = _delimiter(requirements, diff)
     workdir = f"labtrack-{recipe.run_id[:8]}"
@@ -251,6 +321,7 @@ def _script(recipe: Recipe) -> str:
     if diff:
         out += [f"cat > \"$WORK/labtrack.diff\" <<'{eof}'", diff.rstrip("\n"), eof,
                 'git -C "$WORK/src" apply --whitespace=nowarn "$WORK/labtrack.diff"']
+    out += _script_local(recipe)
     for key, value in sorted(recipe.env.items()):
         out.append(f"export {key}={shlex.quote(value)}")
     if recipe.command:

@@ -151,21 +151,29 @@ def _make_venv(recipe: Recipe, workdir: Path, log: Callable[[str], None]) -> Pat
     else:
         _run([_python_for(recipe.python), "-m", "venv", str(venv)], log)
     requirements = workdir / "requirements.txt"
-    requirements.write_text(render(recipe, "requirements"), encoding="utf-8")
-    local = []
-    for name, info in sorted(recipe.distributions.items()):
-        if info.get("source") in ("local", "editable"):
-            path = str(info.get("url") or "").removeprefix("file://")
-            if path and Path(path).exists():
-                local.append(path)
-            else:
-                log(f"warning: {name} was installed from {path or 'a local path'}, which is not here: skipped")
+    indexes, lines, _ = recipe.requirement_lines(local=False)
+    requirements.write_text("\n".join([*indexes, *lines]) + "\n", encoding="utf-8")
     install = [uv, "pip", "install", "--quiet", "--python", str(python)] if uv else [
         str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     _run([*install, "-r", str(requirements)], log)
-    if local:
-        _run([*install, "--no-deps", *local], log)
     return python
+
+
+def _install_local(recipe: Recipe, python: Path, src: Path, log: Callable[[str], None]) -> None:
+    """The run's local installs: from the rebuilt checkout when they live in the repository (the code that
+    ran), else from their recorded path, after the pins and without their dependencies."""
+    uv = _uv()
+    install = [uv, "pip", "install", "--quiet", "--python", str(python)] if uv else [
+        str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    paths = []
+    for item in recipe.local_installs():
+        path = src / item.in_repo if item.in_repo is not None else Path(item.path)
+        if path.exists():
+            paths.append(str(path))
+        else:
+            log(f"warning: {item.name} was installed from {item.path}, which is not here: skipped")
+    if paths:
+        _run([*install, "--no-deps", *paths], log)
 
 
 def _checkout(recipe: Recipe, snapshot: dict[str, Any], workdir: Path, log: Callable[[str], None]) -> Path:
@@ -273,6 +281,7 @@ def reproduce(
         python = _make_venv(recipe, directory, log)
         log(f"2/4 code at {recipe.commit[:12] if recipe.commit else '?'}" + (" + recorded diff" if recipe.diff else ""))
         src = _checkout(recipe, env.snapshot, directory, log)
+        _install_local(recipe, python, src, log)
         location = client.store.url
         child_env = {**os.environ, **recipe.env, "LABTRACK_STORE": location, "LABTRACK_REPRODUCES": original.id}
         cwd = src / recipe.relative_cwd
