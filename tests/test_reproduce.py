@@ -155,7 +155,7 @@ def test_reproduce_a_dirty_run_end_to_end(tmp_path: Path, project_python: Path) 
     assert status == [" M train.py", "?? offset.txt"]
 
     workdir = tmp_path / "reproduction"
-    code, result = reproduce_json(project, original_id[:12], workdir)
+    code, result = reproduce_json(project, original_id[:12], workdir, "--keep")
     assert code == 0, result
     assert result["verdict"] == "reproduced" and result["exit_code"] == 0, result
     assert result["original"] == original_id
@@ -258,6 +258,11 @@ def test_a_nondeterministic_run_differs_and_names_the_metric(tmp_path: Path, pro
     code, wide = reproduce_json(project, original_id, tmp_path / "reproduction", "--atol", "1.0")
     assert code == 0 and wide["verdict"] == "reproduced", wide
 
+    # so does ignoring the noisy metric: reported apart, not in the verdict (issue 13, finding 5)
+    code, ignored = reproduce_json(project, original_id, tmp_path / "reproduction", "--ignore", "noisy_*")
+    assert code == 0 and ignored["verdict"] == "reproduced", ignored
+    assert (ignored["matched"], ignored["ignored"], ignored["differing"]) == (["steady"], ["noisy_loss"], [])
+
 
 INLINE = "import labtrack as lt\nwith lt.start_run('repro') as run:\n    run.log_metric('x', 1.0)\nprint(run.id)"
 
@@ -310,10 +315,34 @@ def test_the_store_virtualenvs_caches_and_large_files_are_neither_recorded_nor_c
     assert skipped["store"] >= 2 and skipped["virtualenv"] == 2 and skipped["cache"] == 1
     assert skipped["too large"] == 1 and skipped["largest"] == [{"path": "checkpoint.pt", "size": 9 << 20}]
 
-    done = project.labtrack("reproduce", original_id, "--workdir", str(tmp_path / "again"), "--json")
+    done = project.labtrack("reproduce", original_id, "--workdir", str(tmp_path / "again"), "--json", "--keep")
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(done.stdout)["verdict"] == "reproduced"
     src = tmp_path / "again" / "src"
     assert (src / "offset.txt").read_text() == "0.25\n"
     assert not any((src / name).exists() for name in (".labtrack", "env2", "checkpoint.pt", "src/__pycache__"))
     assert "untracked files not copied (not inputs)" in done.stderr and "checkpoint.pt" in done.stderr
+
+
+MARKS_NOISY = NONDETERMINISTIC.replace('run.log_metric("steady", 0.5)',
+                                       'run.log_metric("steady", 0.5)\n    run.mark_noisy("noisy_*")')
+
+
+def test_a_run_that_declares_its_noisy_metrics_reproduces_and_the_work_dir_is_cleaned(
+        tmp_path: Path, project_python: Path) -> None:
+    """Issue 13, finding 5: a timing-like metric decided the verdict, and 5.7 GB and a registered git
+    worktree were left behind."""
+    project = make_project(tmp_path, project_python, MARKS_NOISY)
+    original_id = record(project)
+    assert project.get(original_id).tags["labtrack.noisy"] == "noisy_*"
+    workdir = tmp_path / "reproduction"
+    done = project.labtrack("reproduce", original_id, "--workdir", str(workdir))
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = " ".join(done.stdout.split())
+    assert "verdict: reproduced" in text and "1 matched, 1 ignored (noisy), 0 differing" in text
+    assert sorted(p.name for p in workdir.iterdir()) == ["output.log"]  # no virtualenv, no checkout
+    assert len(git(project.repo, "worktree", "list").splitlines()) == 1  # the user's repository: its own tree
+
+    code, kept = reproduce_json(project, original_id, workdir, "--keep")
+    assert code == 0 and kept["kept"] is True
+    assert (workdir / "venv").is_dir() and (workdir / "src" / "train.py").exists()

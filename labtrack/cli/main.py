@@ -313,15 +313,19 @@ def export(run_id: str, fmt: str, output: str | None) -> None:
 @click.option("--workdir", type=click.Path(file_okay=False), help="Where to build (default: a new temp dir).")
 @click.option("--rtol", type=float, default=1e-6, show_default=True, help="Relative tolerance for metrics.")
 @click.option("--atol", type=float, default=0.0, show_default=True, help="Absolute tolerance for metrics.")
+@click.option("--ignore", "ignore", multiple=True, metavar="METRIC",
+              help="A metric (or glob, e.g. '*_seconds') that may differ: reported, not in the verdict (repeatable).")
+@click.option("--keep", is_flag=True, help="Keep the virtualenv and the checkout (removed by default).")
 @_json_option
 @_command(error_exit=3)
-def reproduce_command(run_id: str, workdir: str | None, rtol: float, atol: float, as_json: bool) -> None:
+def reproduce_command(run_id: str, workdir: str | None, rtol: float, atol: float, ignore: tuple[str, ...],
+                      keep: bool, as_json: bool) -> None:
     """Rebuild RUN (packages, commit, diff), run its command again, compare.
 
     Exit 0 reproduced, 1 differs, 2 failed to run, 3 error (e.g. no such run)."""
     from labtrack.verbs import tracking
 
-    result = tracking.reproduce(run_id, workdir=workdir, rtol=rtol, atol=atol,
+    result = tracking.reproduce(run_id, workdir=workdir, rtol=rtol, atol=atol, ignore=ignore, keep=keep,
                                  log=render.progress if as_json else render.note)
     if as_json:
         _print_json(result)

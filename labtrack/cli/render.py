@@ -516,9 +516,12 @@ def reproduction(result: Reproduction) -> None:
         for name in ("key", "original", "reproduced", ""):
             table.add_column(name, justify="left" if name == "key" else "right")
         for m in result.metrics:
-            table.add_row(m.key, fmt_value(m.original), "" if m.new is None else fmt_value(m.new),
-                          Text("✓" if m.within_tolerance else "✗", style="green" if m.within_tolerance else "red"))
+            mark = (Text("ignored", style="dim") if m.ignored else
+                    Text("✓" if m.within_tolerance else "✗", style="green" if m.within_tolerance else "red"))
+            table.add_row(m.key, fmt_value(m.original), "" if m.new is None else fmt_value(m.new), mark)
         _out.print(table)
+        note(f"{len(result.matched)} matched, {len(result.ignored)} ignored (noisy), {len(result.differing)} differing"
+             + (f": {', '.join(result.differing)}" if result.differing else ""))
     for a in result.artifacts:
         state = Text("identical", style="green") if a.identical else Text(
             "missing" if a.new is None else "different content", style="red")

@@ -114,6 +114,7 @@ class MetricCheck:
     original: float
     new: float | None
     within_tolerance: bool
+    ignored: bool = False  # noisy (a timing, say): --ignore or the run's labtrack.noisy tag; not in the verdict
 
 
 @dataclass(frozen=True)
@@ -128,8 +129,10 @@ class ArtifactCheck:
 
 @dataclass
 class Reproduction:
-    """The outcome of ``reproduce``: ``reproduced`` (every metric within tolerance, every artifact identical),
-    ``differs``, or ``failed`` (it could not be rebuilt or run: see ``problems``)."""
+    """The outcome of ``reproduce``: ``reproduced`` (every metric not ignored within tolerance, every artifact
+    identical), ``differs``, or ``failed`` (it could not be rebuilt or run: see ``problems``). ``matched``,
+    ``ignored`` and ``differing`` name the metrics of each kind; ``kept``: whether the work directory (its
+    virtualenv and checkout) was kept."""
 
     original: str
     new_run: str | None
@@ -138,12 +141,25 @@ class Reproduction:
     metrics: list[MetricCheck] = field(default_factory=list)
     artifacts: list[ArtifactCheck] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    kept: bool = False
 
-    wire_derived: ClassVar[tuple[str, ...]] = ("exit_code",)
+    wire_derived: ClassVar[tuple[str, ...]] = ("exit_code", "matched", "ignored", "differing")
 
     @property
     def exit_code(self) -> int:
         return {"reproduced": 0, "differs": 1}.get(self.verdict, 2)
+
+    @property
+    def matched(self) -> list[str]:
+        return [m.key for m in self.metrics if m.within_tolerance and not m.ignored]
+
+    @property
+    def ignored(self) -> list[str]:
+        return [m.key for m in self.metrics if m.ignored]
+
+    @property
+    def differing(self) -> list[str]:
+        return [m.key for m in self.metrics if not m.within_tolerance and not m.ignored]
 
     def to_dict(self) -> dict[str, Any]:
         return cast("dict[str, Any]", to_wire(self))

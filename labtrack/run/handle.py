@@ -40,8 +40,9 @@ if TYPE_CHECKING:
     from labtrack.core.environment import Environment
     from labtrack.store.base import Store
 
-__all__ = ["GIT_DIFF_ARTIFACT", "Live", "RecordSource", "Run", "collect_files", "shared_part"]
+__all__ = ["GIT_DIFF_ARTIFACT", "NOISY_TAG", "Live", "RecordSource", "Run", "collect_files", "shared_part"]
 
+NOISY_TAG = "labtrack.noisy"  # metrics (globs) that vary between identical runs: see Run.mark_noisy
 GIT_DIFF_ARTIFACT = "labtrack/git.diff"  # the uncommitted diff against HEAD, when the tree was dirty
 _TERMINAL_CHOICES = {s.value: s for s in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED)}
 
@@ -307,6 +308,14 @@ class Run:
 
     def set_note(self, note: str) -> None:
         self._annotations().set_note(check_note(note))
+
+    def mark_noisy(self, *metrics: str) -> None:
+        """Declare metrics (names or globs such as ``"*_seconds"``) that vary between identical runs —
+        timings, throughput: ``reproduce`` reports them as ignored instead of letting them decide its verdict.
+        Kept in the tag ``labtrack.noisy``."""
+        patterns = [check_key(m, "metric pattern") for m in metrics]
+        known = [p.strip() for p in str(self.tags.get(NOISY_TAG, "")).split(",") if p.strip()]
+        self.set_tag(NOISY_TAG, ",".join(dict.fromkeys([*known, *patterns])))
 
     def merge_context(self, sections: Mapping[str, Any]) -> None:
         """Replace these sections of the run's recorded environment (e.g. ``{"seeds": ...}``)."""

@@ -53,7 +53,7 @@ class Client(RunClient):
         return export(self, run, fmt)
 
     def reproduce(self, run: Run | str, **options: Any) -> Reproduction:
-        """Rebuild ``run``, run it again, compare (``workdir``, ``rtol``, ``atol``, ``log``)."""
+        """Rebuild ``run``, run it again, compare (``workdir``, ``rtol``, ``atol``, ``ignore``, ``keep``, ``log``)."""
         from labtrack.verbs.reproduction import reproduce
 
         return reproduce(self, run, **options)

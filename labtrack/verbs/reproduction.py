@@ -11,6 +11,7 @@ its artifacts by content hash.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import os
 import shutil
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from labtrack.core.checks import (
 from labtrack.core.errors import InvalidInput, LabtrackError
 from labtrack.core.recipes import Recipe, render
 from labtrack.env.untracked import MAX_INPUT_BYTES, skip_reasons
-from labtrack.run.handle import GIT_DIFF_ARTIFACT, Run
+from labtrack.run.handle import GIT_DIFF_ARTIFACT, NOISY_TAG, Run
 from labtrack.verbs import capture
 from labtrack.verbs.runs import RunClient
 
@@ -234,7 +235,8 @@ def _copy_untracked(git: dict[str, Any], root: Path | None, src: Path, log: Call
         log(f"untracked files not copied (not inputs): {what}" + (f"; largest: {', '.join(largest[:3])}" if largest else ""))
 
 
-def _compare(original: Run, new: Run, rtol: float, atol: float) -> tuple[list[MetricCheck], list[ArtifactCheck]]:
+def _compare(original: Run, new: Run, rtol: float, atol: float,
+             noisy: Sequence[str]) -> tuple[list[MetricCheck], list[ArtifactCheck]]:
     metrics = []
     new_metrics = new.metrics
     for key, value in sorted(original.metrics.items()):
@@ -242,7 +244,7 @@ def _compare(original: Run, new: Run, rtol: float, atol: float) -> tuple[list[Me
         same = other is not None and (
             (math.isnan(value) and math.isnan(other)) or math.isclose(value, other, rel_tol=rtol, abs_tol=atol)
         )
-        metrics.append(MetricCheck(key, value, other, same))
+        metrics.append(MetricCheck(key, value, other, same, any(fnmatch.fnmatchcase(key, p) for p in noisy)))
     new_artifacts = {a.path: a.sha256 for a in new.artifacts}
     artifacts = []
     for item in original.artifacts:
@@ -260,9 +262,15 @@ def reproduce(
     workdir: str | os.PathLike[str] | None = None,
     rtol: float = 1e-6,
     atol: float = 0.0,
+    ignore: Sequence[str] = (),
+    keep: bool = False,
     log: Callable[[str], None] = lambda message: None,
 ) -> Reproduction:
-    """Rebuild ``run`` (packages, code, diff) in ``workdir``, run its command again, and compare."""
+    """Rebuild ``run`` (packages, code, diff) in ``workdir``, run its command again, and compare.
+
+    Metrics matching ``ignore`` (globs) or the run's noisy ones (``Run.mark_noisy``) are reported but do not
+    decide the verdict. The virtualenv and checkout are removed afterwards (the git worktree unregistered
+    from your repository) unless ``keep``; ``output.log`` stays in ``workdir``."""
     original = client.run_of(run)
     env = original.environment
     if env is None:
@@ -274,13 +282,42 @@ def reproduce(
                            "interactively)", field="run")
     directory = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f"labtrack-reproduce-{original.id[:8]}-"))
     directory.mkdir(parents=True, exist_ok=True)
-    result = Reproduction(original=original.id, new_run=None, verdict="failed", workdir=str(directory.resolve()))
+    result = Reproduction(original=original.id, new_run=None, verdict="failed", workdir=str(directory.resolve()),
+                          kept=keep)
+    noisy = [*ignore, *(p.strip() for p in original.tags.get(NOISY_TAG, "").split(",") if p.strip())]
+    try:
+        return _reproduce(client, original, recipe, env.snapshot, directory, result, rtol, atol, noisy, log)
+    finally:
+        if not keep:
+            _clean(recipe, directory, log)
+
+
+def _clean(recipe: Recipe, directory: Path, log: Callable[[str], None]) -> None:
+    """Remove the virtualenv and the checkout (unregistering the worktree from the user's repository)."""
+    src = directory / "src"
+    root = Path(recipe.repo_root) if recipe.repo_root else None
+    if src.exists() and root is not None and (root / ".git").exists():
+        subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(src)], capture_output=True,
+                       check=False)
+    for path in (src, directory / "venv", directory / "labtrack.diff", directory / "requirements.txt"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
+    if root is not None and (root / ".git").exists():
+        subprocess.run(["git", "-C", str(root), "worktree", "prune"], capture_output=True, check=False)
+    log(f"removed the virtualenv and checkout from {directory} (--keep keeps them)")
+
+
+def _reproduce(client: RunClient, original: Run, recipe: Recipe, snapshot: dict[str, Any], directory: Path,
+               result: Reproduction, rtol: float, atol: float, noisy: Sequence[str],
+               log: Callable[[str], None]) -> Reproduction:
     started = time.time()
     try:
         log(f"1/4 virtualenv with {len(recipe.distributions)} pinned distributions in {directory / 'venv'}")
         python = _make_venv(recipe, directory, log)
         log(f"2/4 code at {recipe.commit[:12] if recipe.commit else '?'}" + (" + recorded diff" if recipe.diff else ""))
-        src = _checkout(recipe, env.snapshot, directory, log)
+        src = _checkout(recipe, snapshot, directory, log)
         _install_local(recipe, python, src, log)
         location = client.store.url
         child_env = {**os.environ, **recipe.env, "LABTRACK_STORE": location, "LABTRACK_REPRODUCES": original.id}
@@ -303,8 +340,8 @@ def reproduce(
         return result
     new = found[0]
     result.new_run = new.id
-    result.metrics, result.artifacts = _compare(original, new, rtol, atol)
-    ok = all(m.within_tolerance for m in result.metrics) and all(a.identical for a in result.artifacts)
+    result.metrics, result.artifacts = _compare(original, new, rtol, atol, noisy)
+    ok = all(m.within_tolerance or m.ignored for m in result.metrics) and all(a.identical for a in result.artifacts)
     result.verdict = "reproduced" if ok else "differs"
     new.set_tag("labtrack.reproduction", result.verdict)
     return result

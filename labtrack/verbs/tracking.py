@@ -381,10 +381,12 @@ def export(run: Run | str, fmt: str = "requirements", *, store: str | None = Non
 
 
 def reproduce(run: Run | str, *, workdir: str | os.PathLike[str] | None = None, rtol: float = 1e-6,
-              atol: float = 0.0, store: str | None = None, log: Callable[[str], None] = lambda message: None,
-              ) -> Reproduction:
-    """Rebuild ``run`` (packages, code, diff) in ``workdir``, run its command again, and compare."""
-    return client(store).reproduce(run, workdir=workdir, rtol=rtol, atol=atol, log=log)
+              atol: float = 0.0, ignore: Sequence[str] = (), keep: bool = False, store: str | None = None,
+              log: Callable[[str], None] = lambda message: None) -> Reproduction:
+    """Rebuild ``run`` (packages, code, diff) in ``workdir``, run its command again, and compare; metrics
+    matching ``ignore`` (globs) or marked noisy on the run do not decide the verdict; ``keep`` keeps the
+    virtualenv and checkout."""
+    return client(store).reproduce(run, workdir=workdir, rtol=rtol, atol=atol, ignore=ignore, keep=keep, log=log)
 
 
 def doctor() -> DoctorReport:
