@@ -170,6 +170,8 @@ def edit_stored_snapshot(store_dir: Path, run_id: str, edit: Callable[[Snapshot]
 
 
 def test_check_command_verdicts_follow_the_stored_snapshot(isolated_labtrack: Path, python_env: dict[str, str]) -> None:
+    import numpy  # noqa: F401 - the run uses numpy: a change of it matters (one it never imported would not)
+
     with lt.start_run("check-me") as run:
         run.log_metric("acc", 0.9)
     store_dir = isolated_labtrack / ".labtrack"

@@ -11,7 +11,11 @@
   driver is too old for the recorded CUDA build, a framework's major version differs, a framework or
   numerical package is missing, Python's major version differs (exit code 2).
 
-Each reason carries its level; they are ranked, worst first. ``doctor_findings`` reads one snapshot:
+Packages are judged by what the run imported (recorded at its end: ``imported``): a change in a package it
+never loaded, or in a build or developer tool (pip, setuptools, pytest, ruff ...), is at most
+``compatible``; packages installed here but absent from the run are one line. Each reason carries its
+level; they are ranked, worst first, and within a level GPU and builds, then imported numerical packages,
+then other imported packages. ``doctor_findings`` reads one snapshot:
 dependency conflicts, CUDA consistency (framework built for a newer CUDA than the driver supports, a GPU
 whose compute capability the build has no kernels for).
 
@@ -31,6 +35,7 @@ from labtrack.core.environment import section_of
 from labtrack.core.wire import to_wire
 
 __all__ = [
+    "BUILD_TOOLS",
     "EXIT_CODES",
     "FRAMEWORKS",
     "LEVELS",
@@ -44,8 +49,15 @@ __all__ = [
     "Verdict",
     "check_reproducibility",
     "doctor_findings",
+    "imported_by",
+    "is_build_tool",
 ]
 
+BUILD_TOOLS = frozenset({
+    "pip", "setuptools", "wheel", "build", "hatchling", "flit-core", "poetry-core", "setuptools-scm", "uv",
+    "virtualenv", "pipx", "twine", "pytest", "coverage", "tox", "nox", "ruff", "mypy", "mypy-extensions",
+    "black", "isort", "flake8", "pylint", "pre-commit", "pyright", "bandit",
+})
 LEVELS = ("identical", "compatible", "at-risk", "incompatible")
 EXIT_CODES = {"identical": 0, "compatible": 0, "at-risk": 1, "incompatible": 2}
 FRAMEWORKS = ("torch", "tensorflow", "jax", "jaxlib")
@@ -198,12 +210,38 @@ def _level_for_package(name: str, change: str | None) -> str:
     return "at-risk" if change in ("major", "minor") else "compatible"
 
 
-def check_reproducibility(recorded: dict[str, Any], current: dict[str, Any]) -> Verdict:
-    """How well the ``current`` environment matches the ``recorded`` one (see the module docstring)."""
-    reasons: list[Reason] = []
+def is_build_tool(name: str) -> bool:
+    """Packaging and developer tools: they never change a run's results."""
+    return name in BUILD_TOOLS or name.startswith(("pytest-", "types-", "flake8-", "sphinx"))
 
-    def add(level: str, message: str) -> None:
-        reasons.append(Reason(level, message))
+
+def imported_by(snapshot: dict[str, Any]) -> set[str] | None:
+    """The distributions the run imported (recorded at its end), or None for a run recorded without them."""
+    found = snapshot.get("imported")
+    return {str(name) for name in found} if isinstance(found, list) else None
+
+
+def check_reproducibility(recorded: dict[str, Any], current: dict[str, Any]) -> Verdict:
+    """How well the ``current`` environment matches the ``recorded`` one (see the module docstring).
+
+    Packages are judged by what the run imported (when it recorded that): a change in a package it
+    loaded — a numerical one first — outranks anything else; packages it never imported, and build or
+    developer tools, are at most ``compatible``; packages installed here but not in the run are one line."""
+    # (rank within its level: GPU and builds, then imported numerical packages, other imported packages,
+    # packages of a run that did not record its imports, Python/CPU/OS, the packages only installed here)
+    reasons: list[tuple[int, Reason]] = []
+    imported = imported_by(recorded)
+
+    def add(level: str, message: str, rank: int = -1) -> None:
+        reasons.append((rank, Reason(level, message)))
+
+    def package(name: str, level: str, message: str) -> None:
+        if is_build_tool(name):
+            add("compatible", f"{message} (a build or developer tool)")
+        elif imported is not None and name not in imported:
+            add("compatible", f"{message} (not imported by the run)")
+        else:
+            add(level, message, 0 if name in NUMERICAL else 1 if imported is not None else 2)
 
     # GPU: used by the run, present here, same model, driver new enough for the recorded CUDA builds.
     used_gpu = _gpu_count(recorded) > 0
@@ -235,39 +273,42 @@ def check_reproducibility(recorded: dict[str, Any], current: dict[str, Any]) -> 
                 add("at-risk", f"{name} {fact} build {a[fact]} → {b[fact]}")
     # Packages: missing, added, changed with the size of the change.
     rec, cur = _distributions(recorded), _distributions(current)
+    extra = []
     for name in sorted(set(rec) | set(cur)):
         old = (rec.get(name) or {}).get("version")
         new = (cur.get(name) or {}).get("version")
         if old == new:
             continue
         if new is None:
-            level = "incompatible" if name in NUMERICAL else "at-risk"
-            add(level, f"{name} {old} is not installed here")
+            package(name, "incompatible" if name in NUMERICAL else "at-risk", f"{name} {old} is not installed here")
         elif old is None:
-            add("compatible", f"{name} {new} is installed here but was not in the run's environment")
+            extra.append(name)  # installed here only: the run cannot have used it
         else:
             change = version_change(old, new)
-            add(_level_for_package(name, change), f"{name} {old} → {new} ({change})")
+            package(name, _level_for_package(name, change), f"{name} {old} → {new} ({change})")
+    if extra:
+        shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        add("compatible", f"{len(extra)} package(s) installed here were not in the run's environment: {shown}", 4)
     # Python, OS, CPU.
     old_py = (section_of(recorded, "packages").get("python") or {}).get("version")
     new_py = (section_of(current, "packages").get("python") or {}).get("version")
     if old_py and new_py and old_py != new_py:
         change = version_change(old_py, new_py)
         level = {"major": "incompatible", "minor": "at-risk"}.get(change or "", "compatible")
-        add(level, f"Python {old_py} → {new_py} ({change})")
+        add(level, f"Python {old_py} → {new_py} ({change})", 3)
     old_cpu, new_cpu = section_of(recorded, "hardware"), section_of(current, "hardware")
     if old_cpu.get("arch") and new_cpu.get("arch") and old_cpu["arch"] != new_cpu["arch"]:
-        add("at-risk", f"CPU architecture {old_cpu['arch']} → {new_cpu['arch']}")
+        add("at-risk", f"CPU architecture {old_cpu['arch']} → {new_cpu['arch']}", 3)
     elif old_cpu.get("model") != new_cpu.get("model"):
-        add("compatible", f"CPU {old_cpu.get('model')} → {new_cpu.get('model')}")
+        add("compatible", f"CPU {old_cpu.get('model')} → {new_cpu.get('model')}", 3)
     old_sys, new_sys = section_of(recorded, "system"), section_of(current, "system")
     for key in ("os", "kernel", "libc"):
         if old_sys.get(key) != new_sys.get(key):
-            add("compatible", f"{key} {old_sys.get(key)} → {new_sys.get(key)}")
+            add("compatible", f"{key} {old_sys.get(key)} → {new_sys.get(key)}", 3)
     order = {level: i for i, level in enumerate(LEVELS)}
-    reasons.sort(key=lambda r: -order[r.level])
-    level = max((r.level for r in reasons), key=order.__getitem__) if reasons else "identical"
-    return Verdict(level, reasons)
+    reasons.sort(key=lambda item: (-order[item[1].level], item[0]))  # stable: name order within a rank
+    level = max((r.level for _, r in reasons), key=order.__getitem__) if reasons else "identical"
+    return Verdict(level, [r for _, r in reasons])
 
 
 def _runs_on(arch: list[str], major: int, minor: int) -> bool:

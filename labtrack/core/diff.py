@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, cast
 
 from labtrack.core.environment import section_of
@@ -275,6 +275,9 @@ def _packages(a: dict[str, Any], b: dict[str, Any]) -> tuple[Section, Section]:
         key_section.compared = rest.compared = False
         return key_section, rest
     da, db_ = pa.get("distributions") or {}, pb.get("distributions") or {}
+    # What either run imported (recorded at its end): a package neither loaded is said so and ranked last.
+    loaded = [set(x) for x in (a.get("imported"), b.get("imported")) if isinstance(x, list)]
+    imported = set().union(*loaded) if loaded else None
     for name in sorted(set(da) | set(db_)):
         ia, ib = da.get(name) or {}, db_.get(name) or {}
         va, vb = ia.get("version"), ib.get("version")
@@ -285,8 +288,15 @@ def _packages(a: dict[str, Any], b: dict[str, Any]) -> tuple[Section, Section]:
         elif ia.get("commit") != ib.get("commit") or ia.get("source") != ib.get("source"):
             target.changes.append(Change(name, _provenance(va, ia), _provenance(vb, ib), "changed",
                                          level="other", note="same version, different source"))
+    unused = set()
+    if imported is not None:
+        for section in (key_section, rest):
+            for i, c in enumerate(section.changes):
+                if c.key not in imported:
+                    unused.add(c.key)
+                    section.changes[i] = replace(c, note="; ".join(filter(None, [c.note, "not imported by either run"])))
     for section in (key_section, rest):
-        section.changes.sort(key=lambda c: (_LEVEL_ORDER.get(c.level, 6), c.kind != "changed", c.key))
+        section.changes.sort(key=lambda c: (c.key in unused, _LEVEL_ORDER.get(c.level, 6), c.kind != "changed", c.key))
     return key_section, rest
 
 

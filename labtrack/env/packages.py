@@ -23,7 +23,7 @@ from typing import Any
 
 from labtrack.core.redact import strip_url_credentials
 
-__all__ = ["gather", "installed_versions", "normalize_name", "python_info"]
+__all__ = ["gather", "imported_distributions", "installed_versions", "normalize_name", "python_info"]
 
 _cache_key: tuple[Any, ...] | None = None
 _cache_value: dict[str, dict[str, Any]] = {}
@@ -129,6 +129,41 @@ def installed_versions() -> dict[str, dict[str, Any]]:
             _cache_value = _scan()
             _cache_key = key
         return _cache_value
+
+
+_owners: tuple[tuple[Any, ...], dict[str, list[str]]] | None = None
+
+
+def _module_owners() -> dict[str, list[str]]:
+    """Top-level module name -> the distributions that install it (``importlib.metadata``), cached while no
+    ``sys.path`` directory changes: ~50 ms once per process, at the end of its first run."""
+    global _owners
+    key = _path_key()
+    if _owners is None or _owners[0] != key:
+        from importlib.metadata import packages_distributions
+
+        _owners = (key, {module: [normalize_name(d) for d in dists]
+                         for module, dists in packages_distributions().items()})
+    return _owners[1]
+
+
+def imported_distributions(distributions: dict[str, dict[str, Any]]) -> list[str]:
+    """Which of ``distributions`` (as ``gather`` lists them) this process has imported: the top-level
+    modules in ``sys.modules`` mapped to the distributions that install them, and modules loaded from an
+    editable or local install's directory. Nothing is imported to find out."""
+    owners = _module_owners()
+    local = [(name, str(info.get("url") or "").removeprefix("file://").rstrip("/") + "/")
+             for name, info in distributions.items()
+             if info.get("source") in ("local", "editable") and info.get("url")]
+    found: set[str] = set()
+    for module_name, module in list(sys.modules.items()):
+        if "." in module_name or module is None:
+            continue
+        found.update(owners.get(module_name, ()))
+        path = getattr(module, "__file__", None)
+        if local and isinstance(path, str):
+            found.update(name for name, root in local if path.startswith(root))
+    return sorted(name for name in found if name in distributions)
 
 
 def python_info() -> dict[str, Any]:

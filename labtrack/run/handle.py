@@ -452,8 +452,9 @@ class Run:
         log.spool.on_wake()
 
     def _refresh_environment(self, live: Live, log: RunLog) -> None:
-        """At the end: dependency conflicts found in the background since the start, and build facts of
-        frameworks the run imported after it started. Information only: never fails the run."""
+        """At the end: dependency conflicts found in the background since the start, the distributions the
+        run imported, and build facts of frameworks it imported after it started. Information only: never
+        fails the run."""
         env = live.environment
         if env is None:
             return
@@ -467,6 +468,12 @@ class Run:
                 found = find_conflicts_cached(compute=False)
                 if found is not None:
                     log.merge_context({"conflicts": found})
+            packages = env.snapshot.get("packages")
+            if isinstance(packages, dict) and isinstance(packages.get("distributions"), dict):
+                from labtrack.env.packages import imported_distributions
+
+                # What the run actually loaded: `check` and `diff` rank package changes by it.
+                log.merge_context({"imported": imported_distributions(packages["distributions"])})
             frameworks = env.snapshot.get("frameworks")
             if isinstance(frameworks, dict) and any(
                 isinstance(f, dict) and not f.get("imported") and f.get("module") in sys.modules
