@@ -156,6 +156,12 @@ def _log_run(spec: Spec, url: str) -> str:
     return run.id
 
 
+@pytest.fixture(autouse=True)
+def _artifacts_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads of the PostgreSQL corpus open it as a team does, with an artifact directory set."""
+    monkeypatch.setenv("LABTRACK_ARTIFACTS", str(tmp_path / "artifacts"))
+
+
 def _build(url: str, backend: str, workdir: Path) -> Corpus:
     with pytest.MonkeyPatch.context() as mp:
         for name in list(os.environ):

@@ -151,6 +151,10 @@ def imported_distributions(distributions: dict[str, dict[str, Any]]) -> list[str
     """Which of ``distributions`` (as ``gather`` lists them) this process has imported: the top-level
     modules in ``sys.modules`` mapped to the distributions that install them, and modules loaded from an
     editable or local install's directory. Nothing is imported to find out."""
+    global _imported
+    key = (len(sys.modules), len(distributions))
+    if _imported is not None and _imported[0] == key:  # nothing imported since the last run ended
+        return list(_imported[1])
     owners = _module_owners()
     local = [(name, str(info.get("url") or "").removeprefix("file://").rstrip("/") + "/")
              for name, info in distributions.items()
@@ -163,7 +167,12 @@ def imported_distributions(distributions: dict[str, dict[str, Any]]) -> list[str
         path = getattr(module, "__file__", None)
         if local and isinstance(path, str):
             found.update(name for name, root in local if path.startswith(root))
-    return sorted(name for name in found if name in distributions)
+    result = sorted(name for name in found if name in distributions)
+    _imported = (key, result)
+    return list(result)
+
+
+_imported: tuple[tuple[Any, ...], list[str]] | None = None
 
 
 def python_info() -> dict[str, Any]:

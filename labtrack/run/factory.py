@@ -44,8 +44,10 @@ def begin(store: Store, new: NewRun, settings: Settings, *, environment: Environ
     log.create(new)
     if git_diff:
         log.add_bytes(git_diff.encode("utf-8"), GIT_DIFF_ARTIFACT)
+    imported = (new.context or {}).get("imported")
     live = Live(drainer, os.getpid(), environment=environment, conflicts_recorded=conflicts_recorded,
-                start_time=new.start_time, started=time.monotonic() if started is None else started)
+                start_time=new.start_time, started=time.monotonic() if started is None else started,
+                imported=imported if isinstance(imported, list) else None)
     run = Run(store, new.id, log=log, live=live, settings=settings)
     drainer.live[new.id] = claim
     process.install_hooks()

@@ -63,6 +63,7 @@ class Live:
     conflicts_recorded: bool = True  # False: dependency conflicts were not known yet at the start
     start_time: float | None = None  # the run's recorded start (wall clock) ...
     started: float = 0.0  # ... and the monotonic clock then: the end is the start plus the time it took
+    imported: list[str] | None = None  # the distributions recorded as imported at the start
 
 
 class Run:
@@ -472,8 +473,11 @@ class Run:
             if isinstance(packages, dict) and isinstance(packages.get("distributions"), dict):
                 from labtrack.env.packages import imported_distributions
 
-                # What the run actually loaded: `check` and `diff` rank package changes by it.
-                log.merge_context({"imported": imported_distributions(packages["distributions"])})
+                # What the run actually loaded (`check` and `diff` rank package changes by it): written again
+                # only if the run imported more than the program had loaded when it started.
+                now = imported_distributions(packages["distributions"])
+                if now != live.imported:
+                    log.merge_context({"imported": now})
             frameworks = env.snapshot.get("frameworks")
             if isinstance(frameworks, dict) and any(
                 isinstance(f, dict) and not f.get("imported") and f.get("module") in sys.modules

@@ -43,16 +43,6 @@ def _open_sql(location: str, artifacts: str | None, busy_timeout: float) -> Stor
     from labtrack.store.sql import SqlStore
 
     url, artifact_root, home = resolve_location(location, artifacts)
-    if artifacts is None and scheme_of(location) == "postgresql":
-        import warnings
-
-        from labtrack.store.engine import display_url
-
-        warnings.warn(
-            f"labtrack: the artifacts of the shared store {display_url(location)} are kept on this machine only "
-            f"({artifact_root}); set LABTRACK_ARTIFACTS to a directory every machine using the store can read "
-            "(a shared file system)", RuntimeWarning, stacklevel=4,
-        )
     return SqlStore(url, open_blobs(artifact_root), busy_timeout=busy_timeout, home=home)
 
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from labtrack.env import Captured, CaptureOptions
 
 __all__ = ["RECAPTURE_SECONDS", "capture_environment", "capture_options", "code_version", "for_run",
-           "known_conflicts", "remember_seeds", "reset", "script_entry", "seeds"]
+           "imported", "known_conflicts", "remember_seeds", "reset", "script_entry", "seeds"]
 
 RECAPTURE_SECONDS = 0.2
 
@@ -154,6 +154,20 @@ def script_entry(env: Environment | None, script: str | os.PathLike[str] | None 
     if isinstance(root, str) and (path == root or path.startswith(root.rstrip(os.sep) + os.sep)):
         return {"script": os.path.relpath(path, root).replace(os.sep, "/")}
     return {"script": os.path.basename(path)}
+
+
+def imported(env: Environment) -> list[str] | None:
+    """The installed distributions this process has imported (see ``env.packages.imported_distributions``)."""
+    packages = env.snapshot.get("packages")
+    distributions = packages.get("distributions") if isinstance(packages, dict) else None
+    if not isinstance(distributions, dict):
+        return None
+    try:
+        from labtrack.env.packages import imported_distributions
+
+        return imported_distributions(distributions)
+    except Exception:  # information only
+        return None
 
 
 def code_version(env: Environment | None, script: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:

@@ -25,7 +25,7 @@ from labtrack.run.handle import Run
 from labtrack.run.liveness import resolve_liveness
 from labtrack.run.writer import spool_root, writer
 from labtrack.settings import Settings, default_settings
-from labtrack.store import Store, open_store
+from labtrack.store import Store, default_artifacts, open_store, scheme_of
 from labtrack.verbs import capture
 from labtrack.verbs.inputs import hash_inputs
 
@@ -48,6 +48,14 @@ class RunClient:
             self.location = store or self.settings.store
             self.store = open_store(self.location, artifacts=self.settings.artifacts,
                                     busy_timeout=self.settings.sqlite_busy_timeout)
+            if self.settings.artifacts is None and scheme_of(self.location) == "postgresql":
+                import warnings
+
+                warnings.warn(
+                    f"labtrack: the artifacts of the shared store {self.store.display_url} are kept on this machine "
+                    f"only ({default_artifacts(self.location)}); set LABTRACK_ARTIFACTS to a directory every "
+                    "machine using the store can read (a shared file system)", RuntimeWarning, stacklevel=3,
+                )
         self.recovered = self.recover()  # what dead processes left in their spools for this store
 
     def __repr__(self) -> str:
@@ -133,6 +141,9 @@ class RunClient:
             conflicts = capture.known_conflicts(env)
             if conflicts is not None:
                 context["conflicts"] = conflicts
+            imported = capture.imported(env)
+            if imported is not None:  # what the program has loaded so far; the end adds what came later
+                context["imported"] = imported
         key = run_key(
             experiment, valid_params, identity=parts, exclude=excluded, code=capture.code_version(env),
             inputs=input_hashes, env_fingerprint=env.fingerprint if env is not None else None,
