@@ -18,9 +18,9 @@ import click
 
 from labtrack.cli import render
 from labtrack.core import wire
-from labtrack.core.errors import LabtrackError
+from labtrack.core.errors import InvalidInput, LabtrackError
 from labtrack.core.inert import json_inert, visible
-from labtrack.core.model import RunRecord
+from labtrack.core.model import ArtifactInfo, RunRecord
 from labtrack.core.query import parse_order_by
 from labtrack.core.views import ExperimentRuns, RunDetail
 
@@ -209,6 +209,73 @@ def show(run_id: str, full_env: bool, as_json: bool) -> None:
     else:
         render.run_detail(run)
         render.environment(env, full=full_env)
+
+
+@main.command()
+@click.argument("run_id", metavar="RUN")
+@click.argument("pairs", nargs=-1, metavar="KEY=VALUE...")
+@click.option("--delete", "deletes", multiple=True, metavar="KEY", help="Remove this tag (repeatable).")
+@_command
+def tag(run_id: str, pairs: tuple[str, ...], deletes: tuple[str, ...]) -> None:
+    """Set tags of RUN (KEY=VALUE ...), or remove them (--delete KEY); a finished run's tags can change."""
+    from labtrack.verbs import tracking
+
+    tags = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise InvalidInput(f"{pair!r}: write KEY=VALUE (or --delete KEY)", field="tags")
+        tags[key] = value
+    if not tags and not deletes:
+        raise InvalidInput("give tags to set (KEY=VALUE) or to remove (--delete KEY)", field="tags")
+    run = tracking.get_run(run_id)
+    if tags:
+        run.set_tags(tags)
+    for key in deletes:
+        run.delete_tag(key)
+    run.flush()
+    render.note(f"run {run.id[:8]}: " + ", ".join([*(f"{k}={v}" for k, v in tags.items()),
+                                                    *(f"removed {k}" for k in deletes)]))
+
+
+@main.command()
+@click.argument("run_id", metavar="RUN")
+@click.argument("text", metavar="TEXT")
+@_command
+def note(run_id: str, text: str) -> None:
+    """Set the note of RUN to TEXT ("-" reads it from standard input)."""
+    from labtrack.verbs import tracking
+
+    run = tracking.get_run(run_id)
+    run.set_note(sys.stdin.read() if text == "-" else text)
+    run.flush()
+    render.note(f"run {run.id[:8]}: note set")
+
+
+@main.command()
+@click.argument("run_id", metavar="RUN")
+@click.option("--download", "download", type=click.Path(file_okay=False), metavar="DIR",
+              help="Copy the artifacts into DIR.")
+@click.option("--path", "path", metavar="PATH", help="Only the artifacts under PATH.")
+@_json_option
+@_command
+def artifacts(run_id: str, download: str | None, path: str | None, as_json: bool) -> None:
+    """List the artifacts of RUN, or copy them into a directory (--download DIR)."""
+    from labtrack.verbs import tracking
+
+    run = tracking.get_run(run_id)
+    items = [a for a in run.artifacts if not path or a.path == path or a.path.startswith(path.rstrip("/") + "/")]
+    if download:
+        written = run.download_artifacts(download, path=path)
+        if as_json:
+            _print_json([str(p) for p in written], list[str])
+        else:
+            render.note(f"copied {len(written)} artifact(s) of run {run.id[:8]} into {download}")
+        return
+    if as_json:
+        _print_json(items, list[ArtifactInfo])
+    else:
+        render.artifacts(items, run.id)
 
 
 @main.command()

@@ -18,7 +18,7 @@ from labtrack.core.aggregate import Grouping
 from labtrack.core.checks import DoctorReport, Reproduction, Verdict
 from labtrack.core.diff import RunDiff
 from labtrack.core.inert import visible
-from labtrack.core.model import Experiment, Recovery, RunStatus, StoreCheck
+from labtrack.core.model import ArtifactInfo, Experiment, Recovery, RunStatus, StoreCheck
 from labtrack.core.views import RunColumns
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SHOW_ROWS",
+    "artifacts",
     "columns",
     "compare",
     "demo_progress",
@@ -192,8 +193,12 @@ def runs(found: Sequence[Run], title: str = "runs", lead: Sequence[str] = ()) ->
     fixed += [("status", [status_text(r.status) for r in records])]
     started = ("started", [time.strftime("%m-%d %H:%M", time.localtime(r.start_time)) for r in records])
     fixed.append(("took", [fmt_duration(r.start_time, r.end_time) for r in records]))
+    named = ("name", [r.name or "" for r in records])
+    # On a narrow terminal the values matter more than a run's name, and its name more than its start.
+    if any(named[1]) and _out.width - sum(_width(h, c) for h, c in fixed) - _width(*named) >= _ROOM_FOR_VALUES:
+        fixed.insert(1, named)
     if _out.width - sum(_width(h, c) for h, c in fixed) - _width(*started) >= _ROOM_FOR_VALUES:
-        fixed.insert(-1, started)  # on a narrow terminal the values matter more than when a run started
+        fixed.insert(-1, started)
     # Shown in reading order — params that differ between the runs, metrics, params every run shares —
     # but chosen by what matters when the terminal is narrow: the metrics sorted by, short differing
     # params (what tells the runs apart), the other metrics, long params, then the constant ones.
@@ -526,6 +531,18 @@ def reproduction(result: Reproduction) -> None:
         state = Text("identical", style="green") if a.identical else Text(
             "missing" if a.new is None else "different content", style="red")
         _out.print(Text(f"  {a.path}: ") + state)
+
+
+def artifacts(items: Sequence[ArtifactInfo], run_id: str) -> None:
+    if not items:
+        note(f"run {run_id[:8]} has no artifacts")
+        return
+    table = Table(title=f"artifacts of run {run_id[:8]}", title_justify="left")
+    for name, justify in (("path", "left"), ("size", "right"), ("sha256", "left")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for item in items:
+        table.add_row(item.path, f"{item.size:,}", item.sha256[:12])
+    _out.print(table)
 
 
 def recovery(report: Recovery) -> None:

@@ -310,6 +310,13 @@ class Run:
     def set_note(self, note: str) -> None:
         self._annotations().set_note(check_note(note))
 
+    def delete_tag(self, key: str) -> None:
+        """Remove a tag (nothing happens if the run has none by that key)."""
+        key = check_key(key, "tag key")
+        self.flush()  # a tag set by this process is in the store before it is removed
+        self._store.delete_tag(self.id, key)
+        self._record = None
+
     def mark_noisy(self, *metrics: str) -> None:
         """Declare metrics (names or globs such as ``"*_seconds"``) that vary between identical runs —
         timings, throughput: ``reproduce`` reports them as ignored instead of letting them decide its verdict.

@@ -151,16 +151,26 @@ class SqlStore(SqlBase, Store):
 
     def resolve_run_id(self, id_or_prefix: str) -> str:
         prefix = id_or_prefix.strip().lower()
-        if not prefix or any(c not in "0123456789abcdef" for c in prefix) or len(prefix) > 32:
-            raise RunNotFound(
-                f"{id_or_prefix!r} is not a run id: run ids are 32 hex characters (a unique prefix is enough)"
-            )
+        is_hex = bool(prefix) and all(c in "0123456789abcdef" for c in prefix) and len(prefix) <= 32
+        found: list[str] = []
         with self._read() as conn:
-            found = conn.execute(
-                select(db.runs.c.id).where(db.runs.c.id >= prefix, db.runs.c.id < prefix + "z").order_by(db.runs.c.id).limit(6)
-            ).scalars().all()
+            if is_hex:
+                found = list(conn.execute(
+                    select(db.runs.c.id).where(db.runs.c.id >= prefix, db.runs.c.id < prefix + "z")
+                    .order_by(db.runs.c.id).limit(6)
+                ).scalars())
+            if not found and id_or_prefix.strip():  # a run's name (``brave-otter-7``) stands for its id too
+                named = list(conn.execute(
+                    select(db.runs.c.id).where(db.runs.c.name == id_or_prefix.strip()).order_by(db.runs.c.id).limit(6)
+                ).scalars())
+                if len(named) > 1:
+                    shown = ", ".join(r[:8] for r in named[:5]) + (", ..." if len(named) > 5 else "")
+                    raise AmbiguousRunId(f"several runs are named {id_or_prefix.strip()!r} ({shown}); give an id")
+                if named:
+                    return str(named[0])
         if not found:
-            raise RunNotFound(f"no run id starts with {prefix!r} in store {self.display_url}")
+            raise RunNotFound(f"no run with the id (or id prefix) or name {id_or_prefix!r} in store {self.display_url}: "
+                              "run ids are 32 hex characters, a unique prefix is enough")
         if len(found) > 1 and prefix not in found:
             shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
             raise AmbiguousRunId(f"run id prefix {prefix!r} matches several runs ({shown}); give more characters")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from labtrack.core.errors import ExperimentNotFound, InvalidInput
 from labtrack.core.identity import DEFAULT_IDENTITY, check_identity, run_key
 from labtrack.core.model import Experiment, NewRun, Recovery, Search, StoreCheck
+from labtrack.core.names import run_name
 from labtrack.core.query import parse_order_by
 from labtrack.core.validation import check_key, check_note, checked_params, checked_tags
 from labtrack.run import process
@@ -149,8 +150,9 @@ class RunClient:
             inputs=input_hashes, env_fingerprint=env.fingerprint if env is not None else None,
             entry=dict(entry) if entry is not None else capture.script_entry(env),
         )
+        run_id = uuid.uuid4().hex
         new = NewRun(
-            id=uuid.uuid4().hex, experiment=experiment, start_time=start_time, name=name, host=process.HOST,
+            id=run_id, experiment=experiment, start_time=start_time, name=name or run_name(run_id), host=process.HOST,
             pid=os.getpid(), params=valid_params, tags=valid_tags, note=note, run_key=key,
             env_fingerprint=env.fingerprint if env is not None else None, context=context or None,
         )
