@@ -346,3 +346,26 @@ def test_a_run_that_declares_its_noisy_metrics_reproduces_and_the_work_dir_is_cl
     code, kept = reproduce_json(project, original_id, workdir, "--keep")
     assert code == 0 and kept["kept"] is True
     assert (workdir / "venv").is_dir() and (workdir / "src" / "train.py").exists()
+
+
+def test_only_what_the_run_imported_is_installed_with_the_rest_of_the_pins_as_constraints(
+        tmp_path: Path, project_python: Path) -> None:
+    """Issue 13, finding 5: a scikit-learn script's reproduction froze 5.7 GB, CUDA wheels included. A recorded
+    distribution the run never imported is not installed: here one that no index has, which a full install
+    would fail on."""
+    import sqlite3
+
+    project = make_project(tmp_path, project_python, DETERMINISTIC, untracked={"offset.txt": "0.25\n"})
+    original_id = record(project)
+    with sqlite3.connect(project.store / "labtrack.db") as db:
+        (fingerprint,) = db.execute("SELECT env_fingerprint FROM runs WHERE id = ?", (original_id,)).fetchone()
+        (text,) = db.execute("SELECT snapshot FROM environments WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        snapshot = json.loads(text)
+        snapshot["packages"]["distributions"]["labtrack-never-published"] = {"version": "9.9.9", "source": "index"}
+        db.execute("UPDATE environments SET snapshot = ? WHERE fingerprint = ?", (json.dumps(snapshot), fingerprint))
+    assert "labtrack-never-published" not in project.get(original_id).environment.snapshot["imported"]
+    done = project.labtrack("reproduce", original_id, "--workdir", str(tmp_path / "again"), "--json", "--keep")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["verdict"] == "reproduced"
+    assert "distributions the run imported (of" in done.stderr
+    assert "labtrack-never-published" in (tmp_path / "again" / "constraints.txt").read_text()

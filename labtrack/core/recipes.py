@@ -81,6 +81,7 @@ class Recipe:
     cuda: str | None = None  # the CUDA build of the GPU framework the run used, when it used a GPU
     cudnn: str | None = None
     diff: str | None = None
+    imported: list[str] | None = None  # the distributions the run imported (recorded at its end), if known
 
     @classmethod
     def from_run(cls, run_id: str, experiment: str, snapshot: dict[str, Any], diff: str | None) -> Recipe:
@@ -114,6 +115,7 @@ class Recipe:
             cuda=cuda,
             cudnn=cudnn,
             diff=diff if diff and diff.strip() else None,
+            imported=[str(n) for n in snapshot["imported"]] if isinstance(snapshot.get("imported"), list) else None,
         )
 
     # -- the pieces every format shares ----------------------------------------------------------

@@ -140,29 +140,53 @@ def _uv() -> str | None:
     return str(beside) if beside.exists() else None
 
 
-def _make_venv(recipe: Recipe, workdir: Path, log: Callable[[str], None]) -> Path:
+def _make_venv(recipe: Recipe, workdir: Path, log: Callable[[str], None], *, everything: bool = False) -> Path:
+    """The virtualenv: the distributions the run imported, and what they depend on, each at its recorded
+    version (the full pins as constraints) — or, when the run did not record its imports (or ``everything``),
+    every recorded distribution."""
     venv = workdir / "venv"
     python = venv / "bin" / "python"
-    if python.exists():
+    if python.exists() and not everything:
         log(f"reusing the virtualenv {venv}")
         return python
     uv = _uv()
-    if uv:
-        _run([uv, "venv", "--quiet", "--python", _python_for(recipe.python), str(venv)], log)
-    else:
-        _run([_python_for(recipe.python), "-m", "venv", str(venv)], log)
+    if not python.exists():
+        if uv:
+            _run([uv, "venv", "--quiet", "--python", _python_for(recipe.python), str(venv)], log)
+        else:
+            _run([_python_for(recipe.python), "-m", "venv", str(venv)], log)
     requirements = workdir / "requirements.txt"
     indexes, lines, _ = recipe.requirement_lines(local=False)
-    requirements.write_text("\n".join([*indexes, *lines]) + "\n", encoding="utf-8")
     install = [uv, "pip", "install", "--quiet", "--python", str(python)] if uv else [
         str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    _run([*install, "-r", str(requirements)], log)
+    wanted = set(recipe.imported or ())
+    needed = [line for line in lines if _requirement_name(line) in wanted]
+    if recipe.imported is not None and not everything:
+        constraints = workdir / "constraints.txt"
+        constraints.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        requirements.write_text("\n".join([*indexes, *needed]) + "\n", encoding="utf-8")
+        log(f"installing the {len(needed)} distributions the run imported (of {len(lines)} recorded) and what "
+            "they depend on, each at its recorded version")
+        _run([*install, "-r", str(requirements), "-c", str(constraints)], log)
+    else:
+        requirements.write_text("\n".join([*indexes, *lines]) + "\n", encoding="utf-8")
+        _run([*install, "-r", str(requirements)], log)
     return python
+
+
+def _requirement_name(line: str) -> str:
+    """The normalized distribution name a requirement line installs (``torch==2.1.0`` → ``torch``)."""
+    import re
+
+    from labtrack.env.packages import normalize_name
+
+    return normalize_name(re.split(r"[\s=<>!~@\[;]", line, maxsplit=1)[0])
 
 
 def _install_local(recipe: Recipe, python: Path, src: Path, log: Callable[[str], None]) -> None:
     """The run's local installs: from the rebuilt checkout when they live in the repository (the code that
-    ran), else from their recorded path, after the pins and without their dependencies."""
+    ran), else from their recorded path, after the pins — with their dependencies at their recorded versions
+    when only what the run imported was installed, else without (every recorded distribution is there)."""
     uv = _uv()
     install = [uv, "pip", "install", "--quiet", "--python", str(python)] if uv else [
         str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
@@ -174,7 +198,11 @@ def _install_local(recipe: Recipe, python: Path, src: Path, log: Callable[[str],
         else:
             log(f"warning: {item.name} was installed from {item.path}, which is not here: skipped")
     if paths:
-        _run([*install, "--no-deps", *paths], log)
+        constraints = src.parent / "constraints.txt"
+        if recipe.imported is not None and constraints.exists():  # their dependencies too, at recorded versions
+            _run([*install, *paths, "-c", str(constraints)], log)
+        else:
+            _run([*install, "--no-deps", *paths], log)
 
 
 def _checkout(recipe: Recipe, snapshot: dict[str, Any], workdir: Path, log: Callable[[str], None]) -> Path:
@@ -299,7 +327,8 @@ def _clean(recipe: Recipe, directory: Path, log: Callable[[str], None]) -> None:
     if src.exists() and root is not None and (root / ".git").exists():
         subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(src)], capture_output=True,
                        check=False)
-    for path in (src, directory / "venv", directory / "labtrack.diff", directory / "requirements.txt"):
+    for path in (src, directory / "venv", directory / "labtrack.diff", directory / "requirements.txt",
+                 directory / "constraints.txt"):
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         elif path.exists():
@@ -325,6 +354,14 @@ def _reproduce(client: RunClient, original: Run, recipe: Recipe, snapshot: dict[
         log(f"3/4 running {recipe.command_text()} in {cwd}")
         done = subprocess.run([str(python), *recipe.command[1:]], cwd=cwd, env=child_env,
                               capture_output=True, text=True)
+        if done.returncode != 0 and recipe.imported is not None and "ModuleNotFoundError" in done.stderr:
+            # It needed a distribution its main process never imported (a plugin, a worker's import):
+            # install every recorded one and run it again.
+            log("the run needs more than it imported in its main process: installing every recorded distribution")
+            python = _make_venv(recipe, directory, log, everything=True)
+            _install_local(recipe, python, src, log)
+            done = subprocess.run([str(python), *recipe.command[1:]], cwd=cwd, env=child_env,
+                                  capture_output=True, text=True)
         (directory / "output.log").write_text(done.stdout + done.stderr, encoding="utf-8")
         if done.returncode != 0:
             tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
