@@ -148,25 +148,37 @@ def _module_owners() -> dict[str, list[str]]:
 
 
 def imported_distributions(distributions: dict[str, dict[str, Any]]) -> list[str]:
-    """Which of ``distributions`` (as ``gather`` lists them) this process has imported: the top-level
-    modules in ``sys.modules`` mapped to the distributions that install them, and modules loaded from an
-    editable or local install's directory. Nothing is imported to find out."""
+    """Which of ``distributions`` (as ``gather`` lists them) this process has imported: its top-level
+    modules that are not the standard library's, by name (``numpy`` is numpy) or, for a module named
+    unlike its distribution (``sklearn``, ``yaml``), through ``importlib.metadata``'s map — read only
+    then, once per process — and modules loaded from an editable or local install's directory. Nothing is
+    imported to find out."""
     global _imported
     key = (len(sys.modules), len(distributions))
     if _imported is not None and _imported[0] == key:  # nothing imported since the last run ended
         return list(_imported[1])
-    owners = _module_owners()
     local = [(name, str(info.get("url") or "").removeprefix("file://").rstrip("/") + "/")
              for name, info in distributions.items()
              if info.get("source") in ("local", "editable") and info.get("url")]
     found: set[str] = set()
+    unresolved = []
     for module_name, module in list(sys.modules.items()):
-        if "." in module_name or module is None:
+        if ("." in module_name or module is None or module_name.startswith("_")
+                or module_name in sys.stdlib_module_names or module_name in sys.builtin_module_names):
             continue
-        found.update(owners.get(module_name, ()))
         path = getattr(module, "__file__", None)
-        if local and isinstance(path, str):
-            found.update(name for name, root in local if path.startswith(root))
+        installed = isinstance(path, str) and ("site-packages" in path or "dist-packages" in path)
+        owners = [] if installed or not isinstance(path, str) else [n for n, root in local if path.startswith(root)]
+        if owners:
+            found.update(owners)
+        elif normalize_name(module_name) in distributions:
+            found.add(normalize_name(module_name))
+        elif installed:  # (a module from no file, such as cython_runtime, belongs to no distribution)
+            unresolved.append(module_name)
+    if unresolved:
+        by_module = _module_owners()
+        for module_name in unresolved:
+            found.update(by_module.get(module_name, ()))
     result = sorted(name for name in found if name in distributions)
     _imported = (key, result)
     return list(result)
