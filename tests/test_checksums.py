@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import checkpointed_bytes
 from sqlalchemy import create_engine, text
 
 import labtrack as lt
@@ -52,11 +53,7 @@ def test_sixteen_flipped_bytes_in_the_file_pass_sqlite_but_not_labtrack(tmp_path
     location = str(tmp_path / "store")
     run_id = _two_metrics(location)
     database = tmp_path / "store" / "labtrack.db"
-    engine = create_engine(f"sqlite:///{database}")
-    with engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    engine.dispose()
-    stored = bytearray(database.read_bytes())
+    stored = checkpointed_bytes(database)
     target = struct.pack("<2d", *_values(100)[50:52])  # loss at steps 50 and 51, as the chunk packs them
     at = stored.find(target)
     assert at > 0 and stored.find(target, at + 1) == -1

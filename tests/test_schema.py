@@ -14,6 +14,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner
+from helpers import checkpointed_bytes
 from sqlalchemy import create_engine, inspect, text
 
 import labtrack
@@ -223,11 +224,7 @@ def test_a_damaged_sqlite_file_says_what_to_do(tmp_path: Path, damage: str) -> N
 
     tracking.reset()
     database = tmp_path / "store" / "labtrack.db"
-    engine = create_engine(f"sqlite:///{database}")
-    with engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    engine.dispose()
-    data = bytearray(database.read_bytes())
+    data = checkpointed_bytes(database)
     if damage == "header":
         data[:100] = b"\x00" * 100
     else:

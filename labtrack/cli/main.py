@@ -264,7 +264,6 @@ def artifacts(run_id: str, download: str | None, path: str | None, as_json: bool
     from labtrack.verbs import tracking
 
     run = tracking.get_run(run_id)
-    items = [a for a in run.artifacts if not path or a.path == path or a.path.startswith(path.rstrip("/") + "/")]
     if download:
         written = run.download_artifacts(download, path=path)
         if as_json:
@@ -272,6 +271,7 @@ def artifacts(run_id: str, download: str | None, path: str | None, as_json: bool
         else:
             render.note(f"copied {len(written)} artifact(s) of run {run.id[:8]} into {download}")
         return
+    items = run.list_artifacts(path)
     if as_json:
         _print_json(items, list[ArtifactInfo])
     else:

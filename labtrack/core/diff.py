@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
 from labtrack.core.environment import section_of
@@ -278,23 +278,19 @@ def _packages(a: dict[str, Any], b: dict[str, Any]) -> tuple[Section, Section]:
     # What either run imported (recorded at its end): a package neither loaded is said so and ranked last.
     loaded = [set(x) for x in (a.get("imported"), b.get("imported")) if isinstance(x, list)]
     imported = set().union(*loaded) if loaded else None
+    unused = set() if imported is None else (set(da) | set(db_)) - imported
     for name in sorted(set(da) | set(db_)):
         ia, ib = da.get(name) or {}, db_.get(name) or {}
         va, vb = ia.get("version"), ib.get("version")
         target = key_section if name in _FRAMEWORK_PACKAGES else rest
+        unloaded = "not imported by either run" if name in unused else ""
         if va != vb:
             kind = "added" if va is None else "removed" if vb is None else "changed"
-            target.changes.append(Change(name, va, vb, kind, level=version_change(va, vb) if va and vb else None))
+            target.changes.append(Change(name, va, vb, kind, level=version_change(va, vb) if va and vb else None,
+                                         note=unloaded))
         elif ia.get("commit") != ib.get("commit") or ia.get("source") != ib.get("source"):
-            target.changes.append(Change(name, _provenance(va, ia), _provenance(vb, ib), "changed",
-                                         level="other", note="same version, different source"))
-    unused = set()
-    if imported is not None:
-        for section in (key_section, rest):
-            for i, c in enumerate(section.changes):
-                if c.key not in imported:
-                    unused.add(c.key)
-                    section.changes[i] = replace(c, note="; ".join(filter(None, [c.note, "not imported by either run"])))
+            target.changes.append(Change(name, _provenance(va, ia), _provenance(vb, ib), "changed", level="other",
+                                         note="; ".join(filter(None, ["same version, different source", unloaded]))))
     for section in (key_section, rest):
         section.changes.sort(key=lambda c: (c.key in unused, _LEVEL_ORDER.get(c.level, 6), c.kind != "changed", c.key))
     return key_section, rest

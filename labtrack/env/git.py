@@ -151,6 +151,8 @@ def _untracked(root: str, paths: list[str]) -> tuple[list[dict[str, Any]], bool,
     budget = _UNTRACKED_HASH_BUDGET
     inputs = sorted(p for p in paths if p not in reasons)
     for rel in inputs:
+        if len(listed) > UNTRACKED_MAX_FILES:  # enough to say the list was cut: no more stat calls
+            break
         full = os.path.join(root, rel)
         item: dict[str, Any] = {"path": rel}
         try:

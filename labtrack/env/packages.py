@@ -23,7 +23,7 @@ from typing import Any
 
 from labtrack.core.redact import strip_url_credentials
 
-__all__ = ["gather", "imported_distributions", "installed_versions", "normalize_name", "python_info"]
+__all__ = ["gather", "imported_distributions", "imported_of", "installed_versions", "normalize_name", "python_info"]
 
 _cache_key: tuple[Any, ...] | None = None
 _cache_value: dict[str, dict[str, Any]] = {}
@@ -185,6 +185,19 @@ def imported_distributions(distributions: dict[str, dict[str, Any]]) -> list[str
 
 
 _imported: tuple[tuple[Any, ...], list[str]] | None = None
+
+
+def imported_of(snapshot: dict[str, Any]) -> list[str] | None:
+    """``imported_distributions`` of the distributions an environment snapshot lists; None when it lists none
+    or they cannot be told (information only: never an error)."""
+    packages = snapshot.get("packages")
+    distributions = packages.get("distributions") if isinstance(packages, dict) else None
+    if not isinstance(distributions, dict):
+        return None
+    try:
+        return imported_distributions(distributions)
+    except Exception:
+        return None
 
 
 def python_info() -> dict[str, Any]:

@@ -252,12 +252,16 @@ class Run:
                 return self._store.open_artifact(item.sha256)
         raise InvalidInput(f"run {self.id} has no artifact {path!r}; see run.artifacts", field="path")
 
+    def list_artifacts(self, path: str | None = None) -> list[ArtifactInfo]:
+        """The run's artifacts: all, or the one at ``path`` and those under it."""
+        prefix = check_artifact_path(path, "path") if path else None
+        return [item for item in self.artifacts
+                if not prefix or item.path == prefix or item.path.startswith(prefix + "/")]
+
     def download_artifacts(self, destination: str | os.PathLike[str], path: str | None = None) -> list[Path]:
         """Copy the run's artifacts (all, or those under ``path``) into ``destination``."""
-        prefix = check_artifact_path(path, "path") if path else None
         root = Path(destination).resolve()
-        chosen = [item for item in self.artifacts
-                  if not prefix or item.path == prefix or item.path.startswith(prefix + "/")]
+        chosen = self.list_artifacts(path)
         _check_downloadable(root, [item.path for item in chosen])  # before anything is written
         written = []
         for item in chosen:
@@ -476,15 +480,13 @@ class Run:
                 found = find_conflicts_cached(compute=False)
                 if found is not None:
                     log.merge_context({"conflicts": found})
-            packages = env.snapshot.get("packages")
-            if isinstance(packages, dict) and isinstance(packages.get("distributions"), dict):
-                from labtrack.env.packages import imported_distributions
+            from labtrack.env.packages import imported_of
 
-                # What the run actually loaded (`check` and `diff` rank package changes by it): written again
-                # only if the run imported more than the program had loaded when it started.
-                now = imported_distributions(packages["distributions"])
-                if now != live.imported:
-                    log.merge_context({"imported": now})
+            # What the run actually loaded (`check` and `diff` rank package changes by it): written again only
+            # if the run imported more than the program had loaded when it started.
+            imported = imported_of(env.snapshot)
+            if imported is not None and imported != live.imported:
+                log.merge_context({"imported": imported})
             frameworks = env.snapshot.get("frameworks")
             if isinstance(frameworks, dict) and any(
                 isinstance(f, dict) and not f.get("imported") and f.get("module") in sys.modules

@@ -21,7 +21,7 @@ from pathlib import Path
 from labtrack.core.errors import LabtrackError
 from labtrack.core.model import IngestMark, Recovery, RunStatus
 from labtrack.run.drain import SpoolReader, read_cut, remove_staged
-from labtrack.run.writer import MISSING_WAIT, RunNotStoredYet, store_cut, store_key
+from labtrack.run.writer import RunNotStoredYet, store_cut, store_key
 from labtrack.store.base import Store
 
 __all__ = ["Recovery", "recover"]
@@ -65,7 +65,7 @@ def _recover_path(store: Store, path: Path, key: str, report: Recovery, *, wait:
         # Writes to runs another process creates (a forked child's, to its parent's run) wait for them:
         # first for the other spools here, then for a parent still alive (the spool stays for the next
         # attempt), and are dropped once the spool is a day old.
-        young = time.time() - float(meta.get("created") or 0.0) < max(MISSING_WAIT, _GIVE_UP_AFTER)
+        young = time.time() - float(meta.get("created") or 0.0) < _GIVE_UP_AFTER
         _recover_one(store, path, meta, report, wait_for=lambda _run: wait or young)
     except RunNotStoredYet as exc:
         if wait:

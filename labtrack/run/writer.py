@@ -224,10 +224,10 @@ class Drainer:
         if now - self.last_beat >= self.settings.heartbeat_interval:
             self.last_beat = now
             try:
-                now = self.store.now()  # heartbeats and leases are times of the store's clock
+                store_now = self.store.now()  # heartbeats and leases are times of the store's clock
             except Exception:
-                now = time.time()
-            self.heartbeat(now)
+                store_now = time.time()
+            self.heartbeat(store_now)
 
     def heartbeat(self, now: float) -> None:
         for run_id, claim in list(self.live.items()):

@@ -352,11 +352,10 @@ class SqlStore(SqlBase, Store):
                 here = _owner_alive_here(row.owner)  # None: another machine's worker
                 # A worker of this machine is judged by its process: dead, its claim is free at once; alive,
                 # it holds its claim on SQLite whatever the clock (one host, one clock: a step made the
-                # lease look expired). Elsewhere the lease decides, by the store's clock.
-                if here is None or (here and self.dialect != "sqlite"):
-                    if row.lease_until >= now:
-                        return ClaimState.BUSY
-                elif here:
+                # lease look expired). Otherwise the lease decides, by the store's clock.
+                if here and self.dialect == "sqlite":
+                    return ClaimState.BUSY
+                if here is not False and row.lease_until >= now:
                     return ClaimState.BUSY
             taken = conn.execute(
                 db.claims.update()

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from labtrack.env import Captured, CaptureOptions
 
 __all__ = ["RECAPTURE_SECONDS", "capture_environment", "capture_options", "code_version", "for_run",
-           "imported", "known_conflicts", "remember_seeds", "reset", "script_entry", "seeds"]
+           "known_conflicts", "remember_seeds", "reset", "script_entry", "seeds"]
 
 RECAPTURE_SECONDS = 0.2
 
@@ -139,13 +139,13 @@ def script_entry(env: Environment | None, script: str | os.PathLike[str] | None 
     machine. ``{"script": None}`` for an interactive session, ``python -c`` or a notebook."""
     path: str | None = None
     if script is not None:
-        path = os.path.realpath(os.fspath(script))
+        path = os.fspath(script)
     elif env is not None:
         process = env.snapshot.get("process")
         entry = process.get("entry") if isinstance(process, dict) else None
         path = entry.get("path") if isinstance(entry, dict) else None
     elif sys.argv and sys.argv[0] not in ("", "-c", "-m") and os.path.isfile(sys.argv[0]):
-        path = os.path.realpath(sys.argv[0])  # capture is switched off: the command line says it
+        path = sys.argv[0]  # capture is switched off: the command line says it
     if not path:
         return {"script": None}
     path = os.path.realpath(path)
@@ -154,20 +154,6 @@ def script_entry(env: Environment | None, script: str | os.PathLike[str] | None 
     if isinstance(root, str) and (path == root or path.startswith(root.rstrip(os.sep) + os.sep)):
         return {"script": os.path.relpath(path, root).replace(os.sep, "/")}
     return {"script": os.path.basename(path)}
-
-
-def imported(env: Environment) -> list[str] | None:
-    """The installed distributions this process has imported (see ``env.packages.imported_distributions``)."""
-    packages = env.snapshot.get("packages")
-    distributions = packages.get("distributions") if isinstance(packages, dict) else None
-    if not isinstance(distributions, dict):
-        return None
-    try:
-        from labtrack.env.packages import imported_distributions
-
-        return imported_distributions(distributions)
-    except Exception:  # information only
-        return None
 
 
 def code_version(env: Environment | None, script: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:

@@ -149,16 +149,15 @@ def _make_venv(recipe: Recipe, workdir: Path, log: Callable[[str], None], *, eve
     if python.exists() and not everything:
         log(f"reusing the virtualenv {venv}")
         return python
-    uv = _uv()
     if not python.exists():
+        uv = _uv()
         if uv:
             _run([uv, "venv", "--quiet", "--python", _python_for(recipe.python), str(venv)], log)
         else:
             _run([_python_for(recipe.python), "-m", "venv", str(venv)], log)
     requirements = workdir / "requirements.txt"
     indexes, lines, _ = recipe.requirement_lines(local=False)
-    install = [uv, "pip", "install", "--quiet", "--python", str(python)] if uv else [
-        str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    install = _installer(python)
     wanted = set(recipe.imported or ())
     needed = [line for line in lines if _requirement_name(line) in wanted]
     if recipe.imported is not None and not everything:
@@ -174,22 +173,27 @@ def _make_venv(recipe: Recipe, workdir: Path, log: Callable[[str], None], *, eve
     return python
 
 
+def _installer(python: Path) -> list[str]:
+    """The command that installs into the virtualenv of ``python``: uv's when installed, else pip's."""
+    uv = _uv()
+    return [uv, "pip", "install", "--quiet", "--python", str(python)] if uv else [
+        str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+
+
 def _requirement_name(line: str) -> str:
     """The normalized distribution name a requirement line installs (``torch==2.1.0`` → ``torch``)."""
-    import re
+    from packaging.requirements import Requirement
 
     from labtrack.env.packages import normalize_name
 
-    return normalize_name(re.split(r"[\s=<>!~@\[;]", line, maxsplit=1)[0])
+    return normalize_name(Requirement(line).name)
 
 
 def _install_local(recipe: Recipe, python: Path, src: Path, log: Callable[[str], None]) -> None:
     """The run's local installs: from the rebuilt checkout when they live in the repository (the code that
     ran), else from their recorded path, after the pins — with their dependencies at their recorded versions
     when only what the run imported was installed, else without (every recorded distribution is there)."""
-    uv = _uv()
-    install = [uv, "pip", "install", "--quiet", "--python", str(python)] if uv else [
-        str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    install = _installer(python)
     paths = []
     for item in recipe.local_installs():
         path = src / item.in_repo if item.in_repo is not None else Path(item.path)
@@ -352,16 +356,19 @@ def _reproduce(client: RunClient, original: Run, recipe: Recipe, snapshot: dict[
         child_env = {**os.environ, **recipe.env, "LABTRACK_STORE": location, "LABTRACK_REPRODUCES": original.id}
         cwd = src / recipe.relative_cwd
         log(f"3/4 running {recipe.command_text()} in {cwd}")
-        done = subprocess.run([str(python), *recipe.command[1:]], cwd=cwd, env=child_env,
-                              capture_output=True, text=True)
+
+        def rerun() -> subprocess.CompletedProcess[str]:
+            return subprocess.run([str(python), *recipe.command[1:]], cwd=cwd, env=child_env, capture_output=True,
+                                  text=True)
+
+        done = rerun()
         if done.returncode != 0 and recipe.imported is not None and "ModuleNotFoundError" in done.stderr:
             # It needed a distribution its main process never imported (a plugin, a worker's import):
             # install every recorded one and run it again.
             log("the run needs more than it imported in its main process: installing every recorded distribution")
-            python = _make_venv(recipe, directory, log, everything=True)
+            _make_venv(recipe, directory, log, everything=True)
             _install_local(recipe, python, src, log)
-            done = subprocess.run([str(python), *recipe.command[1:]], cwd=cwd, env=child_env,
-                                  capture_output=True, text=True)
+            done = rerun()
         (directory / "output.log").write_text(done.stdout + done.stderr, encoding="utf-8")
         if done.returncode != 0:
             tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])

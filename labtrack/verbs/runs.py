@@ -142,7 +142,9 @@ class RunClient:
             conflicts = capture.known_conflicts(env)
             if conflicts is not None:
                 context["conflicts"] = conflicts
-            imported = capture.imported(env)
+            from labtrack.env.packages import imported_of
+
+            imported = imported_of(env.snapshot)
             if imported is not None:  # what the program has loaded so far; the end adds what came later
                 context["imported"] = imported
         key = run_key(

@@ -431,7 +431,7 @@ def sweep(
         import sys
 
         print(f"labtrack: sweep {tracked.experiment} interrupted — {len(ran)} ran, "
-              f"{sum(1 for k in range(len(keys)) if keys[k] in before)} skipped, {len(interrupted)} stopped "
+              f"{sum(key in before for key in keys)} skipped, {len(interrupted)} stopped "
               "(KILLED); run it again to continue: finished configurations are skipped", file=sys.stderr)
         exc.labtrack_reported = True  # type: ignore[attr-defined]  # labtrack's excepthook prints no traceback
         process.install_hooks()  # (a parent of workers may have started no run itself)
