@@ -21,7 +21,7 @@ __all__ = ["EXPERIMENT", "SyntheticStore"]
 EXPERIMENT = "exp"
 _RUN_COLUMNS = ("id", "experiment_id", "name", "status", "start_time", "end_time", "heartbeat_time", "host", "pid",
                 "run_key", "env_fingerprint", "context", "error", "note", "result", "frame_keys", "frame_values",
-                "frame_numbers")
+                "frame_numbers", "deleted_time")
 _METRIC_COLUMNS = ("run_id", "key", "count", "last_value", "last_step", "last_timestamp", "min_value", "max_value",
                    "chunks", "tail_count")  # summaries only: no chunks of points
 
@@ -35,7 +35,7 @@ class SyntheticStore:
         import labtrack as lt
         from labtrack.run.handle import shared_part
         from labtrack.store import resolve_location
-        from labtrack.verbs.capture import code_version
+        from labtrack.verbs.capture import code_version, script_entry
         from labtrack.verbs.tracking import client
 
         lt.set_store(location)
@@ -45,6 +45,7 @@ class SyntheticStore:
         self.fingerprint = captured.fingerprint
         store.put_environment(self.fingerprint, shared_part(captured))  # what start_run stores once per fingerprint
         self.code = code_version(captured)
+        self.entry = script_entry(captured)  # the measuring process's own entry, as compute_key sees it
         self.engine = create_engine(resolve_location(location)[0])
         self.postgres = self.engine.dialect.name == "postgresql"
         if not self.postgres:
@@ -61,7 +62,7 @@ class SyntheticStore:
     def key(self, params: dict[str, Any]) -> str:
         from labtrack.core.identity import run_key
 
-        return run_key(EXPERIMENT, params, code=self.code, inputs={})
+        return run_key(EXPERIMENT, params, code=self.code, inputs={}, entry=self.entry)
 
     def grow(self, total: int, batch: int = 25_000) -> None:
         from labtrack.core.frame import encode_frame
@@ -85,7 +86,7 @@ class SyntheticStore:
                 frame = encode_frame({r["key"]: r["value"] for r in param_rows}, t, m, start, end)
                 runs.append((run_id, self.experiment_id, f"run-{i}", "FINISHED", start, end, end, "bench-host",
                              1000 + i % 30000, self.key(p), self.fingerprint, None, None, None, None,
-                             frame.keys, frame.values, frame.numbers))
+                             frame.keys, frame.values, frame.numbers, None))
                 params += [tuple(r[c] for c in param_columns) for r in param_rows]
                 tags += [(run_id, k, v) for k, v in t.items()]
                 metrics += [(run_id, k, 100, v, 99, end, v * 0.5, v, 0, 0) for k, v in m.items()]
