@@ -20,7 +20,7 @@ from labtrack.cli import render
 from labtrack.core import wire
 from labtrack.core.errors import InvalidInput, LabtrackError
 from labtrack.core.inert import json_inert, visible
-from labtrack.core.model import ArtifactInfo, RunRecord
+from labtrack.core.model import ArtifactInfo, Collected, Lifecycle, RunRecord
 from labtrack.core.query import parse_order_by
 from labtrack.core.views import ExperimentRuns, RunDetail
 
@@ -72,18 +72,23 @@ def main(ctx: click.Context, store: str | None) -> None:
     ctx.obj = {"store": store}
 
 
+_deleted_option = click.option("--deleted", "deleted", is_flag=True,
+                               help="The deleted ones instead (restorable until `labtrack gc`).")
+
+
 @main.command()
+@_deleted_option
 @_json_option
 @_command
-def experiments(as_json: bool) -> None:
+def experiments(deleted: bool, as_json: bool) -> None:
     """List experiments with their number of runs."""
     from labtrack.verbs import tracking
 
-    found = tracking.list_experiments()
+    found = tracking.list_experiments("deleted" if deleted else "active")
     if as_json:
         _print_json([ExperimentRuns.of(e, n) for e, n in found], list[ExperimentRuns])
     else:
-        render.experiments(found)
+        render.experiments(found, deleted=deleted)
 
 
 @main.command()
@@ -100,10 +105,11 @@ def experiments(as_json: bool) -> None:
 @click.option("--limit", type=click.IntRange(min=0), default=None,
               help="Most runs to show (default 50); with --group-by, most runs to aggregate (default all).")
 @click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip this many runs (pagination).")
+@_deleted_option
 @_json_option
 @_command
 def runs(experiment: str | None, sort: tuple[str, ...], filter_: str | None, key: str | None, columns: str | None,
-         group_by: str | None, limit: int | None, offset: int, as_json: bool) -> None:
+         group_by: str | None, limit: int | None, offset: int, deleted: bool, as_json: bool) -> None:
     """List runs (of EXPERIMENT, or all), newest first.
 
     \b
@@ -113,13 +119,15 @@ def runs(experiment: str | None, sort: tuple[str, ...], filter_: str | None, key
     """
     from labtrack.verbs import compare, tracking
 
-    if experiment is not None:
-        experiment = tracking.client().require_experiment(experiment)
+    lifecycle = Lifecycle.DELETED if deleted else Lifecycle.ACTIVE
+    if experiment is not None:  # a deleted run may be in a live experiment or a deleted one
+        experiment = tracking.client().require_experiment(experiment, Lifecycle.ALL if deleted else lifecycle)
     if limit is None and not group_by:
         limit = 50
     # One run more than shown tells whether there are more.
     found = tracking.search_runs(experiment, filter=filter_, order_by=list(sort) or None,
-                                 max_results=None if limit is None else limit + 1, offset=offset, key=key)
+                                 max_results=None if limit is None else limit + 1, offset=offset, key=key,
+                                 lifecycle=lifecycle)
     more = limit is not None and len(found) > limit
     if more:
         del found[limit:]
@@ -145,7 +153,8 @@ def runs(experiment: str | None, sort: tuple[str, ...], filter_: str | None, key
         _print_json([run.record for run in found], list[RunRecord])
     else:
         lead = [term.key for term in parse_order_by(list(sort)) if term.kind == "metrics"]
-        render.runs(found, title=f"runs of {experiment}" if experiment else "runs", lead=lead)
+        title = f"runs of {experiment}" if experiment else "runs"
+        render.runs(found, title=f"deleted {title}" if deleted else title, lead=lead)
     if more and limit and not as_json:
         render.note(f"(the first {limit} shown; --limit N and --offset N show more)")
 
@@ -416,6 +425,97 @@ def recover(as_json: bool) -> None:
         _print_json(report)
     else:
         render.recovery(report)
+
+
+@main.command()
+@click.argument("run_ids", nargs=-1, metavar="RUN...")
+@click.option("--experiment", "experiment", metavar="NAME", help="Delete this experiment and its runs instead.")
+@_command
+def delete(run_ids: tuple[str, ...], experiment: str | None) -> None:
+    """Delete runs (ids, id prefixes or names), or an experiment with its runs (--experiment NAME).
+
+    Deleted runs are hidden from listings and searches, and their configurations count as not run (a sweep
+    runs them again); they keep everything until `labtrack gc`, and `labtrack restore` brings them back."""
+    from labtrack.verbs import tracking
+
+    client = tracking.client()
+    if experiment is not None:
+        if run_ids:
+            raise InvalidInput("give runs or --experiment NAME, not both", field="experiment")
+        name = client.require_experiment(experiment, Lifecycle.ALL)
+        if any(e.name == name for e, _ in client.list_experiments(Lifecycle.DELETED)):
+            render.lifecycle_note(f"experiment {name} was deleted already")
+            return
+        count = client.delete_experiment(name)
+        render.lifecycle_note(f"deleted experiment {name} with {count:,} run(s)",
+                              f"labtrack restore --experiment {name}")
+        return
+    ids = _resolved(run_ids)
+    done = client.delete_runs(ids)
+    render.lifecycle_note(_runs_message("deleted", done, ids, "deleted already"),
+                          f"labtrack restore {' '.join(i[:8] for i in done)}" if done else None)
+
+
+@main.command()
+@click.argument("run_ids", nargs=-1, metavar="RUN...")
+@click.option("--experiment", "experiment", metavar="NAME",
+              help="Restore this deleted experiment with the runs deleted with it instead.")
+@_command
+def restore(run_ids: tuple[str, ...], experiment: str | None) -> None:
+    """Bring back deleted runs, or a deleted experiment with the runs deleted with it (--experiment NAME).
+    `labtrack runs --deleted` and `labtrack experiments --deleted` list what can be restored."""
+    from labtrack.verbs import tracking
+
+    client = tracking.client()
+    if experiment is not None:
+        if run_ids:
+            raise InvalidInput("give runs or --experiment NAME, not both", field="experiment")
+        name = client.require_experiment(experiment, Lifecycle.DELETED)
+        render.lifecycle_note(f"restored experiment {name} with {client.restore_experiment(name):,} run(s)")
+        return
+    ids = _resolved(run_ids)
+    done = client.restore_runs(ids)
+    render.lifecycle_note(_runs_message("restored", done, ids, "not deleted"))
+
+
+def _resolved(run_ids: tuple[str, ...]) -> list[str]:
+    """Full ids of the runs named on the command line (every one checked before anything changes)."""
+    from labtrack.verbs import tracking
+
+    if not run_ids:
+        raise InvalidInput("name the runs (ids, id prefixes or names), or give --experiment NAME", field="runs")
+    client = tracking.client()
+    client.flush()
+    return list(dict.fromkeys(client.store.resolve_run_id(run_id) for run_id in run_ids))
+
+
+def _runs_message(verb: str, done: list[str], asked: list[str], otherwise: str) -> str:
+    skipped = [i for i in asked if i not in set(done)]
+    text = f"{verb} {len(done)} run(s)" + (f": {', '.join(i[:8] for i in done)}" if done else "")
+    if skipped:
+        text += f"; {len(skipped)} {otherwise}: {', '.join(i[:8] for i in skipped)}"
+    return text
+
+
+@main.command()
+@click.option("--older-than", "older_than", default="0", show_default=True, metavar="AGE",
+              help="Only runs deleted longer ago than AGE (e.g. 30d, 12h, 1d12h).")
+@click.option("--dry-run", "dry_run", is_flag=True, help="Say what would be removed; remove nothing.")
+@click.option("--vacuum", "vacuum", is_flag=True,
+              help="Then give the freed space back to the file system (SQLite; other writers wait meanwhile).")
+@_json_option
+@_command
+def gc(older_than: str, dry_run: bool, vacuum: bool, as_json: bool) -> None:
+    """Remove deleted runs for good: their params, metrics, tags and artifact records, deleted experiments
+    left without runs, and artifact content that no remaining run lists. Deleted runs still running stay
+    until they end."""
+    from labtrack.verbs import tracking
+
+    report = tracking.client().gc(older_than, dry_run=dry_run, compact=vacuum)
+    if as_json:
+        _print_json(report, Collected)
+    else:
+        render.collected(report, tracking.store_location())
 
 
 @main.group()

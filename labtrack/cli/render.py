@@ -18,7 +18,7 @@ from labtrack.core.aggregate import Grouping
 from labtrack.core.checks import DoctorReport, Reproduction, Verdict
 from labtrack.core.diff import RunDiff
 from labtrack.core.inert import visible
-from labtrack.core.model import ArtifactInfo, Experiment, Recovery, RunStatus, StoreCheck
+from labtrack.core.model import ArtifactInfo, Collected, Experiment, Recovery, RunStatus, StoreCheck
 from labtrack.core.views import RunColumns
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SHOW_ROWS",
     "artifacts",
+    "collected",
     "columns",
     "compare",
     "demo_progress",
@@ -35,10 +36,12 @@ __all__ = [
     "environment",
     "error",
     "experiments",
+    "fmt_bytes",
     "fmt_duration",
     "fmt_time",
     "fmt_value",
     "groups",
+    "lifecycle_note",
     "note",
     "progress",
     "recovery",
@@ -127,17 +130,22 @@ def status_text(status: RunStatus) -> Text:
     return Text(status.value, style=_STATUS_STYLE.get(status, ""))
 
 
-def experiments(found: Sequence[tuple[Experiment, int]]) -> None:
+def experiments(found: Sequence[tuple[Experiment, int]], *, deleted: bool = False) -> None:
     if not found:
-        note("No experiments yet. Start one with labtrack.start_run(\"name\") or try `labtrack demo`.")
+        note("No deleted experiments." if deleted else
+             "No experiments yet. Start one with labtrack.start_run(\"name\") or try `labtrack demo`.")
         return
-    table = Table(title="experiments", title_justify="left")
+    table = Table(title="deleted experiments" if deleted else "experiments", title_justify="left")
     table.add_column("name")
     table.add_column("runs", justify="right")
     table.add_column("created")
+    if deleted:
+        table.add_column("deleted")
     for exp, n in found:
-        table.add_row(exp.name, str(n), fmt_time(exp.created_time))
+        table.add_row(exp.name, str(n), fmt_time(exp.created_time), *([fmt_time(exp.deleted_time)] if deleted else []))
     _out.print(table)
+    if deleted:
+        note("runs: those deleted with the experiment, which `labtrack restore --experiment NAME` brings back")
 
 
 def _union_keys(dicts: Sequence[dict[str, Any]]) -> list[str]:
@@ -242,6 +250,9 @@ def run_detail(run: Run) -> None:
     if r.name:
         head.add_row("name", r.name)
     head.add_row("status", status_text(r.status))
+    if r.deleted_time is not None:
+        head.add_row("deleted", Text(f"{fmt_time(r.deleted_time)} (labtrack restore {r.id[:8]} brings it back)",
+                                     style="red"))
     head.add_row("started", fmt_time(r.start_time))
     head.add_row("ended", fmt_time(r.end_time))
     head.add_row("duration", fmt_duration(r.start_time, r.end_time))
@@ -543,6 +554,35 @@ def artifacts(items: Sequence[ArtifactInfo], run_id: str) -> None:
     for item in items:
         table.add_row(item.path, f"{item.size:,}", item.sha256[:12])
     _out.print(table)
+
+
+def lifecycle_note(message: str, undo: str | None = None) -> None:
+    """What a delete or restore did, and the command that undoes it."""
+    note(message + (f" (undo: {undo})" if undo else ""))
+
+
+def fmt_bytes(size: int) -> str:
+    if size < 1024:
+        return f"{size:,} B"
+    scaled = float(size)
+    for unit in ("KiB", "MiB", "GiB"):
+        scaled /= 1024
+        if scaled < 1024:
+            return f"{scaled:,.1f} {unit}"
+    return f"{scaled / 1024:,.1f} TiB"
+
+
+def collected(report: Collected, location: str) -> None:
+    verb = "would remove" if report.dry_run else "removed"
+    note(f"{location}: {verb} {report.runs:,} deleted run(s), {report.experiments:,} deleted experiment(s) and "
+         f"{report.blobs:,} unreferenced artifact blob(s) ({fmt_bytes(report.blob_bytes)}).")
+    if report.kept_running:
+        note(f"Kept {report.kept_running:,} deleted run(s) still running: they go at the first gc after they end.")
+    if report.kept_recent_blobs:
+        note(f"Kept {report.kept_recent_blobs:,} unreferenced blob(s) stored within the last hour: a run may be about "
+             "to list them (a gc after that hour removes those no run lists).")
+    if report.compacted_bytes is not None:
+        note(f"Compacted the database file: {fmt_bytes(report.compacted_bytes)} given back.")
 
 
 def recovery(report: Recovery) -> None:

@@ -21,9 +21,11 @@ if TYPE_CHECKING:
 __all__ = [
     "ArtifactInfo",
     "ClaimState",
+    "Collected",
     "DamagedChunk",
     "Experiment",
     "IngestMark",
+    "Lifecycle",
     "MetricHistory",
     "MetricSummary",
     "NewRun",
@@ -54,11 +56,24 @@ class RunStatus(enum.StrEnum):
         return self is not RunStatus.RUNNING
 
 
+class Lifecycle(enum.StrEnum):
+    """Which runs (or experiments) a listing shows: the live ones (the default), the deleted ones (restorable
+    until ``labtrack gc``), or both. MLflow calls these view types ACTIVE_ONLY, DELETED_ONLY and ALL."""
+
+    ACTIVE = "active"
+    DELETED = "deleted"
+    ALL = "all"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class Experiment:
     id: int
     name: str
     created_time: float
+    deleted_time: float | None = None  # set while deleted (``labtrack delete --experiment``)
 
 
 @dataclass(frozen=True)
@@ -170,6 +185,7 @@ class RunRecord:
     env_fingerprint: str | None = None
     note: str | None = None
     result: Any = None  # a tracked function's recorded return value
+    deleted_time: float | None = None  # set while the run is deleted (hidden from searches; restorable)
 
     def to_dict(self) -> dict[str, Any]:
         """The run in the wire format (``core.wire``): its fields by name, the metric summaries' too."""
@@ -221,6 +237,7 @@ class Search:
     """A search of runs, as a store takes it (and a search's result keeps it, to load its runs as columns).
 
     ``stale_before``: a RUNNING run whose heartbeat is older counts as CRASHED for ``attributes.status``.
+    ``lifecycle``: live runs (the default), deleted ones, or both.
     """
 
     experiments: Sequence[str] | None = None
@@ -230,6 +247,7 @@ class Search:
     run_key: str | None = None
     filter: Node | None = None
     stale_before: float = 0.0
+    lifecycle: Lifecycle = Lifecycle.ACTIVE
 
 
 @dataclass(frozen=True)
@@ -325,6 +343,21 @@ class StoreCheck:
     @property
     def ok(self) -> bool:
         return not self.damaged and not self.database
+
+
+@dataclass
+class Collected:
+    """What ``labtrack gc`` removed for good (with ``dry_run``: would remove): runs deleted before its cut-off,
+    deleted experiments left without runs, and artifact blobs that no remaining run lists."""
+
+    runs: int = 0
+    experiments: int = 0
+    blobs: int = 0
+    blob_bytes: int = 0
+    kept_running: int = 0  # deleted runs whose process still writes to them: collected once they end
+    kept_recent_blobs: int = 0  # unlisted blobs stored within the last hour: a run may be about to list them
+    dry_run: bool = False
+    compacted_bytes: int | None = None  # what compacting the database file gave back (``--vacuum``)
 
 
 def wire_types() -> dict[str, object]:

@@ -40,6 +40,7 @@ __all__ = [
     "coerce_step",
     "coerce_tag_value",
     "coerce_timestamp",
+    "parse_age",
 ]
 
 MAX_KEY_LENGTH = 250
@@ -292,3 +293,25 @@ def checked_tags(tags: Any) -> dict[str, str]:
     if not isinstance(tags, dict) and not hasattr(tags, "items"):
         raise InvalidInput(f"tags must be a dict, got {type(tags).__name__}", field="tags")
     return {check_key(k, "tag key"): coerce_tag_value(v, k) for k, v in tags.items()}
+
+
+_AGE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_age(age: object, field: str = "older_than") -> float:
+    """An age in seconds, from seconds (a number), a ``datetime.timedelta``, or text such as ``30d``,
+    ``12h``, ``1d12h``, ``90m``, ``45s``, ``2w`` or ``0``."""
+    import datetime
+    import re
+
+    if isinstance(age, datetime.timedelta):
+        seconds = age.total_seconds()
+    elif isinstance(age, (int, float)) and not isinstance(age, bool):
+        seconds = float(age)
+    elif isinstance(age, str) and re.fullmatch(r"\s*0+\s*|(\s*\d+(\.\d+)?\s*[smhdw]\s*)+", age.lower()):
+        seconds = 0.0 + sum(float(n) * _AGE_UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)\s*([smhdw])", age.lower()))
+    else:
+        raise InvalidInput(f"{field}: give an age such as 30d, 12h, 1d12h, 90m or 0, got {age!r}", field=field)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise InvalidInput(f"{field}: an age is 0 or more, got {age!r}", field=field)
+    return seconds

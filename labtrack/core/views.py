@@ -24,10 +24,11 @@ class ExperimentRuns:
     name: str
     created_time: float
     runs: int
+    deleted_time: float | None = None
 
     @classmethod
     def of(cls, experiment: Experiment, runs: int) -> ExperimentRuns:
-        return cls(experiment.id, experiment.name, experiment.created_time, runs)
+        return cls(experiment.id, experiment.name, experiment.created_time, runs, experiment.deleted_time)
 
 
 @dataclass

@@ -30,6 +30,9 @@ Contract:
   neither looks dead nor takes over what another holds.
 - Errors: unknown runs raise ``RunNotFound``; backend failures raise ``StoreError`` (never a driver
   exception); an outdated schema raises ``SchemaOutdated`` naming ``labtrack db upgrade``.
+- Deleting is soft: a deleted run keeps everything and can be read by id, but searches (unless asked for
+  deleted runs), ``list_experiments`` and ``find_finished_run``/``finished_keys``/``claim`` skip it, so a
+  deleted configuration runs again. ``collect_garbage`` removes deleted runs for good.
 - Environments are stored once per fingerprint (``put_environment`` is idempotent).
 - Artifacts: content goes to the store's ``blobs`` (content-addressed, see ``BlobStore``); ``write``
   records which path of a run holds which content.
@@ -47,8 +50,10 @@ from labtrack.core.frame import RunTable
 from labtrack.core.model import (
     ArtifactInfo,
     ClaimState,
+    Collected,
     Experiment,
     IngestMark,
+    Lifecycle,
     MetricHistory,
     NewRun,
     RunEnd,
@@ -81,8 +86,9 @@ class Store(abc.ABC):
     def get_or_create_experiment(self, name: str) -> Experiment: ...
 
     @abc.abstractmethod
-    def list_experiments(self) -> list[tuple[Experiment, int]]:
-        """Every experiment with its number of runs, oldest first."""
+    def list_experiments(self, lifecycle: Lifecycle = Lifecycle.ACTIVE) -> list[tuple[Experiment, int]]:
+        """Every live (or deleted, or any) experiment with its number of runs, oldest first: a live one's live
+        runs, a deleted one's runs deleted with it."""
 
     # -- reading runs -----------------------------------------------------------------------------
 
@@ -234,6 +240,34 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def release_claim(self, run_key: str, owner: str, *, done: bool, run_id: str | None = None) -> None:
         """Mark the claim done (kept: no one claims the key again) or failed (free for the next sweep)."""
+
+    # -- deleting, restoring, collecting (see labtrack.store.lifecycle) ---------------------------
+
+    def delete_runs(self, run_ids: Sequence[str]) -> list[str]:
+        """Mark runs deleted (hidden from searches and "already run?" lookups, restorable); returns those
+        that were live. Unknown ids are left out."""
+        raise StoreError(f"store {self.display_url} cannot delete runs")
+
+    def restore_runs(self, run_ids: Sequence[str]) -> list[str]:
+        """Bring deleted runs back (with their experiments, if deleted); returns those that were deleted."""
+        raise StoreError(f"store {self.display_url} cannot restore runs")
+
+    def delete_experiment(self, name: str) -> int:
+        """Mark an experiment and its live runs deleted; returns how many runs (0 if it was deleted already).
+        Raises ``ExperimentNotFound``."""
+        raise StoreError(f"store {self.display_url} cannot delete experiments")
+
+    def restore_experiment(self, name: str) -> int | None:
+        """Bring back a deleted experiment and the runs deleted with it; returns how many runs (None: it was
+        not deleted). Raises ``ExperimentNotFound``."""
+        raise StoreError(f"store {self.display_url} cannot restore experiments")
+
+    def collect_garbage(self, deleted_before: float, *, stale_before: float, dry_run: bool = False,
+                        compact: bool = False) -> Collected:
+        """Remove for good the runs deleted before ``deleted_before`` (not those still RUNNING with a
+        heartbeat at or after ``stale_before``), deleted experiments left without runs, and the artifact
+        blobs no remaining run lists; with ``compact``, give the freed space back to the file system."""
+        raise StoreError(f"store {self.display_url} cannot collect garbage")
 
     # -- housekeeping -----------------------------------------------------------------------------
 

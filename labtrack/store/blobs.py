@@ -17,12 +17,14 @@ import abc
 import hashlib
 import os
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from labtrack.core.errors import InvalidInput, StoreError
 
-__all__ = ["STALE_SECONDS", "BlobStore", "LocalBlobStore", "check_sha256", "open_blobs"]
+__all__ = ["STALE_SECONDS", "BlobInfo", "BlobStore", "LocalBlobStore", "check_sha256", "open_blobs"]
 
 _BUFFER = 1 << 20
 _HEX = frozenset("0123456789abcdef")
@@ -34,12 +36,20 @@ def check_sha256(sha256: str) -> str:
     return sha256
 
 
+@dataclass(frozen=True)
+class BlobInfo:
+    sha256: str
+    size: int
+    modified: float  # when it was stored, or last stored again (seconds since the epoch)
+
+
 class BlobStore(abc.ABC):
     """Content-addressed storage of artifact bytes.
 
     Contract: ``put_*`` return (sha256, size) and are idempotent (storing the same content again is
-    harmless and cheap); a blob, once stored, never changes; ``open`` of an unknown blob raises
-    ``StoreError``; a failed put leaves nothing behind (no partial blob, no temporary file).
+    harmless and cheap, and refreshes the blob's ``modified`` time, which ``labtrack gc`` reads); a blob, once
+    stored, never changes; ``open`` of an unknown blob raises ``StoreError``; a failed put leaves nothing
+    behind (no partial blob, no temporary file).
     """
 
     url: str
@@ -57,6 +67,15 @@ class BlobStore(abc.ABC):
 
     @abc.abstractmethod
     def exists(self, sha256: str) -> bool: ...
+
+    @abc.abstractmethod
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        """Every stored blob (for ``labtrack gc``)."""
+
+    @abc.abstractmethod
+    def delete_blob(self, sha256: str, *, unchanged_since: float) -> bool:
+        """Remove a blob unless it was stored (again) at or after ``unchanged_since``; returns whether it was
+        removed."""
 
 
 def open_blobs(location: str) -> BlobStore:
@@ -115,10 +134,12 @@ class LocalBlobStore(BlobStore):
         final = self._blob_path(sha256)
         if final.exists():
             os.unlink(tmp_path)
+            _touch(final)
             return
         final.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(tmp_path, 0o444)  # blobs are immutable; nothing should edit them in place
         os.replace(tmp_path, final)
+        _touch(final)  # a staged file moved into place keeps its own time: the blob's is when it was stored
 
     def put_file(self, path: str | os.PathLike[str], *, move: bool = False) -> tuple[str, int]:
         if move:
@@ -160,7 +181,7 @@ class LocalBlobStore(BlobStore):
 
     def put_bytes(self, data: bytes) -> tuple[str, int]:
         sha = hashlib.sha256(data).hexdigest()
-        if self._blob_path(sha).exists():
+        if _touch(self._blob_path(sha)):  # stored before: now it is stored again
             return sha, len(data)
         tmp_path = None
         try:
@@ -181,6 +202,50 @@ class LocalBlobStore(BlobStore):
 
     def exists(self, sha256: str) -> bool:
         return self._blob_path(sha256).exists()
+
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        try:
+            shards = sorted(os.scandir(self.root / "sha256"), key=lambda entry: entry.name)
+        except FileNotFoundError:
+            return
+        for shard in shards:
+            try:
+                entries = sorted(os.scandir(shard.path), key=lambda entry: entry.name)
+            except NotADirectoryError:
+                continue
+            for entry in entries:
+                if len(entry.name) != 64 or not _HEX.issuperset(entry.name):
+                    continue
+                try:
+                    stat = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:  # removed meanwhile
+                    continue
+                yield BlobInfo(entry.name, stat.st_size, stat.st_mtime)
+
+    def delete_blob(self, sha256: str, *, unchanged_since: float) -> bool:
+        path = self._blob_path(sha256)
+        try:
+            if path.stat().st_mtime >= unchanged_since:
+                return False
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StoreError(f"cannot remove artifact blob {sha256} from {self.root}: {exc}") from exc
+        return True
+
+
+def _touch(path: Path) -> bool:
+    """Refresh a stored blob's time (its content was stored again); False if there is no such blob. A blob
+    another user owns keeps its time (we may not change it): it is then only as safe from ``labtrack gc`` as
+    its first storing made it."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return path.exists()
+    return True
 
 
 def _mkstemp(directory: str | Path, prefix: str) -> tuple[int, str]:

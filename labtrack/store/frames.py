@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import LargeBinary, Text, and_, cast, func, literal, select, true
+from sqlalchemy import LargeBinary, Text, and_, cast, func, literal, select
 from sqlalchemy.engine import Connection
 
 from labtrack.core.frame import FrameRow, RunTable, encode_frame
@@ -20,7 +20,7 @@ from labtrack.core.model import RunStatus
 from labtrack.store import schema as db
 from labtrack.store.base import Search
 from labtrack.store.points import none_to_nan
-from labtrack.store.query import search_query
+from labtrack.store.query import lifecycle_condition, search_query
 
 __all__ = ["ID_BATCH", "build_frames", "read_frames"]
 
@@ -80,15 +80,12 @@ def _scopes(run_ids: Sequence[str], search: Search | None, dialect: str) -> list
     if search is None:
         return [_FRAMED.c.id.in_(list(run_ids[i : i + ID_BATCH])) for i in range(0, len(run_ids), ID_BATCH)]
     if search.filter is None and search.run_key is None and search.max_results is None and not search.offset:
+        live = lifecycle_condition(search.lifecycle, _FRAMED.c.deleted_time)
         if search.experiments is None:
-            return [true()]
+            return [live]
         named = select(db.experiments.c.id).where(db.experiments.c.name.in_(list(search.experiments)))
-        return [_FRAMED.c.experiment_id.in_(named)]
-    found = search_query(
-        experiments=search.experiments, node=search.filter, order_by=search.order_by,
-        max_results=search.max_results, offset=search.offset, run_key=search.run_key,
-        stale_before=search.stale_before, dialect=dialect,
-    )
+        return [and_(live, _FRAMED.c.experiment_id.in_(named))]
+    found = search_query(search, dialect)
     if search.max_results is None and not search.offset:
         found = found.order_by(None).offset(None)  # the order is the caller's business
     return [_FRAMED.c.id.in_(found)]

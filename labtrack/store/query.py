@@ -25,11 +25,12 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from labtrack.core.errors import InvalidInput
 from labtrack.core.filters import And, Compare, Field, InList, IsNull, Like, Node, Not, Or
+from labtrack.core.model import Lifecycle, Search
 from labtrack.core.query import OrderTerm
 from labtrack.store import schema as db
 from labtrack.store.versions import version_key
 
-__all__ = ["search_query", "status_expression"]
+__all__ = ["lifecycle_condition", "search_query", "status_expression"]
 
 _OPS = {
     "=": lambda c, v: c == v,
@@ -60,6 +61,15 @@ def status_expression(stale_before: float) -> Any:
         (and_(db.runs.c.status == "RUNNING", db.runs.c.heartbeat_time < stale_before), literal("CRASHED")),
         else_=db.runs.c.status,
     )
+
+
+def lifecycle_condition(lifecycle: Lifecycle, deleted_time: Any) -> Any:
+    """The condition on a ``deleted_time`` column that selects live rows, deleted ones, or all."""
+    if lifecycle is Lifecycle.ACTIVE:
+        return deleted_time.is_(None)
+    if lifecycle is Lifecycle.DELETED:
+        return deleted_time.is_not(None)
+    return true()
 
 
 def _is_number(value: Any) -> bool:
@@ -255,44 +265,39 @@ def _order_terms(i: int, term: OrderTerm, query: Any, status: Any) -> tuple[Any,
     raise InvalidInput(f"cannot order by {term.kind}.{term.key}", field="order_by")
 
 
-def search_query(
-    *,
-    experiments: Sequence[str] | None,
-    node: Node | None,
-    order_by: Sequence[OrderTerm],
-    max_results: int | None,
-    offset: int,
-    run_key: str | None,
-    stale_before: float,
-    dialect: str,
-) -> Any:
+def search_query(search: Search, dialect: str) -> Any:
     """SELECT runs.id ... for a search; the caller loads the records of the ids it returns."""
-    compiler = _Compiler(stale_before, dialect, correlated=max_results is not None)
-    driver = _metric_driver(node, order_by) if max_results is not None else None
+    compiler = _Compiler(search.stale_before, dialect, correlated=search.max_results is not None)
+    driver = _metric_driver(search.filter, search.order_by) if search.max_results is not None else None
     if driver is not None:
-        return _driven_query(driver, compiler, experiments=experiments, order_by=order_by,
-                             max_results=max_results, offset=offset, run_key=run_key)
+        return _driven_query(driver, compiler, search)
     query = select(db.runs.c.id).join(db.experiments, db.experiments.c.id == db.runs.c.experiment_id)
-    conditions: list[Any] = []
-    if experiments is not None:
-        conditions.append(db.experiments.c.name.in_(list(experiments)) if experiments else false())
-    if run_key is not None:
-        conditions.append(db.runs.c.run_key == run_key)
-    if node is not None:
-        conditions.append(compiler.compile(node))
-    if conditions:
-        query = query.where(and_(true(), *conditions))
+    conditions = _scope(search)
+    if search.filter is not None:
+        conditions.append(compiler.compile(search.filter))
+    query = query.where(and_(*conditions))
     ordering: list[Any] = []
-    for i, term in enumerate(order_by):
+    for i, term in enumerate(search.order_by):
         query, terms = _order_terms(i, term, query, compiler.status)
         ordering.extend(terms)
-    if not order_by:
+    if not search.order_by:
         ordering.append(db.runs.c.start_time.desc())
     ordering.append(db.runs.c.id)
-    query = query.order_by(*ordering).offset(offset)
-    if max_results is not None:
-        query = query.limit(max_results)
+    query = query.order_by(*ordering).offset(search.offset)
+    if search.max_results is not None:
+        query = query.limit(search.max_results)
     return query
+
+
+def _scope(search: Search) -> list[Any]:
+    """The conditions on which runs a search looks at, before its filter: live or deleted, of which
+    experiments, with which run key."""
+    conditions: list[Any] = [lifecycle_condition(search.lifecycle, db.runs.c.deleted_time)]
+    if search.experiments is not None:
+        conditions.append(db.experiments.c.name.in_(list(search.experiments)) if search.experiments else false())
+    if search.run_key is not None:
+        conditions.append(db.runs.c.run_key == search.run_key)
+    return conditions
 
 
 def _top_level(node: Node | None) -> list[Node]:
@@ -320,8 +325,7 @@ def _metric_driver(
     return (term, bounds, others) if bounds else None
 
 
-def _driven_query(driver: tuple[OrderTerm, list[Node], list[Node]], compiler: _Compiler, *, experiments: Sequence[str] | None,
-                  order_by: Sequence[OrderTerm], max_results: int | None, offset: int, run_key: str | None) -> Any:
+def _driven_query(driver: tuple[OrderTerm, list[Node], list[Node]], compiler: _Compiler, search: Search) -> Any:
     term, bounds, others = driver
     om = db.metrics.alias("om0")
     column = om.c[_METRIC_COLUMNS[term.aggregate].name]
@@ -334,14 +338,11 @@ def _driven_query(driver: tuple[OrderTerm, list[Node], list[Node]], compiler: _C
     conditions: list[Any] = [om.c.key == term.key, column.is_not(None)]
     conditions += [compiler.metric_bound(b, column) for b in bounds]
     conditions += [compiler.compile(item) for item in others]
-    if experiments is not None:
-        conditions.append(db.experiments.c.name.in_(list(experiments)) if experiments else false())
-    if run_key is not None:
-        conditions.append(db.runs.c.run_key == run_key)
+    conditions += _scope(search)
     query = query.where(and_(*conditions))
     ordering: list[Any] = [column.desc() if term.descending else column.asc()]
-    for i, later in enumerate(order_by[1:], start=1):
+    for i, later in enumerate(search.order_by[1:], start=1):
         query, terms = _order_terms(i, later, query, compiler.status)
         ordering.extend(terms)
     ordering.append(db.runs.c.id)
-    return query.order_by(*ordering).offset(offset).limit(max_results)
+    return query.order_by(*ordering).offset(search.offset).limit(search.max_results)

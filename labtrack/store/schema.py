@@ -44,9 +44,9 @@ __all__ = [
     "tags",
 ]
 
-SCHEMA_REVISION = "0005"
-# Revisions this code reads and writes. 0005 added the chunks' checksums, which every write sets, so an
-# older store needs ``labtrack db upgrade``.
+SCHEMA_REVISION = "0006"
+# Revisions this code reads and writes. 0005 added the chunks' checksums, which every write sets, and 0006
+# the deletion times that every search reads, so an older store needs ``labtrack db upgrade``.
 WORKING_REVISIONS = frozenset({SCHEMA_REVISION})
 
 # Statistics of column pairs for PostgreSQL's planner: a filter such as ``params.lr = 0.01`` is one
@@ -80,6 +80,9 @@ experiments = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("name", String(250), nullable=False, unique=True),
     Column("created_time", Float, nullable=False),
+    # Set by ``labtrack delete --experiment`` (the store's clock), with the same time on the runs it deleted;
+    # NULL while the experiment is live. ``labtrack gc`` removes it for good.
+    Column("deleted_time", Float),
 )
 
 runs = Table(
@@ -105,6 +108,9 @@ runs = Table(
     Column("frame_keys", Text),
     Column("frame_values", Text),
     Column("frame_numbers", LargeBinary),
+    # Set when the run is deleted (soft: searches, listings and "already run?" skip it; restore clears it;
+    # ``labtrack gc`` removes it for good). NULL for a live run.
+    Column("deleted_time", Float),
     Index(None, "run_key", "status"),
 )
 # Listing an experiment newest first (search's default order, ties by id) walks this index alone.

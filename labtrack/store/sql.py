@@ -13,16 +13,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Float, case, func, literal, select
+from sqlalchemy import Float, and_, case, func, literal, or_, select
 from sqlalchemy.engine import Connection
 
-from labtrack.core.errors import AmbiguousRunId, RunNotFound
+from labtrack.core.errors import AmbiguousRunId, ExperimentNotFound, RunNotFound
 from labtrack.core.frame import RunTable
 from labtrack.core.model import (
     ArtifactInfo,
     ClaimState,
+    Collected,
     Experiment,
     IngestMark,
+    Lifecycle,
     MetricHistory,
     MetricSummary,
     RunRecord,
@@ -32,13 +34,14 @@ from labtrack.core.model import (
     StoreCheck,
 )
 from labtrack.core.series import SeriesFiller, by_step
+from labtrack.store import lifecycle
 from labtrack.store import schema as db
 from labtrack.store.base import Store
 from labtrack.store.blobs import BlobStore
 from labtrack.store.engine import gc_paused
 from labtrack.store.frames import ID_BATCH, read_frames
 from labtrack.store.points import chunk_damage, damaged, none_to_nan
-from labtrack.store.query import search_query
+from labtrack.store.query import lifecycle_condition, search_query
 from labtrack.store.sqlbase import SqlBase
 from labtrack.store.sqlwrite import apply_writes, refresh_frames
 from labtrack.store.statements import METRICS_IN, PARAMS_IN, RUNS_IN, TAGS_IN, Q
@@ -88,26 +91,33 @@ class SqlStore(SqlBase, Store):
             return cached
         with self._read() as conn:
             row = conn.execute(select(db.experiments).where(db.experiments.c.name == name)).first()
-        if row is not None:
+        if row is not None and row.deleted_time is None:
             experiment = Experiment(id=row.id, name=row.name, created_time=row.created_time)
-        else:
+        else:  # new, or deleted: a run started in a deleted experiment brings it back (its deleted runs stay so)
             with self._write() as conn:
                 experiment = self.experiment_in(conn, name)
+                self.fast(conn, Q.revive_experiment, [{"b_id": experiment.id}])
         self.remember_experiment(experiment)
         return experiment
 
-    def list_experiments(self) -> list[tuple[Experiment, int]]:
+    def list_experiments(self, lifecycle: Lifecycle = Lifecycle.ACTIVE) -> list[tuple[Experiment, int]]:
+        # A live experiment counts its live runs; a deleted one the runs deleted with it (what restoring it
+        # brings back).
+        e, r = db.experiments.c, db.runs.c
+        counted = or_(and_(e.deleted_time.is_(None), r.deleted_time.is_(None)), r.deleted_time == e.deleted_time)
         counts = (
-            select(db.runs.c.experiment_id, func.count().label("n")).group_by(db.runs.c.experiment_id).subquery()
+            select(r.experiment_id, func.count().label("n")).join(db.experiments, e.id == r.experiment_id)
+            .where(counted).group_by(r.experiment_id).subquery()
         )
         query = (
             select(db.experiments, func.coalesce(counts.c.n, 0).label("n"))
-            .outerjoin(counts, counts.c.experiment_id == db.experiments.c.id)
-            .order_by(db.experiments.c.id)
+            .outerjoin(counts, counts.c.experiment_id == e.id)
+            .where(lifecycle_condition(lifecycle, e.deleted_time))
+            .order_by(e.id)
         )
         with self._read() as conn:
             return [
-                (Experiment(id=r.id, name=r.name, created_time=r.created_time), int(r.n))
+                (Experiment(id=r.id, name=r.name, created_time=r.created_time, deleted_time=r.deleted_time), int(r.n))
                 for r in conn.execute(query)
             ]
 
@@ -117,11 +127,12 @@ class SqlStore(SqlBase, Store):
         """Records of ``ids`` (those that exist), keyed by id."""
         records: dict[str, RunRecord] = {}
         for (run_id, name, status, start, end, beat, host, pid, error, key, fingerprint, note, result,
-             experiment) in self.select_in(conn, RUNS_IN, ids):
+             experiment, deleted) in self.select_in(conn, RUNS_IN, ids):
             records[run_id] = RunRecord(
                 id=run_id, experiment=experiment, status=_STATUSES[status], start_time=start, end_time=end,
                 heartbeat_time=beat, host=host, pid=pid, name=name, error=json.loads(error) if error else None,
                 run_key=key, env_fingerprint=fingerprint, note=note, result=json.loads(result) if result else None,
+                deleted_time=deleted,
             )
         # Rows come ordered by key, so each record's dicts are sorted without sorting them.
         for run_id, key, value in self.select_in(conn, PARAMS_IN, ids):
@@ -177,11 +188,7 @@ class SqlStore(SqlBase, Store):
         return prefix if prefix in found else found[0]
 
     def search_ids(self, search: Search) -> list[str]:
-        query = search_query(
-            experiments=search.experiments, node=search.filter, order_by=search.order_by,
-            max_results=search.max_results, offset=search.offset, run_key=search.run_key,
-            stale_before=search.stale_before, dialect=self.dialect,
-        )
+        query = search_query(search, self.dialect)
         many = search.max_results is None or search.max_results > 2_000  # ids by the thousand: no GC pass
         with gc_paused(many), self._read() as conn:
             if self.dialect == "postgresql":
@@ -290,6 +297,58 @@ class SqlStore(SqlBase, Store):
                                  "affected. Restore the store from a backup to get these points back.")
         return report
 
+    # -- deleting, restoring, collecting --------------------------------------------------------
+
+    def delete_runs(self, run_ids: Sequence[str]) -> list[str]:
+        deleted: list[str] = []
+        for start in range(0, len(run_ids), _IN_BATCH):
+            with self._write() as conn:
+                deleted += lifecycle.delete_runs(conn, run_ids[start : start + _IN_BATCH], self.now())
+        return deleted
+
+    def restore_runs(self, run_ids: Sequence[str]) -> list[str]:
+        restored: list[str] = []
+        for start in range(0, len(run_ids), _IN_BATCH):
+            with self._write() as conn:
+                restored += lifecycle.restore_runs(conn, run_ids[start : start + _IN_BATCH])
+        return restored
+
+    def delete_experiment(self, name: str) -> int:
+        with self._write() as conn:
+            return lifecycle.delete_experiment(conn, self._experiment_id(conn, name), self.now())
+
+    def restore_experiment(self, name: str) -> int | None:
+        with self._write() as conn:
+            return lifecycle.restore_experiment(conn, self._experiment_id(conn, name))
+
+    def _experiment_id(self, conn: Connection, name: str) -> int:
+        found = conn.execute(select(db.experiments.c.id).where(db.experiments.c.name == name)).scalar()
+        if found is None:
+            raise ExperimentNotFound(f"no experiment named {name!r} in store {self.display_url}")
+        self._experiments.pop(name, None)  # its cached state may change with this transaction
+        return int(found)
+
+    def collect_garbage(self, deleted_before: float, *, stale_before: float, dry_run: bool = False,
+                        compact: bool = False) -> Collected:
+        report = Collected(dry_run=dry_run)
+        with self._read() as conn:
+            lifecycle.count_removable(conn, deleted_before, stale_before, report)
+        if not dry_run:
+            report.runs = 0  # counted again as they go: more may be deleted meanwhile
+            while True:  # a batch per transaction: writers of other runs wait for one batch at most
+                with self._write() as conn:
+                    batch = lifecycle.next_removable(conn, deleted_before, stale_before)
+                    if not batch:
+                        report.experiments = lifecycle.remove_experiments(conn, deleted_before)
+                        break
+                    report.runs += lifecycle.remove_runs(conn, batch)
+        with self._read() as conn:
+            referenced = lifecycle.referenced_blobs(conn, deleted_before, stale_before)
+        lifecycle.collect_blobs(self.blobs, referenced, time.time(), report, dry_run=dry_run)
+        if compact and not dry_run:
+            report.compacted_bytes = self.compact()
+        return report
+
     # -- artifacts -----------------------------------------------------------------------------
 
     def list_artifacts(self, run_id: str) -> list[ArtifactInfo]:
@@ -307,7 +366,7 @@ class SqlStore(SqlBase, Store):
         with self._read() as conn:
             return conn.execute(
                 select(db.runs.c.id)
-                .where(db.runs.c.run_key == run_key, db.runs.c.status == "FINISHED")
+                .where(db.runs.c.run_key == run_key, db.runs.c.status == "FINISHED", db.runs.c.deleted_time.is_(None))
                 .order_by(db.runs.c.end_time.desc())
                 .limit(1)
             ).scalar()
@@ -320,7 +379,8 @@ class SqlStore(SqlBase, Store):
                 found.update(
                     conn.execute(
                         select(db.runs.c.run_key).distinct().where(
-                            db.runs.c.run_key.in_(keys[start : start + _IN_BATCH]), db.runs.c.status == "FINISHED"
+                            db.runs.c.run_key.in_(keys[start : start + _IN_BATCH]), db.runs.c.status == "FINISHED",
+                            db.runs.c.deleted_time.is_(None),
                         )
                     ).scalars()
                 )
@@ -329,7 +389,8 @@ class SqlStore(SqlBase, Store):
     def claim(self, run_key: str, owner: str, lease: float, now: float) -> ClaimState:
         with self._write() as conn:
             finished = conn.execute(
-                select(db.runs.c.id).where(db.runs.c.run_key == run_key, db.runs.c.status == "FINISHED").limit(1)
+                select(db.runs.c.id).where(db.runs.c.run_key == run_key, db.runs.c.status == "FINISHED",
+                                           db.runs.c.deleted_time.is_(None)).limit(1)
             ).first()
             if finished is not None:
                 return ClaimState.DONE

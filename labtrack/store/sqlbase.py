@@ -124,6 +124,25 @@ class SqlBase:
                 "'PRAGMA integrity_check'`, and put recovered.db in its place (runs on damaged pages may be missing "
                 "or partial afterwards: compare `labtrack runs` with what you expect)")
 
+    def compact(self) -> int | None:
+        """Give the space of deleted rows back to the file system (SQLite's VACUUM: the file is rewritten,
+        and other writers wait meanwhile); returns how many bytes. None on PostgreSQL, whose autovacuum
+        makes the space reusable and which shrinks files only under a lock (VACUUM FULL) left to its admin."""
+        if self.dialect != "sqlite":
+            return None
+        path = Path(self._engine.url.database or "")
+        before = _file_size(path)
+        try:
+            with self._engine.connect() as conn:
+                driver = conn.connection.dbapi_connection  # outside a transaction, as VACUUM must be
+                driver.execute("VACUUM")  # type: ignore[union-attr]
+                driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
+        except SQLAlchemyError as exc:
+            raise self._failed("compact", getattr(exc, "orig", exc)) from exc
+        except self._driver_error as exc:
+            raise self._failed("compact", exc) from exc
+        return max(0, before - _file_size(path))
+
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         try:
@@ -290,9 +309,19 @@ class SqlBase:
             stmt = self.insert_ignore(db.experiments).values(name=name, created_time=time.time())
             conn.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
             row = conn.execute(select(db.experiments).where(db.experiments.c.name == name)).one()
-        experiment = Experiment(id=row.id, name=row.name, created_time=row.created_time)
-        return experiment
+        return Experiment(id=row.id, name=row.name, created_time=row.created_time)
 
     def remember_experiment(self, experiment: Experiment) -> None:
         """Cache an experiment once the transaction that may have created it has committed."""
         self._experiments[experiment.name] = experiment
+
+
+def _file_size(path: Path) -> int:
+    """The SQLite database's size on disk, with its write-ahead log."""
+    total = 0
+    for part in (path, path.with_name(path.name + "-wal")):
+        try:
+            total += part.stat().st_size
+        except OSError:
+            pass
+    return total

@@ -78,6 +78,7 @@ class _Inserts:
         self.artifacts: list[dict[str, Any]] = []
         self.points = PointWrites()
         self.marks: list[dict[str, Any]] = []
+        self.experiments: set[int] = set()
 
     def add(self, write: RunWrite, experiment_id: int) -> None:
         new: NewRun = write.create  # type: ignore[assignment]
@@ -95,7 +96,7 @@ class _Inserts:
             "context": json.dumps(context) if context else None, "error": None,
             "note": write.note if write.note is not None else new.note,
             "result": json.dumps(write.result) if write.has_result else None,
-            "frame_keys": None, "frame_values": None, "frame_numbers": None,
+            "frame_keys": None, "frame_values": None, "frame_numbers": None, "deleted_time": None,
         }
         if write.end is not None:
             lasts = {r["b_key"]: _nan(r["b_last"]) for r in planned.summary_inserts}
@@ -105,6 +106,7 @@ class _Inserts:
                        error=_error_text(write.end.error), frame_keys=frame.keys, frame_values=frame.values,
                        frame_numbers=frame.numbers)
         self.runs.append(row)
+        self.experiments.add(experiment_id)
         self.params += param_rows
         self.tags += [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()]
         artifacts = {a.path: a for a in [*new.artifacts, *write.artifacts]}  # a later one for a path wins
@@ -119,8 +121,10 @@ class _Inserts:
         if not self.runs:
             return
         with base.pipelined(conn):
+            revived = [{"b_id": experiment_id} for experiment_id in sorted(self.experiments)]
             for stmt, rows in ((Q.insert_run, self.runs), (Q.insert_params, self.params), (Q.insert_tags, self.tags),
-                               (Q.insert_artifacts, self.artifacts), (Q.insert_mark, self.marks)):
+                               (Q.insert_artifacts, self.artifacts), (Q.insert_mark, self.marks),
+                               (Q.revive_experiment, revived)):
                 if rows:
                     base.fast(conn, stmt, rows)
             _store_points(base, conn, self.points)

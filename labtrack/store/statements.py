@@ -16,7 +16,7 @@ __all__ = ["FRAME_PARTS_IN", "METRICS_IN", "PARAMS_IN", "RUNS_IN", "TAGS_IN", "Q
 
 RUNS_IN = (
     "SELECT r.id, r.name, r.status, r.start_time, r.end_time, r.heartbeat_time, r.host, r.pid, r.error, r.run_key, "
-    "r.env_fingerprint, r.note, r.result, e.name FROM runs r JOIN experiments e ON e.id = r.experiment_id "
+    "r.env_fingerprint, r.note, r.result, e.name, r.deleted_time FROM runs r JOIN experiments e ON e.id = r.experiment_id "
     "WHERE r.id IN ({ids})"
 )
 PARAMS_IN = "SELECT run_id, key, value FROM params WHERE run_id IN ({ids}) ORDER BY run_id, key"
@@ -57,6 +57,8 @@ class Q:
         "UPDATE runs SET heartbeat_time = :b_now, status = 'RUNNING', end_time = NULL "
         "WHERE id = :b_id AND status IN ('RUNNING', 'CRASHED')"
     )
+    # A run started in a deleted experiment brings the experiment back (its deleted runs stay deleted).
+    revive_experiment = text("UPDATE experiments SET deleted_time = NULL WHERE id = :b_id AND deleted_time IS NOT NULL")
     summaries = (
         select(db.metrics)
         .where(db.metrics.c.run_id == bindparam("b_run"), db.metrics.c.key.in_(bindparam("b_keys", expanding=True)))

@@ -38,6 +38,7 @@ from labtrack.core.query import OrderTerm, parse_order_by
 from labtrack.core.series import Chunk
 from labtrack.store import Store, open_store
 from labtrack.store.points import CHUNK_MAX, TAIL_MERGE_BELOW
+from labtrack.testing.lifecycle_contract import LifecycleContract
 
 __all__ = ["StoreContract", "chunk", "new_run", "same_floats", "search"]
 
@@ -94,7 +95,7 @@ _ORDERS = {
 }
 
 
-class StoreContract:
+class StoreContract(LifecycleContract):
     """Every promise of the Store contract, as tests. Subclasses give the ``store_url`` fixture."""
 
     @pytest.fixture

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from labtrack.core.errors import ExperimentNotFound, InvalidInput
 from labtrack.core.identity import DEFAULT_IDENTITY, check_identity, run_key
-from labtrack.core.model import Experiment, NewRun, Recovery, Search, StoreCheck
+from labtrack.core.model import Collected, Experiment, Lifecycle, NewRun, Recovery, Search, StoreCheck
 from labtrack.core.names import run_name
 from labtrack.core.query import parse_order_by
-from labtrack.core.validation import check_key, check_note, checked_params, checked_tags
+from labtrack.core.validation import check_key, check_note, checked_params, checked_tags, parse_age
 from labtrack.run import process
 from labtrack.run.factory import begin
 from labtrack.run.handle import Run
@@ -186,11 +186,13 @@ class RunClient:
         offset: int = 0,
         *,
         key: str | None = None,
+        lifecycle: Lifecycle | str = Lifecycle.ACTIVE,
     ) -> RunList:
         """Runs of ``experiment`` (a name, a list of names, or None for all), newest first by default.
 
         ``order_by`` takes terms such as ``"metrics.acc desc"``, ``"params.lr"``, ``"metrics.loss.min"``,
         ``"attributes.start_time"``; runs missing the key sort last. ``key`` keeps only runs with that run key.
+        ``lifecycle``: ``"active"`` (live runs, the default), ``"deleted"`` or ``"all"``.
         """
         if max_results is not None and (not isinstance(max_results, int) or max_results < 0):
             raise InvalidInput(f"max_results must be an integer >= 0, got {max_results!r}", field="max_results")
@@ -204,7 +206,8 @@ class RunClient:
         terms = parse_order_by(order_by if isinstance(order_by, (str, type(None))) else list(order_by))
         self.flush()
         search = Search(experiments=names, order_by=terms, max_results=max_results, offset=offset, run_key=key,
-                        filter=node, stale_before=self.store.now() - self.settings.heartbeat_timeout)
+                        filter=node, stale_before=self.store.now() - self.settings.heartbeat_timeout,
+                        lifecycle=_lifecycle(lifecycle))
         return RunList.from_search(self, self.store.search_ids(search), search)
 
     def check_data(self) -> StoreCheck:
@@ -213,24 +216,81 @@ class RunClient:
         self.flush()
         return self.store.check_data()
 
-    def require_experiment(self, name: str) -> str:
-        """``name`` (normalised) if the store has that experiment, else ExperimentNotFound naming the closest
-        names (a typo must not look like an experiment without runs)."""
+    def require_experiment(self, name: str, lifecycle: Lifecycle = Lifecycle.ACTIVE) -> str:
+        """``name`` (normalised) if the store has that experiment (live, deleted or either, as ``lifecycle``
+        says), else ExperimentNotFound naming the closest names (a typo must not look like an experiment
+        without runs) or saying that it is deleted."""
         name = check_key(name, "experiment")
-        names = [experiment.name for experiment, _ in self.list_experiments()]
-        if name in names:
+        found = {experiment.name: experiment for experiment, _ in self.list_experiments(Lifecycle.ALL)}
+        wanted = [n for n, e in found.items() if lifecycle is Lifecycle.ALL or
+                  (e.deleted_time is not None) == (lifecycle is Lifecycle.DELETED)]
+        if name in wanted:
             return name
+        if name in found:
+            state = f"deleted (`labtrack restore --experiment {name}` brings it back)" \
+                if lifecycle is Lifecycle.ACTIVE else "not deleted"
+            raise ExperimentNotFound(f"experiment {name!r} in store {self.store.display_url} is {state}")
         import difflib
 
-        close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+        close = difflib.get_close_matches(name, wanted, n=3, cutoff=0.6)
         hint = f"; did you mean {' or '.join(repr(n) for n in close)}?" if close else ""
         raise ExperimentNotFound(f"no experiment named {name!r} in store {self.store.display_url}{hint} "
                                  "(`labtrack experiments` lists them)")
 
-    def list_experiments(self) -> list[tuple[Experiment, int]]:
-        """Every experiment in the store with its number of runs."""
+    def list_experiments(self, lifecycle: Lifecycle | str = Lifecycle.ACTIVE) -> list[tuple[Experiment, int]]:
+        """Every experiment in the store with its number of runs; ``lifecycle="deleted"`` lists the deleted
+        ones (with the runs deleted with them), ``"all"`` both."""
         self.flush()
-        return self.store.list_experiments()
+        return self.store.list_experiments(_lifecycle(lifecycle))
+
+    # -- deleting and restoring -----------------------------------------------------------------
+
+    def delete_run(self, run: Run | str) -> bool:
+        """Delete a run (an id, unique id prefix, name, or ``Run``): searches and listings hide it and its
+        configuration counts as not run, but it keeps everything until ``gc`` and ``restore_run`` brings it
+        back. Returns False if it was deleted already."""
+        return bool(self.delete_runs([run]))
+
+    def delete_runs(self, runs: Sequence[Run | str]) -> list[str]:
+        """Delete several runs (see ``delete_run``); returns the ids of those that were not deleted yet."""
+        self.flush()
+        return self.store.delete_runs([self._run_id(r) for r in runs])
+
+    def restore_run(self, run: Run | str) -> bool:
+        """Bring back a deleted run (and its experiment, if that was deleted); False if it was not deleted."""
+        return bool(self.restore_runs([run]))
+
+    def restore_runs(self, runs: Sequence[Run | str]) -> list[str]:
+        """Bring back several deleted runs; returns the ids of those that were deleted."""
+        self.flush()
+        return self.store.restore_runs([self._run_id(r) for r in runs])
+
+    def delete_experiment(self, name: str) -> int:
+        """Delete an experiment and its runs (restorable until ``gc``); returns how many runs were deleted
+        with it. Starting a run in a deleted experiment brings the experiment back, without its old runs."""
+        self.flush()
+        return self.store.delete_experiment(self.require_experiment(name, Lifecycle.ALL))
+
+    def restore_experiment(self, name: str) -> int:
+        """Bring back a deleted experiment with the runs deleted with it (not those deleted before);
+        returns how many runs."""
+        self.flush()
+        restored = self.store.restore_experiment(self.require_experiment(name, Lifecycle.DELETED))
+        return restored or 0
+
+    def gc(self, older_than: float | str | Any = 0, *, dry_run: bool = False, compact: bool = False) -> Collected:
+        """Remove for good the runs deleted more than ``older_than`` ago (seconds, a timedelta, or text such
+        as ``"30d"``), the deleted experiments left without runs, and the artifact content no remaining run
+        lists. Deleted runs still running stay until they end. ``dry_run``: count, remove nothing;
+        ``compact``: give the freed space back to the file system (SQLite's VACUUM)."""
+        age = parse_age(older_than)
+        self.flush()
+        now = self.store.now()
+        return self.store.collect_garbage(now - age, stale_before=now - self.settings.heartbeat_timeout,
+                                          dry_run=dry_run, compact=compact)
+
+    def _run_id(self, run: Run | str) -> str:
+        return run.id if isinstance(run, Run) else self.store.resolve_run_id(run)
 
     def _resolve_liveness(self, records: Sequence[Any]) -> None:
         resolve_liveness(self.store, records, self.settings.heartbeat_timeout, recover=self.recover)
@@ -321,3 +381,10 @@ def _checked_exclude(exclude: Sequence[str]) -> tuple[str, ...]:
     if isinstance(exclude, str):
         exclude = (exclude,)
     return tuple(check_key(k, "exclude") for k in exclude)
+
+
+def _lifecycle(lifecycle: Lifecycle | str) -> Lifecycle:
+    try:
+        return Lifecycle(lifecycle)
+    except ValueError:
+        raise InvalidInput(f"lifecycle: choose active, deleted or all, got {lifecycle!r}", field="lifecycle") from None

@@ -43,6 +43,8 @@ __all__ = [
     "client",
     "close_clients",
     "compute_key",
+    "delete_experiment",
+    "delete_run",
     "diff",
     "doctor",
     "end_run",
@@ -63,6 +65,8 @@ __all__ = [
     "recover",
     "reproduce",
     "reset",
+    "restore_experiment",
+    "restore_run",
     "run_of",
     "search_runs",
     "seed_everything",
@@ -308,9 +312,30 @@ def run_of(run: Run | str, *, store: str | None = None) -> Run:
     return run if isinstance(run, Run) else get_run(run, store=store)
 
 
-def list_experiments(*, store: str | None = None) -> list[tuple[Experiment, int]]:
-    """Every experiment in the store with its number of runs."""
-    return client(store).list_experiments()
+def list_experiments(lifecycle: str = "active", *, store: str | None = None) -> list[tuple[Experiment, int]]:
+    """Every experiment in the store with its number of runs (``lifecycle``: active, deleted or all)."""
+    return client(store).list_experiments(lifecycle)
+
+
+def delete_run(run: Run | str, *, store: str | None = None) -> bool:
+    """Delete a run: hidden from searches, its configuration counts as not run; restorable until
+    `labtrack gc`. False if it was deleted already."""
+    return client(store).delete_run(run)
+
+
+def restore_run(run: Run | str, *, store: str | None = None) -> bool:
+    """Bring back a deleted run; False if it was not deleted."""
+    return client(store).restore_run(run)
+
+
+def delete_experiment(name: str, *, store: str | None = None) -> int:
+    """Delete an experiment and its runs (restorable until `labtrack gc`); returns how many runs."""
+    return client(store).delete_experiment(name)
+
+
+def restore_experiment(name: str, *, store: str | None = None) -> int:
+    """Bring back a deleted experiment with the runs deleted with it; returns how many runs."""
+    return client(store).restore_experiment(name)
 
 
 def check_store(store: str | None = None) -> StoreCheck:
@@ -340,14 +365,16 @@ def search_runs(
     offset: int = 0,
     *,
     key: str | None = None,
+    lifecycle: str = "active",
     store: str | None = None,
 ) -> RunList:
     """Runs of ``experiment`` (a name, a list of names, or None for all), newest first by default.
 
     ``order_by`` takes terms such as ``"metrics.acc desc"``, ``"params.lr"``, ``"metrics.loss.min"``,
     ``"attributes.start_time"``; runs missing the key sort last. ``key`` keeps only runs with that run key.
+    ``lifecycle``: ``"active"`` (live runs, the default), ``"deleted"`` or ``"all"``.
     """
-    return client(store).search_runs(experiment, filter, order_by, max_results, offset, key=key)
+    return client(store).search_runs(experiment, filter, order_by, max_results, offset, key=key, lifecycle=lifecycle)
 
 
 # -- the verbs built on runs, over the default client -------------------------------------------------
