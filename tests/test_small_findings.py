@@ -67,6 +67,17 @@ def test_an_unknown_store_scheme_names_only_what_this_version_opens(location: st
     assert "unknown scheme" in message and "postgresql+psycopg://" in message and "http" not in message.split(";")[1]
 
 
+def test_an_artifacts_location_on_s3_is_refused_not_made_a_local_directory(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABTRACK_STORE", str(tmp_path / "store"))
+    monkeypatch.setenv("LABTRACK_ARTIFACTS", "s3://bucket/x")
+    done = CliRunner().invoke(main, ["doctor"], env={"COLUMNS": "200"})
+    assert done.exit_code == 1 and "artifacts 's3://bucket/x'" in done.output and "give a path" in done.output
+    with pytest.raises(lt.InvalidInput, match="artifacts 's3://bucket/x'"):
+        lt.start_run("art")
+    assert not Path("s3:").exists() and not any(p.name.startswith("s3") for p in Path.cwd().rglob("*"))
+
+
 @pytest.mark.postgres
 def test_a_database_stores_artifacts_are_found_from_any_directory_and_their_place_is_said(
         postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
