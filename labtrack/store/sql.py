@@ -51,6 +51,8 @@ __all__ = ["SqlStore"]
 _IN_BATCH = 500  # ids per IN (...) list
 _FRAME_FILL_BATCH = 500  # runs whose frames are rebuilt per round of queries
 _STATUSES = {s.value: s for s in RunStatus}
+# A run that counts as having run its configuration: FINISHED, and not deleted.
+_DONE = (db.runs.c.status == RunStatus.FINISHED.value, db.runs.c.deleted_time.is_(None))
 
 
 _decoded: dict[str, Any] = {}
@@ -366,7 +368,7 @@ class SqlStore(SqlBase, Store):
         with self._read() as conn:
             return conn.execute(
                 select(db.runs.c.id)
-                .where(db.runs.c.run_key == run_key, db.runs.c.status == "FINISHED", db.runs.c.deleted_time.is_(None))
+                .where(db.runs.c.run_key == run_key, *_DONE)
                 .order_by(db.runs.c.end_time.desc())
                 .limit(1)
             ).scalar()
@@ -379,8 +381,7 @@ class SqlStore(SqlBase, Store):
                 found.update(
                     conn.execute(
                         select(db.runs.c.run_key).distinct().where(
-                            db.runs.c.run_key.in_(keys[start : start + _IN_BATCH]), db.runs.c.status == "FINISHED",
-                            db.runs.c.deleted_time.is_(None),
+                            db.runs.c.run_key.in_(keys[start : start + _IN_BATCH]), *_DONE
                         )
                     ).scalars()
                 )
@@ -389,8 +390,7 @@ class SqlStore(SqlBase, Store):
     def claim(self, run_key: str, owner: str, lease: float, now: float) -> ClaimState:
         with self._write() as conn:
             finished = conn.execute(
-                select(db.runs.c.id).where(db.runs.c.run_key == run_key, db.runs.c.status == "FINISHED",
-                                           db.runs.c.deleted_time.is_(None)).limit(1)
+                select(db.runs.c.id).where(db.runs.c.run_key == run_key, *_DONE).limit(1)
             ).first()
             if finished is not None:
                 return ClaimState.DONE
