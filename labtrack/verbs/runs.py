@@ -31,6 +31,8 @@ from labtrack.verbs import capture
 from labtrack.verbs.inputs import hash_inputs
 
 if TYPE_CHECKING:
+    import datetime
+
     from labtrack.core.environment import Environment
     from labtrack.verbs.runlist import RunList
 
@@ -278,7 +280,7 @@ class RunClient:
         restored = self.store.restore_experiment(self.require_experiment(name, Lifecycle.DELETED))
         return restored or 0
 
-    def gc(self, older_than: float | str | Any = 0, *, dry_run: bool = False, compact: bool = False) -> Collected:
+    def gc(self, older_than: float | str | datetime.timedelta = 0, *, dry_run: bool = False, compact: bool = False) -> Collected:
         """Remove for good the runs deleted more than ``older_than`` ago (seconds, a timedelta, or text such
         as ``"30d"``), the deleted experiments left without runs, and the artifact content no remaining run
         lists. Deleted runs still running stay until they end. ``dry_run``: count, remove nothing;
