@@ -227,6 +227,7 @@ def test_a_store_at_revision_0005_upgrades_and_keeps_its_runs(tmp_path: Path) ->
     with engine.begin() as conn:  # as revision 0005 left a store: no deletion times
         conn.execute(text("ALTER TABLE runs DROP COLUMN deleted_time"))
         conn.execute(text("ALTER TABLE experiments DROP COLUMN deleted_time"))
+        conn.execute(text("DROP TABLE tokens"))  # (0007)
         conn.execute(text("UPDATE alembic_version SET version_num = '0005'"))
     engine.dispose()
     code, _, err = cli("runs", "--store", location)

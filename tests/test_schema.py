@@ -162,6 +162,7 @@ def test_a_store_at_0003_is_upgraded_with_planner_statistics_and_its_unchecked_c
         conn.execute(text("ALTER TABLE metric_chunks DROP COLUMN crc"))
         conn.execute(text("ALTER TABLE runs DROP COLUMN deleted_time"))  # (0006)
         conn.execute(text("ALTER TABLE experiments DROP COLUMN deleted_time"))
+        conn.execute(text("DROP TABLE tokens"))  # (0007)
         conn.execute(text("UPDATE alembic_version SET version_num = '0003'"))
     with pytest.raises(lt.SchemaOutdated) as caught:
         open_store(store_url)

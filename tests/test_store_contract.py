@@ -1,4 +1,5 @@
-"""The Store contract (labtrack/store/base.py), run against every backend: SQLite and PostgreSQL.
+"""The Store contract (labtrack/store/base.py), run against every backend: SQLite, PostgreSQL, and the remote
+store (a tracking server over HTTP) in front of each.
 
 The suite itself is ``labtrack.testing.store_contract.StoreContract``, shipped with labtrack so that a new
 backend is tested by subclassing it, as these classes do.
@@ -6,9 +7,11 @@ backend is tested by subclassing it, as these classes do.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from server_helpers import serve_in_thread
 
 from labtrack.testing.store_contract import StoreContract
 
@@ -31,3 +34,25 @@ class TestPostgres(StoreContract):
     def store_url(self, postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         monkeypatch.setenv("LABTRACK_ARTIFACTS", str(tmp_path / "artifacts"))
         return postgres_url
+
+
+class TestRemoteOnSqlite(StoreContract):
+    """The remote store (http://): a real server on loopback in front of a SQLite store."""
+
+    @pytest.fixture
+    def store_url(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+        with serve_in_thread(str(tmp_path / "served")) as served:
+            monkeypatch.setenv("LABTRACK_TOKEN", served.token)
+            yield served.url
+
+
+@pytest.mark.postgres
+class TestRemoteOnPostgres(StoreContract):
+    """The remote store in front of PostgreSQL."""
+
+    @pytest.fixture
+    def store_url(self, postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+        with serve_in_thread(postgres_url, artifacts=str(tmp_path / "artifacts")) as served:
+            monkeypatch.delenv("LABTRACK_ARTIFACTS", raising=False)
+            monkeypatch.setenv("LABTRACK_TOKEN", served.token)
+            yield served.url

@@ -19,6 +19,7 @@ from labtrack.core.checks import DoctorReport, Reproduction, Verdict
 from labtrack.core.diff import RunDiff
 from labtrack.core.inert import visible
 from labtrack.core.model import ArtifactInfo, Collected, Experiment, Recovery, RunStatus, StoreCheck
+from labtrack.core.tokens import TokenInfo
 from labtrack.core.views import RunColumns
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ __all__ = [
     "runs",
     "status_text",
     "store_check",
+    "tokens",
     "verdict",
 ]
 
@@ -583,6 +585,20 @@ def collected(report: Collected, location: str) -> None:
              "to list them (a gc after that hour removes those no run lists).")
     if report.compacted_bytes is not None:
         note(f"Compacted the database file: {fmt_bytes(report.compacted_bytes)} given back.")
+
+
+def tokens(found: Sequence[TokenInfo], now: float) -> None:
+    if not found:
+        note("No tokens yet: `labtrack token create --name NAME --role reader|writer|admin` (or start `labtrack "
+             "server`, which creates an admin token for a store that has none).")
+        return
+    table = Table(title="tokens", title_justify="left")
+    for column in ("id", "name", "role", "created", "expires", "state"):
+        table.add_column(column)
+    for t in found:
+        state = "revoked" if t.revoked_time is not None else ("live" if t.usable(now) else "expired")
+        table.add_row(t.id, t.name, t.role.value, fmt_time(t.created_time), fmt_time(t.expires_time), state)
+    _out.print(table)
 
 
 def recovery(report: Recovery) -> None:

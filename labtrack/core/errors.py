@@ -22,12 +22,16 @@ from __future__ import annotations
 
 __all__ = [
     "AmbiguousRunId",
+    "ArtifactNotFound",
+    "AuthenticationFailed",
     "DataDamaged",
     "ExperimentNotFound",
     "InvalidInput",
     "LabtrackError",
     "NoActiveRunError",
     "ParamConflict",
+    "PermissionDenied",
+    "RequestTooLarge",
     "RunNotFound",
     "SchemaOutdated",
     "StoreConflict",
@@ -104,3 +108,28 @@ class StoreConflict(StoreError):
 
 class SchemaOutdated(StoreError):
     """The store was created by another labtrack version; the message names the command to run."""
+
+
+class ArtifactNotFound(StoreError, LookupError):
+    """No stored content has this sha256."""
+
+    status_code = 404
+
+
+class RequestTooLarge(InvalidInput):
+    """A request body larger than the server takes (after decompression)."""
+
+    status_code = 413
+
+
+class AuthenticationFailed(StoreError):
+    """The tracking server did not accept the token: none was sent, or it is unknown, expired or revoked.
+    Runs keep logging into the local spool meanwhile; nothing is lost."""
+
+    status_code = 401
+
+
+class PermissionDenied(StoreError):
+    """The token's role does not allow this (a reader writing, a writer managing tokens)."""
+
+    status_code = 403

@@ -1,8 +1,8 @@
 """Persistence behind one ``Store`` interface. ``open_store`` turns a store URL into a backend.
 
 A store URL is a directory (``.labtrack``: SQLite file + artifact blobs inside it), ``sqlite:///file.db``,
-or ``postgresql+psycopg://user@host/db``. Which backend opens which URL is one table, ``BACKENDS``: a new
-backend (the tracking server's ``http(s)://`` client, when it exists) is one row.
+``postgresql+psycopg://user@host/db``, or a tracking server's ``http(s)://host:port``. Which backend opens
+which URL is one table, ``BACKENDS``: a new backend is one row.
 """
 
 from __future__ import annotations
@@ -46,10 +46,23 @@ def _open_sql(location: str, artifacts: str | None, busy_timeout: float) -> Stor
     return SqlStore(url, open_blobs(artifact_root), busy_timeout=busy_timeout, home=home)
 
 
+def _open_remote(location: str, artifacts: str | None, busy_timeout: float) -> Store:
+    from labtrack.store.remote import RemoteStore
+
+    if artifacts:
+        import warnings
+
+        warnings.warn(f"labtrack: artifacts {artifacts!r} (LABTRACK_ARTIFACTS) is not used with the tracking server "
+                      f"{location}: the server keeps the artifacts", RuntimeWarning, stacklevel=4)
+    return RemoteStore(location)
+
+
 BACKENDS: tuple[Backend, ...] = (
     Backend("", _open_sql, ".labtrack"),
     Backend("sqlite", _open_sql, "sqlite:///runs.db"),
     Backend("postgresql", _open_sql, "postgresql+psycopg://user@host/db"),
+    Backend("http", _open_remote, "http://host:5000"),
+    Backend("https", _open_remote, "https://host"),
 )
 
 

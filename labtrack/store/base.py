@@ -64,6 +64,7 @@ from labtrack.core.model import (
     StoreCheck,
 )
 from labtrack.core.series import Chunk
+from labtrack.core.tokens import Role, TokenInfo
 from labtrack.store.blobs import BlobStore
 
 __all__ = ["BlobStore", "NewRun", "RunWrite", "Search", "Store"]
@@ -129,6 +130,10 @@ class Store(abc.ABC):
     def now(self) -> float:
         """The store's clock, in seconds since the epoch (the default: this host's, for stores on one host)."""
         return time.time()
+
+    def ping(self) -> None:
+        """Raise StoreError unless the store answers (a tracking server's readiness)."""
+        self.now()
 
     def check_data(self) -> StoreCheck:
         """Read every stored metric chunk and check it against its checksum (``labtrack db check``)."""
@@ -268,6 +273,24 @@ class Store(abc.ABC):
         heartbeat at or after ``stale_before``), deleted experiments left without runs, and the artifact
         blobs no remaining run lists; with ``compact``, give the freed space back to the file system."""
         raise StoreError(f"store {self.display_url} cannot collect garbage")
+
+    # -- the tracking server's tokens (labtrack.core.tokens) ---------------------------------------
+
+    def create_token(self, name: str, role: Role, *, experiments: Sequence[str] | None = None,
+                     expires_time: float | None = None) -> tuple[str, TokenInfo]:
+        """A new token (returned once, stored as its hash) and its record."""
+        raise StoreError(f"store {self.display_url} keeps no tokens: manage them on the server's own store")
+
+    def list_tokens(self) -> list[TokenInfo]:
+        raise StoreError(f"store {self.display_url} keeps no tokens: manage them on the server's own store")
+
+    def revoke_token(self, id_or_name: str) -> list[TokenInfo]:
+        """Revoke the token with this id, or every live token with this name."""
+        raise StoreError(f"store {self.display_url} keeps no tokens: manage them on the server's own store")
+
+    def authenticate(self, token: str) -> TokenInfo | None:
+        """The record of a usable token (known, not expired, not revoked), else None."""
+        raise StoreError(f"store {self.display_url} keeps no tokens: manage them on the server's own store")
 
     # -- housekeeping -----------------------------------------------------------------------------
 

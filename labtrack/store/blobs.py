@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from labtrack.core.errors import InvalidInput, StoreError
+from labtrack.core.errors import ArtifactNotFound, InvalidInput, StoreError
 
 __all__ = ["STALE_SECONDS", "BlobInfo", "BlobStore", "LocalBlobStore", "check_sha256", "open_blobs"]
 
@@ -198,7 +198,7 @@ class LocalBlobStore(BlobStore):
         try:
             return open(self._blob_path(sha256), "rb")
         except FileNotFoundError as exc:
-            raise StoreError(f"artifact blob {sha256} is missing from {self.root}") from exc
+            raise ArtifactNotFound(f"artifact blob {sha256} is missing from {self.root}") from exc
 
     def exists(self, sha256: str) -> bool:
         return self._blob_path(sha256).exists()

@@ -42,11 +42,13 @@ __all__ = [
     "params",
     "runs",
     "tags",
+    "tokens",
 ]
 
-SCHEMA_REVISION = "0006"
-# Revisions this code reads and writes. 0005 added the chunks' checksums, which every write sets, and 0006
-# the deletion times that every search reads, so an older store needs ``labtrack db upgrade``.
+SCHEMA_REVISION = "0007"
+# Revisions this code reads and writes. 0005 added the chunks' checksums, which every write sets, 0006 the
+# deletion times that every search reads, 0007 the tracking server's tokens: an older store needs
+# ``labtrack db upgrade``.
 WORKING_REVISIONS = frozenset({SCHEMA_REVISION})
 
 # Statistics of column pairs for PostgreSQL's planner: a filter such as ``params.lr = 0.01`` is one
@@ -221,4 +223,18 @@ environments = Table(
     Column("fingerprint", String(64), primary_key=True),
     Column("snapshot", Text, nullable=False),  # JSON
     Column("created_time", Float, nullable=False),
+)
+
+# The tracking server's API tokens (labtrack.core.tokens): the sha256 of each token, never the token.
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", String(16), primary_key=True),  # the public part of the token, shown by `labtrack token list`
+    Column("name", String(250), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("role", String(16), nullable=False),  # reader | writer | admin
+    Column("experiments", Text),  # JSON list of experiment names the token is limited to; NULL: all
+    Column("created_time", Float, nullable=False),
+    Column("expires_time", Float),
+    Column("revoked_time", Float),
 )

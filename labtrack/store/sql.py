@@ -34,7 +34,8 @@ from labtrack.core.model import (
     StoreCheck,
 )
 from labtrack.core.series import SeriesFiller, by_step
-from labtrack.store import lifecycle
+from labtrack.core.tokens import Role, TokenInfo
+from labtrack.store import lifecycle, tokens
 from labtrack.store import schema as db
 from labtrack.store.base import Store
 from labtrack.store.blobs import BlobStore
@@ -350,6 +351,25 @@ class SqlStore(SqlBase, Store):
         if compact and not dry_run:
             report.compacted_bytes = self.compact()
         return report
+
+    # -- tokens --------------------------------------------------------------------------------
+
+    def create_token(self, name: str, role: Role, *, experiments: Sequence[str] | None = None,
+                     expires_time: float | None = None) -> tuple[str, TokenInfo]:
+        with self._write() as conn:
+            return tokens.create_token(conn, name, role, experiments, expires_time, self.now())
+
+    def list_tokens(self) -> list[TokenInfo]:
+        with self._read() as conn:
+            return tokens.list_tokens(conn)
+
+    def revoke_token(self, id_or_name: str) -> list[TokenInfo]:
+        with self._write() as conn:
+            return tokens.revoke_token(conn, id_or_name, self.now())
+
+    def authenticate(self, token: str) -> TokenInfo | None:
+        with self._read() as conn:
+            return tokens.authenticate(conn, token, self.now())
 
     # -- artifacts -----------------------------------------------------------------------------
 

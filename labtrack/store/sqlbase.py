@@ -124,6 +124,10 @@ class SqlBase:
                 "'PRAGMA integrity_check'`, and put recovered.db in its place (runs on damaged pages may be missing "
                 "or partial afterwards: compare `labtrack runs` with what you expect)")
 
+    def ping(self) -> None:
+        with self._read() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
     def compact(self) -> int | None:
         """Give the space of deleted rows back to the file system (SQLite's VACUUM: the file is rewritten,
         and other writers wait meanwhile); returns how many bytes. None on PostgreSQL, whose autovacuum

@@ -1,0 +1,116 @@
+"""The tracking server's ASGI app: the JSON API over one store, behind the auth middleware.
+
+``create_app(store)`` builds it for a store object (tests, embedding); ``app_from_env()`` is the factory
+``labtrack server`` gives uvicorn, reading what the command was told from ``LABTRACK_SERVER_*`` variables
+so that every worker process opens the same store. The app keeps no state of its own between requests:
+N processes or replicas on one PostgreSQL answer as one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from labtrack.core import wire
+from labtrack.core.errors import LabtrackError, StoreError
+from labtrack.core.tokens import Role
+from labtrack.server.api import ROUTES, json_response
+from labtrack.server.auth import AuthMiddleware, route_roles
+from labtrack.store.base import Store
+
+__all__ = ["SERVER_ENV", "app_from_env", "create_app", "error_response"]
+
+_log = logging.getLogger("labtrack.server")
+
+# What `labtrack server` tells its worker processes.
+SERVER_ENV = {
+    "store": "LABTRACK_SERVER_STORE",
+    "artifacts": "LABTRACK_SERVER_ARTIFACTS",
+    "open_access": "LABTRACK_SERVER_NO_AUTH",
+    "allowed_hosts": "LABTRACK_SERVER_ALLOWED_HOSTS",
+}
+
+
+def error_response(exc: LabtrackError) -> Response:
+    """The one error shape: ``{"error": {"code", "message", "field", "status"}}``, never a traceback."""
+    return Response(wire.dumps(exc), status_code=exc.status_code, media_type="application/json")
+
+
+def _http_error(code: str, message: str, status: int) -> Response:
+    body = {"error": {"code": code, "message": message, "field": None, "status": status}}
+    return Response(wire.dumps(body), status_code=status, media_type="application/json")
+
+
+def create_app(store: Store, *, open_access: bool = False, allowed_hosts: list[str] | None = None) -> FastAPI:
+    from labtrack import __version__
+
+    app = FastAPI(title="labtrack tracking server", version=__version__, docs_url="/docs", redoc_url=None,
+                  openapi_url="/openapi.json")
+    app.state.store = store
+    declared: dict[Any, Role] = {}
+    for api_route in ROUTES:
+        endpoint = _endpoint(api_route.handler)
+        app.add_api_route(api_route.path, endpoint, methods=[api_route.method], summary=api_route.summary,
+                          name=api_route.name, response_class=Response)
+        declared[endpoint] = api_route.role
+
+    @app.get("/health", include_in_schema=True)
+    async def health() -> Response:
+        """Alive (answers without a token)."""
+        return json_response({"status": "ok"})
+
+    @app.get("/ready", include_in_schema=True)
+    async def ready() -> Response:
+        """The database answers (without a token); 503 otherwise."""
+        from starlette.concurrency import run_in_threadpool
+
+        try:
+            await run_in_threadpool(store.ping)
+        except LabtrackError as exc:
+            return error_response(StoreError(f"not ready: {exc}"))
+        return json_response({"status": "ready"})
+
+    @app.exception_handler(LabtrackError)
+    async def labtrack_error(request: Request, exc: LabtrackError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
+        return _http_error(code, str(exc.detail), exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        _log.exception("labtrack server: %s %s failed", request.method, request.url.path)
+        return _http_error("ServerError", "the server failed on this request (its log has the details)", 500)
+
+    app.add_middleware(AuthMiddleware, authenticate=store.authenticate, roles=route_roles(app.router.routes, declared),
+                       open_access=open_access, send_error=error_response)
+    if allowed_hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+    return app
+
+
+def _endpoint(handler: Any) -> Any:
+    async def endpoint(request: Request) -> Response:
+        return await handler(request, request.app.state.store)
+
+    endpoint.__name__ = handler.__name__.lstrip("_")
+    endpoint.__doc__ = handler.__doc__
+    return endpoint
+
+
+def app_from_env() -> FastAPI:
+    """The app as ``labtrack server`` configured it, for uvicorn's worker processes."""
+    from labtrack.store import open_store
+
+    store = open_store(os.environ[SERVER_ENV["store"]], artifacts=os.environ.get(SERVER_ENV["artifacts"]) or None)
+    hosts = [h for h in os.environ.get(SERVER_ENV["allowed_hosts"], "").split(",") if h]
+    return create_app(store, open_access=os.environ.get(SERVER_ENV["open_access"]) == "1", allowed_hosts=hosts or None)

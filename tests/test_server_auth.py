@@ -1,0 +1,126 @@
+"""Auth that a forgotten route cannot bypass (issue 14, item 6), tested over real HTTP on loopback.
+
+The route walk asks every route of the app — API routes, docs, OpenAPI, anything mounted — with every
+method it answers, without a token, with a bad token, and with a reader's token for routes that change
+things: only the public list answers without a valid token.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from server_helpers import serve_in_thread
+
+from labtrack.core.tokens import Role
+from labtrack.server import auth
+from labtrack.server.api import ROUTES
+from labtrack.server.app import create_app
+from labtrack.server.auth import PUBLIC
+
+_SAMPLE = {"run_id": "0" * 32, "key": "loss", "source": "spool", "fingerprint": "f" * 16, "run_key": "k" * 64,
+           "sha256": "0" * 64, "name": "run"}
+
+
+def _concrete(path: str) -> str:
+    return re.sub(r"{(\w+)(:\w+)?}", lambda m: _SAMPLE.get(m.group(1), "x"), path)
+
+
+def _every_route(app: object) -> list[tuple[str, str]]:
+    """(method, path) of every route of the app, mounts included (their root and a path inside)."""
+    found = []
+    for route in app.routes:  # type: ignore[attr-defined]
+        methods = sorted(getattr(route, "methods", None) or {"GET", "POST", "PUT", "DELETE"})
+        path = getattr(route, "path", "")
+        if not hasattr(route, "methods"):  # a mount: its root and something under it
+            found += [(m, path + "/") for m in methods] + [(m, path + "/anything") for m in methods]
+            continue
+        found += [(m, _concrete(path)) for m in methods if m != "HEAD"]
+    return found
+
+
+@pytest.fixture
+def served(tmp_path: Path):  # type: ignore[no-untyped-def]
+    with serve_in_thread(str(tmp_path / "store")) as s:
+        yield s
+
+
+def test_every_route_but_the_public_ones_refuses_a_request_without_a_valid_token(served) -> None:  # type: ignore[no-untyped-def]
+    routes = _every_route(served.app)
+    assert {p for _, p in routes} >= {"/openapi.json", "/docs", "/health", "/ready", "/api/v1/write"}
+    assert len(routes) > len(ROUTES)
+    for method, path in [*routes, ("GET", "/no/such/route"), ("POST", "/api/v1/nothing"), ("GET", "/docs/oauth2-redirect")]:
+        for headers in ({}, {"Authorization": "Bearer lt_aaaaaaaaaa_" + "b" * 43}, {"Authorization": "Basic x"}):
+            answer = httpx.request(method, served.url + path, headers=headers)
+            if path in PUBLIC:
+                assert answer.status_code == 200, (method, path)
+            else:
+                assert answer.status_code == 401, (method, path, headers, answer.status_code, answer.text)
+                assert answer.json()["error"]["code"] == "AuthenticationFailed"
+
+
+def test_a_reader_reads_but_every_route_that_changes_things_refuses_it(served) -> None:  # type: ignore[no-untyped-def]
+    reader, _ = served.store.create_token("viewer", Role.READER)
+    headers = {"Authorization": f"Bearer {reader}"}
+    assert httpx.get(served.url + "/api/v1/experiments", headers=headers).status_code == 200
+    for route in ROUTES:
+        if route.role is Role.READER:
+            continue
+        answer = httpx.request(route.method, served.url + _concrete(route.path), headers=headers, content=b"{}")
+        assert answer.status_code == 403, (route.method, route.path, answer.text)
+        assert answer.json()["error"]["code"] == "PermissionDenied"
+    for path in ("/openapi.json", "/docs", "/nothing"):  # undeclared: an admin's
+        assert httpx.get(served.url + path, headers=headers).status_code == 403
+
+
+def test_the_api_documentation_is_served_to_an_admin(served) -> None:  # type: ignore[no-untyped-def]
+    headers = {"Authorization": f"Bearer {served.token}"}
+    spec = httpx.get(served.url + "/openapi.json", headers=headers).json()
+    assert "/api/v1/write" in spec["paths"] and "/api/v1/runs/search" in spec["paths"]
+
+
+def test_a_revoked_or_expired_token_stops_working(served, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(auth, "CACHE_SECONDS", 0.0)
+    writer, info = served.store.create_token("ci", Role.WRITER)
+    headers = {"Authorization": f"Bearer {writer}"}
+    assert httpx.get(served.url + "/api/v1/experiments", headers=headers).status_code == 200
+    served.store.revoke_token(info.id)
+    assert httpx.get(served.url + "/api/v1/experiments", headers=headers).status_code == 401
+    expired, _ = served.store.create_token("old", Role.WRITER, expires_time=served.store.now() - 1)
+    assert httpx.get(served.url + "/api/v1/experiments", headers={"Authorization": f"Bearer {expired}"}).status_code == 401
+
+
+def test_tokens_are_stored_only_as_hashes(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    token, info = served.store.create_token("ci", Role.WRITER)
+    assert token.startswith("lt_" + info.id + "_")
+    database = (tmp_path / "store" / "labtrack.db").read_bytes() + b"".join(
+        p.read_bytes() for p in (tmp_path / "store").glob("labtrack.db-wal"))
+    secret = token.rsplit("_", 1)[1].encode()
+    assert info.id.encode() in database and secret not in database
+
+
+def test_a_host_header_that_is_not_allowed_is_refused(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    import uvicorn
+
+    from labtrack.store import open_store
+
+    store = open_store(str(tmp_path / "store"))
+    app = create_app(store, allowed_hosts=["127.0.0.1", "localhost"])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.005)
+    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    try:
+        assert httpx.get(url + "/health").status_code == 200
+        assert httpx.get(url + "/health", headers={"Host": "attacker.example"}).status_code == 400  # DNS rebinding
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        store.close()
