@@ -93,10 +93,10 @@ class RemoteStore(Store):
     # -- the transport ----------------------------------------------------------------------------
 
     def _send(self, method: str, path: str, *, body: bytes | None = None, headers: Mapping[str, str] | None = None,
-              params: Mapping[str, str] | None = None, stream: bool = False) -> Any:
-        """The response to one request, tried again while the server is missing or busy; StoreError if it
-        stays so, the decoded error of the server otherwise."""
-        for attempt in range(_ATTEMPTS):
+              params: Mapping[str, str] | None = None, stream: bool = False, attempts: int = _ATTEMPTS) -> Any:
+        """The response to one request, tried again (``attempts`` in all) while the server is missing or busy;
+        StoreError if it stays so, the decoded error of the server otherwise."""
+        for attempt in range(attempts):
             wait = 0.2 * (4 ** attempt) * random.uniform(0.5, 1.0)
             try:
                 request = self._http.build_request(method, path, content=body, headers=headers, params=params)
@@ -118,7 +118,7 @@ class RemoteStore(Store):
                         raise error  # the server answered for itself: not a missing server
                     problem = str(error)
                 response.close()
-            if attempt + 1 < _ATTEMPTS:
+            if attempt + 1 < attempts:
                 time.sleep(wait)
         raise StoreError(problem)
 
@@ -131,7 +131,7 @@ class RemoteStore(Store):
                               f"{response.text[:200]}")
 
     def _call(self, method: str, path: str, body: object = None, *, body_type: object = None, tp: object = None,
-              params: Mapping[str, str] | None = None) -> Any:
+              params: Mapping[str, str] | None = None, attempts: int = _ATTEMPTS) -> Any:
         content = headers = None
         if body is not None:
             content = wire.dumps(body, body_type).encode("utf-8")
@@ -139,7 +139,7 @@ class RemoteStore(Store):
             if len(content) > _GZIP_ABOVE:
                 content = gzip.compress(content, compresslevel=1)
                 headers["Content-Encoding"] = "gzip"
-        response = self._send(method, path, body=content, headers=headers, params=params)
+        response = self._send(method, path, body=content, headers=headers, params=params, attempts=attempts)
         return wire.loads(tp, response.content) if tp is not None else None
 
     # -- experiments ----------------------------------------------------------------------------
@@ -206,8 +206,10 @@ class RemoteStore(Store):
 
     def write(self, writes: Sequence[RunWrite], *, retry: bool = False) -> None:
         if writes:
+            # A careless write (trusting the writer's hints) is sent once: if its outcome is unknown, the
+            # writer sends it again as a careful one, which stores what the first did not (and nothing twice).
             body = {"writes": wire.to_wire(list(writes), list[RunWrite]), "retry": retry}
-            self._call("POST", "/write", body)
+            self._call("POST", "/write", body, attempts=_ATTEMPTS if retry else 1)
 
     def heartbeat(self, run_id: str, now: float) -> None:
         self._call("POST", f"/runs/{_part(run_id)}/heartbeat", now, body_type=float)

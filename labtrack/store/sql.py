@@ -427,6 +427,10 @@ class SqlStore(SqlBase, Store):
             ).one()
             if row.state == "done":
                 return ClaimState.DONE
+            if row.state == "running" and row.owner == owner:  # asked again (a retried request): still ours
+                conn.execute(db.claims.update().where(db.claims.c.run_key == run_key)
+                             .values(lease_until=now + lease))
+                return ClaimState.CLAIMED
             if row.state == "failed" and _sweep_of(row.owner) == _sweep_of(owner):
                 return ClaimState.FAILED  # it failed in this very sweep: retried by the next sweep, not this one
             if row.state == "running":

@@ -623,6 +623,13 @@ class StoreContract(LifecycleContract):
         assert store.claim("k" * 64, "sweep3/h/5", 60.0, now + 122) is ClaimState.CLAIMED  # the next sweep
         store.release_claim("k" * 64, "sweep3/h/5", done=True)
         assert store.claim("k" * 64, "sweep4/h/6", 60.0, now + 123) is ClaimState.DONE
+
+    def test_a_claim_asked_again_by_its_owner_is_still_its_own(self, store: Store) -> None:
+        """A claim request retried after its answer was lost (a remote store over a flaky network)."""
+        now = store.now()
+        assert store.claim("r" * 64, "sweep1/h/1", 60.0, now) is ClaimState.CLAIMED
+        assert store.claim("r" * 64, "sweep1/h/1", 60.0, now + 1) is ClaimState.CLAIMED
+        assert store.claim("r" * 64, "sweep1/h/2", 60.0, now + 2) is ClaimState.BUSY
         run_id = new_run(store, run_key="d" * 64)
         store.end_run(run_id, RunStatus.FINISHED, now)
         assert store.claim("d" * 64, "sweep5/h/7", 60.0, now) is ClaimState.DONE
