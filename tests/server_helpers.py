@@ -36,14 +36,14 @@ class Served:
 
 @contextmanager
 def serve_in_thread(location: str, *, artifacts: str | None = None, role: Role = Role.ADMIN,
-                    open_access: bool = False) -> Iterator[Served]:
+                    open_access: bool = False, **options: Any) -> Iterator[Served]:
     import uvicorn
 
     from labtrack.server.app import create_app
 
     store = open_store(location, artifacts=artifacts)
     token, _ = store.create_token("tests", role)
-    app = create_app(store, open_access=open_access)
+    app = create_app(store, open_access=open_access, **options)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error", lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

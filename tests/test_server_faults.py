@@ -140,3 +140,32 @@ def test_two_servers_on_one_postgresql_answer_alike(tmp_path: Path, python_env: 
     finally:
         for server in servers:
             server.stop()
+
+
+def test_runs_recorded_on_a_node_that_never_reached_the_server_are_shipped_by_sync(
+        tmp_path: Path, python_env: dict[str, str]) -> None:
+    location = str(tmp_path / "store")
+    token = _token(location, python_env)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"  # nothing listens yet: the node is cut off
+    node = {**_client_env(python_env, url, token, tmp_path), "LABTRACK_SPOOL_DIR": str(tmp_path / "node-spool"),
+            "LABTRACK_FLUSH_TIMEOUT": "1"}
+    client = _train(tmp_path, node, 500, 3, 0.0)
+    out, err = client.communicate(timeout=120)
+    assert client.returncode == 0 and "training goes on" in err, err
+    run_id = out.split()[0]
+    [carried] = list((tmp_path / "node-spool").iterdir())  # the spool directory, carried to a connected machine
+    server = start_server_process(location, python_env, tmp_path / "server.log", port=port)
+    try:
+        here = {**_client_env(python_env, url, token, tmp_path), "LABTRACK_SPOOL_DIR": str(tmp_path / "other")}
+        synced = subprocess.run([sys.executable, "-m", "labtrack", "sync", "--spool", str(carried), "--json"], env=here,
+                                capture_output=True, text=True, timeout=120)
+        assert synced.returncode == 0, synced.stderr
+        assert json.loads(synced.stdout)["points"] == 1500
+        status, series = _stored(server.url, token, run_id, 3)
+        assert status == "FINISHED" and all(s == list(range(500)) for s in series.values())
+        again = subprocess.run([sys.executable, "-m", "labtrack", "sync", "--spool", str(carried), "--json"],
+                               env=here, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0 and json.loads(again.stdout)["points"] == 0  # nothing twice
+    finally:
+        server.stop()

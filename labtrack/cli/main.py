@@ -428,6 +428,24 @@ def recover(as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--spool", "spool", type=click.Path(exists=True, file_okay=False), metavar="DIR",
+              help="A spool directory of this store brought from another machine (an air-gapped node's).")
+@_json_option
+@_command
+def sync(spool: str | None, as_json: bool) -> None:
+    """Ship to the store what runs recorded while it was unreachable: this machine's spools, or DIR's.
+
+    Every point goes in once, however often sync runs; a process still running ships its own."""
+    from labtrack.verbs import tracking
+
+    report = tracking.client().recover(spool) if spool else tracking.recover()
+    if as_json:
+        _print_json(report)
+    else:
+        render.recovery(report)
+
+
+@main.command()
 @click.argument("run_ids", nargs=-1, metavar="RUN...")
 @click.option("--experiment", "experiment", metavar="NAME", help="Delete this experiment and its runs instead.")
 @_command

@@ -61,6 +61,8 @@ def _recover_path(store: Store, path: Path, key: str, report: Recovery, *, wait:
     try:
         meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
         if meta.get("store") != key:
+            report.problems.append(f"spool {path} was recorded for another store URL than {store.display_url}: "
+                                   "not shipped here (sync it with LABTRACK_STORE set to the URL its runs used)")
             return None
         # Writes to runs another process creates (a forked child's, to its parent's run) wait for them:
         # first for the other spools here, then for a parent still alive (the spool stays for the next

@@ -22,7 +22,8 @@ from labtrack.core import wire
 from labtrack.core.errors import LabtrackError, StoreError
 from labtrack.core.tokens import Role
 from labtrack.server.api import ROUTES, json_response
-from labtrack.server.auth import AuthMiddleware, route_roles
+from labtrack.server.auth import AuthMiddleware, matching, route_roles
+from labtrack.server.observe import MAX_IN_FLIGHT, Metrics, ObserveMiddleware
 from labtrack.store.base import Store
 
 __all__ = ["SERVER_ENV", "app_from_env", "create_app", "error_response"]
@@ -48,12 +49,14 @@ def _http_error(code: str, message: str, status: int) -> Response:
     return Response(wire.dumps(body), status_code=status, media_type="application/json")
 
 
-def create_app(store: Store, *, open_access: bool = False, allowed_hosts: list[str] | None = None) -> FastAPI:
+def create_app(store: Store, *, open_access: bool = False, allowed_hosts: list[str] | None = None,
+               max_in_flight: int = MAX_IN_FLIGHT) -> FastAPI:
     from labtrack import __version__
 
     app = FastAPI(title="labtrack tracking server", version=__version__, docs_url="/docs", redoc_url=None,
                   openapi_url="/openapi.json")
     app.state.store = store
+    app.state.metrics = Metrics()
     declared: dict[Any, Role] = {}
     for api_route in ROUTES:
         endpoint = _endpoint(api_route.handler)
@@ -91,11 +94,24 @@ def create_app(store: Store, *, open_access: bool = False, allowed_hosts: list[s
         _log.exception("labtrack server: %s %s failed", request.method, request.url.path)
         return _http_error("ServerError", "the server failed on this request (its log has the details)", 500)
 
+    @app.get("/metrics", include_in_schema=True)
+    async def metrics() -> Response:
+        """Request counts and times, points ingested, requests in flight (Prometheus text format)."""
+        return Response(app.state.metrics.text(), media_type="text/plain; version=0.0.4")
+
+    declared[metrics] = Role.READER
     app.add_middleware(AuthMiddleware, authenticate=store.authenticate, roles=route_roles(app.router.routes, declared),
                        open_access=open_access, send_error=error_response)
+    app.add_middleware(ObserveMiddleware, metrics=app.state.metrics, route_of=lambda scope: _template(app, scope),
+                       send_error=error_response, max_in_flight=max_in_flight)
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     return app
+
+
+def _template(app: FastAPI, scope: Any) -> str:
+    found = matching(app.router.routes, scope)
+    return str(getattr(found, "path", "")) if found is not None else "unmatched"
 
 
 def _endpoint(handler: Any) -> Any:

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from labtrack.core.errors import AuthenticationFailed, LabtrackError, PermissionDenied
 from labtrack.core.tokens import Role, TokenInfo
 
-__all__ = ["CACHE_SECONDS", "PUBLIC", "AuthMiddleware", "route_roles"]
+__all__ = ["CACHE_SECONDS", "PUBLIC", "AuthMiddleware", "matching", "route_roles"]
 
 PUBLIC = frozenset({"/health", "/ready"})  # the only paths that answer without a token
 CACHE_SECONDS = 5.0
@@ -92,15 +92,21 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str:
     return ""
 
 
+def matching(routes: list[Any], scope: Scope) -> Any:
+    """The route a request fully matches, or None."""
+    for candidate in routes:
+        match, _ = candidate.matches(scope)
+        if match is Match.FULL:
+            return candidate
+    return None
+
+
 def route_roles(routes: list[Any], declared: Mapping[Any, Role]) -> Callable[[Scope], Role]:
     """The role a request needs: that of the route it fully matches, if that route declared one; an admin's
     for everything else (unknown paths, documentation, any route without a declaration)."""
 
     def needed(scope: Scope) -> Role:
-        for candidate in routes:
-            match, _ = candidate.matches(scope)
-            if match is Match.FULL:
-                return declared.get(getattr(candidate, "endpoint", None), Role.ADMIN)
-        return Role.ADMIN
+        found = matching(routes, scope)
+        return Role.ADMIN if found is None else declared.get(getattr(found, "endpoint", None), Role.ADMIN)
 
     return needed

@@ -75,12 +75,18 @@ class RunClient:
         writer().release(self.store, self.settings.flush_timeout)
         self.store.close()
 
-    def recover(self) -> Recovery:
+    def recover(self, spools: str | os.PathLike[str] | None = None) -> Recovery:
         """Store what processes that died before their writes reached this store left in their spools
-        (done when the client opens the store; ``labtrack recover`` does it by hand)."""
+        (done when the client opens the store; ``labtrack recover`` does it by hand). ``spools``: a spool
+        directory of this store brought from another machine (``labtrack sync --spool DIR``)."""
+        from pathlib import Path
+
         from labtrack.run.recovery import recover  # (as the filter language and RunList: on first use)
 
-        return recover(self.store, spool_root(self.store, self.settings))
+        if spools is not None and (Path(spools) / "meta.json").exists():
+            raise InvalidInput(f"{spools} is one process's spool: give the directory that holds it "
+                               f"({Path(spools).parent})", field="spool")
+        return recover(self.store, Path(spools) if spools is not None else spool_root(self.store, self.settings))
 
     def flush(self) -> None:
         """Wait until the store has everything this process logged to it (reads call this first)."""
