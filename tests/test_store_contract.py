@@ -36,6 +36,19 @@ class TestPostgres(StoreContract):
         return postgres_url
 
 
+class TestSqliteWithS3Artifacts(StoreContract):
+    """A SQLite store whose artifact content lives in a bucket (a real S3 API on loopback)."""
+
+    @pytest.fixture
+    def artifacts(self, s3_bucket: str) -> str:
+        return s3_bucket
+
+    @pytest.fixture
+    def store_url(self, tmp_path: Path, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> str:
+        monkeypatch.setenv("LABTRACK_ARTIFACTS", s3_bucket)  # the API-level tests read the setting
+        return str(tmp_path / "store")
+
+
 class TestRemoteOnSqlite(StoreContract):
     """The remote store (http://): a real server on loopback in front of a SQLite store."""
 

@@ -29,20 +29,23 @@ def _is_loopback(host: str) -> bool:
 
 @main.command()
 @click.option("--artifacts", "artifacts", metavar="LOCATION",
-              help="Where artifact content goes (a directory; default: the store's own).")
+              help="Where artifact content goes: a directory or s3://bucket/prefix (default: the store's own).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
               help="A Host header the server answers to (repeatable; default: the loopback names on loopback, any "
                    "elsewhere — a reverse proxy sets it).")
+@click.option("--proxy-artifacts", "proxy_artifacts", is_flag=True,
+              help="With s3:// artifacts: pass content through the server instead of handing out presigned URLs "
+                   "(for buckets clients must not reach).")
 @click.option("--no-auth", "no_auth", is_flag=True,
               help="Answer without tokens (loopback only, unless --public-without-auth).")
 @click.option("--public-without-auth", "public_without_auth", is_flag=True,
               help="With --no-auth on a non-loopback address: yes, anyone who reaches it may read and write.")
 @_command
-def server(artifacts: str | None, host: str, port: int, workers: int, allowed_hosts: tuple[str, ...], no_auth: bool,
-           public_without_auth: bool) -> None:
+def server(artifacts: str | None, host: str, port: int, workers: int, allowed_hosts: tuple[str, ...],
+           proxy_artifacts: bool, no_auth: bool, public_without_auth: bool) -> None:
     """Serve the store (--store, else the configured one) to a team over HTTP: clients set
     LABTRACK_STORE=http://HOST:PORT and LABTRACK_TOKEN, and nothing else changes."""
     from labtrack.server.app import SERVER_ENV
@@ -69,6 +72,7 @@ def server(artifacts: str | None, host: str, port: int, workers: int, allowed_ho
     os.environ[SERVER_ENV["artifacts"]] = artifacts or ""
     os.environ[SERVER_ENV["open_access"]] = "1" if no_auth else ""
     os.environ[SERVER_ENV["allowed_hosts"]] = ",".join(hosts)
+    os.environ[SERVER_ENV["proxy_artifacts"]] = "1" if proxy_artifacts else ""
     address = f"[{host}]" if ":" in host else host
     url = f"http://{address}:{port}"
     render.note(f"labtrack server: {url} serves {location}" + (" WITHOUT AUTH" if no_auth else ""))

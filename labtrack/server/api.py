@@ -395,10 +395,22 @@ _DOWNLOAD_HEADERS = {
 }
 
 
+def _presigning(request: Request, store: Store) -> Any:
+    """The blob store, when clients get presigned URLs to it (S3, unless the server proxies artifacts)."""
+    blobs = store.blobs
+    return None if request.app.state.proxy_artifacts or not hasattr(blobs, "upload_url") else blobs
+
+
 @route("GET", "/blobs/{sha256}", Role.READER)
 async def _get_blob(request: Request, store: Store) -> Response:
-    """An artifact's content by sha256, as a download."""
+    """An artifact's content by sha256, as a download (on S3: a redirect to a presigned URL, valid minutes)."""
     sha = check_sha256(request.path_params["sha256"])
+    presigning = _presigning(request, store)
+    if presigning is not None:
+        if not await _call(presigning.exists, sha):
+            raise ArtifactNotFound(f"no artifact content {sha} in store {store.display_url}")
+        return Response(status_code=307, headers={"Location": await _call(presigning.download_url, sha),
+                                                  "Cache-Control": "no-store"})
     local = getattr(store.blobs, "_blob_path", None)
     if local is not None:  # a local directory: sent from the file
         path = local(sha)
@@ -414,6 +426,20 @@ async def _get_blob(request: Request, store: Store) -> Response:
 async def _blob_exists(request: Request, store: Store) -> Response:
     """Whether the store holds this content."""
     return json_response(await _call(store.blobs.exists, check_sha256(request.path_params["sha256"])), bool)
+
+
+@route("POST", "/blobs/{sha256}/upload", Role.WRITER)
+async def _upload_blob(request: Request, store: Store) -> Response:
+    """Where to send content: nowhere when the store has it (its time is refreshed), a presigned URL (with
+    the headers to send) on S3, or null for this server's own PUT route."""
+    sha = check_sha256(request.path_params["sha256"])
+    presigning = _presigning(request, store)
+    if presigning is not None:
+        if await _call(presigning.refresh, sha):
+            return json_response({"exists": True, "url": None, "headers": {}})
+        url, headers = await _call(presigning.upload_url, sha)
+        return json_response({"exists": False, "url": url, "headers": headers})
+    return json_response({"exists": False, "url": None, "headers": {}})
 
 
 @route("PUT", "/blobs/{sha256}", Role.WRITER)

@@ -36,6 +36,7 @@ SERVER_ENV = {
     "artifacts": "LABTRACK_SERVER_ARTIFACTS",
     "open_access": "LABTRACK_SERVER_NO_AUTH",
     "allowed_hosts": "LABTRACK_SERVER_ALLOWED_HOSTS",
+    "proxy_artifacts": "LABTRACK_SERVER_PROXY_ARTIFACTS",
 }
 
 
@@ -50,13 +51,14 @@ def _http_error(code: str, message: str, status: int) -> Response:
 
 
 def create_app(store: Store, *, open_access: bool = False, allowed_hosts: list[str] | None = None,
-               max_in_flight: int = MAX_IN_FLIGHT) -> FastAPI:
+               max_in_flight: int = MAX_IN_FLIGHT, proxy_artifacts: bool = False) -> FastAPI:
     from labtrack import __version__
 
     app = FastAPI(title="labtrack tracking server", version=__version__, docs_url="/docs", redoc_url=None,
                   openapi_url="/openapi.json")
     app.state.store = store
     app.state.metrics = Metrics()
+    app.state.proxy_artifacts = proxy_artifacts  # S3 content through this server, not presigned URLs
     declared: dict[Any, Role] = {}
     for api_route in ROUTES:
         endpoint = _endpoint(api_route.handler)
@@ -129,4 +131,5 @@ def app_from_env() -> FastAPI:
 
     store = open_store(os.environ[SERVER_ENV["store"]], artifacts=os.environ.get(SERVER_ENV["artifacts"]) or None)
     hosts = [h for h in os.environ.get(SERVER_ENV["allowed_hosts"], "").split(",") if h]
-    return create_app(store, open_access=os.environ.get(SERVER_ENV["open_access"]) == "1", allowed_hosts=hosts or None)
+    return create_app(store, open_access=os.environ.get(SERVER_ENV["open_access"]) == "1", allowed_hosts=hosts or None,
+                      proxy_artifacts=os.environ.get(SERVER_ENV["proxy_artifacts"]) == "1")

@@ -68,6 +68,9 @@ class BlobStore(abc.ABC):
     @abc.abstractmethod
     def exists(self, sha256: str) -> bool: ...
 
+    def check(self) -> None:  # noqa: B027 - optional
+        """Raise StoreError unless the content store answers (``labtrack doctor``)."""
+
     @abc.abstractmethod
     def list_blobs(self) -> Iterator[BlobInfo]:
         """Every stored blob (for ``labtrack gc``)."""
@@ -79,14 +82,17 @@ class BlobStore(abc.ABC):
 
 
 def open_blobs(location: str) -> BlobStore:
-    """The blob store at ``location``: a local directory (``file://`` or a path)."""
+    """The blob store at ``location``: a local directory (``file://`` or a path), or S3-compatible object
+    storage (``s3://bucket/prefix``)."""
+    if location.startswith("s3://"):
+        from labtrack.store.s3 import S3BlobStore
+
+        return S3BlobStore(location)
     if location.startswith("file://"):
         location = location.removeprefix("file://")
     elif "://" in location:
         raise InvalidInput(
-            f"artifacts {location!r}: this labtrack stores artifacts in a local directory; give a path",
-            field="artifacts",
-        )
+            f"artifacts {location!r}: give a directory or s3://bucket/prefix", field="artifacts")
     return LocalBlobStore(location)
 
 

@@ -103,8 +103,13 @@ class StoreContract(LifecycleContract):
         raise NotImplementedError("a StoreContract subclass gives a store_url fixture: a new, empty store")
 
     @pytest.fixture
-    def store(self, store_url: str) -> Iterator[Store]:
-        opened = open_store(store_url)
+    def artifacts(self) -> str | None:
+        """Where the store under test keeps artifact content, when not its default (e.g. an s3:// location)."""
+        return None
+
+    @pytest.fixture
+    def store(self, store_url: str, artifacts: str | None) -> Iterator[Store]:
+        opened = open_store(store_url, artifacts=artifacts)
         try:
             yield opened
         finally:

@@ -62,8 +62,9 @@ def doctor(client: RunClient | Callable[[], RunClient]) -> DoctorReport:
     environment = capture_now(options).environment
     findings += doctor_findings(environment.snapshot, find_conflicts_cached())
     try:
-        if not isinstance(client, RunClient):
-            client()
+        opened = client if isinstance(client, RunClient) else client()
+        opened.store.ping()
+        opened.store.blobs.check()
     except LabtrackError as exc:
         findings.append(Finding("error", "store", str(exc)))
     return DoctorReport(findings, environment.fingerprint)
