@@ -31,6 +31,7 @@ from bench.faults import kill, kill_child, kill_count, outage
 from bench.fixtures import CHILD_TIMEOUT, median_ms, release, small_git_repo, store_dir, synthetic_run, wait_for_go
 from bench.memory import history_child, memory, memory_child
 from bench.synthetic import EXPERIMENT, SyntheticStore
+from bench.workloads_server import server_ingest, server_ingest_child, server_runs, server_runs_child, server_search
 
 Result = dict[str, Any]
 
@@ -731,6 +732,9 @@ WORKLOADS: dict[str, Callable[..., Result]] = {
     "outage": outage,
     "runs_pg": runs_pg,
     "search_pg": search_pg,
+    "server_ingest": server_ingest,
+    "server_runs": server_runs,
+    "server_search": server_search,
     # internal: run in child processes by the workloads above
     "memory_child": memory_child,
     "history_child": history_child,
@@ -738,6 +742,8 @@ WORKLOADS: dict[str, Callable[..., Result]] = {
     "small_batches_child": small_batches_child,
     "kill_child": kill_child,
     "kill_count": kill_count,
+    "server_ingest_child": server_ingest_child,
+    "server_runs_child": server_runs_child,
 }
 
 

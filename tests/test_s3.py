@@ -16,8 +16,8 @@ from server_helpers import serve_in_thread
 
 import labtrack as lt
 from labtrack.core.errors import ArtifactNotFound, DataDamaged
+from labtrack.store import open_blobs
 from labtrack.store import s3 as s3_module
-from labtrack.store.blobs import open_blobs
 from labtrack.store.s3 import S3BlobStore
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from labtrack.core.errors import InvalidInput, StoreError
 from labtrack.store.base import BlobStore, Store
-from labtrack.store.blobs import open_blobs
+from labtrack.store.blobs import LocalBlobStore
 
 __all__ = [
     "BACKENDS",
@@ -22,6 +22,7 @@ __all__ = [
     "BlobStore",
     "Store",
     "default_artifacts",
+    "open_blobs",
     "open_store",
     "resolve_location",
     "scheme_of",
@@ -37,6 +38,21 @@ class Backend:
     scheme: str
     open: Callable[[str, str | None, float], Store]  # (url, artifacts location, SQLite busy timeout)
     example: str
+
+
+def open_blobs(location: str) -> BlobStore:
+    """The blob store at ``location``: a local directory (``file://`` or a path), or S3-compatible object
+    storage (``s3://bucket/prefix``)."""
+    if location.startswith("s3://"):
+        from labtrack.store.s3 import S3BlobStore
+
+        return S3BlobStore(location)
+    if location.startswith("file://"):
+        location = location.removeprefix("file://")
+    elif "://" in location:
+        raise InvalidInput(
+            f"artifacts {location!r}: give a directory or s3://bucket/prefix", field="artifacts")
+    return LocalBlobStore(location)
 
 
 def _open_sql(location: str, artifacts: str | None, busy_timeout: float) -> Store:

@@ -1,8 +1,8 @@
 """Artifact content: the ``BlobStore`` interface, and its local-directory implementation.
 
 Blobs are content-addressed: a blob's name is its content's sha256, so identical files logged by many
-runs are stored once and no user-chosen path ever becomes a blob name. ``open_blobs`` turns a location
-into a blob store (a directory now; S3-compatible buckets are the next backend).
+runs are stored once and no user-chosen path ever becomes a blob name. ``labtrack.store.open_blobs`` turns
+a location into a blob store: a directory (here), or an S3-compatible bucket (``labtrack.store.s3``).
 
 On a local directory, a blob lives at ``<root>/sha256/<2 hex>/<64 hex>``: its name is its content's sha256, so identical files
 logged by many runs are stored once, and no user-chosen path ever becomes a file name here — an
@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from labtrack.core.errors import ArtifactNotFound, InvalidInput, StoreError
 
-__all__ = ["STALE_SECONDS", "BlobInfo", "BlobStore", "LocalBlobStore", "check_sha256", "open_blobs"]
+__all__ = ["STALE_SECONDS", "BlobInfo", "BlobStore", "LocalBlobStore", "check_sha256"]
 
 _BUFFER = 1 << 20
 _HEX = frozenset("0123456789abcdef")
@@ -79,21 +79,6 @@ class BlobStore(abc.ABC):
     def delete_blob(self, sha256: str, *, unchanged_since: float) -> bool:
         """Remove a blob unless it was stored (again) at or after ``unchanged_since``; returns whether it was
         removed."""
-
-
-def open_blobs(location: str) -> BlobStore:
-    """The blob store at ``location``: a local directory (``file://`` or a path), or S3-compatible object
-    storage (``s3://bucket/prefix``)."""
-    if location.startswith("s3://"):
-        from labtrack.store.s3 import S3BlobStore
-
-        return S3BlobStore(location)
-    if location.startswith("file://"):
-        location = location.removeprefix("file://")
-    elif "://" in location:
-        raise InvalidInput(
-            f"artifacts {location!r}: give a directory or s3://bucket/prefix", field="artifacts")
-    return LocalBlobStore(location)
 
 
 def _remove(path: str | None) -> None:
