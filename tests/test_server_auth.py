@@ -124,3 +124,23 @@ def test_a_host_header_that_is_not_allowed_is_refused(tmp_path: Path) -> None:
         server.should_exit = True
         thread.join(10)
         store.close()
+
+
+def test_an_admin_manages_tokens_through_the_server(served, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from labtrack.cli import main
+
+    monkeypatch.setattr(auth, "CACHE_SECONDS", 0.0)
+    monkeypatch.setenv("LABTRACK_TOKEN", served.token)
+    monkeypatch.setenv("LABTRACK_STORE", served.url)
+    made = CliRunner().invoke(main, ["token", "create", "--name", "laptop", "--role", "reader", "--json"])
+    assert made.exit_code == 0, made.output
+    import json
+
+    token = json.loads(made.stdout)["token"]
+    assert httpx.get(served.url + "/api/v1/experiments", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    listed = CliRunner().invoke(main, ["token", "list"], env={"COLUMNS": "200"})
+    assert "laptop" in listed.stdout and token not in listed.stdout
+    assert CliRunner().invoke(main, ["token", "revoke", "laptop"]).exit_code == 0
+    assert httpx.get(served.url + "/api/v1/experiments", headers={"Authorization": f"Bearer {token}"}).status_code == 401

@@ -593,11 +593,12 @@ def tokens(found: Sequence[TokenInfo], now: float) -> None:
              "server`, which creates an admin token for a store that has none).")
         return
     table = Table(title="tokens", title_justify="left")
-    for column in ("id", "name", "role", "created", "expires", "state"):
+    for column in ("id", "name", "role", "experiments", "created", "expires", "state"):
         table.add_column(column)
     for t in found:
         state = "revoked" if t.revoked_time is not None else ("live" if t.usable(now) else "expired")
-        table.add_row(t.id, t.name, t.role.value, fmt_time(t.created_time), fmt_time(t.expires_time), state)
+        table.add_row(t.id, t.name, t.role.value, ", ".join(t.experiments) if t.experiments else "all",
+                      fmt_time(t.created_time), fmt_time(t.expires_time), state)
     _out.print(table)
 
 

@@ -88,29 +88,37 @@ def server(artifacts: str | None, host: str, port: int, workers: int, allowed_ho
 
 @main.group()
 def token() -> None:
-    """Manage the tracking server's tokens (run it with --store pointing at the server's database)."""
+    """Manage the tracking server's tokens: on its database (--store URL), or through the server with an admin
+    token (LABTRACK_STORE=http(s)://…)."""
 
 
 @token.command(name="create")
 @click.option("--name", required=True, help="Who or what uses it (e.g. ci, alice).")
 @click.option("--role", default="writer", show_default=True, type=click.Choice(["reader", "writer", "admin"]))
 @click.option("--expires", "expires", metavar="AGE", help="Valid for this long (e.g. 90d, 12h); default: until revoked.")
+@click.option("--experiments", "experiments", metavar="A,B", help="Only these experiments (default: all): other "
+              "experiments' runs do not exist for it.")
 @_json_option
 @_command
-def token_create(name: str, role: str, expires: str | None, as_json: bool) -> None:
+def token_create(name: str, role: str, expires: str | None, experiments: str | None, as_json: bool) -> None:
     """Create a token and print it once (only its hash is stored)."""
-    from labtrack.core.tokens import check_role
+    from labtrack.core.tokens import check_experiments, check_role
     from labtrack.core.validation import check_key, parse_age
     from labtrack.verbs import tracking
 
     store = tracking.client().store
     expires_time = store.now() + parse_age(expires, "expires") if expires else None
-    secret, info = store.create_token(check_key(name, "name"), check_role(role), expires_time=expires_time)
+    limited = check_experiments([check_key(e, "experiments") for e in experiments.split(",") if e.strip()]
+                                if experiments is not None else None)
+    secret, info = store.create_token(check_key(name, "name"), check_role(role), experiments=limited,
+                                      expires_time=expires_time)
     if as_json:
         _print_json({"token": secret, "id": info.id, "name": info.name, "role": info.role.value,
+                     "experiments": list(info.experiments) if info.experiments else None,
                      "expires_time": info.expires_time})
         return
     render.note(f"token {info.id} ({info.name}, {info.role}" +
+                (f", experiments {', '.join(info.experiments)}" if info.experiments else "") +
                 (f", expires {render.fmt_time(info.expires_time)}" if info.expires_time else "") + "), shown once:")
     click.echo(secret)
 

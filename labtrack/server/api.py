@@ -33,7 +33,7 @@ from labtrack.core.model import (
     Search,
     StoreCheck,
 )
-from labtrack.core.tokens import Role
+from labtrack.core.tokens import Role, TokenInfo
 from labtrack.core.views import ExperimentRuns
 from labtrack.store.base import Store
 from labtrack.store.blobs import check_sha256
@@ -385,6 +385,41 @@ async def _release_claim(request: Request, store: Store) -> Response:
     return json_response(None)
 
 
+# -- tokens (an admin's) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _TokenRequest:
+    name: str
+    role: Role
+    experiments: list[str] | None = None
+    expires_time: float | None = None
+
+
+@route("POST", "/tokens", Role.ADMIN)
+async def _create_token(request: Request, store: Store) -> Response:
+    """A new token: its secret (shown once) and its record."""
+    from labtrack.core.tokens import check_experiments
+
+    body = await body_of(request, _TokenRequest)
+    secret, info = await _call(store.create_token, body.name, body.role,
+                               experiments=check_experiments(body.experiments), expires_time=body.expires_time)
+    return json_response({"token": secret, "info": wire.to_wire(info, TokenInfo)})
+
+
+@route("GET", "/tokens", Role.ADMIN)
+async def _list_tokens(request: Request, store: Store) -> Response:
+    """Every token's record (never a secret)."""
+    return json_response(await _call(store.list_tokens), list[TokenInfo])
+
+
+@route("POST", "/tokens/revoke", Role.ADMIN)
+async def _revoke_token(request: Request, store: Store) -> Response:
+    """Revoke a token by id, or every live token of a name (body: {"token": id or name})."""
+    body = await body_of(request, dict[str, str])
+    return json_response(await _call(store.revoke_token, _field(body, "token")), list[TokenInfo])
+
+
 # -- artifact content ------------------------------------------------------------------------------
 
 # Content is served as a download that no browser renders or runs (an artifact is anyone's bytes).
@@ -405,6 +440,7 @@ def _presigning(request: Request, store: Store) -> Any:
 async def _get_blob(request: Request, store: Store) -> Response:
     """An artifact's content by sha256, as a download (on S3: a redirect to a presigned URL, valid minutes)."""
     sha = check_sha256(request.path_params["sha256"])
+    store = await _readable(store, sha)
     presigning = _presigning(request, store)
     if presigning is not None:
         if not await _call(presigning.exists, sha):
@@ -425,7 +461,22 @@ async def _get_blob(request: Request, store: Store) -> Response:
 @route("GET", "/blobs/{sha256}/exists", Role.READER)
 async def _blob_exists(request: Request, store: Store) -> Response:
     """Whether the store holds this content."""
-    return json_response(await _call(store.blobs.exists, check_sha256(request.path_params["sha256"])), bool)
+    sha = check_sha256(request.path_params["sha256"])
+    try:
+        store = await _readable(store, sha)
+    except ArtifactNotFound:
+        return json_response(False, bool)
+    return json_response(await _call(store.blobs.exists, sha), bool)
+
+
+async def _readable(store: Store, sha: str) -> Store:
+    """The store to read content from, once the token may read it (a limited token: a run it sees lists it)."""
+    from labtrack.server.scope import ScopedStore
+
+    if isinstance(store, ScopedStore):
+        await _call(store.require_blob, sha)
+        return store.inner
+    return store
 
 
 @route("POST", "/blobs/{sha256}/upload", Role.WRITER)

@@ -24,6 +24,7 @@ from labtrack.core.tokens import Role
 from labtrack.server.api import ROUTES, json_response
 from labtrack.server.auth import AuthMiddleware, matching, route_roles
 from labtrack.server.observe import MAX_IN_FLIGHT, Metrics, ObserveMiddleware
+from labtrack.server.scope import ScopedStore
 from labtrack.store.base import Store
 
 __all__ = ["SERVER_ENV", "app_from_env", "create_app", "error_response"]
@@ -118,7 +119,11 @@ def _template(app: FastAPI, scope: Any) -> str:
 
 def _endpoint(handler: Any) -> Any:
     async def endpoint(request: Request) -> Response:
-        return await handler(request, request.app.state.store)
+        store = request.app.state.store
+        token = request.scope.get("state", {}).get("token")
+        if token is not None and token.experiments is not None:  # a token limited to some experiments
+            store = ScopedStore(store, token.experiments)
+        return await handler(request, store)
 
     endpoint.__name__ = handler.__name__.lstrip("_")
     endpoint.__doc__ = handler.__doc__

@@ -54,7 +54,7 @@ class AuthMiddleware:
             needed = self.roles(scope)
             token = None if self.open_access else await self._token(scope)
             if token is not None and not token.role.allows(needed):
-                raise PermissionDenied(f"this needs a {needed} token; yours ({token.name}) is a {token.role}")
+                raise PermissionDenied(f"this needs {_a(needed)} token; yours ({token.name}) is {_a(token.role)}")
         except LabtrackError as exc:
             if scope["type"] == "http":
                 await self.send_error(exc)(scope, receive, send)
@@ -83,6 +83,10 @@ class AuthMiddleware:
                 self._cache.clear()
             self._cache[value] = (now, found)
         return found
+
+
+def _a(role: Role) -> str:
+    return f"an {role}" if role.value[0] in "aeiou" else f"a {role}"
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str:

@@ -45,7 +45,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
 
-from labtrack.core.errors import StoreError
+from labtrack.core.errors import RunNotFound, StoreError
 from labtrack.core.frame import RunTable
 from labtrack.core.model import (
     ArtifactInfo,
@@ -67,7 +67,13 @@ from labtrack.core.series import Chunk
 from labtrack.core.tokens import Role, TokenInfo
 from labtrack.store.blobs import BlobStore
 
-__all__ = ["BlobStore", "NewRun", "RunWrite", "Search", "Store"]
+__all__ = ["BlobStore", "NewRun", "RunWrite", "Search", "Store", "unresolved"]
+
+
+def unresolved(id_or_prefix: str, display_url: str) -> RunNotFound:
+    """The error for a run name that names no run (every store says it in the same words)."""
+    return RunNotFound(f"no run with the id (or id prefix) or name {id_or_prefix!r} in store {display_url}: "
+                       "run ids are 32 hex characters, a unique prefix is enough")
 
 
 class Store(abc.ABC):
@@ -138,6 +144,10 @@ class Store(abc.ABC):
     def check_data(self) -> StoreCheck:
         """Read every stored metric chunk and check it against its checksum (``labtrack db check``)."""
         raise StoreError(f"store {self.display_url} cannot check its data")
+
+    def artifact_listed(self, sha256: str, experiments: Sequence[str]) -> bool:
+        """Whether a run of these experiments lists this content (what a limited token may read)."""
+        raise StoreError(f"store {self.display_url} cannot say which runs list a content")
 
     def open_artifact(self, sha256: str) -> BinaryIO:
         return self.blobs.open(sha256)

@@ -38,6 +38,7 @@ from labtrack.core.model import (
     Search,
     StoreCheck,
 )
+from labtrack.core.tokens import Role, TokenInfo
 from labtrack.core.views import ExperimentRuns
 from labtrack.store.base import Store
 from labtrack.store.blobs import BlobInfo, BlobStore, check_sha256
@@ -252,6 +253,21 @@ class RemoteStore(Store):
 
     def release_claim(self, run_key: str, owner: str, *, done: bool, run_id: str | None = None) -> None:
         self._call("POST", "/claims/release", {"run_key": run_key, "owner": owner, "done": done, "run_id": run_id})
+
+    # -- tokens (an admin's) ----------------------------------------------------------------------
+
+    def create_token(self, name: str, role: Role, *, experiments: Sequence[str] | None = None,
+                     expires_time: float | None = None) -> tuple[str, TokenInfo]:
+        body = {"name": name, "role": role.value, "experiments": list(experiments) if experiments is not None else None,
+                "expires_time": expires_time}
+        made = self._call("POST", "/tokens", body, tp=dict[str, Any])
+        return str(made["token"]), wire.from_wire(TokenInfo, made["info"])
+
+    def list_tokens(self) -> list[TokenInfo]:
+        return cast("list[TokenInfo]", self._call("GET", "/tokens", tp=list[TokenInfo]))
+
+    def revoke_token(self, id_or_name: str) -> list[TokenInfo]:
+        return cast("list[TokenInfo]", self._call("POST", "/tokens/revoke", {"token": id_or_name}, tp=list[TokenInfo]))
 
     def close(self) -> None:
         self._http.close()

@@ -37,7 +37,7 @@ from labtrack.core.series import SeriesFiller, by_step
 from labtrack.core.tokens import Role, TokenInfo
 from labtrack.store import lifecycle, tokens
 from labtrack.store import schema as db
-from labtrack.store.base import Store
+from labtrack.store.base import Store, unresolved
 from labtrack.store.blobs import BlobStore
 from labtrack.store.engine import gc_paused
 from labtrack.store.frames import ID_BATCH, read_frames
@@ -183,8 +183,7 @@ class SqlStore(SqlBase, Store):
                 if named:
                     return str(named[0])
         if not found:
-            raise RunNotFound(f"no run with the id (or id prefix) or name {id_or_prefix!r} in store {self.display_url}: "
-                              "run ids are 32 hex characters, a unique prefix is enough")
+            raise unresolved(id_or_prefix, self.display_url)
         if len(found) > 1 and prefix not in found:
             shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
             raise AmbiguousRunId(f"run id prefix {prefix!r} matches several runs ({shown}); give more characters")
@@ -372,6 +371,14 @@ class SqlStore(SqlBase, Store):
             return tokens.authenticate(conn, token, self.now())
 
     # -- artifacts -----------------------------------------------------------------------------
+
+    def artifact_listed(self, sha256: str, experiments: Sequence[str]) -> bool:
+        a, r, e = db.artifacts.c, db.runs.c, db.experiments.c
+        with self._read() as conn:
+            return conn.execute(
+                select(a.run_id).join(db.runs, r.id == a.run_id).join(db.experiments, e.id == r.experiment_id)
+                .where(a.sha256 == sha256, e.name.in_(list(experiments))).limit(1)
+            ).first() is not None
 
     def list_artifacts(self, run_id: str) -> list[ArtifactInfo]:
         with self._read() as conn:
