@@ -94,3 +94,19 @@ def test_downloads_are_attachments_no_browser_runs_and_uploads_are_checked(serve
     assert wrong.status_code == 400 and wrong.json()["error"]["field"] == "sha256"
     assert httpx.get(f"{served.url}/api/v1/blobs/{'1' * 64}", headers=_auth(served)).status_code == 404
     assert httpx.get(f"{served.url}/api/v1/blobs/..%2f..%2fetc%2fpasswd", headers=_auth(served)).status_code in (400, 404)
+
+
+def test_the_client_finds_its_token_in_a_netrc_file_and_never_in_the_url(served, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine 127.0.0.1\n  login labtrack\n  password {served.token}\n")
+    netrc.chmod(0o600)
+    monkeypatch.delenv("LABTRACK_TOKEN", raising=False)
+    monkeypatch.setenv("LABTRACK_NETRC", str(netrc))
+    store = RemoteStore(served.url)
+    try:
+        assert store.list_experiments() == []
+    finally:
+        store.close()
+    with pytest.raises(lt.InvalidInput, match="LABTRACK_TOKEN, never in the URL"):
+        RemoteStore(served.url.replace("http://", f"http://x:{served.token}@"))

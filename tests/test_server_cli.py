@@ -94,3 +94,21 @@ def test_the_server_refuses_an_outdated_store_and_names_the_command(tmp_path: Pa
     done = labtrack("server", "--store", str(store), env=python_env, check=False)
     assert done.returncode == 1 and f"labtrack db upgrade --store sqlite:///{store}/labtrack.db" in " ".join(
         done.stderr.split())
+
+
+def test_a_server_with_several_worker_processes_answers_as_one(tmp_path: Path, python_env: dict[str, str]) -> None:
+    store = str(tmp_path / "store")
+    token = json.loads(labtrack("token", "create", "--name", "t", "--role", "admin", "--json", "--store", store,
+                                env=python_env).stdout)["token"]
+    server = start_server_process(store, python_env, tmp_path / "server.log", extra=("--workers", "2"))
+    try:
+        client = {**python_env, "LABTRACK_STORE": server.url, "LABTRACK_TOKEN": token}
+        (tmp_path / "train.py").write_text(TRAIN)
+        for _ in range(3):
+            done = subprocess.run([sys.executable, str(tmp_path / "train.py")], env=client, cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+        runs = json.loads(labtrack("runs", "--json", env=client).stdout)
+        assert len(runs) == 3 and {r["metrics"]["loss"]["count"] for r in runs} == {200}
+    finally:
+        server.stop()
