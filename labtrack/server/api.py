@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import tempfile
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, Response, StreamingResponse
 
 from labtrack.core import wire
 from labtrack.core.errors import ArtifactNotFound, InvalidInput, RequestTooLarge
@@ -453,9 +453,16 @@ async def _get_blob(request: Request, store: Store) -> Response:
         if not await _call(os.path.exists, path):
             raise ArtifactNotFound(f"no artifact content {sha} in store {store.display_url}")
         return FileResponse(path, media_type="application/octet-stream", headers=_DOWNLOAD_HEADERS)
-    with await _call(store.open_artifact, sha) as handle:
-        data = await _call(handle.read)
-    return Response(data, media_type="application/octet-stream", headers=_DOWNLOAD_HEADERS)
+    handle = await _call(store.open_artifact, sha)
+
+    async def pieces() -> AsyncIterator[bytes]:  # a piece at a time: a 5 GB checkpoint never sits in memory
+        try:
+            while piece := await _call(handle.read, 1 << 20):
+                yield piece
+        finally:
+            handle.close()
+
+    return StreamingResponse(pieces(), media_type="application/octet-stream", headers=_DOWNLOAD_HEADERS)
 
 
 @route("GET", "/blobs/{sha256}/exists", Role.READER)

@@ -18,7 +18,7 @@ import hashlib
 import os
 import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO, cast
 from urllib.parse import quote, urlsplit
 
@@ -93,14 +93,17 @@ class RemoteStore(Store):
 
     # -- the transport ----------------------------------------------------------------------------
 
-    def _send(self, method: str, path: str, *, body: bytes | None = None, headers: Mapping[str, str] | None = None,
-              params: Mapping[str, str] | None = None, stream: bool = False, attempts: int = _ATTEMPTS) -> Any:
+    def _send(self, method: str, path: str, *, body: bytes | Callable[[], Iterator[bytes]] | None = None,
+              headers: Mapping[str, str] | None = None, params: Mapping[str, str] | None = None, stream: bool = False,
+              attempts: int = _ATTEMPTS) -> Any:
         """The response to one request, tried again (``attempts`` in all) while the server is missing or busy;
-        StoreError if it stays so, the decoded error of the server otherwise."""
+        StoreError if it stays so, the decoded error of the server otherwise. ``body`` may be a function that
+        gives the body's pieces afresh for each attempt (a large file, streamed)."""
         for attempt in range(attempts):
             wait = 0.2 * (4 ** attempt) * random.uniform(0.5, 1.0)
             try:
-                request = self._http.build_request(method, path, content=body, headers=headers, params=params)
+                content = body() if callable(body) else body
+                request = self._http.build_request(method, path, content=content, headers=headers, params=params)
                 response = self._http.send(request, stream=stream)
             except self._transport_error as exc:
                 problem = f"cannot reach the tracking server {self.display_url}: {exc or type(exc).__name__}"
@@ -315,7 +318,11 @@ class RemoteBlobs(BlobStore):
             return
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         if target["url"] is None:
-            self.store._send("PUT", f"/blobs/{sha}", body=source.read(), headers=headers)
+            def pieces() -> Iterator[bytes]:
+                source.seek(0)
+                return _chunks(source)
+
+            self.store._send("PUT", f"/blobs/{sha}", body=pieces, headers=headers)
             return
         try:
             answer = self._direct.put(target["url"], content=_chunks(source), headers={**headers, **target["headers"]})
