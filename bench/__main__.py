@@ -17,13 +17,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.mlflow_env import ROOT, MlflowEnv, ensure_extras, ensure_mlflow
+from bench.mlflow_env import ROOT, MlflowEnv, ensure_extras, ensure_mlflow, ensure_server_extras
 from bench.postgres import Cluster
 from bench.report import WorkloadResult, lines_of, problems_text, render
 from bench.spec import WORKLOADS, Workload, workload_names
 
 TIMEOUT = 600.0
-MLFLOW_SCRIPT = Path(__file__).resolve().parent / "workloads_mlflow.py"
+HERE = Path(__file__).resolve().parent  # the MLflow side's scripts (``Workload.mlflow_script``)
 
 
 def _log(message: str) -> None:
@@ -63,12 +63,12 @@ def _labtrack_env() -> dict[str, str]:
     return env
 
 
-def _mlflow_env(extras: str | None = None) -> dict[str, str]:
+def _mlflow_env(*extras: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("MLFLOW_TRACKING", "PYTHONPATH")) and k not in _NOT_PASSED}
     env.update(MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true", GIT_PYTHON_REFRESH="quiet")
-    if extras:
-        env["PYTHONPATH"] = extras
+    if any(extras):
+        env["PYTHONPATH"] = os.pathsep.join(e for e in extras if e)
     return env
 
 
@@ -121,14 +121,17 @@ def run_workload(workload: Workload, quick: bool, mlflow: MlflowEnv | None, scra
             result.mlflow_error = "not run (--no-mlflow)"
         elif mlflow.python is None:
             result.mlflow_error = f"MLflow not available: {mlflow.reason}"
+        elif workload.mlflow_server and mlflow.server_extras is None:
+            result.mlflow_error = "`mlflow server`'s dependencies (Flask, ...) could not be installed"
         else:
             directory = tempfile.mkdtemp(prefix=f"{workload.name}-mlflow-", dir=scratch)
             os.sync()
-            command = [mlflow.python, str(MLFLOW_SCRIPT), workload.name, "--dir", directory,
+            command = [mlflow.python, str(HERE / workload.mlflow_script), workload.name, "--dir", directory,
                        "--args", json.dumps(theirs)]
             _log(f"{workload.name}: MLflow {theirs}")
             extras = mlflow.extras if workload.mlflow_extras else None
-            result.mlflow, result.mlflow_error = _run_worker(command, directory, _mlflow_env(extras))
+            server_extras = mlflow.server_extras if workload.mlflow_server else None
+            result.mlflow, result.mlflow_error = _run_worker(command, directory, _mlflow_env(extras, server_extras))
             shutil.rmtree(directory, ignore_errors=True)
     result.seconds = time.perf_counter() - started
     _log(f"{workload.name}: done in {result.seconds:.1f} s")
@@ -173,8 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     mlflow = None if options.no_mlflow or not any(w.mlflow for w in selected) else ensure_mlflow()
     if mlflow and mlflow.python is None:
         _log(f"MLflow not available ({mlflow.reason}); labtrack numbers only")
-    elif mlflow and any(w.mlflow_extras for w in selected):
-        mlflow.extras = ensure_extras(mlflow)
+    elif mlflow:
+        if any(w.mlflow_extras for w in selected):
+            mlflow.extras = ensure_extras(mlflow)
+        if any(w.mlflow_server for w in selected):
+            mlflow.server_extras = ensure_server_extras(mlflow)
     scratch = ROOT / ".bench" / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
     postgres = Postgres()
@@ -201,9 +207,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{info['platform']}")
     print(f"labtrack {info['labtrack']}; {mlflow_line}")
     if postgres.cluster is not None:
-        print(f"PostgreSQL {postgres.cluster.version} for the *_pg workloads: a throw-away cluster on 127.0.0.1, fsync "
-              "on, a database for each side (labtrack: postgresql+psycopg://, MLflow: postgresql+psycopg2://)"
-              if postgres.address else f"PostgreSQL: NOT AVAILABLE — {postgres.reason}")
+        print(f"PostgreSQL {postgres.cluster.version} for the *_pg and server_* workloads: a throw-away cluster on "
+              "127.0.0.1, fsync on, a database for each side (labtrack: postgresql+psycopg://, MLflow: "
+              "postgresql+psycopg2://)" if postgres.address else f"PostgreSQL: NOT AVAILABLE — {postgres.reason}")
+    if any(w.mlflow_server for w in selected):
+        print("server_*: each side's tracking server as a process on 127.0.0.1 over that PostgreSQL, its clients in "
+              "other processes over HTTP (labtrack server with a token; mlflow server with uvicorn, no job runner)")
     busy = max(load_before, info["load_average"]["after"]) > 0.5 * (os.cpu_count() or 1)
     print(f"1-min load average: {load_before:.2f} before, {info['load_average']['after']:.2f} after"
           + (" — the machine was busy: timings are noisy, rerun on an idle machine" if busy else ""))

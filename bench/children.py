@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,10 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def spawn_child(name: str, directory: str, args: dict[str, Any], env: dict[str, str] | None = None,
-                stderr: int = subprocess.PIPE) -> subprocess.Popen[str]:
+                stderr: int = subprocess.PIPE, preexec_fn: Callable[[], None] | None = None) -> subprocess.Popen[str]:
     command = [sys.executable, "-m", "bench.workloads_labtrack", name, "--dir", directory, "--args", json.dumps(args)]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=directory,
-                            env=child_env(env))
+                            env=child_env(env), preexec_fn=preexec_fn)
 
 
 def run_child(name: str, directory: str, args: dict[str, Any], env: dict[str, str] | None = None) -> Result:

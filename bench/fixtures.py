@@ -90,3 +90,21 @@ def release(barrier: str, children: list[subprocess.Popen[str]], timeout: float 
             break
         time.sleep(0.01)
     Path(barrier, "go").touch()
+
+
+def workload_main(workloads: dict[str, Callable[..., Any]], description: str | None,
+                  argv: list[str] | None = None) -> None:
+    """The command line of a workloads module, run in a child process: ``NAME --dir DIR --args JSON``; prints
+    the workload's result as one line of JSON."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("workload", choices=sorted(workloads))
+    parser.add_argument("--dir", required=True, help="a fresh directory for this workload's stores")
+    parser.add_argument("--args", default="{}", help="JSON object of size arguments")
+    options = parser.parse_args(argv)
+    # No labtrack.toml / pyproject.toml of the caller is picked up; MLflow's ./mlruns lands in the directory.
+    os.chdir(options.dir)
+    result = workloads[options.workload](options.dir, **json.loads(options.args))
+    print(json.dumps(result), flush=True)

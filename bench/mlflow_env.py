@@ -5,7 +5,9 @@ virtualenv's python. ``mlflow-skinny`` plus SQLAlchemy and Alembic is what MLflo
 backend (``sqlite:///...``) needs; override with ``BENCH_MLFLOW_REQUIREMENTS="mlflow==2.14.3"`` (and
 ``BENCH_MLFLOW_VENV=DIR`` to keep that install apart). pandas, which ``mlflow.search_runs`` needs, and
 psycopg2, MLflow's driver for ``postgresql://`` stores, go to ``VENV/extras``, on the ``PYTHONPATH`` of the
-workloads that need them only (see ``ensure_extras``).
+workloads that need them only (see ``ensure_extras``). What ``mlflow server`` needs beyond mlflow-skinny
+(Flask and the rest, as the full ``mlflow`` package requires them) goes to ``VENV/server-extras``, on the
+``PYTHONPATH`` of the server workloads only (``ensure_server_extras``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["EXTRAS_DIR", "VENV", "MlflowEnv", "ensure_extras", "ensure_mlflow"]
+__all__ = ["EXTRAS_DIR", "SERVER_EXTRAS_DIR", "VENV", "MlflowEnv", "ensure_extras", "ensure_mlflow",
+           "ensure_server_extras"]
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("BENCH_MLFLOW_VENV") or ROOT / ".bench" / "mlflow-venv")
@@ -26,6 +29,11 @@ REQUIREMENTS = os.environ.get("BENCH_MLFLOW_REQUIREMENTS", "mlflow-skinny sqlalc
 # workloads' MLflow side talks to the server through psycopg2.
 EXTRAS = [("pandas", "pandas"), ("psycopg2-binary", "psycopg2")]
 EXTRAS_DIR = VENV / "extras"  # not on the venv's sys.path: see ensure_extras
+# What `mlflow server` imports that mlflow-skinny lacks, with the bounds the full `mlflow` package gives them.
+# Not huey: the server workloads run it without its job runner (MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false).
+SERVER_EXTRAS = [("Flask<4", "flask"), ("Flask-CORS<7", "flask_cors"), ("graphene<4", "graphene"),
+                 ("aiohttp>=3.7.0,<4", "aiohttp")]
+SERVER_EXTRAS_DIR = VENV / "server-extras"
 _PROBE = "import mlflow, sqlalchemy, alembic, mlflow.store.tracking.sqlalchemy_store; print(mlflow.__version__)"
 
 
@@ -35,6 +43,7 @@ class MlflowEnv:
     version: str | None = None
     reason: str | None = None
     extras: str | None = None  # PYTHONPATH entry with EXTRAS (ensure_extras), for the workloads that need it
+    server_extras: str | None = None  # PYTHONPATH entry with SERVER_EXTRAS (ensure_server_extras)
 
 
 def _probe(python: Path) -> str | None:
@@ -53,23 +62,33 @@ def ensure_extras(env: MlflowEnv, log: bool = True) -> str | None:
     A directory for ``PYTHONPATH``, not the virtualenv: ``import mlflow`` imports pandas whenever it can,
     which would change what the other workloads (import time above all) measure of mlflow-skinny.
     """
+    return _ensure_target(env, EXTRAS, EXTRAS_DIR, log)
+
+
+def ensure_server_extras(env: MlflowEnv, log: bool = True) -> str | None:
+    """``SERVER_EXTRAS_DIR`` with ``SERVER_EXTRAS`` installed for ``env``'s python (once), or None if that
+    failed; apart from the virtualenv for the reason ``ensure_extras`` gives."""
+    return _ensure_target(env, SERVER_EXTRAS, SERVER_EXTRAS_DIR, log)
+
+
+def _ensure_target(env: MlflowEnv, requirements: list[tuple[str, str]], target: Path, log: bool) -> str | None:
     if env.python is None:
         return None
-    probe = [env.python, "-c", "; ".join(f"import {module}" for _, module in EXTRAS)]
-    extras_env = dict(os.environ, PYTHONPATH=str(EXTRAS_DIR))
+    probe = [env.python, "-c", "; ".join(f"import {module}" for _, module in requirements)]
+    extras_env = dict(os.environ, PYTHONPATH=str(target))
     try:
         if subprocess.run(probe, capture_output=True, timeout=120, env=extras_env).returncode == 0:
-            return str(EXTRAS_DIR)
+            return str(target)
         if log:
-            print(f"bench: installing {' '.join(r for r, _ in EXTRAS)} into {EXTRAS_DIR} (once) ...", file=sys.stderr,
-                  flush=True)
-        shutil.rmtree(EXTRAS_DIR, ignore_errors=True)
+            print(f"bench: installing {' '.join(r for r, _ in requirements)} into {target} (once) ...",
+                  file=sys.stderr, flush=True)
+        shutil.rmtree(target, ignore_errors=True)
         subprocess.run([env.python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target",
-                        str(EXTRAS_DIR), *(r for r, _ in EXTRAS)], capture_output=True, timeout=900)
+                        str(target), *(r for r, _ in requirements)], capture_output=True, timeout=900)
         ok = subprocess.run(probe, capture_output=True, timeout=120, env=extras_env).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return None
-    return str(EXTRAS_DIR) if ok else None
+    return str(target) if ok else None
 
 
 def ensure_mlflow(log: bool = True) -> MlflowEnv:

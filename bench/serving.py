@@ -7,6 +7,7 @@ its sys.path), as it does ``fixtures``.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -18,7 +19,8 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["MemoryWatch", "ServerProcess", "collect", "free_port", "http_get", "stop_all", "summarise_errors"]
+__all__ = ["MemoryWatch", "ServerProcess", "collect", "free_port", "http_get", "on_parent_death", "stop_all",
+           "summarise_errors"]
 
 _PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -57,12 +59,12 @@ class ServerProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.started_s = float("nan")  # spawn -> first 200 from ready_path
 
-    def start(self, timeout: float = 120.0) -> float:
+    def start(self, timeout: float = 60.0) -> float:
         """Spawn the server and wait until it answers; the seconds that took."""
         with open(self.log, "ab") as out:
             t0 = time.perf_counter()
             self.process = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                            cwd=self.cwd, start_new_session=True)
+                                            cwd=self.cwd, start_new_session=True, preexec_fn=_stop_with_parent)
         deadline = t0 + timeout
         ready = self.url + self.ready_path
         while True:
@@ -84,27 +86,31 @@ class ServerProcess:
         except OSError:
             return ""
 
-    def pids(self) -> list[int]:
-        """The server's process and every process below it."""
+    def tree(self) -> dict[int, list[int]]:
+        """The server's process and every process below it: pid -> its children."""
         if self.process is None or self.process.poll() is not None:
-            return []
-        found, queue = [], [self.process.pid]
+            return {}
+        found: dict[int, list[int]] = {}
+        queue = [self.process.pid]
         while queue:
             pid = queue.pop()
-            found.append(pid)
             try:
                 with open(f"/proc/{pid}/task/{pid}/children") as f:
-                    queue.extend(int(child) for child in f.read().split())
+                    found[pid] = [int(child) for child in f.read().split()]
             except OSError:
-                pass
+                found[pid] = []
+            queue.extend(found[pid])
         return found
 
+    def pids(self) -> list[int]:
+        return list(self.tree())
+
     def workers(self) -> list[int]:
-        """The processes that answer requests: the server's process itself, or the workers it spawned
-        (not helpers such as multiprocessing's resource tracker)."""
-        pids = self.pids()
-        spawned = [pid for pid in pids[1:] if "resource_tracker" not in _cmdline(pid)]
-        return spawned or pids[:1]
+        """The processes that answer requests: those at the bottom of the tree (the server's own process
+        when it has no workers; uvicorn's workers below `labtrack server` or below `mlflow server`'s
+        uvicorn), not helpers such as multiprocessing's resource tracker."""
+        return [pid for pid, children in self.tree().items()
+                if not children and "resource_tracker" not in _cmdline(pid)]
 
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM, then SIGKILL to the whole session after ``grace`` seconds; idempotent."""
@@ -131,6 +137,22 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def on_parent_death(signum: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the new process gets ``signum`` when the process that started it dies (a benchmark
+    worker killed at its time-out leaves no server or client behind). Linux's prctl(PR_SET_PDEATHSIG)."""
+
+    def arrange() -> None:
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signum, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+    return arrange
+
+
+_stop_with_parent = on_parent_death(signal.SIGTERM)  # a server: it stops its workers on the way out
 
 
 def _cmdline(pid: int) -> str:
@@ -162,14 +184,17 @@ class MemoryWatch:
         self.worker_peak_kb = 0
         self.total_peak_kb = 0
         self.workers = 0
+        self.processes = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
+        pids = self.server.pids()
         workers = set(self.server.workers())
         self.workers = max(self.workers, len(workers))
+        self.processes = max(self.processes, len(pids))
         total = 0
-        for pid in self.server.pids():
+        for pid in pids:
             rss, peak = _rss_kb(pid)
             total += rss
             if pid in workers:
@@ -191,8 +216,11 @@ class MemoryWatch:
         self._sample()
 
     def result(self) -> dict[str, Any]:
+        plural = "es" if self.processes > 1 else ""
         return {"server_rss_mb": self.worker_peak_kb / 1024, "server_total_rss_mb": self.total_peak_kb / 1024,
-                "server_workers": self.workers}
+                "server_workers": self.workers, "server_processes": self.processes,
+                "memory_n": f"peak of the busiest of {self.workers} worker{'s' * (self.workers > 1)}",
+                "memory_total_n": f"{self.processes} process{plural}"}
 
 
 def summarise_errors(messages: list[str]) -> list[str]:
@@ -202,10 +230,11 @@ def summarise_errors(messages: list[str]) -> list[str]:
     return [f"{count}× {message}" for message, count in sorted(counts.items())]
 
 
-def collect(children: list[subprocess.Popen[str]], timeout: float, parse: Callable[[str], Any]) -> tuple[
-        list[Any], list[str], int]:
+def collect(children: list[subprocess.Popen[str]], timeout: float, parse: Callable[[str], Any], *,
+            warnings_count: bool = True) -> tuple[list[Any], list[str], int]:
     """Wait for every child (killing one that outlives ``timeout``, counted from now); their parsed outputs,
-    the error messages of those that failed, and how many failed."""
+    the error messages of those that failed, and how many failed (``warnings_count``: a child that printed
+    an error or a warning, as a user would see it, counts as failed too)."""
     deadline = time.monotonic() + timeout
     outputs, messages, failed = [], [], 0
     for child in children:
@@ -223,7 +252,7 @@ def collect(children: list[subprocess.Popen[str]], timeout: float, parse: Callab
             continue
         output = parse(lines[-1])
         warned = [line for line in stderr.splitlines() if "Error" in line or "Warning" in line]
-        if warned:  # what reaches the user's terminal counts too (e.g. a retried write)
+        if warned and warnings_count:  # what reaches the user's terminal counts too (e.g. a retried write)
             failed += 1
             messages.append(warned[0].strip()[:300])
         outputs.append(output)

@@ -53,6 +53,8 @@ class Workload:
     mlflow: bool = True  # whether workloads_mlflow has this workload
     mlflow_extras: bool = False  # the MLflow side needs pandas or psycopg2 (``mlflow_env.ensure_extras``)
     postgres: bool = False  # runs on the benchmark's PostgreSQL server (both sides get its address as ``pg``)
+    mlflow_server: bool = False  # the MLflow side runs `mlflow server` (``mlflow_env.ensure_server_extras``)
+    mlflow_script: str = "workloads_mlflow.py"  # the MLflow side: a script in bench/ (run by MLflow's python)
     sizes: dict[str, dict[str, Any]] = field(default_factory=dict)  # "full"/"quick" -> worker arguments
 
 
@@ -286,6 +288,80 @@ WORKLOADS: tuple[Workload, ...] = (
         sizes={
             "full": {"n": 100_000, "compare_n": 10_000, "filter_calls": 15, "mlflow_n": 10_000},
             "quick": {"n": 10_000, "compare_n": 3000, "filter_calls": 10, "mlflow_n": 3000},
+        },
+    ),
+    Workload(
+        "server_ingest",
+        "8 client processes logging metrics through one tracking server on PostgreSQL (loopback HTTP, token auth): "
+        "labtrack run.log_metric with `labtrack server`, MLflow MlflowClient.log_batch (1000 a call) with "
+        "`mlflow server`",
+        (
+            Row("throughput until every point is stored, all clients (issue: >= 100× MLflow)", "pts_s", "points/s",
+                "higher", Target(">=", 250_000)),
+            Row("errors (client failures, warnings, failed requests)", "errors", "errors", better="none",
+                target=Target("==", 0)),
+            Row("points lost", "lost", "points", better="none", target=Target("==", 0)),
+            Row("wall time, first run started to last point stored", "wall_s", "s"),
+            Row("server RSS under that load, peak of the busiest worker", "server_rss_mb", "MB",
+                target=Target("<=", 200), size_key="memory_n"),
+            Row("server RSS under that load, all its processes together", "server_total_rss_mb", "MB",
+                better="none", size_key="memory_total_n"),
+            Row("start-up: spawning the server until /ready answers 200 (MLflow: /health)", "startup_s", "s",
+                target=Target("<=", 1.0), size_key="startup_n"),
+            Row("run.log_metric per call, the store a server (MLflow: a request per call)", "per_call_us", "µs",
+                target=Target("<=", 2.0), size_key="per_call_n"),
+            Row("of those: run.end() + run.flush() until the server has them all", "per_call_end_s", "s",
+                better="none", mlflow_key="", size_key="per_call_n"),
+        ),
+        mlflow_extras=True,
+        postgres=True,
+        mlflow_server=True,
+        mlflow_script="workloads_mlflow_server.py",
+        sizes={
+            "full": {"procs": 8, "n": 500_000, "workers": 1, "starts": 3, "per_call_n": 200_000, "mlflow_n": 20_000,
+                     "mlflow_workers": 4, "mlflow_starts": 2, "mlflow_per_call_n": 300},
+            "quick": {"procs": 8, "n": 100_000, "workers": 1, "starts": 2, "per_call_n": 50_000, "mlflow_n": 3000,
+                      "mlflow_workers": 4, "mlflow_starts": 1, "mlflow_per_call_n": 50},
+        },
+    ),
+    Workload(
+        "server_runs",
+        "run creation through the tracking server, 4 client processes at once: 10 params, 5 metrics, 3 tags, end "
+        "(labtrack: each loop ends with lt.flush())",
+        (
+            Row("runs created, all clients (issue: >= 10× MLflow)", "runs_s", "runs/s", "higher", Target(">=", 300)),
+            Row("errors", "errors", "errors", better="none", target=Target("==", 0)),
+        ),
+        mlflow_extras=True,
+        postgres=True,
+        mlflow_server=True,
+        mlflow_script="workloads_mlflow_server.py",
+        sizes={"full": {"procs": 4, "n": 1000, "workers": 1, "mlflow_n": 50, "mlflow_workers": 4},
+               "quick": {"procs": 4, "n": 200, "workers": 1, "mlflow_n": 10, "mlflow_workers": 4}},
+    ),
+    Workload(
+        "server_search",
+        "search and get_run through the tracking server, runs of `search` on PostgreSQL: filter = metrics.acc > 0.9 "
+        "and params.lr = 0.01 and tags.team = 'cv', order by metrics.acc desc, max_results=100",
+        (
+            Row("search + the 100 runs' metrics read, MLflow's store size (MLflow: search_runs)", "cmp_filter_ms", "ms",
+                mlflow_key="filter_ms", size_key="cmp_n"),
+            Row("search + the 100 runs' metrics read, large store", "filter_ms", "ms", target=Target("<=", 30),
+                mlflow_key=""),
+            Row("of which lt.search_runs() alone (ids; runs are fetched when read), large store", "filter_ids_ms",
+                "ms", better="none", mlflow_key=""),
+            Row("get_run by id, MLflow's store size", "cmp_get_run_ms", "ms", mlflow_key="get_run_ms",
+                size_key="cmp_n"),
+            Row("get_run by id, large store", "get_run_ms", "ms", target=Target("<=", 5), mlflow_key=""),
+        ),
+        mlflow_extras=True,
+        postgres=True,
+        mlflow_server=True,
+        mlflow_script="workloads_mlflow_server.py",
+        sizes={
+            "full": {"n": 100_000, "compare_n": 10_000, "calls": 15, "workers": 1, "mlflow_n": 10_000,
+                     "mlflow_workers": 4},
+            "quick": {"n": 10_000, "compare_n": 3000, "calls": 10, "workers": 1, "mlflow_n": 3000, "mlflow_workers": 4},
         },
     ),
 )

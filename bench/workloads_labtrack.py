@@ -10,7 +10,6 @@ it returns a flat dict of numbers (plus ``n``-style sizes and an optional ``prob
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -28,7 +27,16 @@ from typing import Any
 
 from bench.children import child_env, run_child, spawn_child
 from bench.faults import kill, kill_child, kill_count, outage
-from bench.fixtures import CHILD_TIMEOUT, median_ms, release, small_git_repo, store_dir, synthetic_run, wait_for_go
+from bench.fixtures import (
+    CHILD_TIMEOUT,
+    median_ms,
+    release,
+    small_git_repo,
+    store_dir,
+    synthetic_run,
+    wait_for_go,
+    workload_main,
+)
 from bench.memory import history_child, memory, memory_child
 from bench.synthetic import EXPERIMENT, SyntheticStore
 from bench.workloads_server import server_ingest, server_ingest_child, server_runs, server_runs_child, server_search
@@ -748,14 +756,7 @@ WORKLOADS: dict[str, Callable[..., Result]] = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("workload", choices=sorted(WORKLOADS))
-    parser.add_argument("--dir", required=True, help="a fresh directory for this workload's stores")
-    parser.add_argument("--args", default="{}", help="JSON object of size arguments")
-    options = parser.parse_args(argv)
-    os.chdir(options.dir)  # no labtrack.toml / pyproject.toml of the caller is picked up
-    result = WORKLOADS[options.workload](options.dir, **json.loads(options.args))
-    print(json.dumps(result), flush=True)
+    workload_main(WORKLOADS, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ The database is created (MLflow's migrations) before any timing starts.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from fixtures import (  # bench/fixtures.py: this script's folder is on sys.path
     small_git_repo,
     synthetic_run,
     wait_for_go,
+    workload_main,
 )
 
 Result = dict[str, Any]
@@ -460,15 +460,8 @@ WORKLOADS: dict[str, Callable[..., Result]] = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("workload", choices=sorted(WORKLOADS))
-    parser.add_argument("--dir", required=True)
-    parser.add_argument("--args", default="{}")
-    options = parser.parse_args()
-    os.chdir(options.dir)  # MLflow's default artifact root (./mlruns) lands in the temporary directory
-    result = WORKLOADS[options.workload](options.dir, **json.loads(options.args))
-    print(json.dumps(result), flush=True)
+def main(argv: list[str] | None = None) -> None:
+    workload_main(WORKLOADS, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -32,7 +33,16 @@ from typing import Any
 
 from bench.children import child_env, spawn_child
 from bench.fixtures import CHILD_TIMEOUT, median_ms, release, store_dir, synthetic_run, wait_for_go
-from bench.serving import MemoryWatch, ServerProcess, collect, free_port, http_get, stop_all, summarise_errors
+from bench.serving import (
+    MemoryWatch,
+    ServerProcess,
+    collect,
+    free_port,
+    http_get,
+    on_parent_death,
+    stop_all,
+    summarise_errors,
+)
 from bench.synthetic import EXPERIMENT, SyntheticStore
 
 __all__ = ["server_ingest", "server_ingest_child", "server_runs", "server_runs_child", "server_search"]
@@ -78,8 +88,8 @@ def _server(directory: str, url: str, workers: int, artifacts: str) -> ServerPro
     port = free_port()
     command = [sys.executable, "-m", "labtrack", "server", "--store", url, "--host", "127.0.0.1", "--port", str(port),
                "--workers", str(workers), "--artifacts", artifacts]
-    return ServerProcess(command, port=port, log=os.path.join(directory, "server.log"), env=child_env(),
-                         cwd=directory)
+    env = {k: v for k, v in child_env().items() if k not in _CLIENT_ONLY}
+    return ServerProcess(command, port=port, log=os.path.join(directory, "server.log"), env=env, cwd=directory)
 
 
 @contextmanager
@@ -94,6 +104,9 @@ def _served(directory: str, pg: str, name: str, workers: int) -> Iterator[tuple[
         yield server, token, url
     finally:
         server.stop()
+
+
+_CLIENT_ONLY = ("LABTRACK_TOKEN", "LABTRACK_SPOOL_DIR")  # what this process sets for itself as a client
 
 
 def _client_env(directory: str, server: ServerProcess, token: str) -> dict[str, str]:
@@ -156,7 +169,8 @@ def _clients(name: str, directory: str, env: dict[str, str], procs: int, args: R
     barrier = tempfile.mkdtemp(prefix="barrier-", dir=directory)
     children = []
     try:
-        children = [spawn_child(name, directory, {**args, "barrier": barrier}, env=env) for _ in range(procs)]
+        children = [spawn_child(name, directory, {**args, "barrier": barrier}, env=env,
+                                preexec_fn=on_parent_death(signal.SIGKILL)) for _ in range(procs)]
         release(barrier, children)
         return collect(children, CHILD_TIMEOUT, json.loads)
     finally:
@@ -228,7 +242,6 @@ def server_ingest(directory: str, pg: str, procs: int, n: int, workers: int, sta
         with MemoryWatch(server) as memory:
             outputs, messages, failed = _clients("server_ingest_child", elsewhere, env, procs, {"n": n})
         result.update(memory.result())
-        result["memory_n"] = f"peak of the busiest of {memory.workers} worker{'s' * (memory.workers > 1)}"
         counters = _server_counters(server, token)
         _use_server(directory, server, token)
         stored = 0
@@ -240,10 +253,12 @@ def server_ingest(directory: str, pg: str, procs: int, n: int, workers: int, sta
                 failed += 1
         wall = max(o["end"] for o in outputs) - min(o["start"] for o in outputs) if outputs else float("nan")
         server_failed = _server_errors(server)
-        result.update(errors=failed + len(server_failed), lost=procs * n - stored, stored=stored, wall_s=wall,
+        result.update(errors=failed + len(server_failed), lost=max(0, procs * n - stored), stored=stored, wall_s=wall,
                       pts_s=stored / wall, slowest_loop_s=max((o["loop_s"] for o in outputs), default=float("nan")),
                       slowest_flush_s=max((o["flush_s"] for o in outputs), default=float("nan")),
                       server_counters=counters)
+        if stored > procs * n:
+            problems.append(f"{stored - procs * n} points more than were logged (stored twice?)")
         busy = counters.get("labtrack_requests_refused_busy_total", 0)
         if busy:
             problems.append(f"the server refused {busy:.0f} requests as busy (503, retried by the clients)")
@@ -350,6 +365,8 @@ def server_search(directory: str, pg: str, n: int, compare_n: int, calls: int, w
     problems: list[str] = []
     result: Result = {"n": n, "cmp_n": compare_n, "workers": workers}
     url = _database(pg, "labtrack_server_search")
+    artifacts = store_dir(directory, "artifacts")
+    os.environ["LABTRACK_ARTIFACTS"] = artifacts  # the fixture's own client: no warning about local artifacts
     with _elsewhere() as elsewhere:
         here = os.getcwd()
         os.chdir(elsewhere)
@@ -357,7 +374,6 @@ def server_search(directory: str, pg: str, n: int, compare_n: int, calls: int, w
             store = SyntheticStore(url)
         finally:
             os.chdir(here)
-    artifacts = store_dir(directory, "artifacts")
     token = _admin_token(url, artifacts)
     with _server(directory, url, workers, artifacts) as server:
         server.start()
