@@ -38,9 +38,12 @@ import sys
 import types
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal, TypeAlias, TypeVar, Union, cast, get_args, get_origin, get_type_hints, overload
+from typing import Any, Literal, TypeAlias, TypeVar, Union, cast, get_args, get_origin, overload
 
+from labtrack.core import wirefast
 from labtrack.core.errors import InvalidInput, LabtrackError
+from labtrack.core.hints import derived as _derived
+from labtrack.core.hints import record_fields as _fields
 
 __all__ = [
     "ENCODING",
@@ -73,7 +76,14 @@ _NONE_TYPE = type(None)
 def to_wire(obj: object, tp: object = None) -> Json:
     """``obj`` as JSON data. ``tp`` is its type (a class or a hint such as ``list[RunRecord]``); by default
     the object's own class, and a list or dict of records of one class is read as such."""
-    return _encode(obj, _infer(obj) if tp is None else tp, "")
+    tp = _infer(obj) if tp is None else tp
+    fast = wirefast.encoder(tp)
+    if fast is not None:
+        try:
+            return cast(Json, fast(obj))
+        except Exception:
+            pass
+    return _encode(obj, tp, "")
 
 
 def dumps(obj: object, tp: object = None, *, indent: int | None = None) -> str:
@@ -255,6 +265,12 @@ def from_wire(tp: object, data: object, *, path: str = "") -> Any: ...
 def from_wire(tp: object, data: object, *, path: str = "") -> Any:
     """Decode JSON data into ``tp`` (a class or a hint such as ``list[RunRecord]``), validating as it goes:
     anything that does not fit raises ``InvalidInput`` naming the path to it (``path`` prefixes it)."""
+    fast = wirefast.decoder(tp)
+    if fast is not None:
+        try:
+            return fast(data)
+        except Exception:
+            pass
     try:
         return _decode(tp, data, path)
     except RecursionError:
@@ -504,27 +520,6 @@ def _key(key: object, path: str) -> str:
 
 
 # -- type hints --------------------------------------------------------------------------------------
-
-
-@functools.cache
-def _fields(cls: type) -> tuple[tuple[str, Any, bool], ...]:
-    """(name, resolved type hint, required) of each field a record's constructor takes, in order."""
-    try:
-        module = sys.modules.get(cls.__module__)
-        lazy = getattr(module, "wire_types", None)  # names a module imports only on demand (see core.model)
-        hints = get_type_hints(cls, localns=lazy() if callable(lazy) else None)
-    except NameError as exc:
-        raise TypeError(f"the type hints of {cls.__qualname__} name {exc.name!r}, which its module imports only "
-                        "for type checking: import it at run time so that records can be decoded") from exc
-    return tuple(
-        (f.name, hints[f.name], f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
-        for f in dataclasses.fields(cls)
-        if f.init
-    )
-
-
-def _derived(cls: type) -> tuple[str, ...]:
-    return cast("tuple[str, ...]", getattr(cls, "wire_derived", ()))
 
 
 @functools.cache

@@ -250,8 +250,9 @@ class _WriteRequest:
 @route("POST", "/write", Role.WRITER)
 async def _write(request: Request, store: Store) -> Response:
     """Apply run writes in one transaction (see the Store contract); gzip bodies welcome."""
-    body = await body_of(request, _WriteRequest)
-    await _call(store.write, body.writes, retry=body.retry)
+    async with request.app.state.write_slots:  # a few writes decoded at once: memory stays bounded under load
+        body = await body_of(request, _WriteRequest)
+        await _call(store.write, body.writes, retry=body.retry)
     request.app.state.metrics.ingested(sum(len(c) for w in body.writes for c in w.metrics.values()),
                                        sum(w.create is not None for w in body.writes))
     return json_response(None)

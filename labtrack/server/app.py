@@ -8,6 +8,7 @@ N processes or replicas on one PostgreSQL answer as one.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Any
@@ -27,7 +28,9 @@ from labtrack.server.observe import MAX_IN_FLIGHT, Metrics, ObserveMiddleware
 from labtrack.server.scope import ScopedStore
 from labtrack.store.base import Store
 
-__all__ = ["SERVER_ENV", "app_from_env", "create_app", "error_response"]
+__all__ = ["SERVER_ENV", "WRITE_SLOTS", "app_from_env", "create_app", "error_response"]
+
+WRITE_SLOTS = 2
 
 _log = logging.getLogger("labtrack.server")
 
@@ -60,6 +63,9 @@ def create_app(store: Store, *, open_access: bool = False, allowed_hosts: list[s
     app.state.store = store
     app.state.metrics = Metrics()
     app.state.proxy_artifacts = proxy_artifacts  # S3 content through this server, not presigned URLs
+    # Writes in progress at once: each holds its body, its decoded points and its transaction (a batch of up
+    # to ~260k points is tens of MB); the others wait their turn, their bytes still in the socket.
+    app.state.write_slots = asyncio.Semaphore(WRITE_SLOTS)
     declared: dict[Any, Role] = {}
     for api_route in ROUTES:
         endpoint = _endpoint(api_route.handler)

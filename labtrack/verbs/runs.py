@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from labtrack.core.errors import ExperimentNotFound, InvalidInput
+from labtrack.core.errors import ExperimentNotFound, InvalidInput, RunNotFound
 from labtrack.core.identity import DEFAULT_IDENTITY, check_identity, run_key
 from labtrack.core.model import Collected, Experiment, Lifecycle, NewRun, Recovery, Search, StoreCheck
 from labtrack.core.names import run_name
@@ -173,8 +173,15 @@ class RunClient:
     def get_run(self, run_id: str) -> Run:
         """The run with this id (or unique id prefix)."""
         self.flush()
-        full_id = self.store.resolve_run_id(run_id)
-        record = self.store.get_run(full_id)
+        record = None
+        if len(run_id) == 32 and all(c in "0123456789abcdef" for c in run_id):  # a full id: one read (one request)
+            try:
+                record = self.store.get_run(run_id)
+            except RunNotFound:
+                pass  # a run's name may look like an id
+        if record is None:
+            record = self.store.get_run(self.store.resolve_run_id(run_id))
+        full_id = record.id
         self._resolve_liveness([record])
         for live in process.running():
             if live.id == full_id and isinstance(live, Run) and live.store is self.store:
