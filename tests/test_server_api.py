@@ -110,3 +110,12 @@ def test_the_client_finds_its_token_in_a_netrc_file_and_never_in_the_url(served,
         store.close()
     with pytest.raises(lt.InvalidInput, match="LABTRACK_TOKEN, never in the URL"):
         RemoteStore(served.url.replace("http://", f"http://x:{served.token}@"))
+
+
+def test_a_bad_field_in_a_body_is_named_by_its_path(served) -> None:  # type: ignore[no-untyped-def]
+    answer = httpx.post(served.url + "/api/v1/runs/search", headers=_auth(served),
+                        json={"experiments": 5, "order_by": []})
+    assert answer.status_code == 400 and answer.json()["error"]["field"] == "experiments"
+    gzipped = httpx.post(served.url + "/api/v1/runs/get", headers={**_auth(served), "Content-Encoding": "gzip"},
+                         content=gzip.compress(b'["a", 3]'))
+    assert gzipped.status_code == 400 and gzipped.json()["error"]["field"] == "[1]"
