@@ -69,6 +69,9 @@ def schema_of(url: str) -> dict[str, Any]:
                 out["statistics"] = sorted(conn.execute(text(
                     "SELECT stxname, stxkind::text, (SELECT array_agg(attname ORDER BY attname) FROM pg_attribute"
                     " WHERE attrelid = stxrelid AND attnum = ANY(stxkeys))::text FROM pg_statistic_ext")).all())
+                out["storage"] = sorted(conn.execute(text(  # chunks stored uncompressed (revision 0008)
+                    "SELECT attname, attstorage::text FROM pg_attribute WHERE attrelid = 'metric_chunks'::regclass"
+                    " AND attnum > 0 AND NOT attisdropped")).all())
             return out
     finally:
         engine.dispose()
@@ -176,6 +179,9 @@ def test_a_store_at_0003_is_upgraded_with_planner_statistics_and_its_unchecked_c
             names = {row[0] for row in conn.execute(text("SELECT stxname FROM pg_statistic_ext"))}
             assert names == {"st_params_key_num", "st_params_key_text", "st_tags_key_value",
                              "st_metrics_key_last_value"}
+            storage = dict(conn.execute(text("SELECT attname, attstorage::text FROM pg_attribute WHERE attrelid = "
+                                             "'metric_chunks'::regclass AND attname LIKE '%_data'")).all())
+            assert storage == {"step_data": "e", "time_data": "e", "value_data": "e"}
         assert conn.execute(text("SELECT crc FROM metric_chunks")).all() == [(None,)]  # nothing vouched for
     engine.dispose()
     assert differences(url) == []

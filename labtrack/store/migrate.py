@@ -44,7 +44,7 @@ def create_schema(conn: Connection) -> str:
         return str(conn.execute(select(alembic_version.c.version_num)).scalar())
     db.metadata.create_all(conn)
     if conn.dialect.name == "postgresql":
-        for statement in db.POSTGRES_STATISTICS:
+        for statement in (*db.POSTGRES_STATISTICS, *db.POSTGRES_STORAGE):
             conn.exec_driver_sql(statement)
     _version_meta.create_all(conn)
     conn.execute(alembic_version.insert().values(version_num=SCHEMA_REVISION))
