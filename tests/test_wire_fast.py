@@ -76,3 +76,29 @@ BAD: list[tuple[object, object, str]] = [
 def test_invalid_data_is_refused_with_the_careful_paths_error(tp: object, data: object, message: str) -> None:
     with pytest.raises(wire.InvalidInput, match=message.replace("[", r"\[").replace("]", r"\]")):
         wire.from_wire(tp, data)
+
+
+def test_deflated_series_round_trip_exactly_and_a_deflate_bomb_is_refused() -> None:
+    import zlib
+
+    from labtrack.core.series import deflated_series
+
+    chunk = Chunk.from_points([(i, 1.7e9 + i / 1000, 1 / (i + 1)) for i in range(5000)] + [(5000, 2.0, math.nan)])
+    with deflated_series():
+        data = wire.to_wire(chunk, Chunk)
+    assert set(data["steps"]) == {"deflate"} and isinstance(data["values"], str)  # type: ignore[arg-type]
+    back = wire.from_wire(Chunk, data)
+    assert list(back.steps) == list(chunk.steps) and list(back.timestamps) == list(chunk.timestamps)
+    assert [v for v in back.values if v == v] == [v for v in chunk.values if v == v] and math.isnan(back.values[-1])
+    assert isinstance(wire.to_wire(chunk, Chunk)["steps"], str)  # outside the block: plain, as before
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, -15)
+    bomb = squeeze.compress(b"\0" * (wire.MAX_INFLATED + 8)) + squeeze.flush()
+    import binascii
+
+    forged = {**data, "steps": {"deflate": binascii.b2a_base64(bomb, newline=False).decode()}}
+    with pytest.raises(wire.InvalidInput, match="steps: inflates to more than"):
+        wire.from_wire(Chunk, forged)
+    with pytest.raises(wire.InvalidInput, match=r"steps: (not deflate data|the deflate data is cut short)"):
+        wire.from_wire(Chunk, {**data, "steps": {"deflate": "AAAA"}})
+    with pytest.raises(wire.InvalidInput, match="steps: not deflate data"):
+        wire.from_wire(Chunk, {**data, "steps": {"deflate": binascii.b2a_base64(b"\xff\xff\xff\xff", newline=False).decode()}})
