@@ -32,7 +32,8 @@ def test_every_error_has_one_json_shape_and_no_traceback(served) -> None:  # typ
     for method, path, body in (("GET", "/api/v1/runs/" + "0" * 32, None), ("GET", "/api/v1/nothing", None),
                                ("POST", "/api/v1/runs/search", b"{not json"), ("POST", "/api/v1/runs/search", b"[1]"),
                                ("DELETE", "/api/v1/experiments", None)):
-        answer = httpx.request(method, served.url + path, headers=_auth(served), content=body)
+        answer = httpx.request(method, served.url + path, content=body,
+                               headers={**_auth(served), "Content-Type": "application/json"})
         error = answer.json()["error"]
         assert set(error) == {"code", "message", "field", "status"} and error["status"] == answer.status_code
         assert answer.status_code in (400, 404, 405) and "Traceback" not in answer.text, (path, answer.text)
@@ -48,7 +49,7 @@ def test_a_gzip_bomb_is_refused_without_being_inflated(served, monkeypatch: pyte
                         headers={**_auth(served), "Content-Encoding": "gzip", "Content-Type": "application/json"})
     assert answer.status_code == 413 and answer.json()["error"]["code"] == "RequestTooLarge"
     ok = httpx.post(served.url + "/api/v1/runs/get", content=gzip.compress(b"[]"),
-                    headers={**_auth(served), "Content-Encoding": "gzip"})
+                    headers={**_auth(served), "Content-Encoding": "gzip", "Content-Type": "application/json"})
     assert ok.status_code == 200 and ok.json() == []
 
 
@@ -116,6 +117,24 @@ def test_a_bad_field_in_a_body_is_named_by_its_path(served) -> None:  # type: ig
     answer = httpx.post(served.url + "/api/v1/runs/search", headers=_auth(served),
                         json={"experiments": 5, "order_by": []})
     assert answer.status_code == 400 and answer.json()["error"]["field"] == "experiments"
-    gzipped = httpx.post(served.url + "/api/v1/runs/get", headers={**_auth(served), "Content-Encoding": "gzip"},
-                         content=gzip.compress(b'["a", 3]'))
+    gzipped = httpx.post(served.url + "/api/v1/runs/get", content=gzip.compress(b'["a", 3]'),
+                         headers={**_auth(served), "Content-Encoding": "gzip", "Content-Type": "application/json"})
     assert gzipped.status_code == 400 and gzipped.json()["error"]["field"] == "[1]"
+
+
+def test_a_page_on_another_site_cannot_make_a_browser_write_through_a_loopback_server(tmp_path: Path) -> None:
+    """A `--no-auth` server on loopback answers a browser on this machine too: a page on any site could post
+    a form (a "simple" cross-site request: text/plain, no preflight) to delete runs. Bodies must be JSON."""
+    with serve_in_thread(str(tmp_path / "store"), open_access=True) as served:
+        lt.set_store(served.url)
+        with lt.start_run("precious") as run:
+            pass
+        lt.flush()
+        for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None):
+            headers = {"Content-Type": content_type} if content_type else {}
+            answer = httpx.post(served.url + "/api/v1/runs/delete", content=f'["{run.id}"]', headers=headers)
+            assert answer.status_code == 415, (content_type, answer.text)
+            assert answer.json()["error"]["field"] == "content-type"
+        assert lt.get_run(run.id).record.deleted_time is None
+        ok = httpx.post(served.url + "/api/v1/runs/delete", json=[run.id])
+        assert ok.status_code == 200 and ok.json() == [run.id]

@@ -36,6 +36,7 @@ __all__ = [
     "SchemaOutdated",
     "StoreConflict",
     "StoreError",
+    "UnsupportedMediaType",
 ]
 
 
@@ -133,3 +134,10 @@ class PermissionDenied(StoreError):
     """The token's role does not allow this (a reader writing, a writer managing tokens)."""
 
     status_code = 403
+
+
+class UnsupportedMediaType(InvalidInput):
+    """A request body that is not JSON (the server takes no forms: a form is what another site can make a
+    browser send)."""
+
+    status_code = 415

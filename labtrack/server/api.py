@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from labtrack.core import wire
-from labtrack.core.errors import ArtifactNotFound, InvalidInput, RequestTooLarge
+from labtrack.core.errors import ArtifactNotFound, InvalidInput, RequestTooLarge, UnsupportedMediaType
 from labtrack.core.frame import RunTable
 from labtrack.core.model import (
     ArtifactInfo,
@@ -75,6 +75,10 @@ async def body_of(request: Request, tp: object) -> Any:
     """The request body decoded as ``tp`` from the wire format. A gzip body (``Content-Encoding: gzip``) is
     inflated a piece at a time and refused with 413 past ``MAX_BODY``, before it fills memory. Inflating and
     decoding run in the thread pool: a large write never holds up the event loop (and other requests)."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json":  # never a form: another site can make a browser post one, unasked
+        raise UnsupportedMediaType(f"Content-Type {media or 'missing'!r}: send application/json",
+                                   field="content-type")
     encoding = request.headers.get("content-encoding", "identity").lower()
     if encoding not in ("identity", "gzip"):
         raise InvalidInput(f"Content-Encoding {encoding!r}: send identity or gzip", field="content-encoding")
