@@ -108,3 +108,20 @@ def workload_main(workloads: dict[str, Callable[..., Any]], description: str | N
     os.chdir(options.dir)
     result = workloads[options.workload](options.dir, **json.loads(options.args))
     print(json.dumps(result), flush=True)
+
+
+def time_log_metric(start_run: Callable[[str], Any], experiment: str, n: int) -> tuple[Any, float, float]:
+    """Log ``n`` points with ``run.log_metric`` in a run of ``experiment`` (after a warm-up run that opens the
+    store); returns (the run, seconds in the loop, seconds of run.end() + run.flush() after it)."""
+    with start_run(experiment) as warm:  # opens the store (schema, connection) outside the timings
+        warm.log_metric("warm", 0.0, step=0)
+    run = start_run(experiment)
+    log = run.log_metric
+    values = [float(i % 997) / 997.0 for i in range(n)]
+    t0 = time.perf_counter()
+    for i in range(n):
+        log("loss", values[i], step=i)
+    t1 = time.perf_counter()
+    run.end()  # crash-safe in the spool ...
+    run.flush()  # ... and in the store
+    return run, t1 - t0, time.perf_counter() - t1

@@ -34,6 +34,7 @@ from bench.fixtures import (
     small_git_repo,
     store_dir,
     synthetic_run,
+    time_log_metric,
     wait_for_go,
     workload_main,
 )
@@ -57,27 +58,16 @@ def log_metric(directory: str, n: int, param_n: int, **_: Any) -> Result:
 
     lt.set_store(store_dir(directory, "store"))
     result: Result = {"n": n, "param_n": param_n}
-    with lt.start_run("bench") as warm:  # opens the store (schema) outside the timings
-        warm.log_metric("warm", 0.0, step=0)
-
-    run = lt.start_run("bench")
-    log = run.log_metric
-    values = [float(i % 997) / 997.0 for i in range(n)]
-    t0 = time.perf_counter()
-    for i in range(n):
-        log("loss", values[i], step=i)
-    t1 = time.perf_counter()
-    run.end()  # crash-safe in the spool ...
-    run.flush()  # ... and in the store
-    t2 = time.perf_counter()
-    result["per_call_us"] = (t1 - t0) / n * 1e6
-    result["end_s"] = t2 - t1
+    run, loop_s, end_s = time_log_metric(lt.start_run, "bench", n)
+    result["per_call_us"] = loop_s / n * 1e6
+    result["end_s"] = end_s
     stored = len(lt.get_run(run.id).history("loss"))
     result["stored"] = stored
     result["lost"] = n - stored
 
     run = lt.start_run("bench")
     module_log = lt.log_metric
+    values = [float(i % 997) / 997.0 for i in range(n)]
     t0 = time.perf_counter()
     for i in range(n):
         module_log("loss", values[i], step=i)

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from bench.children import child_env, spawn_child
-from bench.fixtures import CHILD_TIMEOUT, median_ms, release, store_dir, synthetic_run, wait_for_go
+from bench.fixtures import CHILD_TIMEOUT, median_ms, release, store_dir, synthetic_run, time_log_metric, wait_for_go
 from bench.serving import (
     MemoryWatch,
     ServerProcess,
@@ -202,20 +202,9 @@ def _per_call(directory: str, server: ServerProcess, token: str, n: int) -> Resu
     import labtrack as lt
 
     _use_server(directory, server, token)
-    with lt.start_run("per-call") as warm:  # connects, stores the environment: outside the timings
-        warm.log_metric("warm", 0.0, step=0)
-    run = lt.start_run("per-call")
-    log = run.log_metric
-    values = [float(i % 997) / 997.0 for i in range(n)]
-    t0 = time.perf_counter()
-    for i in range(n):
-        log("loss", values[i], step=i)
-    t1 = time.perf_counter()
-    run.end()
-    run.flush()
-    t2 = time.perf_counter()
+    run, loop_s, end_s = time_log_metric(lt.start_run, "per-call", n)
     stored = len(lt.get_run(run.id).history("loss"))
-    return {"per_call_us": (t1 - t0) / n * 1e6, "per_call_end_s": t2 - t1, "per_call_lost": n - stored,
+    return {"per_call_us": loop_s / n * 1e6, "per_call_end_s": end_s, "per_call_lost": n - stored,
             "per_call_n": n}
 
 

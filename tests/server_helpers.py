@@ -62,6 +62,14 @@ def serve_in_thread(location: str, *, artifacts: str | None = None, role: Role =
         store.close()
 
 
+def use_server(served: Served, monkeypatch: Any) -> None:
+    """Point this process's labtrack at the served store, with its token, as a user's environment would."""
+    import labtrack as lt
+
+    monkeypatch.setenv("LABTRACK_TOKEN", served.token)
+    lt.set_store(served.url)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

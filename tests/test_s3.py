@@ -12,7 +12,7 @@ from pathlib import Path
 import boto3
 import httpx
 import pytest
-from server_helpers import serve_in_thread
+from server_helpers import serve_in_thread, use_server
 
 import labtrack as lt
 from labtrack.core.errors import ArtifactNotFound, DataDamaged
@@ -73,8 +73,7 @@ def test_a_large_file_goes_up_in_parts(s3_bucket: str, tmp_path: Path, monkeypat
 def test_a_server_on_s3_hands_out_presigned_urls_so_bytes_skip_it(s3_bucket: str, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     with serve_in_thread(str(tmp_path / "db"), artifacts=s3_bucket) as served:
-        monkeypatch.setenv("LABTRACK_TOKEN", served.token)
-        lt.set_store(served.url)
+        use_server(served, monkeypatch)
         with lt.start_run("s3") as run:
             run.log_text("to the bucket", "notes/a.txt")
         lt.flush()
@@ -94,8 +93,7 @@ def test_a_server_on_s3_hands_out_presigned_urls_so_bytes_skip_it(s3_bucket: str
 def test_a_server_that_proxies_artifacts_passes_the_bytes_itself(s3_bucket: str, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     with serve_in_thread(str(tmp_path / "db"), artifacts=s3_bucket, proxy_artifacts=True) as served:
-        monkeypatch.setenv("LABTRACK_TOKEN", served.token)
-        lt.set_store(served.url)
+        use_server(served, monkeypatch)
         with lt.start_run("proxied") as run:
             run.log_text("through the server", "a.txt")
         assert lt.get_run(run.id).open_artifact("a.txt").read() == b"through the server"
@@ -109,8 +107,7 @@ def test_a_server_that_proxies_artifacts_passes_the_bytes_itself(s3_bucket: str,
 def test_content_replaced_in_the_bucket_is_refused_when_read(s3_bucket: str, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     with serve_in_thread(str(tmp_path / "db"), artifacts=s3_bucket) as served:
-        monkeypatch.setenv("LABTRACK_TOKEN", served.token)
-        lt.set_store(served.url)
+        use_server(served, monkeypatch)
         with lt.start_run("tampered") as run:
             run.log_text("the real model", "model.txt")
         lt.flush()

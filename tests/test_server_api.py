@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server_helpers import serve_in_thread
+from server_helpers import serve_in_thread, use_server
 
 import labtrack as lt
 from labtrack.server import api
@@ -68,8 +68,7 @@ def test_a_busy_server_answers_503_with_retry_after_and_the_client_says_so(tmp_p
 
 
 def test_metrics_count_requests_by_route_and_points_ingested(served, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("LABTRACK_TOKEN", served.token)
-    lt.set_store(served.url)
+    use_server(served, monkeypatch)
     with lt.start_run("observed") as run:
         for step in range(100):
             run.log_metric("loss", 1 / (step + 1), step=step)

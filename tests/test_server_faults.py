@@ -58,14 +58,22 @@ def _client_env(python_env: dict[str, str], url: str, token: str, tmp_path: Path
             "LABTRACK_SPOOL_DIR": str(tmp_path / "spool"), "LABTRACK_FLUSH_TIMEOUT": "120"}
 
 
-def test_a_server_killed_mid_batch_and_started_again_stores_every_point_once(tmp_path: Path,
-                                                                            python_env: dict[str, str]) -> None:
+def _serve_and_train(tmp_path: Path, python_env: dict[str, str], steps: int, keys: int, pause: float,
+                     ) -> tuple[str, str, int, ServerProcess, subprocess.Popen[str]]:
+    """A server process on a new store, and a training script logging through it: (store, token, port,
+    server, client)."""
     location = str(tmp_path / "store")
     token = _token(location, python_env)
     port = free_port()
     server = start_server_process(location, python_env, tmp_path / "server.log", port=port)
+    client = _train(tmp_path, _client_env(python_env, server.url, token, tmp_path), steps, keys, pause)
+    return location, token, port, server, client
+
+
+def test_a_server_killed_mid_batch_and_started_again_stores_every_point_once(tmp_path: Path,
+                                                                            python_env: dict[str, str]) -> None:
     steps, keys = 6000, 8
-    client = _train(tmp_path, _client_env(python_env, server.url, token, tmp_path), steps, keys, 0.05)
+    location, token, port, server, client = _serve_and_train(tmp_path, python_env, steps, keys, 0.05)
     try:
         run_id = client.stdout.readline().strip()  # type: ignore[union-attr]
         for _ in range(2):  # twice, while batches are in flight
@@ -87,12 +95,8 @@ def test_a_server_killed_mid_batch_and_started_again_stores_every_point_once(tmp
 @pytest.mark.slow
 def test_a_server_gone_for_20_seconds_loses_nothing_and_the_run_finishes(tmp_path: Path,
                                                                         python_env: dict[str, str]) -> None:
-    location = str(tmp_path / "store")
-    token = _token(location, python_env)
-    port = free_port()
-    server = start_server_process(location, python_env, tmp_path / "server.log", port=port)
     steps, keys = 3000, 4
-    client = _train(tmp_path, _client_env(python_env, server.url, token, tmp_path), steps, keys, 0.1)
+    location, token, port, server, client = _serve_and_train(tmp_path, python_env, steps, keys, 0.1)
     try:
         run_id = client.stdout.readline().strip()  # type: ignore[union-attr]
         time.sleep(0.5)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server_helpers import serve_in_thread
+from server_helpers import serve_in_thread, use_server
 
 import labtrack as lt
 from labtrack.core.tokens import Role
@@ -24,8 +24,7 @@ from labtrack.store.remote import RemoteStore
 def teams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """A server with a run of team A (with an artifact) and a run of team B, and a writer token of team B."""
     with serve_in_thread(str(tmp_path / "store")) as served:
-        monkeypatch.setenv("LABTRACK_TOKEN", served.token)
-        lt.set_store(served.url)
+        use_server(served, monkeypatch)
         with lt.start_run("team-a", params={"lr": 0.1}) as secret_run:
             secret_run.log_metric("acc", 0.99)
             secret_run.log_text("team A's model", "model.txt")

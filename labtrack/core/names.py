@@ -8,7 +8,9 @@ name that does match several runs is refused as ambiguous, naming their ids.
 
 from __future__ import annotations
 
-__all__ = ["ADJECTIVES", "NOUNS", "run_name"]
+__all__ = ["ADJECTIVES", "NOUNS", "id_prefix", "run_name"]
+
+_HEX = frozenset("0123456789abcdef")
 
 ADJECTIVES = (
     "able", "amber", "ample", "azure", "bold", "brave", "brisk", "calm", "civic", "clever", "cosmic", "crisp",
@@ -32,3 +34,9 @@ def run_name(run_id: str) -> str:
     """The readable name of a run without one given: ``<adjective>-<animal>-<number>``, from its id."""
     value = int(run_id[:12], 16)
     return f"{ADJECTIVES[value % 64]}-{NOUNS[(value >> 6) % 64]}-{(value >> 12) % 1000}"
+
+
+def id_prefix(text: str) -> str | None:
+    """``text`` as the start of a run id (32 lowercase hex characters), or None when it cannot be one."""
+    prefix = text.strip().lower()
+    return prefix if 0 < len(prefix) <= 32 and _HEX.issuperset(prefix) else None

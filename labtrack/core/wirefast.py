@@ -97,14 +97,9 @@ def _decoder(tp: Any) -> Codec:
     if tp is float:
         return _float_in
     if tp in (int, str, bool):
-        def exact(data: Any, kind: type = tp) -> Any:
-            if type(data) is kind:
-                return data
-            raise GiveUp
-
-        return exact
+        return _exact(tp)
     if tp is _NONE_TYPE:
-        return _none_in
+        return _none
     if isinstance(tp, type):
         decode = getattr(tp, "wire_decode", None)
         if decode is not None:
@@ -134,7 +129,17 @@ def _float_in(data: Any) -> float:
     raise GiveUp
 
 
-def _none_in(data: Any) -> None:
+def _exact(kind: type) -> Codec:
+    """An int, str or bool, the same in JSON data and in Python (both directions): of exactly that type."""
+    def exact(data: Any) -> Any:
+        if type(data) is kind:
+            return data
+        raise GiveUp
+
+    return exact
+
+
+def _none(data: Any) -> None:
     if data is not None:
         raise GiveUp
 
@@ -252,34 +257,10 @@ def _encoder(tp: Any) -> Codec:
         return _container_out(tp, origin)
     if tp is float:
         return _float_out
-    if tp is int:
-        def integer(value: Any) -> Any:
-            if type(value) is int:
-                return value
-            raise GiveUp
-
-        return integer
-    if tp is str:
-        def string(value: Any) -> Any:
-            if type(value) is str:
-                return value
-            raise GiveUp
-
-        return string
-    if tp is bool:
-        def boolean(value: Any) -> Any:
-            if type(value) is bool:
-                return value
-            raise GiveUp
-
-        return boolean
+    if tp in (int, str, bool):
+        return _exact(tp)
     if tp is _NONE_TYPE:
-        def none(value: Any) -> Any:
-            if value is None:
-                return None
-            raise GiveUp
-
-        return none
+        return _none
     if isinstance(tp, type):
         if hasattr(tp, "wire_encode"):
             kind: type = tp

@@ -34,6 +34,7 @@ from labtrack.core.model import (
     Search,
     StoreCheck,
 )
+from labtrack.core.names import id_prefix
 from labtrack.core.tokens import Role, TokenInfo
 from labtrack.store.base import Store, unresolved
 
@@ -118,7 +119,7 @@ class ScopedStore(Store):
         name = id_or_prefix.strip()
         prefix = name.lower()
         conditions: list[Any] = [Compare(Field("attributes", "name"), "=", name)]
-        if prefix and len(prefix) <= 32 and all(c in "0123456789abcdef" for c in prefix):
+        if id_prefix(prefix) is not None:
             conditions.insert(0, Like(Field("attributes", "id"), prefix + "%"))
         found = self.inner.search_ids(Search(experiments=list(self.allowed), filter=Or(tuple(conditions)),
                                              max_results=6, lifecycle=Lifecycle.ALL)) if name else []

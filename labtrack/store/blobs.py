@@ -24,14 +24,19 @@ from typing import BinaryIO
 
 from labtrack.core.errors import ArtifactNotFound, InvalidInput, StoreError
 
-__all__ = ["STALE_SECONDS", "BlobInfo", "BlobStore", "LocalBlobStore", "check_sha256"]
+__all__ = ["STALE_SECONDS", "BlobInfo", "BlobStore", "LocalBlobStore", "check_sha256", "content_digest", "discard",
+           "is_sha256"]
 
 _BUFFER = 1 << 20
 _HEX = frozenset("0123456789abcdef")
 
 
+def is_sha256(name: object) -> bool:
+    return isinstance(name, str) and len(name) == 64 and _HEX.issuperset(name)
+
+
 def check_sha256(sha256: str) -> str:
-    if not isinstance(sha256, str) or len(sha256) != 64 or not _HEX.issuperset(sha256):
+    if not is_sha256(sha256):
         raise InvalidInput(f"{sha256!r} is not a sha256 hex digest", field="sha256")
     return sha256
 
@@ -81,7 +86,18 @@ class BlobStore(abc.ABC):
         removed."""
 
 
-def _remove(path: str | None) -> None:
+def content_digest(path: str | os.PathLike[str]) -> tuple[str, int]:
+    """(sha256, size) of a file's content, read a block at a time."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as source:
+        while block := source.read(_BUFFER):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def discard(path: str | os.PathLike[str] | None) -> None:
+    """Remove a file if it is there (a temporary copy, a staged file given up); never raises."""
     if path is not None:
         try:
             os.unlink(path)
@@ -149,7 +165,7 @@ class LocalBlobStore(BlobStore):
                     size += len(block)
             self._commit(tmp_path, digest.hexdigest())
         except OSError as exc:
-            _remove(tmp_path)  # a full disk must not stay full of our half-written copy
+            discard(tmp_path)  # a full disk must not stay full of our half-written copy
             raise StoreError(f"cannot store artifact {os.fspath(path)!r} under {self.root}: {exc}") from exc
         return digest.hexdigest(), size
 
@@ -159,16 +175,11 @@ class LocalBlobStore(BlobStore):
         try:
             if os.stat(path).st_dev != os.stat(self._tmp_dir()).st_dev:
                 return None
-            digest = hashlib.sha256()
-            size = 0
-            with open(path, "rb") as src:
-                while block := src.read(_BUFFER):
-                    digest.update(block)
-                    size += len(block)
-            self._commit(os.fspath(path), digest.hexdigest())
+            sha, size = content_digest(path)
+            self._commit(os.fspath(path), sha)
         except OSError as exc:
             raise StoreError(f"cannot store artifact {os.fspath(path)!r} under {self.root}: {exc}") from exc
-        return digest.hexdigest(), size
+        return sha, size
 
     def put_bytes(self, data: bytes) -> tuple[str, int]:
         sha = hashlib.sha256(data).hexdigest()
@@ -181,7 +192,7 @@ class LocalBlobStore(BlobStore):
                 out.write(data)
             self._commit(tmp_path, sha)
         except OSError as exc:
-            _remove(tmp_path)
+            discard(tmp_path)
             raise StoreError(f"cannot store artifact under {self.root}: {exc}") from exc
         return sha, len(data)
 
@@ -205,7 +216,7 @@ class LocalBlobStore(BlobStore):
             except NotADirectoryError:
                 continue
             for entry in entries:
-                if len(entry.name) != 64 or not _HEX.issuperset(entry.name):
+                if not is_sha256(entry.name):
                     continue
                 try:
                     stat = entry.stat(follow_symlinks=False)

@@ -42,7 +42,7 @@ from labtrack.core.series import deflated_series
 from labtrack.core.tokens import Role, TokenInfo
 from labtrack.core.views import ExperimentRuns
 from labtrack.store.base import Store
-from labtrack.store.blobs import BlobInfo, BlobStore, check_sha256
+from labtrack.store.blobs import BlobInfo, BlobStore, check_sha256, content_digest, discard
 from labtrack.store.clock import ServerClock
 
 __all__ = ["RemoteBlobs", "RemoteStore", "token_for"]
@@ -294,19 +294,11 @@ class RemoteBlobs(BlobStore):
         self._direct = httpx.Client(timeout=httpx.Timeout(300.0, connect=10.0))  # to the bucket: no token sent
 
     def put_file(self, path: str | os.PathLike[str], *, move: bool = False) -> tuple[str, int]:
-        digest, size = hashlib.sha256(), 0
-        with open(path, "rb") as source:
-            while block := source.read(_CHUNK):
-                digest.update(block)
-                size += len(block)
-        sha = digest.hexdigest()
+        sha, size = content_digest(path)
         with open(path, "rb") as source:
             self._upload(sha, source, size)
         if move:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            discard(path)
         return sha, size
 
     def put_bytes(self, data: bytes) -> tuple[str, int]:

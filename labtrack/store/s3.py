@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO, cast
 
 from labtrack.core.errors import ArtifactNotFound, InvalidInput, StoreError
-from labtrack.store.blobs import BlobInfo, BlobStore, check_sha256
+from labtrack.store.blobs import BlobInfo, BlobStore, check_sha256, content_digest, discard, is_sha256
 
 __all__ = ["MULTIPART_ABOVE", "PRESIGN_SECONDS", "S3BlobStore"]
 
@@ -73,13 +73,8 @@ class S3BlobStore(BlobStore):
     # -- writing ------------------------------------------------------------------------------------
 
     def put_file(self, path: str | os.PathLike[str], *, move: bool = False) -> tuple[str, int]:
-        digest, size = hashlib.sha256(), 0
         try:
-            with open(path, "rb") as source:
-                while block := source.read(_CHUNK):
-                    digest.update(block)
-                    size += len(block)
-            sha = digest.hexdigest()
+            sha, size = content_digest(path)
             if not self.refresh(sha):
                 if size > MULTIPART_ABOVE:
                     from boto3.s3.transfer import TransferConfig
@@ -93,10 +88,7 @@ class S3BlobStore(BlobStore):
         except OSError as exc:
             raise StoreError(f"cannot store artifact {os.fspath(path)!r} in {self.url}: {exc}") from exc
         if move:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            discard(path)
         return sha, size
 
     def put_bytes(self, data: bytes) -> tuple[str, int]:
@@ -167,7 +159,7 @@ class S3BlobStore(BlobStore):
             for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
                 for item in page.get("Contents", []):
                     name = item["Key"].rsplit("/", 1)[-1]
-                    if len(name) == 64 and _hex(name) and item["Key"] == self.key(name):
+                    if is_sha256(name) and item["Key"] == self.key(name):
                         yield BlobInfo(name, int(item["Size"]), item["LastModified"].timestamp())
         except self._errors as exc:
             raise self._failed("list", exc) from exc
@@ -202,6 +194,3 @@ class S3BlobStore(BlobStore):
             Params={"Bucket": self.bucket, "Key": self.key(sha256), "ResponseContentDisposition": "attachment",
                     "ResponseContentType": "application/octet-stream"}))
 
-
-def _hex(name: str) -> bool:
-    return all(c in "0123456789abcdef" for c in name)

@@ -33,6 +33,7 @@ from labtrack.core.model import (
     Search,
     StoreCheck,
 )
+from labtrack.core.names import id_prefix
 from labtrack.core.series import SeriesFiller, by_step
 from labtrack.core.tokens import Role, TokenInfo
 from labtrack.store import lifecycle, tokens
@@ -165,7 +166,7 @@ class SqlStore(SqlBase, Store):
 
     def resolve_run_id(self, id_or_prefix: str) -> str:
         prefix = id_or_prefix.strip().lower()
-        is_hex = bool(prefix) and all(c in "0123456789abcdef" for c in prefix) and len(prefix) <= 32
+        is_hex = id_prefix(prefix) is not None
         found: list[str] = []
         with self._read() as conn:
             if is_hex:

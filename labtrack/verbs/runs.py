@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from labtrack.core.errors import ExperimentNotFound, InvalidInput, RunNotFound
 from labtrack.core.identity import DEFAULT_IDENTITY, check_identity, run_key
 from labtrack.core.model import Collected, Experiment, Lifecycle, NewRun, Recovery, Search, StoreCheck
-from labtrack.core.names import run_name
+from labtrack.core.names import id_prefix, run_name
 from labtrack.core.query import parse_order_by
 from labtrack.core.validation import check_key, check_note, checked_params, checked_tags, parse_age
 from labtrack.run import process
@@ -174,7 +174,7 @@ class RunClient:
         """The run with this id (or unique id prefix)."""
         self.flush()
         record = None
-        if len(run_id) == 32 and all(c in "0123456789abcdef" for c in run_id):  # a full id: one read (one request)
+        if len(run_id) == 32 and id_prefix(run_id) == run_id:  # a full id: one read (one request)
             try:
                 record = self.store.get_run(run_id)
             except RunNotFound:
