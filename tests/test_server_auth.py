@@ -18,7 +18,8 @@ from labtrack.core.tokens import Role
 from labtrack.server import auth
 from labtrack.server.api import ROUTES
 from labtrack.server.app import create_app
-from labtrack.server.auth import PUBLIC
+from labtrack.server.auth import PUBLIC, PUBLIC_PREFIXES
+from labtrack.ui.app import PAGES
 
 _SAMPLE = {"run_id": "0" * 32, "key": "loss", "source": "spool", "fingerprint": "f" * 16, "run_key": "k" * 64,
            "sha256": "0" * 64, "name": "run"}
@@ -49,16 +50,36 @@ def served(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def test_every_route_but_the_public_ones_refuses_a_request_without_a_valid_token(served) -> None:  # type: ignore[no-untyped-def]
     routes = _every_route(served.app)
-    assert {p for _, p in routes} >= {"/openapi.json", "/docs", "/health", "/ready", "/api/v1/write"}
-    assert len(routes) > len(ROUTES)
-    for method, path in [*routes, ("GET", "/no/such/route"), ("POST", "/api/v1/nothing"), ("GET", "/docs/oauth2-redirect")]:
-        for headers in ({}, {"Authorization": "Bearer lt_aaaaaaaaaa_" + "b" * 43}, {"Authorization": "Basic x"}):
+    paths = {p for _, p in routes}
+    assert paths >= {"/openapi.json", "/docs", "/health", "/ready", "/api/v1/write", "/", "/runs", "/compare",
+                     "/ui/series", "/login", "/static/", "/static/anything"}
+    assert len(routes) > len(ROUTES) + len(PAGES)
+    for method, path in [*routes, ("GET", "/no/such/route"), ("POST", "/api/v1/nothing"), ("GET", "/docs/oauth2-redirect"),
+                         ("GET", "/static/../labtrack.db"), ("GET", "/static/%2e%2e/app.py")]:
+        for headers in ({}, {"Authorization": "Bearer lt_aaaaaaaaaa_" + "b" * 43}, {"Authorization": "Basic x"},
+                        {"Cookie": "labtrack_session=lt_aaaaaaaaaa_" + "b" * 43}):
             answer = httpx.request(method, served.url + path, headers=headers)
-            if path in PUBLIC:
-                assert answer.status_code == 200, (method, path)
+            sent = answer.request.url.path  # "/static/../x" goes out as "/x"
+            unsafe_from_a_browser = method not in ("GET", "HEAD") and "Authorization" not in headers and (
+                not sent.startswith("/api/") or "Cookie" in headers)
+            if unsafe_from_a_browser:  # no CSRF token: refused before anything else, public or not
+                assert answer.status_code == 403, (method, path, headers, answer.status_code)
+                assert "CSRF" in answer.json()["error"]["message"]
+            elif sent in PUBLIC:
+                assert answer.status_code in (200, 303, 401), (method, path)  # /login: 401 to a bad token
+            elif sent.startswith(PUBLIC_PREFIXES):  # the UI's scripts and styles: those files and nothing else
+                assert answer.status_code in (404, 405), (method, path, answer.status_code)
             else:
                 assert answer.status_code == 401, (method, path, headers, answer.status_code, answer.text)
                 assert answer.json()["error"]["code"] == "AuthenticationFailed"
+    assert httpx.get(served.url + "/static/app.js").status_code == 200
+
+
+def test_a_browser_without_a_session_is_sent_to_sign_in_and_back(served) -> None:  # type: ignore[no-untyped-def]
+    answer = httpx.get(served.url + "/runs?experiment=a%20b", headers={"Accept": "text/html"})
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/login?next=%2Fruns%3Fexperiment%3Da%2520b"
+    assert "labtrack_session" not in answer.headers.get("set-cookie", "")
 
 
 def test_a_reader_reads_but_every_route_that_changes_things_refuses_it(served) -> None:  # type: ignore[no-untyped-def]

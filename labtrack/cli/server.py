@@ -13,7 +13,7 @@ from labtrack.cli.main import _command, _json_option, _print_json, main
 from labtrack.core.errors import InvalidInput
 from labtrack.core.tokens import Role
 
-__all__ = ["server", "token"]
+__all__ = ["server", "token", "ui"]
 
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
@@ -47,7 +47,36 @@ def _is_loopback(host: str) -> bool:
 def server(artifacts: str | None, host: str, port: int, workers: int, allowed_hosts: tuple[str, ...],
            proxy_artifacts: bool, no_auth: bool, public_without_auth: bool) -> None:
     """Serve the store (--store, else the configured one) to a team over HTTP: clients set
-    LABTRACK_STORE=http://HOST:PORT and LABTRACK_TOKEN, and nothing else changes."""
+    LABTRACK_STORE=http://HOST:PORT and LABTRACK_TOKEN, and nothing else changes. The web UI is at
+    http://HOST:PORT/ (sign in with a token)."""
+    _serve(artifacts=artifacts, host=host, port=port, workers=workers, allowed_hosts=allowed_hosts,
+           proxy_artifacts=proxy_artifacts, no_auth=no_auth, public_without_auth=public_without_auth, what="server")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback needs `labtrack server` (with sign-in).")
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--open", "open_browser", is_flag=True, help="Open it in the browser.")
+@_command
+def ui(host: str, port: int, open_browser: bool) -> None:
+    """The web UI over the store (--store, else the configured one, by default ./.labtrack), on this machine
+    only: http://127.0.0.1:5000 without sign-in. For a team: `labtrack server`, which serves it with sign-in."""
+    if not _is_loopback(host):
+        raise InvalidInput(f"--host {host}: `labtrack ui` answers without sign-in, so it listens on loopback only; "
+                           f"serve a team with `labtrack server --host {host}` (the UI asks for a token)", field="host")
+    if open_browser:
+        import threading
+        import webbrowser
+
+        address = f"[{host}]" if ":" in host else host
+        threading.Timer(1.0, webbrowser.open, args=(f"http://{address}:{port}/",)).start()
+    _serve(artifacts=None, host=host, port=port, workers=1, allowed_hosts=(), proxy_artifacts=False, no_auth=True,
+           public_without_auth=False, what="ui")
+
+
+def _serve(*, artifacts: str | None, host: str, port: int, workers: int, allowed_hosts: tuple[str, ...],
+           proxy_artifacts: bool, no_auth: bool, public_without_auth: bool, what: str) -> None:
     from labtrack.server.app import SERVER_ENV
     from labtrack.store import scheme_of
     from labtrack.verbs import tracking
@@ -75,7 +104,11 @@ def server(artifacts: str | None, host: str, port: int, workers: int, allowed_ho
     os.environ[SERVER_ENV["proxy_artifacts"]] = "1" if proxy_artifacts else ""
     address = f"[{host}]" if ":" in host else host
     url = f"http://{address}:{port}"
-    render.note(f"labtrack server: {url} serves {location}" + (" WITHOUT AUTH" if no_auth else ""))
+    if what == "ui":
+        render.note(f"labtrack ui: {url}/ shows {location} (this machine only; Ctrl-C stops it)")
+    else:
+        render.note(f"labtrack server: {url} serves {location}" + (" WITHOUT AUTH" if no_auth else "")
+                    + f"; the web UI is at {url}/")
     if bootstrap is not None:
         render.note("The store had no tokens: created an admin token (shown once, keep it):")
         click.echo(f"  export LABTRACK_STORE={url} LABTRACK_TOKEN={bootstrap[0]}")  # one line, never wrapped

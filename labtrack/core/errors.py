@@ -58,9 +58,10 @@ class InvalidInput(LabtrackError, ValueError):
 
     status_code = 400
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None, column: int | None = None) -> None:
         super().__init__(message)
         self.field = field
+        self.column = column  # where in the input text (1-based), for a syntax error: a UI points at it
 
 
 class ParamConflict(InvalidInput):

@@ -39,6 +39,7 @@ __all__ = [
     "Node",
     "Not",
     "Or",
+    "format_field",
     "parse_field",
     "parse_filter",
 ]
@@ -129,7 +130,8 @@ class _Syntax(Exception):
 
 def _error(source: str, message: str, column: int, field: str = "filter", what: str = "filter") -> InvalidInput:
     caret = " " * (column - 1) + "^"
-    return InvalidInput(f"invalid {what} at column {column}: {message}\n  {source}\n  {caret}", field=field)
+    return InvalidInput(f"invalid {what} at column {column}: {message}\n  {source}\n  {caret}", field=field,
+                        column=column)
 
 
 def _tokenize(text: str) -> list[_Token]:
@@ -370,3 +372,14 @@ def parse_field(text: str, option: str = "columns") -> Field:
         return field
     except _Syntax as exc:
         raise _error(text, str(exc), exc.column, field=option, what=f"field in --{option.replace('_', '-')}") from None
+
+
+def format_field(field: Field) -> str:
+    """A field as filter text that parses back to it: the key in backticks (it may hold dots, spaces or an
+    aggregate's name). A key holding a backtick cannot be written in the language: ``InvalidInput``."""
+    if "`" in field.key:
+        raise InvalidInput(f"the key {field.key!r} holds a backtick, which a filter cannot quote", field="filter")
+    if field.kind == "attributes":
+        return f"attributes.{field.key}"
+    suffix = f".{field.aggregate}" if field.kind == "metrics" and field.aggregate != "last" else ""
+    return f"{field.kind}.`{field.key}`{suffix}"

@@ -27,6 +27,7 @@ from labtrack.server.auth import AuthMiddleware, matching, route_roles
 from labtrack.server.observe import MAX_IN_FLIGHT, Metrics, ObserveMiddleware
 from labtrack.server.scope import ScopedStore
 from labtrack.store.base import Store
+from labtrack.ui.app import PAGES, STATIC_PREFIX, static_files
 
 __all__ = ["SERVER_ENV", "WRITE_SLOTS", "app_from_env", "create_app", "error_response"]
 
@@ -109,6 +110,13 @@ def create_app(store: Store, *, open_access: bool = False, allowed_hosts: list[s
         return Response(app.state.metrics.text(), media_type="text/plain; version=0.0.4")
 
     declared[metrics] = Role.READER
+    for page in PAGES:  # the web UI
+        endpoint = _endpoint(page.handler)
+        app.add_api_route(page.path, endpoint, methods=[page.method], name=f"ui_{page.name}",
+                          include_in_schema=False, response_class=Response)
+        if page.role is not None:
+            declared[endpoint] = page.role
+    app.mount(STATIC_PREFIX, static_files(), name="static")
     app.add_middleware(AuthMiddleware, authenticate=store.authenticate, roles=route_roles(app.router.routes, declared),
                        open_access=open_access, send_error=error_response)
     app.add_middleware(ObserveMiddleware, metrics=app.state.metrics, route_of=lambda scope: _template(app, scope),

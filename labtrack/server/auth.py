@@ -5,8 +5,15 @@ Before any route runs, the middleware finds the route the request will reach and
 the docs pages, a mount added later — needs an admin token. Only the paths in ``PUBLIC`` answer without
 a token. So a route someone forgets to protect is protected anyway: the route-walking test proves it.
 
-Tokens come in ``Authorization: Bearer lt_…``. A valid token is remembered for ``CACHE_SECONDS`` (so
-most requests cost no database read); a revoked token stops working within that time.
+Tokens come in ``Authorization: Bearer lt_…``, or from a browser in the UI's session cookie (set by signing
+in, ``labtrack.ui.session``). A valid token is remembered for ``CACHE_SECONDS`` (so most requests cost no
+database read); a revoked token stops working within that time.
+
+CSRF: an unsafe request (POST, PUT, PATCH, DELETE) without an ``Authorization`` header — a browser's — must
+repeat the UI's CSRF cookie in the ``X-CSRF-Token`` header or the ``csrf_token`` form field, whatever the
+route (API routes sent with a bearer token are exempt: no browser adds that header on its own, and the API
+takes only JSON bodies, which no cross-site form can send). A browser asking for a UI page without a session
+is sent to the sign-in page; everything else gets the JSON error.
 """
 
 from __future__ import annotations
@@ -22,11 +29,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from labtrack.core.errors import AuthenticationFailed, LabtrackError, PermissionDenied
 from labtrack.core.tokens import Role, TokenInfo
+from labtrack.ui.app import PUBLIC_PAGES, STATIC_PREFIX
+from labtrack.ui.session import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, csrf_matches, form_csrf
 
-__all__ = ["CACHE_SECONDS", "PUBLIC", "AuthMiddleware", "matching", "route_roles"]
+__all__ = ["CACHE_SECONDS", "PUBLIC", "PUBLIC_PREFIXES", "AuthMiddleware", "matching", "route_roles"]
 
-PUBLIC = frozenset({"/health", "/ready"})  # the only paths that answer without a token
+# The only paths that answer without a token: probes, signing in and out, and the UI's scripts and styles.
+PUBLIC = frozenset({"/health", "/ready"}) | PUBLIC_PAGES
+PUBLIC_PREFIXES = (STATIC_PREFIX + "/",)
 CACHE_SECONDS = 5.0
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+MAX_FORM = 64 * 1024  # bytes of a form body read to find its CSRF field
 
 
 class AuthMiddleware:
@@ -45,29 +58,44 @@ class AuthMiddleware:
         self._lock = threading.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan" or (scope["type"] == "http" and scope["path"] in PUBLIC):
+        if scope["type"] == "lifespan":
             await self.app(scope, receive, send)
             return
+        path = scope.get("path", "")
+        cookies: dict[str, str] = {}
         try:
             if scope["type"] != "http":  # websockets and anything else: not served
                 raise PermissionDenied("only HTTP requests are served")
+            cookies = _cookies(scope["headers"])
+            bearer = bool(_header(scope["headers"], b"authorization"))
+            if scope["method"] not in SAFE_METHODS and not bearer and (not path.startswith("/api/")
+                                                                       or SESSION_COOKIE in cookies):
+                receive = await _checked_csrf(scope, receive, cookies)
+            if path in PUBLIC or path.startswith(PUBLIC_PREFIXES):
+                await self.app(scope, receive, send)
+                return
             needed = self.roles(scope)
-            token = None if self.open_access else await self._token(scope)
+            token = None if self.open_access else await self._token(scope, cookies)
             if token is not None and not token.role.allows(needed):
                 raise PermissionDenied(f"this needs {_a(needed)} token; yours ({token.name}) is {_a(token.role)}")
         except LabtrackError as exc:
             if scope["type"] == "http":
-                await self.send_error(exc)(scope, receive, send)
+                if isinstance(exc, AuthenticationFailed) and _wants_page(scope):
+                    await _to_login(scope, forget=SESSION_COOKIE in cookies)(scope, receive, send)
+                else:
+                    await self.send_error(exc)(scope, receive, send)
             return
         scope.setdefault("state", {})["token"] = token
         await self.app(scope, receive, send)
 
-    async def _token(self, scope: Scope) -> TokenInfo:
+    async def _token(self, scope: Scope, cookies: Mapping[str, str]) -> TokenInfo:
         header = _header(scope["headers"], b"authorization")
         scheme, _, value = header.partition(" ")
+        if not header and cookies.get(SESSION_COOKIE):
+            scheme, value = "bearer", cookies[SESSION_COOKIE]
         if scheme.lower() != "bearer" or not value.strip():
             raise AuthenticationFailed("this server needs a token: send `Authorization: Bearer lt_…` "
-                                       "(the client reads LABTRACK_TOKEN)")
+                                       "(the client reads LABTRACK_TOKEN), or sign in at /login")
         value = value.strip()
         now = time.monotonic()
         with self._lock:
@@ -83,6 +111,64 @@ class AuthMiddleware:
                 self._cache.clear()
             self._cache[value] = (now, found)
         return found
+
+
+def _cookies(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    from http.cookies import SimpleCookie
+
+    found: dict[str, str] = {}
+    for key, value in headers:
+        if key.lower() == b"cookie":
+            jar: SimpleCookie = SimpleCookie()
+            try:
+                jar.load(value.decode("latin-1"))
+            except Exception:
+                continue
+            found.update({name: morsel.value for name, morsel in jar.items()})
+    return found
+
+
+async def _checked_csrf(scope: Scope, receive: Receive, cookies: Mapping[str, str]) -> Receive:
+    """``receive`` once the request has shown its CSRF token (header, or the field of a form body, which is
+    read here and handed on unchanged); PermissionDenied otherwise."""
+    expected = cookies.get(CSRF_COOKIE)
+    given = _header(scope["headers"], CSRF_HEADER.encode())
+    if csrf_matches(expected, given):
+        return receive
+    if _header(scope["headers"], b"content-type").startswith("application/x-www-form-urlencoded"):
+        body, messages = b"", []
+        while True:
+            message = await receive()
+            messages.append(message)
+            body += message.get("body", b"")
+            if len(body) > MAX_FORM or not message.get("more_body"):
+                break
+        if csrf_matches(expected, form_csrf(body[:MAX_FORM])):
+            async def replay() -> Any:
+                return messages.pop(0) if messages else await receive()
+
+            return replay
+    raise PermissionDenied("this request lacks the page's CSRF token (another site may have sent it): "
+                           "reload the page and try again")
+
+
+def _wants_page(scope: Scope) -> bool:
+    """A browser navigating to a UI page (not the API, not a script's request)."""
+    return (scope["method"] == "GET" and not scope["path"].startswith("/api/")
+            and "text/html" in _header(scope["headers"], b"accept")
+            and not _header(scope["headers"], b"hx-request"))
+
+
+def _to_login(scope: Scope, *, forget: bool) -> Any:
+    from urllib.parse import quote
+
+    from starlette.responses import RedirectResponse
+
+    target = scope["path"] + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
+    response = RedirectResponse("/login?next=" + quote(target, safe=""), status_code=303)
+    if forget:  # a session whose token was revoked or expired
+        response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
 
 
 def _a(role: Role) -> str:

@@ -40,9 +40,13 @@ __all__ = ["RunClient"]
 
 
 class RunClient:
-    """The run verbs over one store: a store URL (``None``: the settings' store) or a ``Store`` object."""
+    """The run verbs over one store: a store URL (``None``: the settings' store) or a ``Store`` object.
 
-    def __init__(self, store: str | Store | None = None, *, settings: Settings | None = None) -> None:
+    ``recover=False``: leave the spools of dead processes on this machine alone (a server reading the store
+    for a browser is not where a training script's leftovers belong)."""
+
+    def __init__(self, store: str | Store | None = None, *, settings: Settings | None = None,
+                 recover: bool = True) -> None:
         self.settings = settings or default_settings()
         if isinstance(store, Store):
             self.store = store
@@ -59,7 +63,8 @@ class RunClient:
                     f"only ({default_artifacts(self.location)}); set LABTRACK_ARTIFACTS to a directory every "
                     "machine using the store can read (a shared file system)", RuntimeWarning, stacklevel=3,
                 )
-        self.recovered = self.recover()  # what dead processes left in their spools for this store
+        # what dead processes left in their spools for this store
+        self.recovered = self.recover() if recover else Recovery()
 
     def __repr__(self) -> str:
         return f"<labtrack.{type(self).__name__} {self.store.display_url}>"
