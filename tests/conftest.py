@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ui_helpers import browser, site, tab  # noqa: F401 - the web UI's fixtures
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -107,7 +107,8 @@ def runs(request: Request, store: Store) -> Response:
     except InvalidInput as exc:
         error = exc
     counts = dict((e.name, n) for e, n in client.list_experiments())
-    return render.page(request, "runs.html", status=400 if error is not None else 200, state=state, page=page,
+    # A mistake in the filter is shown in the page, at its column (the page itself is fine: 200).
+    return render.page(request, "runs.html", state=state, page=page,
                        error=error, keys=keys, grouping=grouping, total=counts.get(state.experiment, 0))
 
 
