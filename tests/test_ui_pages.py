@@ -11,10 +11,11 @@ import statistics
 import time
 from typing import Any
 
+from ui_helpers import NEW_TORCH, OLD_TORCH, Site, acc_of, runs_shown
+
 import labtrack as lt
 from labtrack.core.model import NewRun, RunStatus
 from labtrack.core.series import Chunk
-from ui_helpers import NEW_TORCH, OLD_TORCH, Site, acc_of, runs_shown
 
 
 def open_runs(page: Any, site: Site, query: str = "") -> None:
@@ -135,7 +136,7 @@ def test_csv_export_holds_every_run_of_the_view_in_its_order(tab: Any, site: Sit
     open_runs(tab, site, "&sort=metrics.acc+desc&filter=params.lr+%3D+0.1")
     with tab.expect_download() as download:
         tab.click("#csv")
-    rows = list(csv.reader(io.StringIO(open(download.value.path()).read())))  # noqa: SIM115
+    rows = list(csv.reader(io.StringIO(open(download.value.path()).read())))
     expected = [r.id for r in lt.Client(site.seeded.store).search_runs("mnist", filter="params.lr = 0.1",
                                                                        order_by="metrics.acc desc")]
     assert rows[0][:5] == ["id", "name", "status", "start_time", "end_time"] and "metrics.acc" in rows[0]
@@ -223,7 +224,7 @@ def test_the_run_page_shows_what_ran_how_and_on_what(tab: Any, site: Site) -> No
     tab.wait_for_selector(".card.chart[data-key='loss'][data-state='drawn']")
     with tab.expect_download() as download:
         tab.click("a:text-is('requirements')")
-    assert "labtrack" in open(download.value.path()).read()  # noqa: SIM115
+    assert "labtrack" in open(download.value.path()).read()
 
 
 def test_the_run_page_previews_artifacts_and_downloads_them_all(tab: Any, site: Site) -> None:
