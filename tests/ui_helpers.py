@@ -149,6 +149,8 @@ def seed_store(root: Path) -> Seeded:
             values[spike_step] = 42.0
             run.log_batch({"noise": values}, steps=list(range(20_000)))
             run.log_metric("acc", 0.7)
+            for k in range(12):  # more charts than a screen holds
+                run.log_batch({f"m{k:02d}": [float(k + s) for s in range(20)]}, steps=list(range(20)))
             spike = run.id
         with client.start_run(XSS["experiment"], name=XSS["name"], params={"p": XSS["param"], XSS["param"]: 1},
                               tags={"t": XSS["tag"]}) as run:

@@ -39,12 +39,13 @@ export function ema(values, weight) {
   return out;
 }
 
-function quantileRange(columns) {
+function quantileRange(columns, log) {
   const all = [];
   columns.forEach((c) => c.forEach((v) => { if (v !== null && Number.isFinite(v)) all.push(v); }));
   if (all.length < 10) return null;
   all.sort((a, b) => a - b);
   const lo = all[Math.floor(all.length * 0.02)], hi = all[Math.ceil(all.length * 0.98) - 1];
+  if (log) return lo > 0 ? [lo / 1.25, hi * 1.25] : null;
   const pad = (hi - lo) * 0.05 || Math.abs(hi) * 0.05 || 1;
   return [lo - pad, hi + pad];
 }
@@ -94,7 +95,17 @@ class Card {
     if (!series.length) { this.status("no points"); this.el.dataset.state = "empty"; return; }
     const colors = palette();
     const tables = series.map((d) => [d.x, d.y, d.low, d.high]);
-    const data = tables.length === 1 ? tables[0].slice() : uPlot.join(tables);
+    let data = tables.length === 1 ? tables[0].slice() : uPlot.join(tables);
+    let dropped = 0;
+    let log = s.log;
+    if (log) {  // a log axis has no place for 0 or less: those points become gaps (and are counted)
+      const positive = data.map((column, i) => i === 0 ? column : column.map((v) => {
+        if (v !== null && v !== undefined && v <= 0) { dropped++; return null; }
+        return v;
+      }));
+      if (positive.slice(1).some((column) => column.some((v) => v !== null && v !== undefined))) data = positive;
+      else { log = false; dropped = 0; }  // nothing above 0: drawn on a linear axis
+    }
     const grid = css("--grid"), muted = css("--muted");
     const config = [{ label: s.x === "step" ? "step" : s.x === "wall" ? "time" : "seconds" }];
     const bands = [];
@@ -116,7 +127,7 @@ class Card {
                       points: { show: false } });
       });
     }
-    const outliers = s.outliers ? null : quantileRange(lines.map((i) => data[i]));
+    const outliers = s.outliers ? null : quantileRange(lines.map((i) => data[i]), log);
     const self = this;
     const options = {
       width: Math.max(200, this.plotEl.clientWidth || 600),
@@ -125,7 +136,7 @@ class Card {
       bands,
       scales: {
         x: { time: s.x === "wall" },
-        y: { distr: s.log ? 3 : 1, ...(outliers ? { range: () => outliers } : {}) },
+        y: { distr: log ? 3 : 1, ...(outliers ? { range: () => outliers } : {}) },
       },
       axes: [
         { stroke: muted, grid: { stroke: grid }, ticks: { stroke: grid } },
@@ -134,6 +145,7 @@ class Card {
       legend: { live: true },
       cursor: { sync: { key: sync.key, setSeries: false }, drag: { x: true, y: false, setScale: false } },
       hooks: {
+        draw: [(u) => { self.el.dataset.ymax = String(u.scales.y.max); }],  // what the y axis shows (tests read it)
         setSelect: [(u) => {
           if (u.select.width < 4) return;
           const x0 = u.posToVal(u.select.left, "x"), x1 = u.posToVal(u.select.left + u.select.width, "x");
@@ -153,7 +165,9 @@ class Card {
     const total = series.reduce((n, d) => n + d.total, 0);
     this.status(`${points.toLocaleString()} of ${total.toLocaleString()} points` +
                 (full ? " (every point)" : ` in min-max buckets of ${series[0].x.length.toLocaleString()}`) +
-                (this.range ? " · zoomed, double-click to reset" : ""));
+                (this.range ? " · zoomed, double-click to reset" : "") +
+                (dropped ? ` · ${dropped.toLocaleString()} values ≤ 0 not on the log axis` : "") +
+                (s.log && !log ? " · no value above 0: linear axis" : ""));
     this.el.dataset.state = "drawn";
     this.el.dataset.full = String(full);
     this.el.dataset.zoomed = String(Boolean(this.range));
