@@ -68,12 +68,20 @@ class Watched:
 
 
 @contextmanager
-def watched_page(browser: Any, **options: Any) -> Iterator[Watched]:
+def watched_page(browser: Any, *, expected_status: tuple[int, ...] = (), **options: Any) -> Iterator[Watched]:
+    """A page in a new browser context; ``expected_status``: HTTP statuses the test provokes on purpose (the
+    browser logs each as a console error)."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True, **options)
     page = context.new_page()
     found = Watched(page)
+    expected = tuple(f"status of {status} " for status in expected_status)
+
+    def console(message: Any) -> None:
+        if message.type == "error" and not any(e in message.text for e in expected):
+            found.errors.append(f"console: {message.text}")
+
     page.on("pageerror", lambda error: found.errors.append(f"script error: {error}"))
-    page.on("console", lambda m: found.errors.append(f"console: {m.text}") if m.type == "error" else None)
+    page.on("console", console)
 
     def dialog(d: Any) -> None:
         found.dialogs.append(d.message)

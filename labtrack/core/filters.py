@@ -39,6 +39,7 @@ __all__ = [
     "Node",
     "Not",
     "Or",
+    "field_text",
     "format_field",
     "parse_field",
     "parse_filter",
@@ -383,3 +384,15 @@ def format_field(field: Field) -> str:
         return f"attributes.{field.key}"
     suffix = f".{field.aggregate}" if field.kind == "metrics" and field.aggregate != "last" else ""
     return f"{field.kind}.`{field.key}`{suffix}"
+
+
+def field_text(field: Field) -> str:
+    """A field as people write it (``params.lr``, ``metrics.loss.min``), backticked only where it must be
+    for the text to parse back to the same field (a key with spaces, quotes or an aggregate's name)."""
+    plain = str(field)
+    try:
+        if parse_field(plain) == field:
+            return plain
+    except InvalidInput:
+        pass
+    return format_field(field)

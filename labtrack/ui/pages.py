@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from labtrack.core.errors import InvalidInput, LabtrackError, RunNotFound
-from labtrack.core.filters import parse_field
+from labtrack.core.filters import Field, field_text, parse_field
 from labtrack.core.query import parse_order_by
 from labtrack.store.base import Store
 from labtrack.ui import render
@@ -118,8 +118,9 @@ def _grouping(client: Client, state: TableState, columns: Any) -> Any:
     field = parse_field(state.group, "group_by")
     metrics = [c.name for c in columns if c.kind == "metrics"]
     found = client.search_runs(state.experiment, filter=state.filter or None)
-    order = [t for t in parse_order_by(state.sort) if t.kind == "metrics" or str(t) == str(field)] if state.sort else []
-    return group(list(found), [str(field)], metrics or None, order=order)
+    order = [t for t in parse_order_by(state.sort) if t.kind == "metrics" or (t.kind, t.key) == (field.kind, field.key)
+             ] if state.sort else []
+    return group(list(found), [field_text(field)], metrics or None, order=order)
 
 
 def rows(request: Request, store: Store) -> Response:
@@ -147,7 +148,7 @@ def keys(request: Request, store: Store) -> Response:
     found = available_keys(client_of(store), experiment)
     names = ["attributes." + a for a in ("status", "name", "start_time", "end_time", "run_key", "id")]
     for kind in ("metrics", "params", "tags", "env"):
-        names += [f"{kind}.{k}" for k in found[kind]]
+        names += [field_text(Field(kind, k)) for k in found[kind] if "`" not in k]
     return Response(json.dumps({"fields": names}), media_type="application/json", headers=render.PAGE_HEADERS)
 
 

@@ -76,6 +76,13 @@ def fmt_bytes(n: int | None) -> str:
     return f"{n} B"
 
 
+def _field(kind: str, key: str) -> str:
+    """The text that names a key of a kind in a column list or a filter (backticked where it must be)."""
+    from labtrack.core.filters import Field, field_text
+
+    return field_text(Field(kind, key))
+
+
 def cols_query(columns: Any) -> str:
     """The query string that asks for these table columns again (a RUNNING row refreshing itself)."""
     pairs = [("col", c.name) for c in columns] + [("pin", c.name) for c in columns if c.pinned]
@@ -89,7 +96,7 @@ def _environment() -> Environment:
     env = Environment(loader=PackageLoader("labtrack.ui", "templates"), autoescape=select_autoescape(default=True),
                       trim_blocks=True, lstrip_blocks=True)
     env.filters.update(value=fmt_value, time=fmt_time, bytes=fmt_bytes)
-    env.globals.update(duration=fmt_duration, version=__version__, cols_query=cols_query,
+    env.globals.update(duration=fmt_duration, version=__version__, cols_query=cols_query, field=_field,
                        static=lambda path: f"/static/{path}?v={__version__}")
     return env
 

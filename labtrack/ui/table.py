@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from labtrack.core.errors import InvalidInput
-from labtrack.core.filters import Field, format_field, parse_field
+from labtrack.core.filters import Field, field_text, format_field, parse_field
 from labtrack.core.query import parse_order_by
 from labtrack.run.handle import Run
 from labtrack.ui.state import TableState
@@ -67,16 +67,18 @@ def _label(field: Field) -> str:
 def columns_of(state: TableState, runs: Sequence[Run]) -> list[Column]:
     """The columns a state shows: its own, or the params then metrics the runs have; pinned ones first."""
     if state.columns is not None:
-        names = list(state.columns)
+        chosen = [parse_field(name, "columns") for name in state.columns]
     else:
         params = sorted({k for run in runs for k in run.record.params})
         metrics = sorted({k for run in runs for k in run.record.metrics})
-        names = [f"params.{k}" for k in params[: DEFAULT_COLUMNS // 2]]
-        names += [f"metrics.{k}" for k in metrics[: DEFAULT_COLUMNS - len(names)]]
+        chosen = [Field("params", k) for k in params[: DEFAULT_COLUMNS // 2]]
+        chosen += [Field("metrics", k) for k in metrics[: DEFAULT_COLUMNS - len(chosen)]]
     fields = []
-    for name in names:
-        field = parse_field(name, "columns")
-        fields.append((str(field), field))
+    for field in chosen:
+        try:
+            fields.append((field_text(field), field))
+        except InvalidInput:
+            continue  # a key the filter language cannot write (a backtick in it): not offered as a column
     pinned = [name for name, _ in fields if name in state.pinned]
     ordered = [pair for pair in fields if pair[0] in pinned] + [pair for pair in fields if pair[0] not in pinned]
     return [Column(name, f.kind, _label(f), name in pinned) for name, f in ordered]
