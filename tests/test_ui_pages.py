@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 import statistics
 import time
@@ -247,6 +248,10 @@ def test_the_run_page_previews_artifacts_and_downloads_them_all(tab: Any, site: 
 
 def test_compare_puts_the_environment_difference_first_and_highlights_what_changed(tab: Any, site: Site) -> None:
     tab.goto(f"{site.url}/compare?run={site.seeded.old_env}&run={site.seeded.new_env}")
+    tab.wait_for_selector(".card.chart[data-key='acc'][data-state='drawn']")
+    if os.environ.get("LABTRACK_TEST_SCREENSHOTS"):  # the README's picture of this page
+        tab.set_viewport_size({"width": 1100, "height": 820})
+        tab.screenshot(path=os.path.join(os.environ["LABTRACK_TEST_SCREENSHOTS"], "compare-env.png"))
     why = tab.inner_text("#why")
     assert f"torch {OLD_TORCH} → {NEW_TORCH} (minor)" in why
     assert why.index("torch cuda 11.8 → 12.1") < why.index(f"torch {OLD_TORCH} → {NEW_TORCH}")  # ranked: builds first
