@@ -111,7 +111,7 @@ def run_workload(workload: Workload, quick: bool, mlflow: MlflowEnv | None, scra
     os.sync()  # the previous workload's writes reach the disk now, not during this one
     started = time.perf_counter()
     directory = tempfile.mkdtemp(prefix=f"{workload.name}-labtrack-", dir=scratch)
-    command = [sys.executable, "-m", "bench.workloads_labtrack", workload.name, "--dir", directory,
+    command = [sys.executable, "-m", workload.labtrack_module, workload.name, "--dir", directory,
                "--args", json.dumps(ours)]
     _log(f"{workload.name}: labtrack {ours}")
     result.labtrack, result.labtrack_error = _run_worker(command, directory, _labtrack_env())
@@ -210,9 +210,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"PostgreSQL {postgres.cluster.version} for the *_pg and server_* workloads: a throw-away cluster on "
               "127.0.0.1, fsync on, a database for each side (labtrack: postgresql+psycopg://, MLflow: "
               "postgresql+psycopg2://)" if postgres.address else f"PostgreSQL: NOT AVAILABLE — {postgres.reason}")
-    if any(w.mlflow_server for w in selected):
+    if any(w.mlflow_server and w.postgres for w in selected):
         print("server_*: each side's tracking server as a process on 127.0.0.1 over that PostgreSQL, its clients in "
               "other processes over HTTP (labtrack server with a token; mlflow server with uvicorn, no job runner)")
+    for note in dict.fromkeys(w.note for w in selected if w.note):
+        print(note)
     busy = max(load_before, info["load_average"]["after"]) > 0.5 * (os.cpu_count() or 1)
     print(f"1-min load average: {load_before:.2f} before, {info['load_average']['after']:.2f} after"
           + (" — the machine was busy: timings are noisy, rerun on an idle machine" if busy else ""))

@@ -55,6 +55,8 @@ class Workload:
     postgres: bool = False  # runs on the benchmark's PostgreSQL server (both sides get its address as ``pg``)
     mlflow_server: bool = False  # the MLflow side runs `mlflow server` (``mlflow_env.ensure_server_extras``)
     mlflow_script: str = "workloads_mlflow.py"  # the MLflow side: a script in bench/ (run by MLflow's python)
+    labtrack_module: str = "bench.workloads_labtrack"  # the labtrack side: ``python -m MODULE NAME``
+    note: str = ""  # printed under the table when this workload ran: how it measures
     sizes: dict[str, dict[str, Any]] = field(default_factory=dict)  # "full"/"quick" -> worker arguments
 
 
@@ -363,6 +365,61 @@ WORKLOADS: tuple[Workload, ...] = (
                      "mlflow_workers": 4},
             "quick": {"n": 10_000, "compare_n": 3000, "calls": 10, "workers": 1, "mlflow_n": 3000, "mlflow_workers": 4},
         },
+    ),
+    Workload(
+        "ui_table",
+        "web UI: the runs table of an experiment of synthetic runs (10 params, 3 tags, 5 metrics each) in headless "
+        "Chromium; labtrack: `labtrack ui`; MLflow: its own UI (`mlflow server`, SQLite), the experiment's runs page",
+        (
+            Row("runs table, first page interactive: navigation to its rows shown + load event (MLflow: its size)",
+                "table_ms", "ms", target=Target("<=", 300), size_key="size"),
+            Row("runs table, first page interactive, MLflow's store size", "cmp_table_ms", "ms",
+                mlflow_key="table_ms", size_key="cmp_size"),
+            Row("runs table, first load: a fresh server, an empty browser cache", "table_first_ms", "ms",
+                size_key="first_size"),
+            Row("of which the page's HTML, request to last byte (the server)", "table_server_ms", "ms", better="none",
+                mlflow_key="", size_key=None),
+            Row("sort by a metric: click on its column header to the new page's rows", "sort_ms", "ms",
+                target=Target("<=", 300), mlflow_key="", size_key="size"),
+            Row("of which the sorted page's HTML, request to last byte (the server)", "sort_server_ms", "ms",
+                better="none", mlflow_key="", size_key=None),
+            Row("JS + CSS the page loads, gzip -9, all files together", "assets_kb", "KB", target=Target("<=", 100),
+                size_key="assets_n"),
+        ),
+        mlflow_extras=True,
+        mlflow_server=True,
+        mlflow_script="workloads_mlflow_ui.py",
+        labtrack_module="bench.workloads_ui",
+        note="ui_*: headless Chromium (Debian's, Playwright), the UI server a process of its own on 127.0.0.1; "
+             "times taken in the page from the navigation's start (sort: from the click). Each figure is the median "
+             "of the loads in the size column, in one browser (its cache warm) from a warm server; the first load "
+             "(a fresh server, an empty cache) is its own row. MLflow's UI is the full `mlflow` wheel's build at "
+             "the benchmark's MLflow version, its runs page's rows are `.ag-row` links to runs.",
+        sizes={"full": {"n": 100_000, "compare_n": 10_000, "reps": 7, "mlflow_n": 10_000},
+               "quick": {"n": 20_000, "compare_n": 3000, "reps": 3, "mlflow_n": 3000}},
+    ),
+    Workload(
+        "ui_charts",
+        "web UI: metric charts in headless Chromium (uPlot, min-max downsampled on the server) — a run page with a "
+        "long metric, a zoom into it, the compare page of 10 runs",
+        (
+            Row("run page: the chart of a long metric drawn after the navigation", "chart_ms", "ms",
+                target=Target("<=", 300), mlflow_key="", size_key="size"),
+            Row("of which the chart's data request done", "chart_series_ms", "ms", better="none", mlflow_key="",
+                size_key=None),
+            Row("first load: a fresh server (reads the history), an empty browser cache", "chart_first_ms", "ms",
+                better="none", mlflow_key="", size_key="n"),
+            Row("zoom: drag across the chart, mouseup to the redraw from the re-query", "zoom_ms", "ms",
+                target=Target("<=", 150), mlflow_key="", size_key="size"),
+            Row("compare: every chart drawn after the navigation", "compare_ms", "ms", target=Target("<=", 500),
+                mlflow_key="", size_key="compare_size"),
+            Row("compare, first load: a fresh history cache, an empty browser cache", "compare_first_ms", "ms",
+                better="none", mlflow_key="", size_key="compare_n"),
+        ),
+        mlflow=False,
+        labtrack_module="bench.workloads_ui",
+        sizes={"full": {"points": 1_000_000, "runs": 10, "steps": 100_000, "keys": 2, "reps": 7},
+               "quick": {"points": 300_000, "runs": 10, "steps": 20_000, "keys": 2, "reps": 3}},
     ),
 )
 
