@@ -521,6 +521,20 @@ def test_runs_missing_the_sort_key_come_last_in_both_directions(corpus: Corpus) 
         assert values == sorted(values, reverse=direction == "desc")
 
 
+@pytest.mark.parametrize("order", ["metrics.acc desc", "metrics.acc asc", "metrics.loss.min", "metrics.loss.max desc"])
+@pytest.mark.parametrize("filter_text", [None, "params.opt = 'sgd'"])
+def test_a_first_page_sorted_by_a_metric_is_the_start_of_the_whole_result(corpus: Corpus, order: str,
+                                                                          filter_text: str | None) -> None:
+    """A first page sorted by a metric is read in two parts (runs with it, in its index's order; then runs
+    without it): every length must be the start of the whole, across that boundary too."""
+    whole = [r.id for r in corpus.search(filter_text, order_by=order)]
+    key = order.split()[0].split(".")[1]
+    having = sum(key in r.record.metrics for r in corpus.search(filter_text))
+    assert 0 < having < len(whole) if filter_text is None else having == len(whole)  # both parts, or one
+    for n in range(1, len(whole) + 2):
+        assert [r.id for r in corpus.search(filter_text, order_by=order, max_results=n)] == whole[:n], n
+
+
 @pytest.mark.parametrize(("filter_text", "page"), [(None, 7), ("status = 'FINISHED'", 4), ("params.lr = 0.01", 3)])
 def test_pages_are_consistent_slices_of_the_whole_result(corpus: Corpus, filter_text: str | None, page: int) -> None:
     whole = [r.id for r in corpus.search(filter_text, order_by=["metrics.acc desc"])]

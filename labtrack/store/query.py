@@ -30,7 +30,7 @@ from labtrack.core.query import OrderTerm
 from labtrack.store import schema as db
 from labtrack.store.versions import version_key
 
-__all__ = ["lifecycle_condition", "search_query", "status_expression"]
+__all__ = ["lifecycle_condition", "search_queries", "search_query", "status_expression"]
 
 _OPS = {
     "=": lambda c, v: c == v,
@@ -267,12 +267,34 @@ def _order_terms(i: int, term: OrderTerm, query: Any, status: Any) -> tuple[Any,
 
 def search_query(search: Search, dialect: str) -> Any:
     """SELECT runs.id ... for a search; the caller loads the records of the ids it returns."""
+    return search_queries(search, dialect)[0]
+
+
+def search_queries(search: Search, dialect: str) -> list[Any]:
+    """The queries that select a search's ids, to run in turn until ``max_results`` are found (the caller
+    lowers each later query's limit to what is still missing): usually one.
+
+    Two for the first page of runs sorted by a metric that no condition constrains: the runs that have the
+    metric, walking its index in order (stopping after ``max_results``), then the runs without it. In one
+    query those need an outer join of every run to the metric and a sort of them all (~150 ms at 100k runs,
+    against ~1 ms)."""
     compiler = _Compiler(search.stale_before, dialect, correlated=search.max_results is not None)
     driver = _metric_driver(search.filter, search.order_by) if search.max_results is not None else None
     if driver is not None:
-        return _driven_query(driver, compiler, search)
+        return [_driven_query(driver, compiler, search)]
+    if search.max_results is not None and search.offset == 0 and search.order_by and search.order_by[0].kind == "metrics":
+        term = search.order_by[0]
+        column = _METRIC_COLUMNS[term.aggregate]
+        with_metric = _driven_query((term, [], _top_level(search.filter)), compiler, search)
+        has_it = exists().where(db.metrics.c.run_id == db.runs.c.id, db.metrics.c.key == term.key,
+                                db.metrics.c[column.name].is_not(None))
+        return [with_metric, _generic_query(search, compiler, [not_(has_it)])]
+    return [_generic_query(search, compiler, [])]
+
+
+def _generic_query(search: Search, compiler: _Compiler, extra: list[Any]) -> Any:
     query = select(db.runs.c.id).join(db.experiments, db.experiments.c.id == db.runs.c.experiment_id)
-    conditions = _scope(search)
+    conditions = _scope(search) + extra
     if search.filter is not None:
         conditions.append(compiler.compile(search.filter))
     query = query.where(and_(*conditions))

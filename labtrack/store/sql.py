@@ -43,7 +43,7 @@ from labtrack.store.blobs import BlobStore
 from labtrack.store.engine import gc_paused
 from labtrack.store.frames import ID_BATCH, read_frames
 from labtrack.store.points import chunk_damage, damaged, none_to_nan
-from labtrack.store.query import lifecycle_condition, search_query
+from labtrack.store.query import lifecycle_condition, search_queries
 from labtrack.store.sqlbase import SqlBase
 from labtrack.store.sqlwrite import apply_writes, refresh_frames
 from labtrack.store.statements import METRICS_IN, PARAMS_IN, RUNS_IN, TAGS_IN, Q
@@ -191,7 +191,7 @@ class SqlStore(SqlBase, Store):
         return prefix if prefix in found else found[0]
 
     def search_ids(self, search: Search) -> list[str]:
-        query = search_query(search, self.dialect)
+        queries = search_queries(search, self.dialect)
         many = search.max_results is None or search.max_results > 2_000  # ids by the thousand: no GC pass
         with gc_paused(many), self._read() as conn:
             if self.dialect == "postgresql":
@@ -199,11 +199,19 @@ class SqlStore(SqlBase, Store):
                 # any values: a filter's generic plan joins every match before sorting (~200 ms at 100k runs)
                 # where the plan for the values walks the sort's index and stops at max_results (~8 ms).
                 conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
-            result = conn.execute(query)
-            # Straight from the driver's cursor: SQLAlchemy's row processing costs more than the query
-            # itself when a search returns 100k ids.
-            cursor = getattr(result, "cursor", None)
-            return [row[0] for row in cursor.fetchall()] if cursor is not None else list(result.scalars().all())
+            found: list[str] = []
+            for query in queries:
+                if found:
+                    assert search.max_results is not None  # several queries: a first page, in parts
+                    if len(found) >= search.max_results:
+                        break
+                    query = query.limit(search.max_results - len(found))
+                result = conn.execute(query)
+                # Straight from the driver's cursor: SQLAlchemy's row processing costs more than the query
+                # itself when a search returns 100k ids.
+                cursor = getattr(result, "cursor", None)
+                found += [row[0] for row in cursor.fetchall()] if cursor is not None else list(result.scalars().all())
+            return found
 
     def run_table(self, run_ids: Sequence[str], search: Search | None = None) -> RunTable:
         with gc_paused(len(run_ids) > 2_000), self._read() as conn:
