@@ -189,3 +189,17 @@ def test_dark_mode_follows_the_system_and_the_toggle_is_remembered(browser: Any,
         assert page.evaluate("localStorage.getItem('labtrack-theme')") == "light"
         page.click("#theme")  # light -> system: dark again
         assert page.evaluate(background) == "rgb(20, 23, 28)" and "system" in page.inner_text("#theme")
+
+
+def test_static_files_are_cached_by_version_and_imports_revalidate(site: Site) -> None:
+    from labtrack import __version__
+
+    linked = httpx.get(f"{site.url}/static/app.js?v={__version__}")
+    assert linked.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert linked.headers["x-content-type-options"] == "nosniff" and "javascript" in linked.headers["content-type"]
+    imported = httpx.get(f"{site.url}/static/charts.js")  # as app.js imports it: no version in the URL
+    assert imported.headers["cache-control"] == "no-cache"
+    again = httpx.get(f"{site.url}/static/charts.js", headers={"If-None-Match": imported.headers["etag"]})
+    assert again.status_code == 304
+    page = httpx.get(f"{site.url}/runs?experiment=mnist")
+    assert f"/static/app.js?v={__version__}" in page.text and page.headers["cache-control"] == "no-store"

@@ -84,13 +84,16 @@ PUBLIC_PAGES = frozenset(p.path for p in PAGES if p.role is None)
 
 
 class _Static(StaticFiles):
-    """The vendored scripts and styles: cached for a year (their URLs carry the version), never sniffed."""
+    """The scripts and styles, never sniffed. Pages link them with the version in the URL (``?v=0.1.0``):
+    those are cached for a year. A module one of them imports (``./charts.js``) has no version in its URL:
+    the browser asks again each time (an unchanged file answers 304), so an upgrade never mixes versions."""
 
     async def get_response(self, path: str, scope: Scope) -> Response:
         response = await super().get_response(path, scope)
         response.headers["X-Content-Type-Options"] = "nosniff"
         if response.status_code == 200:
-            response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+            versioned = b"v=" in scope.get("query_string", b"")
+            response.headers["Cache-Control"] = "public, max-age=31536000, immutable" if versioned else "no-cache"
         return response
 
 

@@ -95,7 +95,9 @@ def runs(request: Request, store: Store) -> Response:
     state = TableState.from_query(request.query_params)
     if not state.experiment:
         raise InvalidInput("the runs table needs an experiment: /runs?experiment=NAME", field="experiment")
-    client.require_experiment(state.experiment)
+    counts = {e.name: n for e, n in client.list_experiments()}  # one read: does it exist, how many runs
+    if state.experiment not in counts:
+        client.require_experiment(state.experiment)  # raises, naming the experiments it may have meant
     keys = available_keys(client, state.experiment)
     error = None
     page = None
@@ -106,7 +108,6 @@ def runs(request: Request, store: Store) -> Response:
             grouping = _grouping(client, state, page.columns)
     except InvalidInput as exc:
         error = exc
-    counts = dict((e.name, n) for e, n in client.list_experiments())
     # A mistake in the filter is shown in the page, at its column (the page itself is fine: 200).
     return render.page(request, "runs.html", state=state, page=page,
                        error=error, keys=keys, grouping=grouping, total=counts.get(state.experiment, 0))
