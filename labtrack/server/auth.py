@@ -32,7 +32,7 @@ from labtrack.core.tokens import Role, TokenInfo
 from labtrack.ui.app import PUBLIC_PAGES, STATIC_PREFIX
 from labtrack.ui.session import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, csrf_matches, form_csrf
 
-__all__ = ["CACHE_SECONDS", "PUBLIC", "PUBLIC_PREFIXES", "AuthMiddleware", "matching", "route_roles"]
+__all__ = ["CACHE_SECONDS", "MAX_FORM", "PUBLIC", "PUBLIC_PREFIXES", "SAFE_METHODS", "AuthMiddleware", "matching", "route_roles"]
 
 # The only paths that answer without a token: probes, signing in and out, and the UI's scripts and styles.
 PUBLIC = frozenset({"/health", "/ready"}) | PUBLIC_PAGES

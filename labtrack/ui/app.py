@@ -23,7 +23,7 @@ from labtrack.core.tokens import Role
 from labtrack.store.base import Store
 from labtrack.ui import login, pages, render, runpage
 
-__all__ = ["PAGES", "PUBLIC_PAGES", "STATIC_PREFIX", "Page", "static_files"]
+__all__ = ["PAGES", "PUBLIC_PAGES", "STATIC_PREFIX", "Handler", "Page", "static_files"]
 
 STATIC_PREFIX = "/static"
 Handler = Callable[[Request, Store], Awaitable[Response]]

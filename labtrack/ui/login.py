@@ -10,7 +10,7 @@ from starlette.responses import RedirectResponse, Response
 
 from labtrack.ui import render, session
 
-__all__ = ["login", "login_form", "logout"]
+__all__ = ["MAX_FORM", "login", "login_form", "logout"]
 
 MAX_FORM = 16 * 1024
 

@@ -24,7 +24,7 @@ from labtrack.ui.state import ChartSettings, TableState
 from labtrack.ui.table import available_keys, csv_text, load_page, load_row
 from labtrack.verbs.client import Client
 
-__all__ = ["MAX_COMPARE", "compare", "experiments", "keys", "rows", "runs", "runs_csv", "series", "series_data"]
+__all__ = ["HISTORIES", "MAX_COMPARE", "client_of", "compare", "experiments", "keys", "row", "rows", "runs", "runs_csv", "series", "series_data"]
 
 MAX_COMPARE = 100
 HISTORIES = HistoryCache()

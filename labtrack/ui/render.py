@@ -20,7 +20,7 @@ from starlette.responses import HTMLResponse
 
 from labtrack.ui import session
 
-__all__ = ["PAGE_HEADERS", "fmt_duration", "fmt_time", "fmt_value", "page", "template"]
+__all__ = ["PAGE_HEADERS", "cols_query", "fmt_bytes", "fmt_duration", "fmt_time", "fmt_value", "fragment", "page", "template"]
 
 PAGE_HEADERS = {
     "Content-Security-Policy": (

@@ -26,7 +26,7 @@ from labtrack.ui import render
 from labtrack.ui.pages import client_of
 from labtrack.ui.state import ChartSettings
 
-__all__ = ["artifact", "artifact_preview", "artifacts_zip", "recipe", "run_page"]
+__all__ = ["DIFF_BYTES", "IMAGE_TYPES", "PREVIEW_BYTES", "RECIPES", "TEXT_TYPES", "artifact", "artifact_preview", "artifacts_zip", "recipe", "run_page"]
 
 PREVIEW_BYTES = 256 * 1024
 DIFF_BYTES = 1_000_000

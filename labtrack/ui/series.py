@@ -18,7 +18,7 @@ from labtrack.core.errors import InvalidInput
 from labtrack.core.model import MetricHistory
 from labtrack.run.handle import Run
 
-__all__ = ["MAX_WIDTH", "HistoryCache", "series_json"]
+__all__ = ["CACHE_POINTS", "MAX_WIDTH", "HistoryCache", "series_json"]
 
 MAX_WIDTH = 4096  # pixels; more would only make the answer bigger
 CACHE_POINTS = 8_000_000  # points kept over all cached histories (24 bytes each: ~190 MB at most)

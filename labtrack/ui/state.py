@@ -7,7 +7,6 @@ differences-only toggle, the selected runs and the chart settings.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode
@@ -135,9 +134,3 @@ class TableState:
             return None
         return "desc" if direction.strip().lower() == "desc" else "asc"
 
-
-def merged(query: Mapping[str, str], **changes: str) -> str:
-    """``query`` with some keys changed (an empty value removes a key), as a query string."""
-    out = {k: v for k, v in query.items() if k not in changes}
-    out.update({k: v for k, v in changes.items() if v})
-    return urlencode(out)

@@ -27,7 +27,7 @@ from labtrack.ui.state import TableState
 from labtrack.verbs.client import Client
 from labtrack.verbs.compare import column_values
 
-__all__ = ["PAGE_SIZE", "Column", "Page", "Row", "available_keys", "csv_text", "load_page", "load_row"]
+__all__ = ["DEFAULT_COLUMNS", "KEY_SAMPLE", "PAGE_SIZE", "Column", "Page", "Row", "available_keys", "columns_of", "csv_text", "load_page", "load_row", "row_of"]
 
 PAGE_SIZE = 50
 DEFAULT_COLUMNS = 12  # params and metrics shown when the URL names none
