@@ -93,3 +93,9 @@ def test_labtrack_ui_listens_on_this_machine_only() -> None:
     result = CliRunner().invoke(main, ["ui", "--host", "0.0.0.0"])
     assert result.exit_code == 1
     assert "loopback only" in result.output and "labtrack server --host 0.0.0.0" in result.output
+
+
+def test_labtrack_ui_on_a_tracking_servers_store_points_at_the_servers_own_ui() -> None:
+    result = CliRunner().invoke(main, ["--store", "http://tracking.example:5000", "ui"])
+    assert result.exit_code == 1
+    assert "serves the web UI itself: open http://tracking.example:5000/ in a browser" in result.output

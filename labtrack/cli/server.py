@@ -82,6 +82,9 @@ def _serve(*, artifacts: str | None, host: str, port: int, workers: int, allowed
     from labtrack.verbs import tracking
 
     location = tracking.store_location()
+    if scheme_of(location) in ("http", "https") and what == "ui":
+        raise InvalidInput(f"store {location} is a tracking server, which serves the web UI itself: open "
+                           f"{location.rstrip('/')}/ in a browser (sign in with your token)", field="store")
     if scheme_of(location) in ("http", "https"):
         raise InvalidInput(f"store {location}: a server serves a database (a directory, sqlite:// or postgresql://), "
                            "not another server", field="store")
