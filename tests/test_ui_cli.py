@@ -14,10 +14,10 @@ from typing import Any
 
 import httpx
 from click.testing import CliRunner
-
-from labtrack.cli import main
 from server_helpers import environ_without_labtrack, free_port
 from ui_helpers import watched_page
+
+from labtrack.cli import main
 
 SCREENSHOTS = os.environ.get("LABTRACK_TEST_SCREENSHOTS")
 
