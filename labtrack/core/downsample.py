@@ -69,9 +69,9 @@ def downsample(xs: Sequence[float], values: Sequence[float], buckets: int, start
             out_y.append(total / len(piece))
             low.append(min(piece))
             high.append(max(piece))
-        else:  # a NaN or an infinity in the bucket: summarise the finite values only
+        else:  # a NaN or an infinity in the bucket, or a sum past the largest float: the finite values only
             finite = [v for v in piece if math.isfinite(v)]
-            out_y.append(sum(finite) / len(finite) if finite else None)
+            out_y.append(_finite(sum(v / len(finite) for v in finite)) if finite else None)
             low.append(min(finite) if finite else None)
             high.append(max(finite) if finite else None)
         out_x.append(float(xs[i]))

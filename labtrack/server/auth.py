@@ -24,13 +24,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import cookie_parser
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from labtrack.core.errors import AuthenticationFailed, LabtrackError, PermissionDenied
 from labtrack.core.tokens import Role, TokenInfo
 from labtrack.ui.app import PUBLIC_PAGES, STATIC_PREFIX
-from labtrack.ui.session import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, csrf_matches, form_csrf
+from labtrack.ui.session import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, csrf_matches, form_csrf, same_origin
 
 __all__ = ["CACHE_SECONDS", "MAX_FORM", "PUBLIC", "PUBLIC_PREFIXES", "SAFE_METHODS", "AuthMiddleware", "matching", "route_roles"]
 
@@ -114,23 +115,22 @@ class AuthMiddleware:
 
 
 def _cookies(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
-    from http.cookies import SimpleCookie
-
+    """The request's cookies, read as Starlette reads them for a route (one malformed cookie of another
+    application on the domain does not hide the others)."""
     found: dict[str, str] = {}
     for key, value in headers:
         if key.lower() == b"cookie":
-            jar: SimpleCookie = SimpleCookie()
-            try:
-                jar.load(value.decode("latin-1"))
-            except Exception:
-                continue
-            found.update({name: morsel.value for name, morsel in jar.items()})
+            found.update(cookie_parser(value.decode("latin-1")))
     return found
 
 
 async def _checked_csrf(scope: Scope, receive: Receive, cookies: Mapping[str, str]) -> Receive:
     """``receive`` once the request has shown its CSRF token (header, or the field of a form body, which is
     read here and handed on unchanged); PermissionDenied otherwise."""
+    origin = _header(scope["headers"], b"origin")
+    hosts = [_header(scope["headers"], b"host"), _header(scope["headers"], b"x-forwarded-host")]  # (a proxy's)
+    if origin and not any(same_origin(origin, host) for host in hosts if host):
+        raise PermissionDenied(f"this request came from another site ({origin}): refused (CSRF)")
     expected = cookies.get(CSRF_COOKIE)
     given = _header(scope["headers"], CSRF_HEADER.encode())
     if csrf_matches(expected, given):

@@ -20,7 +20,7 @@ from labtrack.core.model import RunStatus
 from labtrack.store import schema as db
 from labtrack.store.base import Search
 from labtrack.store.points import none_to_nan
-from labtrack.store.query import lifecycle_condition, search_query
+from labtrack.store.query import lifecycle_condition, search_queries
 
 __all__ = ["ID_BATCH", "build_frames", "read_frames"]
 
@@ -85,7 +85,10 @@ def _scopes(run_ids: Sequence[str], search: Search | None, dialect: str) -> list
             return [live]
         named = select(db.experiments.c.id).where(db.experiments.c.name.in_(list(search.experiments)))
         return [and_(live, _FRAMED.c.experiment_id.in_(named))]
-    found = search_query(search, dialect)
+    parts = search_queries(search, dialect)
+    if len(parts) > 1:  # a first page sorted by a metric, read in two parts: its ids are the simpler choice
+        return _scopes(run_ids, None, dialect)
+    found = parts[0]
     if search.max_results is None and not search.offset:
         found = found.order_by(None).offset(None)  # the order is the caller's business
     return [_FRAMED.c.id.in_(found)]

@@ -208,7 +208,7 @@ def _environment_differences(client: Client, found: list[Any]) -> list[dict[str,
     reference = found[0]
     out: list[dict[str, Any]] = []
     seen: dict[str, dict[str, Any]] = {}
-    for other in found[1:21]:  # the first 20 others: past that the same differences repeat
+    for other in found[1:]:
         try:
             result = client.diff(reference, other)
         except LabtrackError as exc:

@@ -51,7 +51,10 @@ def fmt_value(value: Any) -> str:
 def fmt_time(ts: float | None) -> str:
     if ts is None:
         return ""
-    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+    except (ValueError, OverflowError, OSError):  # not a time a calendar holds (milliseconds given as seconds?)
+        return fmt_value(ts)
 
 
 def fmt_duration(start: float | None, end: float | None) -> str:

@@ -56,6 +56,39 @@ class HistoryCache:
         return history
 
 
+class _ByTime:
+    """A history's points in time order, for the time axes: the history's own columns when its step order is
+    time order (the usual case, checked once per history), else sorted copies (a resumed run that logged
+    steps again). The last few are kept, for zooming."""
+
+    def __init__(self, slots: int = 4) -> None:
+        self.slots = slots
+        self._items: OrderedDict[int, tuple[MetricHistory, Sequence[float], Sequence[float]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def columns(self, history: MetricHistory) -> tuple[Sequence[float], Sequence[float]]:
+        with self._lock:
+            found = self._items.get(id(history))
+            if found is not None and found[0] is history:
+                self._items.move_to_end(id(history))
+                return found[1], found[2]
+        times = history.timestamps
+        columns: tuple[Sequence[float], Sequence[float]]
+        if sorted(times) == list(times):  # the usual case (sorted data sorts in one pass): no copy
+            columns = (times, history.values)
+        else:
+            order = sorted(range(len(times)), key=times.__getitem__)
+            columns = ([times[i] for i in order], [history.values[i] for i in order])
+        with self._lock:
+            self._items[id(history)] = (history, *columns)
+            while len(self._items) > self.slots:
+                self._items.popitem(last=False)
+        return columns
+
+
+_BY_TIME = _ByTime()
+
+
 def series_json(cache: HistoryCache, runs: Sequence[Run], key: str, *, width: int, axis: str = "step",
                 x0: float | None = None, x1: float | None = None) -> dict[str, Any]:
     """The metric ``key`` of each run over ``[x0, x1]`` (all when None), at most ``2 * width`` buckets each:
@@ -69,10 +102,10 @@ def series_json(cache: HistoryCache, runs: Sequence[Run], key: str, *, width: in
         if key not in run.record.metrics:
             continue
         history = cache.history(run, key)
-        xs = history.steps if axis == "step" else history.timestamps
-        shift = history.timestamps[0] if axis == "relative" and len(history) else 0.0  # seconds since its start
+        xs, values = (history.steps, history.values) if axis == "step" else _BY_TIME.columns(history)
+        shift = xs[0] if axis == "relative" and len(history) else 0.0  # seconds since its first point
         start, stop = index_range(xs, None if x0 is None else x0 + shift, None if x1 is None else x1 + shift)
-        found = downsample(xs, history.values, 2 * width, start, stop)  # time axes: step order is time order
+        found = downsample(xs, values, 2 * width, start, stop)
         x = [v - shift for v in found.x] if shift else found.x
         out.append({"run": run.id, "name": run.record.name or run.id[:8], "x": x, "y": found.y,
                     "low": found.low, "high": found.high, "points": found.points, "full": found.full,

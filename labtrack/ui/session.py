@@ -7,14 +7,17 @@
 - CSRF: a random token in a ``SameSite=Strict`` cookie, repeated by every unsafe request (``POST``,
   ``PUT``, ``PATCH``, ``DELETE`` of the UI) in the ``X-CSRF-Token`` header (htmx sends it) or the
   ``csrf_token`` form field. Another site can neither read the cookie nor guess it, so it cannot make a
-  request that carries both. The auth middleware checks it before any route runs.
+  request that carries both. And a request whose ``Origin`` header names another site is refused, token or
+  not (a neighbouring subdomain could plant a cookie of its choosing). The auth middleware checks both
+  before any route runs.
 """
 
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,6 +29,7 @@ CSRF_COOKIE = "labtrack_csrf"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 SESSION_SECONDS = 7 * 24 * 3600
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 
 
 def _secure(request: Request) -> bool:
@@ -33,9 +37,10 @@ def _secure(request: Request) -> bool:
 
 
 def csrf_token(request: Request) -> tuple[str, bool]:
-    """The request's CSRF token, and whether it is new (to be set as a cookie)."""
+    """The request's CSRF token, and whether it is new (to be set as a cookie). A cookie that is not one of
+    ours (another shape: planted by a neighbouring site?) is replaced."""
     found = request.cookies.get(CSRF_COOKIE, "")
-    if len(found) >= 32:
+    if _TOKEN.fullmatch(found):
         return found, False
     return secrets.token_urlsafe(32), True
 
@@ -54,7 +59,15 @@ def clear_session_cookie(response: Response, request: Request) -> None:
 
 
 def csrf_matches(expected: str | None, given: str | None) -> bool:
-    return bool(expected) and bool(given) and hmac.compare_digest(str(expected), str(given))
+    if not expected or not given or not _TOKEN.fullmatch(expected):
+        return False
+    return hmac.compare_digest(expected.encode(), given.encode())
+
+
+def same_origin(origin: str, host: str) -> bool:
+    """Whether a request's ``Origin`` header (scheme://host[:port]) names the server it was sent to (its
+    ``Host`` header): a browser sets Origin on every POST, and no page can forge it."""
+    return urlsplit(origin).netloc.lower() == host.lower() if origin and origin != "null" else False
 
 
 def form_csrf(body: bytes) -> str | None:

@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 __all__ = ["ChartSettings", "TableState"]
 
 _X_AXES = ("step", "relative", "wall")
+_SORTABLE_ATTRIBUTES = ("start_time", "end_time", "status", "name", "id", "run_id", "heartbeat_time", "experiment")
 
 
 def _flag(value: str | None) -> bool:
@@ -21,14 +22,14 @@ def _flag(value: str | None) -> bool:
 
 
 def _many(query: Any, name: str) -> list[str]:
-    """Every value of a repeated parameter (``col=a&col=b``); a comma-separated one is split too."""
+    """Every value of a repeated parameter (``col=a&col=b``), once each (not split on commas: a backticked
+    key may hold one)."""
     values = query.getlist(name) if hasattr(query, "getlist") else [query[name]] if name in query else []
     out: list[str] = []
     for value in values:
-        for piece in str(value).split(","):
-            piece = piece.strip()
-            if piece and piece not in out:
-                out.append(piece)
+        piece = str(value).strip()
+        if piece and piece not in out:
+            out.append(piece)
     return out
 
 
@@ -116,6 +117,11 @@ class TableState:
     def url(self, path: str = "/runs", **changes: Any) -> str:
         state = self.with_(**changes) if changes else self
         return f"{path}?{urlencode(state.params())}"
+
+    def sortable(self, column: str) -> bool:
+        """Whether the store can order by ``column`` (params, metrics, tags, most attributes; not env facts)."""
+        kind, _, key = column.partition(".")
+        return kind in ("params", "metrics", "tags") or (kind == "attributes" and key in _SORTABLE_ATTRIBUTES)
 
     def sort_url(self, column: str) -> str:
         """The URL that sorts by ``column``: descending first for metrics, ascending for the rest; again

@@ -18,9 +18,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from labtrack.core.errors import InvalidInput
-from labtrack.core.filters import Field, field_text, format_field, parse_field
+from labtrack.core.filters import ATTRIBUTES, Field, field_text, format_field, parse_field
 from labtrack.core.query import parse_order_by
 from labtrack.run.handle import Run
 from labtrack.ui.state import TableState
@@ -56,7 +57,7 @@ class Row:
 class Page:
     columns: list[Column]
     rows: list[Row]
-    after: str | None  # the query string's cursor for the next page; None: this was the last
+    after: str | None  # the URL of the next page (the same columns, after the last run); None: the last page
     hidden: list[str]  # columns left out by "differences only" (the same value in every row shown)
 
 
@@ -91,7 +92,7 @@ def _literal(value: Any) -> str | None:
     if isinstance(value, (int, float)):
         return repr(value) if math.isfinite(value) else None
     if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
+        return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"  # the language unescapes \\ and ''
     return None
 
 
@@ -103,25 +104,31 @@ def _cursor_filters(user: str, state: TableState, last: Run) -> list[str] | None
     if len(terms) > 1 or term.kind == "params" or term.kind == "env":
         return None
     field = Field(term.kind, term.key, term.aggregate if term.kind == "metrics" else "last")
-    key = "id" if field == Field("attributes", "run_id") else None
-    if key:
+    if field == Field("attributes", "run_id"):
         field = Field("attributes", "id")
+    if field.kind == "attributes" and field.key not in ATTRIBUTES:  # heartbeat_time: no filter can say it
+        return None
     try:
         text = format_field(field)
     except InvalidInput:
         return None
     value = column_values(last, field) if field.kind != "attributes" else _attribute(last, field.key)
+    if isinstance(value, float) and math.isnan(value):
+        value = None  # a NaN metric sorts with the runs that lack one
     base = f"({user}) and " if user else ""
     after_id = f"attributes.id > {_literal(last.id)}"
+    # The runs whose sort value is missing: for a metric, those without it and those whose value is NaN
+    # (no number at all: not even >= -infinity).
+    missing = f"not ({text} >= -1e999)" if field.kind == "metrics" else f"{text} is null"
     if value is None:
-        return [f"{base}{text} is null and {after_id}"]
+        return [f"{base}{missing} and {after_id}"]
     literal = _literal(value)
     if literal is None:
         return None
     strict, inclusive = ("<", "<=") if term.descending else (">", ">=")
     found = [f"{base}{text} {inclusive} {literal} and ({text} {strict} {literal} or {after_id})"]
     if field.kind != "attributes" or field.key in ("end_time", "name"):  # runs may lack it: they follow
-        found.append(f"{base}{text} is null")
+        found.append(f"{base}{missing}")
     return found
 
 
@@ -165,8 +172,9 @@ def load_page(client: Client, state: TableState, after: str = "", offset: int = 
         hidden = [c.name for c in columns if len({_comparable(r.values[c.name]) for r in rows}) <= 1]
         columns = [c for c in columns if c.name not in hidden]
     cursor = None
-    if more and runs:
-        cursor = f"after={runs[-1].id}&offset={offset + PAGE_SIZE}"
+    if more and runs:  # the next page shows these very columns (not those its own runs would suggest)
+        shown = state.with_(columns=tuple(c.name for c in columns), diff=False)
+        cursor = shown.url("/ui/rows") + "&" + urlencode({"after": runs[-1].id, "offset": offset + PAGE_SIZE})
     return Page(columns, rows, cursor, hidden)
 
 
@@ -220,7 +228,7 @@ def csv_text(client: Client, state: TableState, columns: Sequence[str]) -> str:
     writer.writerow(["id", "name", "status", "start_time", "end_time", *[str(f) for f in fields]])
     for run in runs:
         record = run.record
-        writer.writerow([run.id, record.name or "", run.status.value, record.start_time, record.end_time or "",
+        writer.writerow([run.id, _csv_cell(record.name), run.status.value, record.start_time, record.end_time or "",
                          *[_csv_cell(column_values(run, f)) for f in fields]])
     return out.getvalue()
 

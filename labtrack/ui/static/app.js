@@ -108,7 +108,10 @@ document.addEventListener("keydown", (event) => {
 
 // -- filter completion: field names (env keys too) at the cursor --------------------------------------------
 function completion(input) {
-  let fields = null;
+  let fields = null;  // one request for the field names, shared by every keystroke that waits for it
+  const load = () => fields || (fields = fetch("/ui/keys?experiment=" + encodeURIComponent(input.dataset.experiment || ""),
+                                               { headers: { Accept: "application/json" } })
+    .then((answer) => (answer.ok ? answer.json() : { fields: [] })).then((data) => data.fields).catch(() => []));
   const list = document.createElement("ul");
   list.className = "suggest hidden";
   list.setAttribute("role", "listbox");
@@ -130,15 +133,11 @@ function completion(input) {
     close();
   };
   const show = async () => {
-    const w = word();
+    const names = await load();
+    const w = word();  // the word at the cursor now, not when the keystroke came: keystrokes overtake the request
     if (!w || w.text.length < 1) return close();
-    if (fields === null) {
-      const exp = input.dataset.experiment || "";
-      const answer = await fetch("/ui/keys?experiment=" + encodeURIComponent(exp), { headers: { Accept: "application/json" } });
-      fields = answer.ok ? (await answer.json()).fields : [];
-    }
     const needle = w.text.toLowerCase();
-    const found = fields.filter((f) => f.toLowerCase().startsWith(needle) || f.toLowerCase().includes("." + needle)).slice(0, 12);
+    const found = names.filter((f) => f.toLowerCase().startsWith(needle) || f.toLowerCase().includes("." + needle)).slice(0, 12);
     list.replaceChildren(...found.map((f, i) => {
       const li = document.createElement("li");
       li.textContent = f; li.setAttribute("role", "option"); li.dataset.index = String(i);
