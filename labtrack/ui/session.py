@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["CSRF_COOKIE", "CSRF_FIELD", "CSRF_HEADER", "SESSION_COOKIE", "SESSION_SECONDS", "clear_session_cookie", "csrf_matches", "csrf_token", "form_csrf", "safe_next", "set_csrf_cookie", "set_session_cookie"]
+__all__ = ["CSRF_COOKIE", "CSRF_FIELD", "CSRF_HEADER", "SESSION_COOKIE", "SESSION_SECONDS", "clear_session_cookie", "csrf_matches", "csrf_token", "form_csrf", "safe_next", "same_origin", "set_csrf_cookie", "set_session_cookie"]
 
 SESSION_COOKIE = "labtrack_session"
 CSRF_COOKIE = "labtrack_csrf"
