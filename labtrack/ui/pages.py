@@ -34,30 +34,32 @@ def client_of(store: Store) -> Client:
     return Client(store, recover=False)
 
 
-def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidInput(f"{name} must be a whole number, got {raw!r}", field=name) from None
-    if not low <= value <= high:
-        raise InvalidInput(f"{name} must be {low}..{high}, got {value}", field=name)
-    return value
-
-
-def _float(request: Request, name: str) -> float | None:
+def _number(request: Request, name: str, kind: type[float] | type[int]) -> float | None:
+    """A query parameter as a finite number of ``kind`` (None when absent), or InvalidInput naming it."""
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return None
     try:
-        value = float(raw)
+        value = kind(raw)
     except ValueError:
-        raise InvalidInput(f"{name} must be a number, got {raw!r}", field=name) from None
+        what = "a whole number" if kind is int else "a number"
+        raise InvalidInput(f"{name} must be {what}, got {raw!r}", field=name) from None
     if not math.isfinite(value):
         raise InvalidInput(f"{name} must be a finite number, got {raw!r}", field=name)
     return value
+
+
+def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    value = _number(request, name, int)
+    if value is None:
+        return default
+    if not low <= value <= high:
+        raise InvalidInput(f"{name} must be {low}..{high}, got {value}", field=name)
+    return int(value)
+
+
+def _float(request: Request, name: str) -> float | None:
+    return _number(request, name, float)
 
 
 # -- experiments -------------------------------------------------------------------------------------------

@@ -133,17 +133,17 @@ def artifact(request: Request, store: Store) -> Response:
         media = "text/plain; charset=utf-8"  # shown as text if opened, never as HTML
     name = quote(posixpath.basename(path))
     disposition = "inline" if inline else f"attachment; filename*=UTF-8''{name}"
-    handle = run.open_artifact(path)
-
-    def pieces() -> Any:
-        try:
-            while piece := handle.read(1 << 20):
-                yield piece
-        finally:
-            handle.close()
-
-    return StreamingResponse(pieces(), media_type=media, headers={**_DOWNLOAD, "Content-Disposition": disposition,
+    return StreamingResponse(_pieces(run.open_artifact(path)), media_type=media, headers={**_DOWNLOAD, "Content-Disposition": disposition,
                                                                   "Content-Length": str(item.size)})
+
+
+def _pieces(handle: Any) -> Any:
+    """A file's content a MiB at a time (a 5 GB checkpoint never sits in memory), closed at the end."""
+    try:
+        while piece := handle.read(1 << 20):
+            yield piece
+    finally:
+        handle.close()
 
 
 def artifacts_zip(request: Request, store: Store) -> Response:
@@ -156,16 +156,8 @@ def artifacts_zip(request: Request, store: Store) -> Response:
                 while piece := source.read(1 << 20):
                     target.write(piece)
     spool.seek(0)
-
-    def pieces() -> Any:
-        try:
-            while piece := spool.read(1 << 20):
-                yield piece
-        finally:
-            spool.close()
-
     name = f"{run.id[:8]}-artifacts.zip"
-    return StreamingResponse(pieces(), media_type="application/zip",
+    return StreamingResponse(_pieces(spool), media_type="application/zip",
                              headers={**_DOWNLOAD, "Content-Disposition": f'attachment; filename="{name}"'})
 
 
