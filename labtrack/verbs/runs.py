@@ -113,6 +113,7 @@ class RunClient:
         exclude: Sequence[str] = (),
         claim: tuple[str, float] | None = None,
         entry: Mapping[str, Any] | None = None,
+        key: str | None = None,
     ) -> Run:
         """Start a run and make it the active run; use it as a context manager to end it on leaving.
 
@@ -122,6 +123,8 @@ class RunClient:
         directory, hashed by content), as ``identity`` selects, leaving out the params in ``exclude``.
         ``claim``: a sweep's (owner, lease) on the configuration, renewed with the run's heartbeat.
         ``entry``: what runs, for the key (``@track`` passes its function); by default the entry script.
+        ``key``: the run key decided elsewhere, used as it is: a sweep's trial on an executor's worker runs
+        under the key its sweep computed and claimed (the worker's own code version may not be knowable there).
         """
         experiment = check_key(experiment, "experiment")
         valid_params = checked_params(params)
@@ -160,7 +163,7 @@ class RunClient:
             imported = imported_of(env.snapshot)
             if imported is not None:  # what the program has loaded so far; the end adds what came later
                 context["imported"] = imported
-        key = run_key(
+        key = key if key is not None else run_key(
             experiment, valid_params, identity=parts, exclude=excluded, code=capture.code_version(env),
             inputs=input_hashes, env_fingerprint=env.fingerprint if env is not None else None,
             entry=dict(entry) if entry is not None else capture.script_entry(env),
