@@ -1,0 +1,295 @@
+"""``labtrack import mlflow SOURCE``: every experiment, run, param, metric history, tag and artifact of an
+MLflow tracking store, into a labtrack store — and again later, adding only what is new.
+
+SOURCE is read through MLflow's own client (``MlflowClient(tracking_uri=SOURCE)``, the ``mlflow`` extra:
+``mlflow-skinny``), so the three kinds of MLflow store read the same way: an ``mlruns`` directory (MLflow's
+file store), a database URL (``sqlite:///mlflow.db``, ``postgresql://…``) or a tracking server
+(``http(s)://…``). MLflow is imported here only, when an import runs: ``import labtrack`` never loads it.
+
+What maps to what (docs/mlflow.md has the table): an MLflow run becomes the labtrack run with the **same
+id** (MLflow run ids are 32 hex characters, as labtrack's are), which is how a second import recognises
+it — from whichever URL of the same store. Its experiment keeps its name; its status, start and end times,
+name (``mlflow.runName``), params (MLflow keeps them as strings: so does the import), tags (``mlflow.user``,
+``mlflow.source.name``, ``mlflow.source.git.commit`` ... as they are), whole metric histories and artifacts
+(at their paths) are copied. The import adds the tags ``mlflow.run_id``, ``mlflow.experiment_id`` and
+``labtrack.imported_from`` (the source, password hidden), and a nested run's ``mlflow.parentRunId`` is
+also its ``labtrack.parent``. MLflow's deleted experiments and runs are left out unless
+``include_deleted``; then they arrive deleted in labtrack too (restorable, as any deleted run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from hashlib import sha256
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from labtrack.core.errors import ExperimentNotFound, InvalidInput, LabtrackError, StoreError
+from labtrack.core.model import RunStatus
+from labtrack.core.series import Chunk
+from labtrack.verbs.importing import ForeignRun, Outcome, RunImport, import_run, stored_artifacts, stored_run
+from labtrack.verbs.runs import RunClient
+
+__all__ = ["INSTALL_HINT", "MlflowImport", "import_mlflow", "mlflow_run_id", "source_uri"]
+
+INSTALL_HINT = "pip install 'labtrack[mlflow]'"
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_STATUS = {"FINISHED": RunStatus.FINISHED, "FAILED": RunStatus.FAILED, "KILLED": RunStatus.KILLED,
+           "RUNNING": RunStatus.RUNNING, "SCHEDULED": RunStatus.RUNNING}
+_PAGE = 1000  # runs (and experiments) per MLflow search request
+
+
+@dataclass
+class MlflowImport:
+    """What an import did (with ``dry_run``: would do): experiments seen, runs new / updated / unchanged,
+    metric points and artifact files written, and problems (each naming the run and the field)."""
+
+    source: str
+    experiments: int = 0
+    runs_new: int = 0
+    runs_updated: int = 0
+    runs_unchanged: int = 0
+    points: int = 0
+    artifacts: int = 0
+    dry_run: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, run: RunImport) -> None:
+        if run.outcome is Outcome.NEW:
+            self.runs_new += 1
+        elif run.outcome is Outcome.UPDATED:
+            self.runs_updated += 1
+        else:
+            self.runs_unchanged += 1
+        self.points += run.points
+        self.artifacts += run.artifacts
+        self.problems += [f"run {run.run_id[:8]}: {p}" for p in run.problems]
+
+    @property
+    def runs(self) -> int:
+        return self.runs_new + self.runs_updated + self.runs_unchanged
+
+
+def mlflow_run_id(run_id: str) -> str:
+    """The labtrack id of an MLflow run: the same id when it is 32 lowercase hex (MLflow's uuid4 hex), else
+    a digest of it, so the same MLflow run always lands on the same labtrack run."""
+    lowered = run_id.lower()
+    return lowered if _HEX32.fullmatch(lowered) else sha256(f"mlflow:{run_id}".encode()).hexdigest()[:32]
+
+
+def source_uri(source: str) -> str:
+    """The tracking URI MLflow's client gets for SOURCE: a directory becomes a ``file:`` URI (it must exist:
+    MLflow would quietly make an empty store), a SQLite file must exist (MLflow would quietly create it), and
+    ``postgresql://`` uses psycopg 3 when psycopg2 is not installed (labtrack's own PostgreSQL driver)."""
+    scheme = source.split(":", 1)[0].lower() if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", source) else ""
+    if scheme in ("http", "https"):
+        return source.rstrip("/")
+    if scheme.startswith("sqlite"):
+        path = source.split(":///", 1)[1] if ":///" in source else ""
+        if path and path != ":memory:" and not Path(path).is_file():
+            raise InvalidInput(f"source {source!r}: no such SQLite file {path!r} (give the path of MLflow's "
+                               "database, e.g. sqlite:///mlflow.db)", field="source")
+        return source
+    if scheme.startswith(("postgresql", "postgres", "mysql", "mssql")):
+        if scheme in ("postgresql", "postgres"):
+            try:
+                import psycopg2  # noqa: F401  (MLflow's default driver for postgresql://)
+            except ImportError:
+                return "postgresql+psycopg://" + source.split("://", 1)[1]
+        return source
+    if scheme == "file" or source.startswith("file:"):
+        path = urlsplit(source).path
+    elif scheme:
+        raise InvalidInput(f"source {source!r}: give an mlruns directory, a database URL (sqlite:///mlflow.db, "
+                           "postgresql://…) or an MLflow server URL (http://…)", field="source")
+    else:
+        path = source
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        raise InvalidInput(f"source {source!r} is not a directory, a database URL or a server URL (an mlruns "
+                           "directory, sqlite:///mlflow.db, postgresql://…, http://…)", field="source")
+    return directory.resolve().as_uri()
+
+
+def _display(source: str) -> str:
+    """SOURCE with any password hidden: safe to print and to record in a tag."""
+    parts = urlsplit(source)
+    if parts.password is None:
+        return source
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@contextlib.contextmanager
+def _quiet_mlflow(uri: str) -> Iterator[None]:
+    """MLflow's settings for the import's duration, then as they were: no download progress bar per run
+    (the import shows its own), and MLflow 3's file store allowed — reading one is this import's point."""
+    wanted = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    if uri.startswith("file:"):
+        wanted["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    before = {name: os.environ.get(name) for name in wanted}
+    os.environ.update({k: v for k, v in wanted.items() if before[k] is None})
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+
+
+def _open(uri: str) -> Any:
+    try:
+        from mlflow.tracking import MlflowClient
+    except ImportError as exc:
+        raise InvalidInput(f"importing from MLflow needs MLflow's client: {INSTALL_HINT}", field="source") from exc
+    return MlflowClient(tracking_uri=uri)
+
+
+def _paged(call: Callable[..., Any], **kwargs: Any) -> Iterator[Any]:
+    token = None
+    while True:
+        page = call(max_results=_PAGE, page_token=token, **kwargs)
+        yield from page
+        token = getattr(page, "token", None)
+        if not token:
+            return
+
+
+def import_mlflow(client: RunClient, source: str, *, experiments: Sequence[str] | None = None,
+                  include_deleted: bool = False, dry_run: bool = False,
+                  on_run: Callable[[int, int, MlflowImport], None] | None = None) -> MlflowImport:
+    """Import SOURCE (an mlruns directory, an MLflow database URL or an MLflow server URL) into ``client``'s
+    store: every experiment (or those named in ``experiments``), run, param, metric history, tag and
+    artifact; importing again adds only what is new. ``on_run(done, total, summary)`` after each run (total:
+    the runs of the experiments listed so far)."""
+    uri = source_uri(source)
+    display = _display(source)
+    summary = MlflowImport(display, dry_run=dry_run)
+    try:
+        with _quiet_mlflow(uri):
+            mlflow = _open(uri)
+            return _import(client, mlflow, display, summary, experiments, include_deleted, dry_run, on_run)
+    except LabtrackError:
+        raise
+    except Exception as exc:  # MLflow's errors (MlflowException, a refused connection ...) at the boundary
+        if type(exc).__name__ == "MlflowException" or isinstance(exc, (OSError, ConnectionError)):
+            raise StoreError(f"reading the MLflow store {display} failed: {exc}") from exc
+        raise
+
+
+def _import(client: RunClient, mlflow: Any, display: str, summary: MlflowImport, wanted: Sequence[str] | None,
+            include_deleted: bool, dry_run: bool,
+            on_run: Callable[[int, int, MlflowImport], None] | None) -> MlflowImport:
+    from mlflow.entities import ViewType
+
+    view = ViewType.ALL if include_deleted else ViewType.ACTIVE_ONLY
+    found = list(_paged(mlflow.search_experiments, view_type=view))
+    if wanted:
+        by_name = {e.name: e for e in found}
+        missing = [n for n in wanted if n not in by_name]
+        if missing:
+            import difflib
+
+            close = difflib.get_close_matches(missing[0], list(by_name), n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(repr(n) for n in close)}?" if close else ""
+            raise ExperimentNotFound(f"no experiment named {missing[0]!r} in the MLflow store {display}{hint}")
+        found = [by_name[n] for n in dict.fromkeys(wanted)]
+    runs: list[tuple[Any, Any]] = []
+    for experiment in found:
+        runs += [(experiment, r) for r in _paged(mlflow.search_runs, experiment_ids=[experiment.experiment_id],
+                                                 run_view_type=view)]
+        summary.experiments += 1
+    with tempfile.TemporaryDirectory(prefix="labtrack-mlflow-") as scratch:
+        for done, (experiment, run) in enumerate(runs, 1):
+            result = _import_one(client, mlflow, display, experiment, run, Path(scratch), dry_run)
+            shutil.rmtree(Path(scratch) / result.run_id, ignore_errors=True)  # this run's downloads are stored
+            summary.add(result)
+            if on_run is not None:
+                on_run(done, len(runs), summary)
+    return summary
+
+
+def _import_one(client: RunClient, mlflow: Any, display: str, experiment: Any, run: Any, scratch: Path,
+                dry_run: bool) -> RunImport:
+    info, data = run.info, run.data
+    run_id = mlflow_run_id(info.run_id)
+    deleted = info.lifecycle_stage == "deleted" or experiment.lifecycle_stage == "deleted"
+    tags = dict(data.tags)
+    if info.user_id and "mlflow.user" not in tags:
+        tags["mlflow.user"] = info.user_id
+    tags.update({"mlflow.run_id": info.run_id, "mlflow.experiment_id": str(info.experiment_id),
+                 "labtrack.imported_from": display})
+    if "mlflow.parentRunId" in tags:
+        tags["labtrack.parent"] = mlflow_run_id(tags["mlflow.parentRunId"])
+    start = info.start_time if info.start_time is not None else (info.end_time or experiment.creation_time or 0)
+    foreign = ForeignRun(
+        id=run_id, experiment=experiment.name, start_time=start / 1000, name=info.run_name or tags.get("mlflow.runName"),
+        status=_STATUS.get(info.status, RunStatus.FAILED),
+        end_time=info.end_time / 1000 if info.end_time is not None else None,
+        params=dict(data.params), tags=tags, metrics={key: _history(mlflow, info.run_id, key) for key in data.metrics},
+    )
+    stored = stored_run(client, run_id)
+    if stored is not None and stored.tags.get("mlflow.run_id") != info.run_id:
+        return RunImport(run_id, Outcome.UNCHANGED, problems=[
+            f"a labtrack run with the id of MLflow run {info.run_id} exists and was not imported from MLflow: "
+            "left alone"])
+    problems: list[str] = []
+    foreign.files = _artifacts(client, mlflow, info.run_id, run_id, stored is not None, scratch / run_id,
+                               dry_run, problems)
+    result = import_run(client, foreign, dry_run=dry_run, stored=stored, known=True)
+    result.problems[:0] = problems
+    if deleted and not dry_run and (stored is None or stored.deleted_time is None):
+        client.store.delete_runs([run_id])
+    return result
+
+
+def _history(mlflow: Any, run_id: str, key: str) -> Chunk:
+    """The whole series (MLflow's client pages through a server's history itself), timestamps in seconds."""
+    chunk = Chunk.empty()
+    for point in mlflow.get_metric_history(run_id, key):
+        chunk.steps.append(point.step)
+        chunk.timestamps.append(point.timestamp / 1000)
+        chunk.values.append(point.value)
+    return chunk
+
+
+def _artifacts(client: RunClient, mlflow: Any, mlflow_id: str, run_id: str, known: bool, scratch: Path,
+               dry_run: bool, problems: list[str]) -> list[tuple[Path, str]]:
+    """The run's artifact files fetched into ``scratch``, as (local file, artifact path): all of them in one
+    download for a new run; for a run imported before, only those whose path is new or whose size changed
+    (a listing first, so a second import downloads nothing that is unchanged)."""
+    try:
+        listing = _listing(mlflow, mlflow_id, None)
+        have = stored_artifacts(client, run_id) if known else {}
+        wanted = [p for p, size in listing if p not in have or size is None or have[p].size != size]
+        if not wanted:
+            return []
+        if dry_run:  # counted, not downloaded
+            return [(scratch / path, path) for path in wanted]
+        scratch.mkdir(parents=True, exist_ok=True)
+        if not have:
+            root = Path(mlflow.download_artifacts(mlflow_id, "", os.fspath(scratch)))
+            return [(root / p, p) for p in wanted if (root / p).is_file()]
+        return [(Path(mlflow.download_artifacts(mlflow_id, p, os.fspath(scratch))), p) for p in wanted]
+    except Exception as exc:  # an unreachable artifact store costs the artifacts, not the run
+        if isinstance(exc, LabtrackError):
+            raise
+        problems.append(f"artifacts not imported ({type(exc).__name__}: {exc}); import again to retry")
+        return []
+
+
+def _listing(mlflow: Any, run_id: str, path: str | None) -> list[tuple[str, int | None]]:
+    out: list[tuple[str, int | None]] = []
+    for item in mlflow.list_artifacts(run_id, path):
+        if item.is_dir:
+            out += _listing(mlflow, run_id, item.path)
+        else:
+            out.append((item.path, item.file_size))
+    return out
