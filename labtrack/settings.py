@@ -72,6 +72,24 @@ def _sections(raw: Any) -> tuple[str, ...]:
     return names
 
 
+def _seconds_or_off(raw: Any) -> float:
+    """A number of seconds > 0, or off (0.0): ``off``, ``false``, ``no``, ``0``; ``on``/``true``: 10."""
+    if isinstance(raw, bool):
+        return 10.0 if raw else 0.0
+    text = str(raw).strip().lower()
+    if text in ("off", "false", "no", "none", "0"):
+        return 0.0
+    if text in ("on", "true", "yes"):
+        return 10.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("must be a number of seconds > 0, or off") from None
+    if not 0 < value < float("inf"):
+        raise ValueError("must be a number of seconds > 0, or off")
+    return value
+
+
 def _text(raw: Any) -> str:
     text = str(raw).strip()
     if not text:
@@ -126,6 +144,15 @@ SETTINGS: tuple[Setting, ...] = (
             _positive_int),
     Setting("sqlite_busy_timeout", 60.0, "LABTRACK_SQLITE_BUSY_TIMEOUT",
             "Seconds a SQLite writer waits for another process's write to finish.", _positive_float),
+    Setting("system_metrics", 10.0, "LABTRACK_SYSTEM_METRICS",
+            "Seconds between samples of the machine's CPU, memory, disk, network and GPUs, recorded on every run "
+            "as system/... metrics (the first 1 s after the start), or off.", _seconds_or_off),
+    Setting("console_log", True, "LABTRACK_CONSOLE_LOG",
+            "Keep what the process prints to stdout and stderr during a run as its artifact labtrack/console.log "
+            "(secrets redacted); off to keep nothing.", _bool),
+    Setting("console_log_max_mb", 10.0, "LABTRACK_CONSOLE_LOG_MAX_MB",
+            "Most megabytes of console output kept per run; the log ends with a line saying the rest was cut.",
+            _positive_float),
     Setting("reproduces", None, "LABTRACK_REPRODUCES",
             "A run id: runs started are tagged reproduces=<id> (set by `labtrack reproduce`).", _text),
 )

@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import Any
 
-__all__ = ["gather", "gather_nvml"]
+__all__ = ["gather", "gather_nvml", "nvml_binding"]
 
 # NVML error codes (stable across driver versions; mirrored here so a fake NVML need not define them).
 _NVML_ERROR_NOT_SUPPORTED = 3
@@ -108,6 +108,17 @@ def _nvidia_driver_absent() -> bool:
     """True when we can tell cheaply that no NVIDIA kernel driver is loaded (Linux only)."""
     return sys.platform == "linux" and not os.path.exists("/proc/driver/nvidia") \
         and not os.path.exists("/dev/nvidiactl")
+
+
+def nvml_binding() -> Any | None:
+    """``pynvml`` when an NVIDIA driver may be present and the binding is installed, else None (cheaply)."""
+    if _nvidia_driver_absent():
+        return None
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    return pynvml
 
 
 def _rocm() -> dict[str, Any] | None:

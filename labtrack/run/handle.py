@@ -450,6 +450,7 @@ class Run:
         log = self._writes()
         if live is not None:
             self._refresh_environment(live, log)
+            process.ending(self, status, error)  # e.g. the final console log, stored before the end
         if live is not None and live.start_time is not None:  # a wall clock stepped during the run does not
             end_time = live.start_time + (time.monotonic() - live.started)  # change its duration
         else:

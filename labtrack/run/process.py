@@ -16,7 +16,7 @@ import platform
 import signal
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from labtrack.core.model import RunStatus
@@ -25,9 +25,11 @@ __all__ = [
     "HOST",
     "ActiveRun",
     "active",
+    "ending",
     "error_of",
     "exit_status",
     "install_hooks",
+    "on_end",
     "push",
     "remove",
     "running",
@@ -57,6 +59,7 @@ class _State:
         self.at_exit: list[Any] = []  # callables run after the active runs are ended (the writer's drain)
         self.exit_hooked_pid = 0  # the process whose multiprocessing exit runs the exit hook (see below)
         self.exited_pid = 0  # the process that ran the exit hook already
+        self.end_hooks: list[Callable[[ActiveRun, RunStatus, Mapping[str, str] | None], None]] = []
 
 
 state = _State()
@@ -97,6 +100,22 @@ def remove(run: ActiveRun) -> None:
     with state.lock:
         if run in state.stack:
             state.stack.remove(run)
+
+
+def on_end(hook: Callable[[ActiveRun, RunStatus, Mapping[str, str] | None], None]) -> None:
+    """Call ``hook(run, status, error)`` whenever this process ends a run it started, before the end is
+    written (the run takes writes still). The run monitor stores the final console log there."""
+    if hook not in state.end_hooks:
+        state.end_hooks.append(hook)
+
+
+def ending(run: ActiveRun, status: RunStatus, error: Mapping[str, str] | None) -> None:
+    """Run the ``on_end`` hooks for ``run``; one that fails is reported, and the run ends all the same."""
+    for hook in state.end_hooks:
+        try:
+            hook(run, status, error)
+        except Exception as exc:
+            print(f"labtrack: while ending run {run.id}: {exc}", file=sys.stderr)
 
 
 def install_hooks() -> None:

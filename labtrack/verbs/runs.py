@@ -27,7 +27,7 @@ from labtrack.run.liveness import resolve_liveness
 from labtrack.run.writer import spool_root, writer
 from labtrack.settings import Settings, default_settings
 from labtrack.store import Store, default_artifacts, open_store, scheme_of
-from labtrack.verbs import capture
+from labtrack.verbs import capture, monitor
 from labtrack.verbs.inputs import hash_inputs
 
 if TYPE_CHECKING:
@@ -174,9 +174,11 @@ class RunClient:
             pid=os.getpid(), params=valid_params, tags=valid_tags, note=note, run_key=key,
             env_fingerprint=env.fingerprint if env is not None else None, context=context or None,
         )
-        return begin(self.store, new, self.settings, environment=env,
-                     git_diff=captured.git_diff if captured is not None else None, claim=claim,
-                     conflicts_recorded="conflicts" in context or env is None, started=started)
+        run = begin(self.store, new, self.settings, environment=env,
+                    git_diff=captured.git_diff if captured is not None else None, claim=claim,
+                    conflicts_recorded="conflicts" in context or env is None, started=started)
+        monitor.watch(run)  # system metrics and the console log (settings system_metrics, console_log)
+        return run
 
     def get_run(self, run_id: str) -> Run:
         """The run with this id (or unique id prefix)."""
