@@ -166,6 +166,8 @@ class Settings:
     base_dir: Path  # directory that relative paths from a config file are resolved against
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # unpickling asks for __setstate__ before ``values`` is there: no recursion
+            raise AttributeError(name)
         try:
             return self.values[name]
         except KeyError:
