@@ -32,7 +32,7 @@ CORE = 0
 
 LAYER_OF_FOLDER = {"core": CORE, "settings": SERVICES, "store": SERVICES, "env": SERVICES, "run": RUN,
                    "verbs": VERBS, "cli": FACES, "server": FACES, "ui": FACES, "integrations": FACES,
-                   "testing": FACES, "__main__": FACES}
+                   "testing": FACES, "__main__": FACES, "sklearn": FACES}
 
 
 @dataclass(frozen=True)
