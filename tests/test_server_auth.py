@@ -19,6 +19,7 @@ from labtrack.server import auth
 from labtrack.server.api import ROUTES
 from labtrack.server.app import create_app
 from labtrack.server.auth import PUBLIC, PUBLIC_PREFIXES
+from labtrack.server.mlflow_api import MLFLOW_PREFIXES, MLFLOW_ROUTES
 from labtrack.ui.app import PAGES
 
 _SAMPLE = {"run_id": "0" * 32, "key": "loss", "source": "spool", "fingerprint": "f" * 16, "run_key": "k" * 64,
@@ -42,6 +43,12 @@ def _every_route(app: object) -> list[tuple[str, str]]:
     return found
 
 
+def _message(answer: httpx.Response) -> str:
+    """An error's message, in labtrack's shape or (MLflow's routes) MLflow's."""
+    body = answer.json()
+    return str(body["message"] if "error_code" in body else body["error"]["message"])
+
+
 @pytest.fixture
 def served(tmp_path: Path):  # type: ignore[no-untyped-def]
     with serve_in_thread(str(tmp_path / "store")) as s:
@@ -52,7 +59,8 @@ def test_every_route_but_the_public_ones_refuses_a_request_without_a_valid_token
     routes = _every_route(served.app)
     paths = {p for _, p in routes}
     assert paths >= {"/openapi.json", "/docs", "/health", "/ready", "/api/v1/write", "/", "/runs", "/compare",
-                     "/ui/series", "/login", "/static/", "/static/anything"}
+                     "/ui/series", "/login", "/static/", "/static/anything", "/api/2.0/mlflow/runs/log-batch",
+                     "/api/2.0/mlflow-artifacts/artifacts/x", "/api/2.0/mlflow/x"}
     assert len(routes) > len(ROUTES) + len(PAGES)
     for method, path in [*routes, ("GET", "/no/such/route"), ("POST", "/api/v1/nothing"), ("GET", "/docs/oauth2-redirect"),
                          ("GET", "/static/../labtrack.db"), ("GET", "/static/%2e%2e/app.py")]:
@@ -64,14 +72,17 @@ def test_every_route_but_the_public_ones_refuses_a_request_without_a_valid_token
                 not sent.startswith("/api/") or "Cookie" in headers)
             if unsafe_from_a_browser:  # no CSRF token: refused before anything else, public or not
                 assert answer.status_code == 403, (method, path, headers, answer.status_code)
-                assert "CSRF" in answer.json()["error"]["message"]
+                assert "CSRF" in _message(answer)
             elif sent in PUBLIC:
                 assert answer.status_code in (200, 303, 401), (method, path)  # /login: 401 to a bad token
             elif sent.startswith(PUBLIC_PREFIXES):  # the UI's scripts and styles: those files and nothing else
                 assert answer.status_code in (404, 405), (method, path, answer.status_code)
             else:
                 assert answer.status_code == 401, (method, path, headers, answer.status_code, answer.text)
-                assert answer.json()["error"]["code"] == "AuthenticationFailed"
+                if sent.startswith(MLFLOW_PREFIXES):  # MLflow's routes answer in MLflow's error shape
+                    assert answer.json()["error_code"] == "UNAUTHENTICATED", (method, path)
+                else:
+                    assert answer.json()["error"]["code"] == "AuthenticationFailed"
     assert httpx.get(served.url + "/static/app.js").status_code == 200
 
 
@@ -86,12 +97,14 @@ def test_a_reader_reads_but_every_route_that_changes_things_refuses_it(served) -
     reader, _ = served.store.create_token("viewer", Role.READER)
     headers = {"Authorization": f"Bearer {reader}"}
     assert httpx.get(served.url + "/api/v1/experiments", headers=headers).status_code == 200
-    for route in ROUTES:
+    for route in [*ROUTES, *MLFLOW_ROUTES]:
         if route.role is Role.READER:
             continue
         answer = httpx.request(route.method, served.url + _concrete(route.path), headers=headers, content=b"{}")
         assert answer.status_code == 403, (route.method, route.path, answer.text)
-        assert answer.json()["error"]["code"] == "PermissionDenied"
+        error = answer.json()
+        assert error["error_code"] == "PERMISSION_DENIED" if route in MLFLOW_ROUTES else (
+            error["error"]["code"] == "PermissionDenied"), (route.path, error)
     for path in ("/openapi.json", "/docs", "/nothing"):  # undeclared: an admin's
         assert httpx.get(served.url + path, headers=headers).status_code == 403
 

@@ -24,6 +24,9 @@ from labtrack.core.errors import LabtrackError, StoreError
 from labtrack.core.tokens import Role
 from labtrack.server.api import ROUTES, json_response
 from labtrack.server.auth import AuthMiddleware, matching, route_roles
+from labtrack.server.mlflow_api import MLFLOW_PREFIXES, MLFLOW_ROUTES
+from labtrack.server.mlflow_api import error_response as mlflow_response
+from labtrack.server.mlflow_wire import mlflow_error
 from labtrack.server.observe import MAX_IN_FLIGHT, Metrics, ObserveMiddleware
 from labtrack.server.scope import ScopedStore
 from labtrack.store.base import Store
@@ -50,6 +53,17 @@ def error_response(exc: LabtrackError) -> Response:
     return Response(wire.dumps(exc), status_code=exc.status_code, media_type="application/json")
 
 
+def _error_for_path(exc: LabtrackError) -> Any:
+    """The error a middleware answers with, in the shape of the API asked: MLflow's client reads MLflow's
+    ``{"error_code", "message"}`` (so a missing token reads UNAUTHENTICATED there), everything else labtrack's."""
+    async def send(scope: Any, receive: Any, send_: Any) -> None:
+        mlflow = str(scope.get("path", "")).startswith(MLFLOW_PREFIXES)
+        response = mlflow_response(mlflow_error(exc)) if mlflow else error_response(exc)
+        await response(scope, receive, send_)
+
+    return send
+
+
 def _http_error(code: str, message: str, status: int) -> Response:
     body = {"error": {"code": code, "message": message, "field": None, "status": status}}
     return Response(wire.dumps(body), status_code=status, media_type="application/json")
@@ -68,7 +82,7 @@ def create_app(store: Store, *, open_access: bool = False, allowed_hosts: list[s
     # to ~260k points is tens of MB); the others wait their turn, their bytes still in the socket.
     app.state.write_slots = asyncio.Semaphore(WRITE_SLOTS)
     declared: dict[Any, Role] = {}
-    for api_route in ROUTES:
+    for api_route in [*ROUTES, *MLFLOW_ROUTES]:  # the labtrack API, and MLflow's (labtrack.server.mlflow_api)
         endpoint = _endpoint(api_route.handler)
         app.add_api_route(api_route.path, endpoint, methods=[api_route.method], summary=api_route.summary,
                           name=api_route.name, response_class=Response)
@@ -118,9 +132,9 @@ def create_app(store: Store, *, open_access: bool = False, allowed_hosts: list[s
             declared[endpoint] = page.role
     app.mount(STATIC_PREFIX, static_files(), name="static")
     app.add_middleware(AuthMiddleware, authenticate=store.authenticate, roles=route_roles(app.router.routes, declared),
-                       open_access=open_access, send_error=error_response)
+                       open_access=open_access, send_error=_error_for_path)
     app.add_middleware(ObserveMiddleware, metrics=app.state.metrics, route_of=lambda scope: _template(app, scope),
-                       send_error=error_response, max_in_flight=max_in_flight)
+                       send_error=_error_for_path, max_in_flight=max_in_flight)
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     return app
