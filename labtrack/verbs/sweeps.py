@@ -28,6 +28,7 @@ from labtrack.core.identity import DEFAULT_IDENTITY, check_identity
 from labtrack.run import process
 from labtrack.run.handle import Run
 from labtrack.settings import Settings
+from labtrack.verbs.progress import SweepProgress
 from labtrack.verbs.runs import RunClient
 
 ClientSource = RunClient | Callable[[], RunClient]  # a client, or what opens it when a call needs it
@@ -153,8 +154,22 @@ class TrackedFunction:
         """Whether a call with these arguments has already run to completion (one indexed lookup)."""
         return self.find(*args, **kwargs) is not None
 
+    def on(self, source: ClientSource) -> TrackedFunction:
+        """The same tracked function over another client ``source``, with this one's entry (so the same keys):
+        what a sweep sends to an executor's workers, which open the store themselves."""
+        other = TrackedFunction(self.fn, self.experiment, identity=self.identity, exclude=self.exclude,
+                                inputs=self.inputs, trust_pickle=self.trust_pickle, source=source)
+        other._entry = self.entry
+        return other
+
+    def run_config(self, config: dict[str, Any], *, claim: tuple[str, float] | None = None,
+                   key: str | None = None) -> Any:
+        """Run one configuration now, finished before or not: a sweep's worker holding its ``claim``, under
+        the ``key`` its sweep computed (``None``: computed here)."""
+        return self._call((), config, force=True, claim=claim, key=key)
+
     def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, force: bool,
-              claim: tuple[str, float] | None = None) -> Any:
+              claim: tuple[str, float] | None = None, key: str | None = None) -> Any:
         params = self.params_of(*args, **kwargs)
         inputs = self.inputs_of(params)
         client = self.client()
@@ -167,7 +182,7 @@ class TrackedFunction:
                 return recorded_result(client.get_run(found), trust_pickle=self.trust_pickle)
         with client.start_run(
             self.experiment, params=params, inputs=inputs, identity=self.identity, exclude=self.exclude,
-            nested=process.active() is not None, claim=claim, entry=self.entry,
+            nested=process.active() is not None, claim=claim, entry=self.entry, key=key,
         ) as run:
             result = self.fn(*args, **kwargs)
             record_result(run, result, trust_pickle=self.trust_pickle)
@@ -360,7 +375,8 @@ def sweep(
     grid: Mapping[str, Iterable[Any]] | None = None,
     *,
     configs: Iterable[Mapping[str, Any]] | None = None,
-    workers: int = 1,
+    workers: int | None = None,
+    executor: Any = None,
     experiment: str | None = None,
     lease: float | None = None,
     poll: float = 0.5,
@@ -370,14 +386,23 @@ def sweep(
     """Run every configuration of ``grid`` (or ``configs``) that has no FINISHED run yet.
 
     ``fn`` is a ``@track``-ed function or a plain one (tracked under ``experiment``, default its name).
-    ``workers=N`` runs N local processes. Several sweeps (here or on other machines sharing the store)
-    may run at once: each configuration is claimed atomically and runs exactly once; a claim whose
-    worker died is taken over once its ``lease`` (seconds, default 3 heartbeats and at least 60) expires.
+    ``workers=N`` runs N local processes; ``executor=`` (any ``concurrent.futures.Executor``: a Dask
+    cluster's ``client.get_executor()``, Ray, a process pool) runs each configuration as one of its tasks
+    (``labtrack.verbs.executor``). Several sweeps (here or on other machines sharing the store) may run at
+    once: each configuration is claimed atomically and runs exactly once; a claim whose worker died is taken
+    over once its ``lease`` (seconds, default 3 heartbeats and at least 60) expires.
     """
     tracked = fn if isinstance(fn, TrackedFunction) else TrackedFunction(fn, experiment, source=source)
     all_configs = _configs(grid, configs)
-    if not isinstance(workers, int) or workers < 1:
+    if executor is not None and workers is not None:
+        raise InvalidInput(f"give workers= or executor=, not both (workers={workers!r}): the executor decides "
+                           "how many trials run at once", field="executor")
+    workers = 1 if workers is None else workers
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise InvalidInput(f"workers must be an integer >= 1, got {workers!r}", field="workers")
+    if executor is not None and not callable(getattr(executor, "submit", None)):
+        raise InvalidInput(f"executor must be a concurrent.futures.Executor (something with submit()), got "
+                           f"{type(executor).__name__}", field="executor")
     settings = tracked.client().settings
     if lease is None:
         lease = max(60.0, 3 * settings.heartbeat_interval)
@@ -396,13 +421,16 @@ def sweep(
     settled: set[int] = set()  # finished, by this sweep's workers or another sweep
     interrupted: set[int] = set()  # running when Ctrl-C came: KILLED, free for the next sweep at once
     running = 0
-    bar = _Progress(tracked.experiment, len(all_configs), enabled=progress)
+    bar = SweepProgress(tracked.experiment, len(all_configs), enabled=progress,
+                        active="submitted" if executor is not None else "running")
 
     def report(kind: str, i: int, detail: str) -> None:
         # Events from several worker processes arrive in any order: tally sets, decide at the end.
         nonlocal running
-        if kind == "running":
+        if kind in ("running", "submitted"):
             running += 1
+        elif kind == "returned":  # a task that ran nothing: done elsewhere, held by another worker
+            running -= 1
         elif kind == "ran":
             running -= 1
             ran.add(i)
@@ -414,7 +442,7 @@ def sweep(
         elif kind == "interrupted":
             running -= 1
             interrupted.add(i)
-        elif kind == "waiting":
+        elif kind in ("waiting", "say"):
             bar.say(detail)
             return
         skipped = sum(1 for k in settled | ran if keys[k] in before)
@@ -423,7 +451,11 @@ def sweep(
 
     try:
         with bar:
-            if workers == 1:
+            if executor is not None:
+                from labtrack.verbs.executor import run_on_executor
+
+                run_on_executor(executor, tracked, all_configs, keys, sweep_id, lease, poll, report)
+            elif workers == 1:
                 _work(tracked, all_configs, keys, sweep_id, lease, poll, report)
             else:
                 _run_processes(tracked, all_configs, keys, sweep_id, lease, poll, workers, report)
@@ -447,40 +479,6 @@ def sweep(
         elif i in settled:
             result.done_elsewhere.append(config)
     return result
-
-
-class _Progress:
-    """A live progress bar (rich) with done / skipped / failed / running counts."""
-
-    def __init__(self, name: str, total: int, *, enabled: bool) -> None:
-        self.name, self.total, self.enabled = name, total, enabled
-        self._progress: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._progress = Progress(
-                TextColumn("sweep [bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), transient=False,
-            )
-            self._task = self._progress.add_task(self.name, total=self.total, counts="")
-            self._progress.start()
-        return self
-
-    def show(self, *, done: int, skipped: int, failed: int, running: int) -> None:
-        if self._progress is not None:
-            counts = f"done {done} · skipped {skipped} · failed {failed} · running {max(running, 0)}"
-            self._progress.update(self._task, completed=done + skipped + failed, counts=counts)
-
-    def say(self, message: str) -> None:
-        if self._progress is not None:
-            self._progress.console.print(message, markup=False, highlight=False)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
 
 
 def _run_processes(tracked: TrackedFunction, configs: list[dict[str, Any]], keys: list[str], sweep_id: str,

@@ -443,16 +443,19 @@ def track(experiment: str | Callable[..., Any] | None = None, *, identity: Seque
 
 
 def sweep(fn: Callable[..., Any] | TrackedFunction, grid: Mapping[str, Iterable[Any]] | None = None, *,
-          configs: Iterable[Mapping[str, Any]] | None = None, workers: int = 1, experiment: str | None = None,
-          lease: float | None = None, poll: float = 0.5, progress: bool = True) -> SweepResult:
+          configs: Iterable[Mapping[str, Any]] | None = None, workers: int | None = None, executor: Any = None,
+          experiment: str | None = None, lease: float | None = None, poll: float = 0.5,
+          progress: bool = True) -> SweepResult:
     """Run every configuration of ``grid`` (or ``configs``) that has no FINISHED run yet.
 
     ``fn`` is a ``@track``-ed function or a plain one (tracked under ``experiment``, default its name).
-    ``workers=N`` runs N local processes. Several sweeps (here or on other machines sharing the store)
-    may run at once: each configuration is claimed atomically and runs exactly once; a claim whose
-    worker died is taken over once its ``lease`` (seconds, default 3 heartbeats and at least 60) expires.
+    ``workers=N`` runs N local processes; ``executor=`` takes any ``concurrent.futures.Executor`` (a Dask
+    cluster's ``client.get_executor()``, Ray, a ``ProcessPoolExecutor``) and runs each configuration as one
+    of its tasks. Several sweeps (here or on other machines sharing the store) may run at once: each
+    configuration is claimed atomically and runs exactly once; a claim whose worker died is taken over once
+    its ``lease`` (seconds, default 3 heartbeats and at least 60) expires.
     """
     from labtrack.verbs.sweeps import sweep as run_sweep
 
-    return run_sweep(fn, grid, configs=configs, workers=workers, experiment=experiment, lease=lease, poll=poll,
-                     progress=progress, source=DefaultClient())
+    return run_sweep(fn, grid, configs=configs, workers=workers, executor=executor, experiment=experiment,
+                     lease=lease, poll=poll, progress=progress, source=DefaultClient())
