@@ -127,7 +127,7 @@ class Capture:
             if self.cut:
                 mb = self.limit / (1 << 20)
                 text += (f"{'' if not text or text.endswith(chr(10)) else chr(10)}[labtrack: the console output "
-                         f"reached the {mb:g} MB cap here; the rest was not recorded (setting console_log_max_mb, "
+                         f"reached the {mb:.3g} MB cap here; the rest was not recorded (setting console_log_max_mb, "
                          "LABTRACK_CONSOLE_LOG_MAX_MB)]\n")
             return text
 
