@@ -643,9 +643,9 @@ def _listing(items: list[ArtifactInfo], directory: str) -> list[dict[str, Any]]:
 
 def _inner_path(path: str | None, field: str = "path") -> str:
     """A path inside a run's artifacts ("" for the root), refused if it could leave the run."""
-    if not path:
+    if not path or path == "/":
         return ""
-    return check_artifact_path(path.strip("/") if path != "/" else "", field) if path.strip("/") else ""
+    return check_artifact_path(path[:-1] if path.endswith("/") else path, field)  # (a directory's trailing /)
 
 
 @_route("GET", API + "/artifacts/list", Role.READER)
