@@ -312,3 +312,49 @@ def test_a_killed_array_task_s_configuration_is_taken_over_by_its_requeued_run(
     assert after == before + Counter(range(5, 12)), "only the killed one ran again, then the rest"
     statuses = Counter(run.status for run in lt.search_runs("array", store=store, max_results=100))
     assert statuses[lt.RunStatus.FINISHED] == 12
+
+
+# -- Ctrl-C ------------------------------------------------------------------------------------------------
+
+INTERRUPTED = """
+    import os, sys, time
+    from concurrent.futures import ProcessPoolExecutor
+    import labtrack as lt
+
+    marks = sys.argv[1]
+
+    def slow(i):
+        open(os.path.join(marks, f"{i}-{os.getpid()}"), "x").close()
+        print("started", flush=True)
+        time.sleep(1.5)
+        return i
+
+    if __name__ == "__main__":
+        with ProcessPoolExecutor(1) as pool:
+            result = lt.sweep(slow, grid={"i": list(range(6))}, executor=pool, progress=False)
+        print("ran", len(result.ran), "skipped", len(result.skipped), flush=True)
+"""
+
+
+def test_ctrl_c_cancels_the_tasks_not_started_and_the_next_sweep_runs_only_those(
+        tmp_path: Path, python_env: dict[str, str]) -> None:
+    import textwrap
+
+    script = tmp_path / "interrupted.py"
+    script.write_text(textwrap.dedent(INTERRUPTED))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {**python_env, "LABTRACK_STORE": str(tmp_path / "store")}
+    driver = subprocess.Popen([sys.executable, str(script), str(marks)], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert driver.stdout is not None and driver.stdout.readline().strip() == "started", driver.communicate()
+    driver.send_signal(signal.SIGINT)  # the driver only, as Ctrl-C where the pool's workers run elsewhere
+    _, err = driver.communicate(timeout=60)
+    assert driver.returncode != 0 and "interrupted" in err and "cancelled" in err, err
+    started = executions(marks)
+    assert 1 <= len(started) < 6 and max(started.values()) == 1  # those a worker had taken finished there
+    again = subprocess.run([sys.executable, str(script), str(marks)], env=env, cwd=tmp_path, capture_output=True,
+                           text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip().splitlines()[-1] == f"ran {6 - len(started)} skipped {len(started)}"
+    assert executions(marks) == Counter(range(6)), "every configuration once, across the two sweeps"

@@ -124,6 +124,12 @@ class RunDiff:
     def to_dict(self) -> dict[str, Any]:
         return cast("dict[str, Any]", to_wire(self))
 
+    def _repr_html_(self) -> str:
+        """The diff as ``labtrack diff`` shows it, as HTML in Jupyter (``labtrack.core.html``)."""
+        from labtrack.core.html import diff_html
+
+        return diff_html(self)
+
 
 def _show(value: Any) -> str:
     if isinstance(value, float):

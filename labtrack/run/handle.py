@@ -96,6 +96,12 @@ class Run:
     def __repr__(self) -> str:
         return f"<Run {self.id[:8]} experiment={self.experiment!r} status={self.status.value}>"
 
+    def _repr_html_(self) -> str:
+        """The run as an HTML table in Jupyter (``labtrack.core.html``: every value escaped)."""
+        from labtrack.core.html import run_html
+
+        return run_html(self.record)
+
     def __enter__(self) -> Run:
         return self
 

@@ -33,7 +33,10 @@ from labtrack.settings import Settings
 from labtrack.store import scheme_of
 from labtrack.verbs.runs import RunClient
 
-__all__ = ["Outcome", "StoreSource", "Tracked", "Trial", "check_executor", "portable_location", "run_on_executor", "run_trial"]
+__all__ = [
+    "Outcome", "Report", "StoreSource", "Tracked", "Trial", "check_executor", "portable_location", "run_on_executor",
+    "run_trial",
+]
 
 Report = Callable[[str, int, str], None]
 
@@ -207,8 +210,11 @@ def run_on_executor(executor: Any, tracked: Tracked, configs: list[dict[str, Any
         except BaseException:
             cancelled = sum(1 for future in futures if future.cancel())
             left = sum(1 for future in futures if not future.done())
-            report("say", 0, f"labtrack: cancelled {cancelled} task(s) not started yet; {left} already running "
-                   "on the executor finish there (their configurations count as done when they do)")
+            import sys
+
+            # said whether the bar shows or not, as the sweep's own interruption message
+            print(f"labtrack: cancelled {cancelled} task(s) not started yet; {left} already running on the executor "
+                  "finish there (their configurations count as done when they do)", file=sys.stderr)
             raise
         attempt += 1
         if pending:

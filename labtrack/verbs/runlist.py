@@ -76,6 +76,13 @@ class RunList(list):  # type: ignore[type-arg]
         out._result = _SearchResult(client, search, runs, list(ids))
         return out
 
+    def _repr_html_(self) -> str:
+        """The runs as an HTML table in Jupyter, like ``labtrack runs``: the first ``MAX_ROWS`` of them, then how
+        many more (``labtrack.core.html``: every value escaped)."""
+        from labtrack.core.html import MAX_ROWS, runs_html
+
+        return runs_html([run.record for run in self[:MAX_ROWS]], total=len(self))
+
     def to_pandas(self) -> Any:
         """One row per run: id, experiment, name, status, start/end times, then params.*, metrics.* (last
         values) and tags.* columns.
