@@ -3,6 +3,7 @@ written, and every script in examples/ runs — each in a fresh process in an em
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import click
 import pytest
+from framework_helpers import need
 
 from labtrack.cli import main
 
@@ -68,12 +70,21 @@ def examples() -> list[Path]:
     return sorted(EXAMPLES.glob("*.py")) if EXAMPLES.is_dir() else []
 
 
+def needs(script: Path) -> list[str]:
+    """The modules an example names in its ``# needs: torch lightning`` line (the optional frameworks)."""
+    found = re.search(r"^# needs: (.+)$", script.read_text(encoding="utf-8"), flags=re.M)
+    return found.group(1).split() if found else []
+
+
 def test_there_are_examples() -> None:
     assert examples(), "examples/ has no scripts"
 
 
 @pytest.mark.parametrize("script", examples(), ids=lambda p: p.name)
 def test_example_runs(script: Path, tmp_path: Path, python_env: dict[str, str]) -> None:
+    for module in needs(script):
+        if importlib.util.find_spec(module) is None:  # found without importing it here (Keras would pick a backend)
+            need(module)  # skips with the install command, and fails in CI
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=python_env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, f"{script.name} failed:\n{done.stderr}"

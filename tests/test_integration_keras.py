@@ -76,7 +76,8 @@ def test_a_run_it_starts_has_the_settings_optimizer_and_epoch_metrics_and_finish
     assert lt.active_run() is None
     assert {"epochs": 3, "steps": 3, "model.class": "Sequential", "model.parameters": 5, "optimizer.class": "SGD",
             "optimizer.momentum": 0.5}.items() <= run.params.items()
-    assert run.params["optimizer.learning_rate"] == pytest.approx(0.05)
+    assert run.params["optimizer.learning_rate"] == 0.05  # not 0.05000000074505806, Keras' float32
+    assert [r.id for r in lt.search_runs("keras", filter="params.`optimizer.learning_rate` = 0.05")] == [run.id]
     for key in ("loss", "mae", "val_loss", "val_mae"):
         series = run.history(key)
         assert list(series.steps) == [0, 1, 2], key

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import sys
 import tempfile
@@ -62,6 +63,19 @@ __all__ = ["LabtrackCallback"]
 
 # Owned runs whose fit has not reported its end, by run id: fit raised.
 _unfinished: dict[str, Attachment] = {}
+
+
+def _shortest(value: Any) -> Any:
+    """A float that is exactly a float32 (Keras keeps learning rates in float32 variables) as the shortest
+    decimal of that float32: 0.01, not 0.009999999776482582, so that ``params.optimizer.learning_rate = 0.01``
+    finds the run."""
+    if isinstance(value, float) and math.isfinite(value):
+        import numpy  # Keras depends on it
+
+        as32 = numpy.float32(value)
+        if float(as32) == value:
+            return float(str(as32))
+    return value
 
 
 class LabtrackCallback(keras.callbacks.Callback):  # type: ignore[misc]
@@ -113,7 +127,7 @@ class LabtrackCallback(keras.callbacks.Callback):  # type: ignore[misc]
             with safe("read the optimizer config"):
                 config = dict(optimizer.get_config())
                 config.pop("name", None)  # Keras numbers default names ("sgd_3"): not a setting
-                params.update(flatten(config, "optimizer"))
+                params.update({k: _shortest(v) for k, v in flatten(config, "optimizer").items()})
                 params["optimizer.class"] = type(optimizer).__name__
         self._attachment.log_params(params)
 
