@@ -221,6 +221,67 @@ def test_the_mlflow_client_needs_a_labtrack_token_and_a_writer_role_to_write(
         assert out["read_error"] == "UNAUTHENTICATED"
 
 
+LIFECYCLE = """
+import json
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import ViewType
+from mlflow.exceptions import MlflowException
+
+client = MlflowClient()
+out = {}
+with mlflow.start_run() as default_run:  # no experiment set: MLflow's experiment 0
+    mlflow.set_tag("gone", "soon")
+    mlflow.log_metric("m", 1.0)
+out["default"] = [default_run.info.experiment_id, client.get_experiment("0").name]
+client.delete_tag(default_run.info.run_id, "gone")
+client.update_run(default_run.info.run_id, name="renamed")
+kept = client.get_run(default_run.info.run_id)
+out["renamed"] = [kept.info.run_name, "gone" in kept.data.tags, kept.info.status]
+exp = client.create_experiment("lifecycle")
+try:
+    client.create_experiment("lifecycle")
+except MlflowException as exc:
+    out["duplicate"] = exc.error_code
+run = client.create_run(exp, run_name="doomed")
+client.set_terminated(run.info.run_id, "KILLED")
+out["killed"] = client.get_run(run.info.run_id).info.status
+client.delete_run(run.info.run_id)
+out["deleted_run"] = [client.get_run(run.info.run_id).info.lifecycle_stage,
+                      len(client.search_runs([exp])), len(client.search_runs([exp], run_view_type=ViewType.ALL))]
+client.restore_run(run.info.run_id)
+out["restored_run"] = client.get_run(run.info.run_id).info.lifecycle_stage
+client.delete_experiment(exp)
+out["deleted_experiment"] = [client.get_experiment(exp).lifecycle_stage,
+                             [e.name for e in client.search_experiments(view_type=ViewType.DELETED_ONLY)]]
+client.restore_experiment(exp)
+out["experiments"] = sorted(e.name for e in client.search_experiments(filter_string="name LIKE 'life%'"))
+try:
+    client.get_run("0" * 32)
+except MlflowException as exc:
+    out["missing"] = exc.error_code
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_mlflow_manages_experiments_and_runs_through_labtrack(
+        mlflow_env: Mlflow, endpoint: Endpoint, tmp_path: Path) -> None:  # noqa: F811
+    out = _last_json(mlflow_env.run(LIFECYCLE, cwd=tmp_path, env=endpoint.env(Role.ADMIN)))
+    assert out["default"] == ["0", "Default"]
+    assert out["renamed"] == ["renamed", False, "FINISHED"]
+    assert out["duplicate"] == "RESOURCE_ALREADY_EXISTS"
+    assert out["killed"] == "KILLED"
+    assert out["deleted_run"] == ["deleted", 0, 1]
+    assert out["restored_run"] == "active"
+    assert out["deleted_experiment"] == ["deleted", ["lifecycle"]]
+    assert out["experiments"] == ["lifecycle"]
+    assert out["missing"] == "RESOURCE_DOES_NOT_EXIST"
+    client = endpoint.client()
+    assert [e.name for e, _ in client.list_experiments()] == ["Default", "lifecycle"]
+    (renamed,) = client.search_runs("Default")
+    assert renamed.tags["mlflow.runName"] == "renamed" and "gone" not in renamed.tags
+
 # -- MLflow's filter and order_by, in labtrack's terms --------------------------------------------
 
 
@@ -412,3 +473,31 @@ def test_metric_history_pages_through_every_point(served: Any) -> None:
         if not token:
             break
     assert seen == [(i, float(i), 1_700_000_000_000 + i) for i in range(1000)]
+
+
+def test_a_token_limited_to_some_experiments_sees_only_their_runs_through_mlflow(served: Any) -> None:
+    mine, my_run = _run(served, "mine")
+    theirs, their_run = _run(served, "theirs")
+    headers = {"Authorization": f"Bearer {served.token}"}
+    assert httpx.put(f"{served.url}/api/2.0/mlflow-artifacts/artifacts/{theirs}/{their_run}/artifacts/secret.txt",
+                     content=b"secret", headers=headers).status_code == 200
+    limited, _ = served.store.create_token("team-mine", Role.WRITER, experiments=["mine"])
+    headers = {"Authorization": f"Bearer {limited}"}
+    as_limited = {"Authorization": f"Bearer {limited}", "Content-Type": "application/json"}
+    got = httpx.get(served.url + "/api/2.0/mlflow/runs/get", params={"run_id": their_run}, headers=headers)
+    assert (got.status_code, got.json()["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
+    assert httpx.get(served.url + "/api/2.0/mlflow/runs/get", params={"run_id": my_run}, headers=headers).is_success
+    found = httpx.post(served.url + "/api/2.0/mlflow/runs/search", headers=as_limited,
+                       content=json.dumps({"experiment_ids": [mine, theirs]})).json()
+    assert [r["info"]["run_id"] for r in found["runs"]] == [my_run]
+    listed = httpx.post(served.url + "/api/2.0/mlflow/experiments/search", headers=as_limited, content=b"{}").json()
+    assert [e["name"] for e in listed["experiments"]] == ["mine"]
+    secret = httpx.get(f"{served.url}/api/2.0/mlflow-artifacts/artifacts/{theirs}/{their_run}/artifacts/secret.txt",
+                       headers=headers)
+    assert secret.status_code == 404 and b"secret" not in secret.content
+    wrote = httpx.post(served.url + "/api/2.0/mlflow/runs/set-tag", headers=as_limited,
+                       content=json.dumps({"run_id": their_run, "key": "x", "value": "y"}))
+    assert wrote.status_code == 404 and "x" not in served.store.get_run(their_run).tags
+    created = httpx.post(served.url + "/api/2.0/mlflow/runs/create", headers=as_limited,
+                         content=json.dumps({"experiment_id": theirs}))
+    assert created.status_code == 404
