@@ -172,7 +172,7 @@ def secret_values(argv: Iterable[str] | None = None, environ: dict[str, str] | N
     global _secrets_cache
     args = tuple(sys.argv if argv is None else argv)
     env = os.environ if environ is None else environ
-    named = tuple(sorted((k, v) for k, v in env.items() if is_secret_name(k)))
+    named = tuple(sorted((k, v) for k, v in env.items() if _secret_name(k)))
     key = (args, named)
     if _secrets_cache is not None and _secrets_cache[0] == key:
         return _secrets_cache[1]
@@ -187,6 +187,17 @@ def secret_values(argv: Iterable[str] | None = None, environ: dict[str, str] | N
     values = tuple(sorted((v for v in found if len(v) >= _MIN_SECRET), key=len, reverse=True))
     _secrets_cache = (key, values)
     return values
+
+
+_names: dict[str, bool] = {}
+
+
+def _secret_name(name: str) -> bool:
+    """``is_secret_name``, remembered: the environment is looked through at every store of a log."""
+    found = _names.get(name)
+    if found is None:
+        found = _names[name] = is_secret_name(name)
+    return found
 
 
 def _shared(a: str, b: str) -> int:

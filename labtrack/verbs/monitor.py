@@ -4,7 +4,8 @@ live run this process owns and stores their console logs (``labtrack.verbs.conso
 **One thread, however many runs.** ``watch`` (called by ``start_run``) registers a run and starts the
 daemon thread ``labtrack-monitor`` if it is not running; the run's end (a hook of ``labtrack.run.process``,
 called by ``Run.end`` before the end is written, at interpreter exit too) stores the final console log and
-unregisters it; the thread ends when no run is left. A forked child starts with no runs and no thread
+unregisters it; the thread ends one second after the last run ended, unless another run started meanwhile
+(a sweep of quick runs then starts one thread, not one per run: a thread start costs ~0.5 ms). A forked child starts with no runs and no thread
 (its parent's thread does not exist there) and starts its own on its first run.
 
 **System metrics** (setting ``system_metrics``, ``LABTRACK_SYSTEM_METRICS``: seconds, default 10, or
@@ -43,6 +44,7 @@ __all__ = ["FIRST_SAMPLE_AFTER", "monitor_thread", "unwatch", "use_nvml", "watch
 
 FIRST_SAMPLE_AFTER = 1.0  # seconds from a run's start to its first system sample
 _CONSOLE_TICK = 1.0  # seconds between looks at console logs with unsaved output
+_LINGER = 1.0  # seconds the thread waits for another run after the last one ended, before it ends
 
 
 @dataclass
@@ -83,7 +85,7 @@ class _Monitor:
         with self.cond:
             watched = self.runs.pop(run_id, None)
             if watched is not None and not self.runs:
-                self.cond.notify()  # the thread ends
+                self.cond.notify()  # the thread lingers, then ends
         if watched is None or watched.capture is None:
             return
         capture = watched.capture
@@ -106,9 +108,14 @@ class _Monitor:
         primed = False  # the reader's baseline is taken when a run first needs samples
         while True:
             with self.cond:
-                if not self.runs:
-                    self.thread = None
-                    return
+                if not self.runs:  # a sweep's next run usually starts within milliseconds: wait for it
+                    until = time.monotonic() + _LINGER
+                    while not self.runs:
+                        left = until - time.monotonic()
+                        if left <= 0:
+                            self.thread = None
+                            return
+                        self.cond.wait(left)
                 now = time.monotonic()
                 sampling = [w for w in self.runs.values() if w.interval]
                 prime = bool(sampling) and not primed
@@ -122,7 +129,10 @@ class _Monitor:
                     continue
             if prime:
                 primed = True
-                self._reader().start()
+                if self.reader is not None:
+                    self.reader.start()  # a fresh baseline
+                else:
+                    self._reader()
                 continue
             if due:
                 self._sample(due)
@@ -138,6 +148,7 @@ class _Monitor:
             from labtrack.env.usage import UsageReader
 
             self.reader = UsageReader(nvml=self.nvml)
+            self.reader.start()
         return self.reader
 
     def _sample(self, due: list[_Watched]) -> None:
