@@ -71,15 +71,29 @@ def assert_each_ran_once(client: lt.Client, experiment: str, marks: Path, n: int
 # -- a process pool on SQLite ----------------------------------------------------------------------------
 
 
+class CountingPool(ProcessPoolExecutor):
+    """A process pool that counts the tasks it was given."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self.submitted = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.submitted += 1
+        return super().submit(fn, *args, **kwargs)
+
+
 def test_process_pool_runs_each_configuration_once_and_a_second_sweep_skips_them(tmp_path: Path) -> None:
     client = lt.Client(str(tmp_path / "store"))
     marks = tmp_path / "marks"
-    with ProcessPoolExecutor(2) as pool:
+    with CountingPool(2) as pool:
         first = client.sweep(mark, grid(marks), executor=pool, progress=False)
         assert sorted(c["i"] for c in first.ran) == list(range(GRID_SIZE)) and first.complete
         assert_each_ran_once(client, "mark", marks)
+        assert pool.submitted == GRID_SIZE
         second = client.sweep(mark, grid(marks), executor=pool, progress=False)
     assert second.ran == [] and len(second.skipped) == GRID_SIZE and second.complete
+    assert pool.submitted == GRID_SIZE, "no task for a configuration finished before the sweep"
     assert executions(marks) == Counter(range(GRID_SIZE)), "the second sweep executed nothing"
     run = client.search_runs("mark", filter="params.i = 3")[0]
     assert run.load_result() == 9  # the result recorded by the worker process

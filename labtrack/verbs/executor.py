@@ -177,15 +177,16 @@ def check_executor(executor: Any, trial: Trial) -> None:
     ) from error
 
 
-def run_on_executor(executor: Any, tracked: Tracked, configs: list[dict[str, Any]], keys: list[str],
+def run_on_executor(executor: Any, tracked: Tracked, configs: list[dict[str, Any]], keys: list[str], todo: list[int],
                     sweep_id: str, lease: float, poll: float, report: Report) -> None:
-    """Submit a task per configuration, tally what each did, and submit again those another worker held, until
-    every configuration is settled. Ctrl-C cancels the tasks not started yet; those running finish there."""
+    """Submit a task for each configuration of ``todo`` (indexes: those not finished when the sweep started),
+    tally what each did, and submit again those another worker held, until every one is settled. Ctrl-C cancels
+    the tasks not started yet; those running finish there."""
     client = tracked.client()
     remote = tracked.on(StoreSource(portable_location(client), client.settings, client))
-    pending = list(range(len(configs)))
+    pending = list(todo)
     if pending:
-        check_executor(executor, Trial(remote, configs[0], keys[0], sweep_id, lease, 0))
+        check_executor(executor, Trial(remote, configs[pending[0]], keys[pending[0]], sweep_id, lease, 0))
     attempt, told = 0, False
     while pending:
         futures: dict[Future[Outcome], int] = {}

@@ -454,7 +454,10 @@ def sweep(
             if executor is not None:
                 from labtrack.verbs.executor import run_on_executor
 
-                run_on_executor(executor, tracked, all_configs, keys, sweep_id, lease, poll, report)
+                todo = [i for i, key in enumerate(keys) if key not in before]  # no task for what is done
+                for i in (i for i, key in enumerate(keys) if key in before):
+                    report("done", i, "")
+                run_on_executor(executor, tracked, all_configs, keys, todo, sweep_id, lease, poll, report)
             elif workers == 1:
                 _work(tracked, all_configs, keys, sweep_id, lease, poll, report)
             else:
