@@ -96,6 +96,7 @@ MAX_HISTORY = 25_000  # metric points per get-history page (what MLflow's client
 # log-batch's limits, as MLflow's server has them (a client that fits MLflow fits here)
 BATCH_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}
 BATCH_TOTAL = 1000
+HEARTBEAT_EVERY = 5.0  # seconds: how often an MLflow client's requests renew its run's heartbeat
 
 MLFLOW_ROUTES: list[Route] = []
 
@@ -215,7 +216,9 @@ def _write(store: Store, write: RunWrite, record: RunRecord) -> None:
     requests are the sign of life that keeps labtrack from judging the run CRASHED)."""
     store.write([write])
     if record.status is RunStatus.RUNNING and write.end is None:
-        store.heartbeat(record.id, store.now())
+        now = store.now()
+        if now - (record.heartbeat_time or record.start_time) >= HEARTBEAT_EVERY:  # (not a write per request)
+            store.heartbeat(record.id, now)
 
 
 def _tags(items: Any, field: str = "tags") -> dict[str, str]:
