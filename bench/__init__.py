@@ -16,6 +16,7 @@ Layout:
 - ``bench/workloads_mlflow_server.py`` their MLflow side (`mlflow server`), a script like ``workloads_mlflow.py``
 - ``bench.workloads_ui``      the web UI workloads (``ui_*``): pages timed in headless Chromium (Playwright,
                               Debian's browser) against `labtrack ui`, and the browser side of MLflow's UI
+- ``bench.workloads_system``  the cost of system metrics (``system_metrics``): the run monitor thread's CPU time
 - ``bench/workloads_mlflow_ui.py`` the MLflow side of ``ui_table``: `mlflow server` with its UI over 10k runs
 - ``bench.serving``           server processes for both sides: start, wait until ready, memory, stop (stdlib only)
 - ``bench.synthetic``         a store of many runs built by bulk inserts (SQLite or PostgreSQL)

@@ -421,6 +421,32 @@ WORKLOADS: tuple[Workload, ...] = (
         sizes={"full": {"points": 1_000_000, "runs": 10, "steps": 100_000, "keys": 2, "reps": 7},
                "quick": {"points": 300_000, "runs": 10, "steps": 20_000, "keys": 2, "reps": 3}},
     ),
+    Workload(
+        "system_metrics",
+        "system metrics: the run monitor thread on an idle run (psutil; NVML where there is a GPU), console log on",
+        (
+            Row("monitor thread CPU, every 10 s (the default), % of one core", "default_thread_cpu_pct", "%",
+                target=Target("<=", 0.5), mlflow_key="", size_key="n"),
+            Row("monitor thread CPU, every 1 s, % of one core", "fast_thread_cpu_pct", "%", better="none",
+                mlflow_key="", size_key="fast_n"),
+            Row("whole process CPU, system metrics off (the writer's heartbeat), % of one core",
+                "off_process_cpu_pct", "%", better="none", mlflow_key="", size_key="fast_n"),
+            Row("whole process CPU, every 10 s, % of one core", "default_process_cpu_pct", "%", better="none",
+                mlflow_key="", size_key="n"),
+            Row("whole process CPU, every 1 s, % of one core", "fast_process_cpu_pct", "%", better="none",
+                mlflow_key="", size_key="fast_n"),
+            Row("monitor thread CPU per sample (and the console look of the seconds between), every 1 s",
+                "fast_sample_ms", "ms", better="none", mlflow_key="", size_key="fast_n"),
+            Row("monitor thread until its first sample: loading psutil (and NVML), baseline, first reading",
+                "default_first_ms", "ms", better="none", mlflow_key="", size_key=None),
+        ),
+        mlflow=False,
+        labtrack_module="bench.workloads_system",
+        note="system_metrics: the monitor thread's CPU clock (time.pthread_getcpuclockid); each setting in a fresh "
+             "process, timed after the first sample.",
+        sizes={"full": {"seconds_default": 60.0, "seconds_fast": 20.0},
+               "quick": {"seconds_default": 20.0, "seconds_fast": 5.0}},
+    ),
 )
 
 
