@@ -379,3 +379,20 @@ def test_import_labtrack_and_its_command_line_do_not_load_mlflow() -> None:
     code = "import sys, labtrack, labtrack.cli; print('mlflow' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_a_param_changed_at_the_source_is_reported_and_kept_as_imported(sqlite_store: MlflowStore,
+                                                                        target: lt.Client, tmp_path: Path) -> None:
+    import shutil
+    import sqlite3
+
+    import_mlflow(target, sqlite_store.source)
+    edited = tmp_path / "edited.db"  # MLflow never changes a param: only a hand-edited store has one that did
+    shutil.copy(sqlite_store.source.removeprefix("sqlite:///"), edited)
+    with sqlite3.connect(edited) as db:
+        db.execute("UPDATE params SET value = '0.5' WHERE key = 'lr' AND run_uuid = ?", (sqlite_store.ids["parent"],))
+    again = import_mlflow(target, f"sqlite:///{edited}")
+    parent = sqlite_store.ids["parent"][:8]
+    assert again.problems == [f"run {parent}: param 'lr' is '0.01' here but '0.5' at the source: kept '0.01'"]
+    assert target.get_run(sqlite_store.ids["parent"]).params["lr"] == "0.01"
+    assert again.points == 0 and again.runs_new == 0

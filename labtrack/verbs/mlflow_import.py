@@ -34,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 from labtrack.core.errors import ExperimentNotFound, InvalidInput, LabtrackError, StoreError
 from labtrack.core.model import RunStatus
 from labtrack.core.series import Chunk
+from labtrack.core.validation import check_artifact_path
 from labtrack.verbs.importing import ForeignRun, Outcome, RunImport, import_run, stored_artifacts, stored_run
 from labtrack.verbs.runs import RunClient
 
@@ -152,14 +153,20 @@ def _open(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
-def _paged(call: Callable[..., Any], **kwargs: Any) -> Iterator[Any]:
+def _pages(call: Callable[..., Any], **kwargs: Any) -> Iterator[list[Any]]:
+    """The pages of an MLflow search, one request each."""
     token = None
     while True:
         page = call(max_results=_PAGE, page_token=token, **kwargs)
-        yield from page
+        yield list(page)
         token = getattr(page, "token", None)
         if not token:
             return
+
+
+def _paged(call: Callable[..., Any], **kwargs: Any) -> Iterator[Any]:
+    for page in _pages(call, **kwargs):
+        yield from page
 
 
 def import_mlflow(client: RunClient, source: str, *, experiments: Sequence[str] | None = None,
@@ -201,18 +208,21 @@ def _import(client: RunClient, mlflow: Any, display: str, summary: MlflowImport,
             hint = f"; did you mean {' or '.join(repr(n) for n in close)}?" if close else ""
             raise ExperimentNotFound(f"no experiment named {missing[0]!r} in the MLflow store {display}{hint}")
         found = [by_name[n] for n in dict.fromkeys(wanted)]
-    runs: list[tuple[Any, Any]] = []
-    for experiment in found:
-        runs += [(experiment, r) for r in _paged(mlflow.search_runs, experiment_ids=[experiment.experiment_id],
-                                                 run_view_type=view)]
-        summary.experiments += 1
+    done = listed = 0
     with tempfile.TemporaryDirectory(prefix="labtrack-mlflow-") as scratch:
-        for done, (experiment, run) in enumerate(runs, 1):
-            result = _import_one(client, mlflow, display, experiment, run, Path(scratch), dry_run)
-            shutil.rmtree(Path(scratch) / result.run_id, ignore_errors=True)  # this run's downloads are stored
-            summary.add(result)
-            if on_run is not None:
-                on_run(done, len(runs), summary)
+        for experiment in found:
+            summary.experiments += 1
+            # A page of runs at a time (not every run of the store in memory at once).
+            pages = _pages(mlflow.search_runs, experiment_ids=[experiment.experiment_id], run_view_type=view)
+            for page in pages:
+                listed += len(page)
+                for run in page:
+                    result = _import_one(client, mlflow, display, experiment, run, Path(scratch), dry_run)
+                    shutil.rmtree(Path(scratch) / result.run_id, ignore_errors=True)  # stored: not needed now
+                    summary.add(result)
+                    done += 1
+                    if on_run is not None:
+                        on_run(done, listed, summary)
     return summary
 
 
@@ -264,9 +274,15 @@ def _artifacts(client: RunClient, mlflow: Any, mlflow_id: str, run_id: str, know
                dry_run: bool, problems: list[str]) -> list[tuple[Path, str]]:
     """The run's artifact files fetched into ``scratch``, as (local file, artifact path): all of them in one
     download for a new run; for a run imported before, only those whose path is new or whose size changed
-    (a listing first, so a second import downloads nothing that is unchanged)."""
+    (a listing first, so a second import downloads nothing that is unchanged). A listed path that is not a
+    clean relative path is left out before any download, as a problem."""
     try:
-        listing = _listing(mlflow, mlflow_id, None)
+        listing = []
+        for path, size in _listing(mlflow, mlflow_id, None):
+            try:  # checked before anything is downloaded: a path must not lead out of the download directory
+                listing.append((check_artifact_path(path), size))
+            except InvalidInput as exc:
+                problems.append(f"artifact {path!r} left out: {exc}")
         have = stored_artifacts(client, run_id) if known else {}
         wanted = [p for p, size in listing if p not in have or size is None or have[p].size != size]
         if not wanted:
@@ -274,7 +290,7 @@ def _artifacts(client: RunClient, mlflow: Any, mlflow_id: str, run_id: str, know
         if dry_run:  # counted, not downloaded
             return [(scratch / path, path) for path in wanted]
         scratch.mkdir(parents=True, exist_ok=True)
-        if not have:
+        if not have and len(listing) == len(wanted) and not problems:  # a new run: everything, in one download
             root = Path(mlflow.download_artifacts(mlflow_id, "", os.fspath(scratch)))
             return [(root / p, p) for p in wanted if (root / p).is_file()]
         return [(Path(mlflow.download_artifacts(mlflow_id, p, os.fspath(scratch))), p) for p in wanted]
