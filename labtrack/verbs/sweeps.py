@@ -4,7 +4,8 @@
 key (experiment, params, code version, declared inputs) exists, returning the recorded result instead.
 
 ``sweep(fn, grid=...)`` runs every configuration not done yet. Workers — processes started by
-``workers=N``, other ``sweep`` calls on this machine, or on other machines sharing a PostgreSQL store —
+``workers=N``, the tasks of an executor (``executor=``: ``labtrack.verbs.executor``), other ``sweep`` calls on
+this machine, or on other machines sharing a PostgreSQL store or a tracking server —
 cooperate through claims: before running a configuration a worker claims its key atomically in the
 store, with a lease renewed by the run's heartbeat. A claim whose worker died (its lease expired) is
 taken over by another worker, so every configuration runs exactly once and an interrupted sweep resumes
