@@ -119,6 +119,16 @@ def test_the_final_model_is_stored_when_asked_and_loads_back(tmp_path: Path) -> 
     assert loaded.config.hidden_size == 16
 
 
+def test_evaluate_after_training_logs_into_the_active_run_only(tmp_path: Path) -> None:
+    hf = trainer(tmp_path, [LabtrackCallback("eval")])
+    hf.train()
+    hf.evaluate()  # the callback's run ended with train(): nothing to log into
+    assert list(only_run("eval").history("eval_loss").steps) == [SAMPLES // BATCH]
+    with lt.start_run("evaluations") as run:
+        hf.evaluate()
+    assert list(lt.get_run(run.id).history("eval_loss").steps) == [SAMPLES // BATCH]
+
+
 def test_a_train_that_raises_leaves_its_run_to_the_next_train_which_ends_it_failed(tmp_path: Path) -> None:
     callback = LabtrackCallback("boom")
     with pytest.raises(RuntimeError, match="exploded"):
@@ -176,5 +186,5 @@ def test_a_process_of_another_rank_logs_nothing(tmp_path: Path, monkeypatch: pyt
         trainer(tmp_path, [LabtrackCallback("other")]).train()
         monkeypatch.delenv("RANK")
         seen = lt.get_run(run.id)
-        assert seen.params == {} and seen.metrics == {}
+        assert seen.params == {} and [k for k in seen.metrics if not k.startswith("system/")] == []  # labtrack's own
     assert lt.search_runs("other") == []

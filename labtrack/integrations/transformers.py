@@ -12,6 +12,8 @@
 - The run: ``run`` if given, else the active run (left running: ``with labtrack.start_run("exp"):``
   around ``trainer.train()`` is how ``report_to`` users choose the experiment), else a run the callback
   starts under ``experiment`` (default "default"), named ``args.run_name``, and ends when training ends.
+- ``trainer.evaluate()`` outside ``train()`` logs into the active run if there is one (a run the callback
+  started has ended with its training).
 - Only the world process zero logs.
 
 A ``train()`` that raises never reaches ``on_train_end``, so the run it started is still active: an uncaught
@@ -97,9 +99,15 @@ class LabtrackCallback(TrainerCallback):  # type: ignore[misc]
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None,
                **kwargs: Any) -> None:
-        if self._attachment is None or not state.is_world_process_zero or not logs:
+        if not state.is_world_process_zero or not logs or not is_rank_zero():
             return
-        self._attachment.log_metrics(logs, step=state.global_step)
+        if self._attachment is None and self._run is None:  # evaluate() outside train(): into the active run, if any
+            import labtrack
+
+            active = labtrack.active_run()
+            self._attachment = attach(run=active) if active is not None else None
+        if self._attachment is not None:
+            self._attachment.log_metrics(logs, step=state.global_step)
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         attachment = self._attachment
