@@ -260,3 +260,26 @@ def test_the_console_log_setting_is_a_switch(monkeypatch: pytest.MonkeyPatch, tm
 
     monkeypatch.setenv("LABTRACK_CONSOLE_LOG", value)
     assert load_settings(cwd=tmp_path).console_log is expected
+
+
+class Hostile(str):
+    """Text that breaks the capture (a real exception on our side, not a mock of it)."""
+
+    def split(self, *args: object, **kwargs: object) -> list[str]:  # type: ignore[override]
+        raise RuntimeError("hostile text")
+
+
+def test_a_failing_capture_warns_once_and_printing_goes_on(capsys: pytest.CaptureFixture[str]) -> None:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with lt.start_run("broken") as run:
+            print("kept")
+            sys.stdout.write(Hostile("odd\n"))
+            print("after the failure")
+    assert capsys.readouterr().out == "kept\nodd\nafter the failure\n"  # the user saw everything
+    assert [str(w.message) for w in caught if "labtrack" in str(w.message)] == [
+        "labtrack: stopped keeping the console log: RuntimeError: hostile text"]
+    assert console_of(run) == "kept\n"  # what was captured before is stored
+    assert run.status is lt.RunStatus.FINISHED

@@ -234,8 +234,11 @@ class Tee:
     def write(self, text: str) -> int:
         written = self._stream.write(text)  # first: the user sees it even if capturing fails
         if self._captures and isinstance(text, str):
-            for capture in list(self._captures.values()):
-                capture.add(text)
+            try:
+                for capture in list(self._captures.values()):
+                    capture.add(text)
+            except Exception as exc:  # a bug of ours must not break print: stop capturing, say so once
+                _give_up(exc)
         return written
 
     def writelines(self, lines: Iterable[str]) -> None:
@@ -249,6 +252,16 @@ class Tee:
 _lock = threading.RLock()
 _captures: dict[str, Capture] = {}  # run id -> its capture, for every run this process captures
 _handlers: list[Any] = []  # logging handlers pointed at a tee: (handler, original stream)
+
+
+def _give_up(exc: Exception) -> None:
+    with _lock:  # what the captures hold is still stored when their runs end
+        _captures.clear()
+        _uninstall()
+    import warnings
+
+    warnings.warn(f"labtrack: stopped keeping the console log: {type(exc).__name__}: {exc}", RuntimeWarning,
+                  stacklevel=3)
 
 
 def attach(run_id: str, limit: int) -> Capture:
