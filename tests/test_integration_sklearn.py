@@ -301,3 +301,13 @@ def test_load_model_of_a_run_without_a_model_says_so() -> None:
         pass
     with pytest.raises(InvalidInput, match="has no model"):
         labtrack.sklearn.load_model(run)
+
+
+def test_a_search_on_joblibs_threads_records_no_run_for_the_fits_in_its_threads() -> None:
+    import joblib
+
+    with joblib.parallel_backend("threading", n_jobs=2):
+        GridSearchCV(LogisticRegression(), {"C": [0.1, 1.0]}, cv=3).fit(X, Y)
+    found = runs()
+    assert sorted(r.name for r in found if "labtrack.parent" not in r.tags) == ["GridSearchCV"]
+    assert len(found) == 3
