@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -211,11 +212,9 @@ def run_on_executor(executor: Any, tracked: Tracked, configs: list[dict[str, Any
         except BaseException:
             cancelled = sum(1 for future in futures if future.cancel())
             left = sum(1 for future in futures if not future.done())
-            import sys
-
-            # said whether the bar shows or not, as the sweep's own interruption message
-            print(f"labtrack: cancelled {cancelled} task(s) not started yet; {left} already running on the executor "
-                  "finish there (their configurations count as done when they do)", file=sys.stderr)
+            if futures:  # said whether the bar shows or not, as the sweep's own interruption message
+                print(f"labtrack: cancelled {cancelled} task(s) not started yet; {left} already running on the "
+                      "executor finish there (their configurations count as done when they do)", file=sys.stderr)
             raise
         attempt += 1
         if pending:
