@@ -238,6 +238,10 @@ client.delete_tag(default_run.info.run_id, "gone")
 client.update_run(default_run.info.run_id, name="renamed")
 kept = client.get_run(default_run.info.run_id)
 out["renamed"] = [kept.info.run_name, "gone" in kept.data.tags, kept.info.status]
+try:
+    mlflow.start_run(run_id=default_run.info.run_id)  # resuming an ended run
+except MlflowException as exc:
+    out["reopened"] = [exc.error_code, "does not reopen" in str(exc)]
 exp = client.create_experiment("lifecycle")
 try:
     client.create_experiment("lifecycle")
@@ -271,6 +275,7 @@ def test_mlflow_manages_experiments_and_runs_through_labtrack(
     assert out["default"] == ["0", "Default"]
     assert out["renamed"] == ["renamed", False, "FINISHED"]
     assert out["duplicate"] == "RESOURCE_ALREADY_EXISTS"
+    assert out["reopened"] == ["INVALID_PARAMETER_VALUE", True]
     assert out["killed"] == "KILLED"
     assert out["deleted_run"] == ["deleted", 0, 1]
     assert out["restored_run"] == "active"

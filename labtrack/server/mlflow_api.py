@@ -215,10 +215,9 @@ def _write(store: Store, write: RunWrite, record: RunRecord) -> None:
     """One transaction; a RUNNING run's heartbeat renewed too (an MLflow client sends none of its own, so its
     requests are the sign of life that keeps labtrack from judging the run CRASHED)."""
     store.write([write])
-    if record.status is RunStatus.RUNNING and write.end is None:
-        now = store.now()
-        if now - (record.heartbeat_time or record.start_time) >= HEARTBEAT_EVERY:  # (not a write per request)
-            store.heartbeat(record.id, now)
+    if write.end is None and (record.status is RunStatus.CRASHED or (record.status is RunStatus.RUNNING and (
+            store.now() - (record.heartbeat_time or record.start_time) >= HEARTBEAT_EVERY))):  # not one per request
+        store.heartbeat(record.id, store.now())  # (a run a reader had judged CRASHED is RUNNING again)
 
 
 def _tags(items: Any, field: str = "tags") -> dict[str, str]:
