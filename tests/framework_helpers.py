@@ -29,6 +29,8 @@ INSTALL = {
     "optuna": "pip install 'labtrack[optuna]'",
     "mlflow": "pip install 'labtrack[mlflow]'",
     "distributed": "pip install 'labtrack[dask]'",
+    "ipywidgets": "pip install 'labtrack[notebook]'",
+    "ipykernel": "pip install ipykernel",
 }
 
 
