@@ -51,12 +51,10 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from labtrack.core.redact import REDACTED, is_secret_name, redact_argv, redact_text
-
 if TYPE_CHECKING:
     from labtrack.run.handle import Run
 
-__all__ = ["CONSOLE_ARTIFACT", "Capture", "Tee", "attach", "detach", "reset_after_fork", "secret_values"]
+__all__ = ["CONSOLE_ARTIFACT", "Capture", "Tee", "attach", "detach", "redact", "reset_after_fork", "secret_values"]
 
 CONSOLE_ARTIFACT = "labtrack/console.log"
 _BYTES_PER_SECOND = 64 * 1024  # the most a growing log costs in writes, on average
@@ -170,6 +168,8 @@ def secret_values(argv: Iterable[str] | None = None, environ: dict[str, str] | N
     """The literal secrets this process knows of: values ``redact_argv`` takes out of the command line, and
     values of secret-named environment variables; longest first, each at least 6 characters."""
     global _secrets_cache
+    from labtrack.core.redact import REDACTED, redact_argv  # on first use: `import labtrack` stays fast
+
     args = tuple(sys.argv if argv is None else argv)
     env = os.environ if environ is None else environ
     named = tuple(sorted((k, v) for k, v in env.items() if _secret_name(k)))
@@ -196,6 +196,8 @@ def _secret_name(name: str) -> bool:
     """``is_secret_name``, remembered: the environment is looked through at every store of a log."""
     found = _names.get(name)
     if found is None:
+        from labtrack.core.redact import is_secret_name
+
         found = _names[name] = is_secret_name(name)
     return found
 
@@ -212,6 +214,8 @@ def _shared(a: str, b: str) -> int:
 
 def redact(text: str) -> str:
     """The console text as it is stored (see the module docstring)."""
+    from labtrack.core.redact import REDACTED, redact_text
+
     for value in secret_values():
         if value in text:
             text = text.replace(value, REDACTED)
