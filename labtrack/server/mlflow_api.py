@@ -85,7 +85,19 @@ from labtrack.server.mlflow_wire import (
 )
 from labtrack.store.base import Store
 
-__all__ = ["ARTIFACTS", "MLFLOW_PREFIXES", "MLFLOW_ROUTES", "error_response"]
+__all__ = [
+    "API",
+    "ARTIFACTS",
+    "BATCH_LIMITS",
+    "BATCH_TOTAL",
+    "HEARTBEAT_EVERY",
+    "MAX_BODY",
+    "MAX_HISTORY",
+    "MAX_RESULTS",
+    "MLFLOW_PREFIXES",
+    "MLFLOW_ROUTES",
+    "error_response",
+]
 
 API = "/api/2.0/mlflow"
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"

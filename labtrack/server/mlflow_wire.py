@@ -46,6 +46,7 @@ from labtrack.core.validation import check_key
 
 __all__ = [
     "DEFAULT_EXPERIMENT",
+    "NOTE_TAG",
     "RUN_NAME_TAG",
     "USER_TAG",
     "MlflowError",
