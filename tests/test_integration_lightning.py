@@ -185,3 +185,42 @@ def test_a_process_of_another_rank_logs_nothing(monkeypatch: pytest.MonkeyPatch)
         seen = lt.get_run(run.id)
         assert seen.params == {} and [k for k in seen.metrics if not k.startswith("system/")] == []  # labtrack's own
     assert lt.search_runs("other") == []
+
+
+@pytest.mark.parametrize("run_started", ["by rank zero", "before the processes fork"])
+def test_in_distributed_training_only_rank_zero_logs_each_step_once(run_started: str) -> None:
+    """Two real processes (Lightning's ddp_fork over gloo on the CPU), each training half of every batch."""
+    logger = LabtrackLogger("ddp")
+    early = logger.version if run_started == "before the processes fork" else None
+    trainer = pl.Trainer(max_epochs=1, logger=logger, accelerator="cpu", devices=2, strategy="ddp_fork",
+                         log_every_n_steps=1, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers|sync_dist).*")
+        trainer.fit(Tiny(lr=0.1), loader(), loader())
+    lt.flush()
+    run = only_run("ddp")
+    assert list(run.history("train_loss").steps) == [0, 1]  # 4 batches split over 2 ranks, logged once each
+    assert run.params["lr"] == 0.1
+    if early:
+        assert run.id == early
+        assert run.status == "RUNNING"  # the process that started it ends it (at exit, or by ending it)
+        lt.end_run()
+    else:
+        assert run.status == "FINISHED"  # rank zero started it and its finalize ended it
+
+
+def test_a_pickled_logger_logs_into_the_same_run_and_leaves_it_to_its_starter() -> None:
+    """What ddp_spawn does to the logger: the copy in a spawned process gets the run by id, not the handle."""
+    import pickle
+
+    logger = LabtrackLogger("spawned")
+    logger.log_hyperparams({"lr": 0.1})
+    copy = pickle.loads(pickle.dumps(logger))
+    copy.log_metrics({"loss": 0.5}, step=3)
+    copy.finalize("success")
+    run = only_run("spawned")
+    assert (run.id, run.status, run.params) == (logger.version, "RUNNING", {"lr": 0.1})
+    assert list(run.history("loss").steps) == [3]
+    logger.finalize("success")
+    assert only_run("spawned").status == "FINISHED"

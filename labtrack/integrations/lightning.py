@@ -15,6 +15,10 @@
   again after that (``trainer.test`` after ``trainer.fit``) starts a new run; wrap both in
   ``with labtrack.start_run(...)`` to record them in one.
 - Only the process of global rank zero logs (Lightning's ``rank_zero_only`` and the launcher's RANK).
+  Under ``ddp_spawn``/``ddp_fork`` the rank processes are children: rank zero starts the run and ends it in
+  ``finalize`` — unless the run was started before they started (``logger.version`` read in the main
+  process, or a run given or active there): then rank zero logs into it and the main process ends it (at
+  exit, or when the program ends it).
 
 Works with the ``lightning`` package, or ``pytorch_lightning`` when only that one is installed.
 """
@@ -22,6 +26,7 @@ Works with the ``lightning`` package, or ``pytorch_lightning`` when only that on
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +40,7 @@ except ImportError:  # only the older package name installed
     from pytorch_lightning.loggers.logger import Logger as _Logger  # type: ignore[no-redef,assignment]
     from pytorch_lightning.utilities.rank_zero import rank_zero_only  # type: ignore[no-redef,assignment]
 
+import labtrack
 from labtrack import Run, RunStatus
 from labtrack.integrations.base import Attachment, attach, flatten, is_rank_zero, param_value, safe, warn_once
 
@@ -83,6 +89,8 @@ class LabtrackLogger(_Logger):  # type: ignore[misc]
         self._prefix = prefix
         self._store = store
         self._attachment: Attachment | None = None
+        self._attached_in: int | None = None  # the process that attached (a forked rank must not end the run)
+        self._run_id: str | None = None  # the run of the process this logger was pickled in (ddp_spawn)
         self._checkpoint_callback: Any = None
         self._logged_checkpoints: dict[str, float] = {}  # path -> mtime when stored
 
@@ -90,8 +98,24 @@ class LabtrackLogger(_Logger):  # type: ignore[misc]
         """The run's attachment, started on first use; None (after one warning) if no run could be started."""
         if self._attachment is None:
             with safe("start a run"):
-                self._attachment = attach(self._experiment_name, run=self._run, tags=self._tags, store=self._store)
+                run = self._run
+                if run is None and self._run_id is not None:  # in a spawned process: the parent's run
+                    run = labtrack.get_run(self._run_id, store=self._store)
+                self._attachment = attach(self._experiment_name, run=run, tags=self._tags, store=self._store)
+                self._attached_in = os.getpid()
         return self._attachment
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a spawned process (Lightning's ``ddp_spawn``) receives: the run by its id, not this process's
+        handle on it (which holds the store's connections); the store gets the run first, so that the child
+        finds it. The child logs into it and leaves it running: the process that started it ends it."""
+        run = self._attachment.run if self._attachment is not None else self._run
+        if run is not None:
+            with safe("flush the run for a spawned process"):
+                run.flush()
+        state = self.__dict__.copy()
+        state.update(_attachment=None, _run=None, _attached_in=None, _run_id=run.id if run is not None else None)
+        return state
 
     @property
     def experiment(self) -> Run | Any:
@@ -166,7 +190,7 @@ class LabtrackLogger(_Logger):  # type: ignore[misc]
         if self._log_model and self._checkpoint_callback is not None:
             self._log_checkpoints(self._checkpoint_callback)
         attachment = self._attachment
-        if attachment.owned:
+        if attachment.owned and self._attached_in == os.getpid():  # not a forked rank's copy
             attachment.finish(_STATUS.get(status, RunStatus.FINISHED))
             self._attachment = None  # ended: a later fit/test of this logger starts a new run
             self._logged_checkpoints.clear()
