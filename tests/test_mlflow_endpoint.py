@@ -180,6 +180,9 @@ def test_an_unchanged_mlflow_script_records_into_labtrack_and_reads_it_back(
     assert read["downloaded"] == ["a.txt:A", "sub/b.txt:B"]
     assert read["config"] == {"layers": [64, 10]}
     assert read["listed"] == [["config", True], ["model.txt", False], ["plots", True]]
+    served = httpx.get(endpoint.url + "/metrics", headers={"Authorization": f"Bearer {endpoint.tokens[Role.READER]}"})
+    unserved = [line for line in served.text.splitlines() if 'route="/api/2.0/mlflow/{rest:path}"' in line]
+    assert served.status_code == 200 and not unserved  # the scripts used only routes that are served
 
 
 AUTH = """

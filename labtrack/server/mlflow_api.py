@@ -754,6 +754,14 @@ async def _download_proxied(request: Request, store: Store) -> Response:
                              headers={**_DOWNLOAD_HEADERS, "Content-Length": str(item.size)})
 
 
+@_route("POST", API + "/logged-models/search", Role.READER)
+async def _search_logged_models(request: Request, store: Store) -> Response:
+    """SearchLoggedModels: none (labtrack keeps no logged models; MLflow's client asks whenever it resolves a
+    ``runs:/`` artifact URI, and an empty answer is the true one)."""
+    await _message(request)
+    return _ok()
+
+
 # -- everything else MLflow has ----------------------------------------------------------------------
 
 
