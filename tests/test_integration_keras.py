@@ -159,3 +159,18 @@ def test_a_process_of_another_rank_logs_nothing(monkeypatch: pytest.MonkeyPatch)
 def test_a_bad_batch_interval_is_refused_naming_the_field(every: Any) -> None:
     with pytest.raises(ValueError, match="log_every_n_batches"):
         LabtrackCallback(log_every_n_batches=every)
+
+
+def test_without_a_chosen_backend_or_tensorflow_the_import_picks_torch(tmp_path: Path) -> None:
+    """Keras' default backend is TensorFlow, which CI lacks: importing the integration first picks torch."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env["KERAS_HOME"] = str(tmp_path / "keras-home")  # no keras.json naming a backend
+    code = "import labtrack.integrations.keras, keras, os; print(keras.backend.backend(), os.environ.get('KERAS_BACKEND'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    expected = ["tensorflow", "None"] if importlib.util.find_spec("tensorflow") else ["torch", "torch"]
+    assert done.stdout.split() == expected
