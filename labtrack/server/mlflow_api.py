@@ -27,7 +27,6 @@ import os
 import posixpath
 import tempfile
 import uuid
-from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -48,13 +47,10 @@ from labtrack.core.model import (
     Search,
 )
 from labtrack.core.names import run_name
-from labtrack.core.series import Chunk
 from labtrack.core.tokens import Role
 from labtrack.core.validation import (
     check_artifact_path,
     check_key,
-    coerce_param_value,
-    coerce_step,
     coerce_tag_value,
     coerce_timestamp,
 )
@@ -72,16 +68,18 @@ from labtrack.server.mlflow_wire import (
     from_ms,
     int_field,
     lifecycle_of,
-    metric_value,
+    metrics_of,
     mlflow_error,
     number_json,
     page_offset,
     page_token,
+    params_of,
     parse_order_by,
     parse_search_filter,
     run_info_json,
     run_json,
     string_field,
+    tags_of,
 )
 from labtrack.store.base import Store
 
@@ -232,59 +230,6 @@ def _write(store: Store, write: RunWrite, record: RunRecord) -> None:
         store.heartbeat(record.id, store.now())  # (a run a reader had judged CRASHED is RUNNING again)
 
 
-def _tags(items: Any, field: str = "tags") -> dict[str, str]:
-    if items is None:
-        return {}
-    if not isinstance(items, list):
-        raise MlflowError("INVALID_PARAMETER_VALUE", f"'{field}' must be a list of {{key, value}} objects.")
-    out: dict[str, str] = {}
-    for item in items:
-        if not isinstance(item, dict):
-            raise MlflowError("INVALID_PARAMETER_VALUE", f"Each of '{field}' must be a {{key, value}} object.")
-        key = check_key(item.get("key"), "tag key")
-        out[key] = coerce_tag_value(item.get("value", ""), key)
-    return out
-
-
-def _params(items: Any) -> dict[str, Any]:
-    if items is None:
-        return {}
-    if not isinstance(items, list):
-        raise MlflowError("INVALID_PARAMETER_VALUE", "'params' must be a list of {key, value} objects.")
-    out: dict[str, Any] = {}
-    for item in items:
-        if not isinstance(item, dict):
-            raise MlflowError("INVALID_PARAMETER_VALUE", "Each of 'params' must be a {key, value} object.")
-        key = check_key(item.get("key"), "param key")
-        value = item.get("value", "")
-        if not isinstance(value, str):
-            raise MlflowError("INVALID_PARAMETER_VALUE", f"The value of param '{key}' must be a string.")
-        if key in out and out[key] != value:
-            raise MlflowError("INVALID_PARAMETER_VALUE", f"Duplicate parameter keys with different values: '{key}'.")
-        out[key] = coerce_param_value(value, key)
-    return out
-
-
-def _metrics(items: Any, now_ms: int) -> dict[str, Chunk]:
-    if items is None:
-        return {}
-    if not isinstance(items, list):
-        raise MlflowError("INVALID_PARAMETER_VALUE", "'metrics' must be a list of {key, value, timestamp, step}.")
-    chunks: dict[str, Chunk] = defaultdict(Chunk.empty)
-    for item in items:
-        if not isinstance(item, dict):
-            raise MlflowError("INVALID_PARAMETER_VALUE", "Each of 'metrics' must be a {key, value, timestamp, step}.")
-        key = check_key(item.get("key"), "metric key")
-        value = metric_value(item.get("value"), key)
-        step = coerce_step(int_field(item, "step", 0), key)
-        timestamp = coerce_timestamp(from_ms(int_field(item, "timestamp", now_ms)), key)
-        chunk = chunks[key]
-        chunk.steps.append(step)
-        chunk.timestamps.append(timestamp)
-        chunk.values.append(value)
-    return dict(chunks)
-
-
 # -- experiments -----------------------------------------------------------------------------------
 
 
@@ -384,7 +329,7 @@ async def _create_run(request: Request, store: Store) -> Response:
     """CreateRun: a RUNNING run (its name and user kept as the mlflow.runName and mlflow.user tags)."""
     body = await _message(request)
     exp_id = str(string_field(body, "experiment_id", required=False, default="0"))
-    tags = _tags(body.get("tags"))
+    tags = tags_of(body.get("tags"))
     user = string_field(body, "user_id", required=False)
     name = string_field(body, "run_name", required=False) or tags.get(RUN_NAME_TAG)
     start_ms = int_field(body, "start_time")
@@ -492,19 +437,19 @@ def _now_ms() -> int:
 @_route("POST", API + "/runs/log-metric", Role.WRITER)
 async def _log_metric(request: Request, store: Store) -> Response:
     """LogMetric: one point (NaN and ±inf kept exactly)."""
-    return await _logged(request, store, lambda body: RunWrite("", metrics=_metrics([body], _now_ms())))
+    return await _logged(request, store, lambda body: RunWrite("", metrics=metrics_of([body], _now_ms())))
 
 
 @_route("POST", API + "/runs/log-parameter", Role.WRITER)
 async def _log_param(request: Request, store: Store) -> Response:
     """LogParam: params are immutable (another value for a key is INVALID_PARAMETER_VALUE)."""
-    return await _logged(request, store, lambda body: RunWrite("", params=_params([body])))
+    return await _logged(request, store, lambda body: RunWrite("", params=params_of([body])))
 
 
 @_route("POST", API + "/runs/set-tag", Role.WRITER)
 async def _set_tag(request: Request, store: Store) -> Response:
     """SetTag."""
-    return await _logged(request, store, lambda body: RunWrite("", tags=_tags([body])))
+    return await _logged(request, store, lambda body: RunWrite("", tags=tags_of([body])))
 
 
 @_route("POST", API + "/runs/log-batch", Role.WRITER)
@@ -523,8 +468,8 @@ async def _log_batch(request: Request, store: Store) -> Response:
         if total > BATCH_TOTAL:
             raise MlflowError("INVALID_PARAMETER_VALUE", f"A batch logging request can contain at most {BATCH_TOTAL} "
                                                          f"metrics, params and tags in total. Got {total}.")
-        return RunWrite("", params=_params(body.get("params")), tags=_tags(body.get("tags")),
-                        metrics=_metrics(body.get("metrics"), _now_ms()))
+        return RunWrite("", params=params_of(body.get("params")), tags=tags_of(body.get("tags")),
+                        metrics=metrics_of(body.get("metrics"), _now_ms()))
 
     return await _logged(request, store, make)
 

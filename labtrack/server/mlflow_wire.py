@@ -24,6 +24,7 @@ import base64
 import json
 import math
 import re
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +43,8 @@ from labtrack.core.errors import (
 from labtrack.core.filters import And, Compare, Field, InList, IsNull, Like, Node, Not, Or
 from labtrack.core.model import Experiment, Lifecycle, RunRecord, RunStatus
 from labtrack.core.query import OrderTerm
-from labtrack.core.validation import check_key
+from labtrack.core.series import Chunk
+from labtrack.core.validation import check_key, coerce_param_value, coerce_step, coerce_tag_value, coerce_timestamp
 
 __all__ = [
     "DEFAULT_EXPERIMENT",
@@ -59,10 +61,12 @@ __all__ = [
     "int_field",
     "lifecycle_of",
     "metric_value",
+    "metrics_of",
     "mlflow_error",
     "number_json",
     "page_offset",
     "page_token",
+    "params_of",
     "parse_order_by",
     "parse_search_filter",
     "run_info_json",
@@ -70,6 +74,7 @@ __all__ = [
     "run_name_of",
     "status_of",
     "string_field",
+    "tags_of",
     "to_ms",
 ]
 
@@ -177,6 +182,66 @@ def number_json(value: float) -> float | str:
     if math.isinf(value):
         return "Infinity" if value > 0 else "-Infinity"
     return value
+
+
+# -- what a request logs ----------------------------------------------------------------------------
+
+
+def tags_of(items: Any, field: str = "tags") -> dict[str, str]:
+    """MLflow's ``[{key, value}]`` tags, each key and value checked as labtrack checks its own."""
+    if items is None:
+        return {}
+    if not isinstance(items, list):
+        raise MlflowError("INVALID_PARAMETER_VALUE", f"'{field}' must be a list of {{key, value}} objects.")
+    out: dict[str, str] = {}
+    for item in items:
+        if not isinstance(item, dict):
+            raise MlflowError("INVALID_PARAMETER_VALUE", f"Each of '{field}' must be a {{key, value}} object.")
+        key = check_key(item.get("key"), "tag key")
+        out[key] = coerce_tag_value(item.get("value", ""), key)
+    return out
+
+
+def params_of(items: Any) -> dict[str, Any]:
+    """MLflow's ``[{key, value}]`` params (strings), checked; one key twice with two values is refused."""
+    if items is None:
+        return {}
+    if not isinstance(items, list):
+        raise MlflowError("INVALID_PARAMETER_VALUE", "'params' must be a list of {key, value} objects.")
+    out: dict[str, Any] = {}
+    for item in items:
+        if not isinstance(item, dict):
+            raise MlflowError("INVALID_PARAMETER_VALUE", "Each of 'params' must be a {key, value} object.")
+        key = check_key(item.get("key"), "param key")
+        value = item.get("value", "")
+        if not isinstance(value, str):
+            raise MlflowError("INVALID_PARAMETER_VALUE", f"The value of param '{key}' must be a string.")
+        if key in out and out[key] != value:
+            raise MlflowError("INVALID_PARAMETER_VALUE", f"Duplicate parameter keys with different values: '{key}'.")
+        out[key] = coerce_param_value(value, key)
+    return out
+
+
+def metrics_of(items: Any, now_ms: int) -> dict[str, Chunk]:
+    """MLflow's ``[{key, value, timestamp, step}]`` points as a chunk per key (timestamps ms -> s; a point without
+    one is stamped ``now_ms``, without a step is step 0)."""
+    if items is None:
+        return {}
+    if not isinstance(items, list):
+        raise MlflowError("INVALID_PARAMETER_VALUE", "'metrics' must be a list of {key, value, timestamp, step}.")
+    chunks: dict[str, Chunk] = defaultdict(Chunk.empty)
+    for item in items:
+        if not isinstance(item, dict):
+            raise MlflowError("INVALID_PARAMETER_VALUE", "Each of 'metrics' must be a {key, value, timestamp, step}.")
+        key = check_key(item.get("key"), "metric key")
+        value = metric_value(item.get("value"), key)
+        step = coerce_step(int_field(item, "step", 0), key)
+        timestamp = coerce_timestamp(from_ms(int_field(item, "timestamp", now_ms)), key)
+        chunk = chunks[key]
+        chunk.steps.append(step)
+        chunk.timestamps.append(timestamp)
+        chunk.values.append(value)
+    return dict(chunks)
 
 
 # -- experiments and runs --------------------------------------------------------------------------
