@@ -75,11 +75,17 @@ class _Monitor:
         now = time.monotonic()
         with self.cond:
             self.runs[run.id] = _Watched(run, interval, now + min(FIRST_SAMPLE_AFTER, interval), capture)
-            if self.thread is None:
+            if self.thread is not None:
+                self.cond.notify()
+                return
+            try:
                 self.thread = threading.Thread(target=self._loop, name="labtrack-monitor", daemon=True)
                 self.thread.start()
-            else:
-                self.cond.notify()
+            except BaseException:  # no thread (the process is at its thread limit): no tee left behind
+                self.thread = None
+                self.runs.pop(run.id, None)
+                console.detach(run.id)
+                raise
 
     def unwatch(self, run_id: str, status: RunStatus | None = None, error: Mapping[str, str] | None = None) -> None:
         with self.cond:
