@@ -32,7 +32,7 @@ EXTRAS_DIR = VENV / "extras"  # not on the venv's sys.path: see ensure_extras
 # What `mlflow server` imports that mlflow-skinny lacks, with the bounds the full `mlflow` package gives them.
 # Not huey: the server workloads run it without its job runner (MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false).
 SERVER_EXTRAS = [("Flask<4", "flask"), ("Flask-CORS<7", "flask_cors"), ("graphene<4", "graphene"),
-                 ("aiohttp>=3.7.0,<4", "aiohttp")]
+                 ("aiohttp>=3.7.0,<4", "aiohttp"), ("numpy", "numpy")]  # numpy: mlflow.gateway, at start-up
 SERVER_EXTRAS_DIR = VENV / "server-extras"
 _PROBE = "import mlflow, sqlalchemy, alembic, mlflow.store.tracking.sqlalchemy_store; print(mlflow.__version__)"
 
