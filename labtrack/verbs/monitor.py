@@ -64,6 +64,7 @@ class _Monitor:
         self.reader: UsageReader | None = None  # kept between threads: psutil and NVML are loaded once
         self.nvml: Any = None  # a test's NVML double (``use_nvml``)
         self.warned: set[str] = set()
+        self.wake_at = 0.0  # when the thread wakes up next (monotonic); 0: at the next notify
 
     def watch(self, run: Run) -> None:
         settings = run.settings
@@ -74,9 +75,12 @@ class _Monitor:
             return
         now = time.monotonic()
         with self.cond:
-            self.runs[run.id] = _Watched(run, interval, now + min(FIRST_SAMPLE_AFTER, interval), capture)
+            watched = self.runs[run.id] = _Watched(run, interval, now + min(FIRST_SAMPLE_AFTER, interval), capture)
             if self.thread is not None:
-                self.cond.notify()
+                need = min(watched.next_sample if interval else now + 3600.0,
+                           now + _CONSOLE_TICK if capture is not None else now + 3600.0)
+                if need < self.wake_at:  # the thread would sleep past this run's first need (or lingers)
+                    self.cond.notify()
                 return
             try:
                 self.thread = threading.Thread(target=self._loop, name="labtrack-monitor", daemon=True)
@@ -88,10 +92,8 @@ class _Monitor:
                 raise
 
     def unwatch(self, run_id: str, status: RunStatus | None = None, error: Mapping[str, str] | None = None) -> None:
-        with self.cond:
+        with self.cond:  # the thread finds out at its next wake-up, then lingers and ends
             watched = self.runs.pop(run_id, None)
-            if watched is not None and not self.runs:
-                self.cond.notify()  # the thread lingers, then ends
         if watched is None or watched.capture is None:
             return
         capture = watched.capture
@@ -116,6 +118,7 @@ class _Monitor:
             with self.cond:
                 if not self.runs:  # a sweep's next run usually starts within milliseconds: wait for it
                     until = time.monotonic() + _LINGER
+                    self.wake_at = 0.0  # any new run wakes the thread
                     while not self.runs:
                         left = until - time.monotonic()
                         if left <= 0:
@@ -131,6 +134,7 @@ class _Monitor:
                     wake = min((w.next_sample for w in sampling), default=now + 3600.0)
                     if any(w.capture is not None for w in self.runs.values()):
                         wake = min(wake, now + _CONSOLE_TICK)
+                    self.wake_at = wake
                     self.cond.wait(max(0.0, wake - now))
                     continue
             if prime:
@@ -182,6 +186,7 @@ class _Monitor:
         self.cond = threading.Condition(threading.Lock())
         self.runs = {}
         self.thread = None
+        self.wake_at = 0.0
         self.reader = None  # its NVML handles and counters are the parent's
 
 
