@@ -168,9 +168,16 @@ class Attachment:
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log the numeric values of ``metrics`` (others are left out) at ``step``; never raises."""
         numbers = {str(k): v for k, v in ((k, number(v)) for k, v in metrics.items()) if v is not None}
-        if numbers:
-            with safe("log metrics"):
-                self.run.log_metrics(numbers, step=step)
+        if not numbers:
+            return
+        try:
+            self.run.log_metrics(numbers, step=step)
+        except InvalidInput:  # one bad key refuses the whole call: log the others one by one
+            for key, value in numbers.items():
+                with safe(f"log metric {key!r}"):
+                    self.run.log_metric(key, value, step=step)
+        except (labtrack.LabtrackError, ValueError, TypeError, OSError) as exc:
+            warn_once("safe:log metrics", f"could not log metrics ({type(exc).__name__}: {exc}); training goes on")
 
     def finish(self, status: RunStatus | str = RunStatus.FINISHED) -> None:
         """End the run if this attachment started it; a run that was active before is left running."""
