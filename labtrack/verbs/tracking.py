@@ -31,6 +31,7 @@ from labtrack.verbs.runs import RunClient
 if TYPE_CHECKING:
     from labtrack.core.checks import DoctorReport, Reproduction, Verdict
     from labtrack.core.diff import RunDiff
+    from labtrack.verbs.mlflow_import import MlflowImport
     from labtrack.verbs.runlist import RunList
     from labtrack.verbs.sweeps import SweepResult, TrackedFunction
 
@@ -53,6 +54,7 @@ __all__ = [
     "find_run",
     "flush",
     "get_run",
+    "import_mlflow",
     "list_experiments",
     "log_artifact",
     "log_artifacts",
@@ -389,6 +391,17 @@ class DefaultClient:
 
     def __call__(self) -> RunClient:
         return client(self.store)
+
+
+def import_mlflow(source: str, *, experiments: Sequence[str] | None = None, include_deleted: bool = False,
+                  dry_run: bool = False, store: str | None = None) -> MlflowImport:
+    """Import an MLflow store (an ``mlruns`` directory, a database URL or a server URL) into the store:
+    every experiment (or those named), run, param, metric history, tag and artifact; importing again adds
+    only what is new. Needs ``pip install 'labtrack[mlflow]'``. As ``labtrack import mlflow SOURCE``."""
+    from labtrack.verbs.mlflow_import import import_mlflow as run_import
+
+    return run_import(client(store), source, experiments=experiments, include_deleted=include_deleted,
+                      dry_run=dry_run)
 
 
 def diff(a: Run | str, b: Run | str, *, store: str | None = None) -> RunDiff:
