@@ -53,6 +53,10 @@ def isolated_labtrack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     monkeypatch.setenv("LABTRACK_SPOOL_DIR", str(tmp_path / "spools"))
     # A database store's default artifact directory is in the user's data directory: here, the test's.
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    # System metrics sample on a clock: on a loaded machine a run lasting over a second would get system/ series
+    # that tests asserting a run's exact metrics do not expect. Their own tests (test_system_metrics.py) switch
+    # them on; subprocesses inherit this through python_env.
+    monkeypatch.setenv("LABTRACK_SYSTEM_METRICS", "off")
     _reset_labtrack()
     yield work
     _reset_labtrack()
@@ -225,7 +229,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytes
 def python_env() -> dict[str, str]:
     """Environment for subprocesses that import labtrack from this checkout."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("LABTRACK_") or k.startswith("LABTRACK_TEST") or k == "LABTRACK_SPOOL_DIR"}
+           if not k.startswith("LABTRACK_") or k.startswith("LABTRACK_TEST")
+           or k in ("LABTRACK_SPOOL_DIR", "LABTRACK_SYSTEM_METRICS")}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 

@@ -300,7 +300,9 @@ def test_a_write_that_fails_for_want_of_space_leaves_no_temp_file_and_loses_noth
     lt.set_store(store)
     run = lt.get_run(lines[2].removeprefix("run: "))
     assert run.status is lt.RunStatus.FINISHED and run.metrics == {"before": 1.0, "after": 2.0}
-    assert run.artifacts == []
+    # Only the console log (what the child printed, the refusal included): the file that did not fit is not there.
+    assert [a.path for a in run.artifacts] == ["labtrack/console.log"]
+    assert "refused: local_path" in run.open_artifact("labtrack/console.log").read().decode()
 
 
 def test_stale_temporary_blobs_are_removed_when_the_store_opens(tmp_path: Path) -> None:

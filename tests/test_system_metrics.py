@@ -137,7 +137,8 @@ def test_the_setting_takes_seconds_or_off(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert load_settings(cwd=tmp_path).system_metrics == seconds
 
 
-def test_the_default_is_every_ten_seconds(tmp_path: Path) -> None:
+def test_the_default_is_every_ten_seconds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("LABTRACK_SYSTEM_METRICS")  # conftest switches it off for the other tests
     assert load_settings(cwd=tmp_path).system_metrics == 10.0
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from rich.text import Text
 from labtrack.core.aggregate import Grouping
 from labtrack.core.checks import DoctorReport, Reproduction, Verdict
 from labtrack.core.diff import RunDiff
+from labtrack.core.html import show
 from labtrack.core.inert import visible
 from labtrack.core.model import ArtifactInfo, Collected, Experiment, Recovery, RunStatus, StoreCheck
 from labtrack.core.tokens import TokenInfo
@@ -117,15 +117,8 @@ def fmt_duration(start: float, end: float | None) -> str:
 
 
 def fmt_value(value: Any, digits: int = 6) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return f"{value:.{digits}g}"
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False)
+    """A value as the tables show it (the notebook's HTML tables show it the same way)."""
+    return show(value, digits)
 
 
 def status_text(status: RunStatus) -> Text:
