@@ -266,3 +266,14 @@ def test_compare_puts_the_environment_difference_first_and_highlights_what_chang
     tab.wait_for_selector(".card.chart[data-key='acc'][data-state='drawn']")
     legend = tab.inner_text(".card.chart[data-key='acc'] .u-legend")
     assert "torch-old" in legend and "torch-new" in legend
+
+
+def test_the_run_link_mlflows_client_prints_opens_the_run_page(tab: Any, site: Site) -> None:
+    """MLflow's client, logging through the MLflow-compatible endpoint, prints "View run at
+    http://host/#/experiments/<id>/runs/<run id>": the fragment never reaches the server, the page follows it."""
+    tab.goto(f"{site.url}/#/experiments/1/runs/{site.seeded.best}")
+    tab.wait_for_url(re.compile(rf"/run/{site.seeded.best}$"))
+    assert site.seeded.best in tab.content() and "FINISHED" in tab.text_content("h1")
+    tab.goto(f"{site.url}/#/experiments/1/runs/not-a-run-id")  # anything else stays on the experiments page
+    assert tab.query_selector("#experiments") is not None
+

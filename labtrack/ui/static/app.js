@@ -165,6 +165,13 @@ function completion(input) {
   });
 }
 
+// -- MLflow's links: its client prints "View run at http://host/#/experiments/<id>/runs/<run id>" -------------
+function followMlflowLink() {
+  const link = /^#\/experiments\/\d+\/runs\/([0-9a-f]{32})(?:[/?].*)?$/.exec(location.hash);
+  if (link && location.pathname === "/") location.replace("/run/" + link[1]);
+}
+followMlflowLink();
+
 // -- wiring -------------------------------------------------------------------------------------------------
 function init(root) {
   syncRows(root);
