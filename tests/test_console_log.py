@@ -283,3 +283,27 @@ def test_a_failing_capture_warns_once_and_printing_goes_on(capsys: pytest.Captur
         "labtrack: stopped keeping the console log: RuntimeError: hostile text"]
     assert console_of(run) == "kept\n"  # what was captured before is stored
     assert run.status is lt.RunStatus.FINISHED
+
+
+LABTRACK_TOKEN = "lt_q7w8e9r0t1_" + "Kp3_-" * 8 + "xyz"  # the server's token format (labtrack.core.tokens)
+
+
+@pytest.mark.parametrize(
+    ("printed", "kept"),
+    [
+        (f"token: {LABTRACK_TOKEN}", "token: [REDACTED]"),
+        (f"created {LABTRACK_TOKEN} (shown once)", "created [REDACTED] (shown once)"),
+        ("headers={'Authorization': 'Bearer opaque0token99'}", "'Authorization': 'Bearer [REDACTED]'"),
+        ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "Authorization: Basic [REDACTED]"),
+        ("db at postgresql://bob:s3cretpw@db.internal/x", "postgresql://[REDACTED]@db.internal/x"),
+        ("AWS_ACCESS_KEY_ID AKIAIOSFODNN7EXAMPLE", "AWS_ACCESS_KEY_ID [REDACTED]"),
+    ],
+    ids=["labtrack-token", "labtrack-token-in-prose", "bearer-header", "basic-header", "database-url", "aws-key"],
+)
+def test_secrets_printed_by_the_users_code_are_redacted_in_the_stored_log(printed: str, kept: str) -> None:
+    with lt.start_run("secrets") as run:
+        print(printed)
+    log = console_of(run)
+    assert log is not None and kept in log, log
+    for secret in (LABTRACK_TOKEN, "opaque0token99", "dXNlcjpwYXNzd29yZA", "s3cretpw", "AKIAIOSFODNN7EXAMPLE"):
+        assert secret not in log

@@ -12,6 +12,7 @@ OPENAI = "sk-proj-" + "Ab3" * 10
 HF = "hf_" + "x" * 34
 SLACK = "xoxb-123456789012-abcdefghijkl"
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+LABTRACK = "lt_a1b2c3d4e5_" + "Zx9-_" * 8 + "abc"  # labtrack's own server tokens (core.tokens)
 
 
 @pytest.mark.parametrize(
@@ -46,9 +47,9 @@ def test_redact_argv(argv: list[str], expected: list[str]) -> None:
 @pytest.mark.parametrize(
     ("secret",), [(AWS,), (GHP,), ("github_pat_" + "B" * 30,), ("glpat-" + "c" * 20,), (OPENAI,),
                   ("sk-ant-api03-" + "d" * 30,), ("sk_live_" + "e" * 24,), (HF,), (SLACK,),
-                  ("AIza" + "f" * 35,), (JWT,)],
+                  ("AIza" + "f" * 35,), (JWT,), (LABTRACK,)],
     ids=["aws", "github", "github-pat", "gitlab", "openai", "anthropic", "stripe", "huggingface", "slack",
-         "google", "jwt"],
+         "google", "jwt", "labtrack"],
 )
 def test_known_token_formats_are_redacted_anywhere(secret: str) -> None:
     text = f"before {secret} after"
@@ -69,9 +70,14 @@ def test_known_token_formats_are_redacted_anywhere(secret: str) -> None:
         ("git clone https://user:pw@github.com/a/b", f"git clone https://{REDACTED}@github.com/a/b"),
         ("ssh://git@github.com/a/b", "ssh://git@github.com/a/b"),
         ("nothing to see here", "nothing to see here"),
+        ("Authorization: Bearer abc123.def-456_ghi", f"Authorization: Bearer {REDACTED}"),
+        ('curl -H "authorization: bearer opaque0token99"', f'curl -H "authorization: bearer {REDACTED}"'),
+        ("Authorization: Basic dXNlcjpwYXNzd29yZA==", f"Authorization: Basic {REDACTED}"),
+        ("bearer of bad news", "bearer of bad news"),
     ],
     ids=["quoted-assignment", "yaml", "json", "env-export", "code-call-kept", "attribute-kept", "pad-token-kept",
-         "max-tokens-kept", "url", "ssh-user-kept", "plain"],
+         "max-tokens-kept", "url", "ssh-user-kept", "plain", "bearer-header", "bearer-in-curl", "basic-header",
+         "bearer-prose-kept"],
 )
 def test_redact_text(text: str, expected: str) -> None:
     assert redact_text(text) == expected

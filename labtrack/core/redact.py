@@ -6,7 +6,9 @@ any of them may carry a secret. Three rules, applied by :func:`redact_text` anyw
 1. **Known token formats** are replaced by ``[REDACTED]`` wherever they appear: AWS access key ids
    (``AKIA…``/``ASIA…``), GitHub (``ghp_…``, ``github_pat_…``), GitLab (``glpat-…``), OpenAI and
    Anthropic (``sk-…``), Stripe (``sk_live_…``), Hugging Face (``hf_…``), Slack (``xoxb-…``), Google API
-   keys (``AIza…``), JSON Web Tokens (``eyJ….eyJ….…``) and PEM private-key blocks.
+   keys (``AIza…``), JSON Web Tokens (``eyJ….eyJ….…``), labtrack's own server tokens (``lt_<id>_<secret>``),
+   the credential of an HTTP ``Bearer``/``Basic`` authorization (``Authorization: Bearer …``: the scheme
+   is kept, the credential replaced — opaque tokens have no format of their own) and PEM private-key blocks.
 2. **Credentials in URLs**: ``scheme://user:password@host`` keeps the scheme and host only.
 3. **Secret-named assignments**: in ``name=value`` / ``name: value`` where the name *ends* with a secret
    word (``password``, ``secret``, ``token``, ``api_key``, ``access_key``, ``private_key``, ``auth``,
@@ -56,8 +58,11 @@ _TOKEN_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
         r"\bxox[abposr]-[A-Za-z0-9\-]{10,}",  # Slack
         r"\bAIza[0-9A-Za-z_\-]{35}",  # Google API keys
         r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",  # JWT
+        r"\blt_[a-z0-9]{10}_[A-Za-z0-9_\-]{43}",  # labtrack server tokens (labtrack.core.tokens)
     )
 )
+# An HTTP authorization credential after its scheme; 8+ characters, so that prose ("bearer of news") stays.
+_AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/\-]{8,}=*")
 
 # scheme://userinfo@ — userinfo may not contain '/', '@' or whitespace.
 _URL_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)([^/\s@]+)@")
@@ -142,6 +147,7 @@ def redact_text(text: str) -> str:
         text = _PEM.sub("-----BEGIN PRIVATE KEY----- " + REDACTED, text)
     for pattern in _TOKEN_PATTERNS:
         text = pattern.sub(REDACTED, text)
+    text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     if "://" in text:
         text = _redact_url_userinfo(text)
     return _ASSIGNMENT.sub(_redact_assignment, text)
