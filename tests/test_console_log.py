@@ -307,3 +307,24 @@ def test_secrets_printed_by_the_users_code_are_redacted_in_the_stored_log(printe
     assert log is not None and kept in log, log
     for secret in (LABTRACK_TOKEN, "opaque0token99", "dXNlcjpwYXNzd29yZA", "s3cretpw", "AKIAIOSFODNN7EXAMPLE"):
         assert secret not in log
+
+
+LONG_LINE = """
+import sys
+from labtrack.verbs.console import Capture
+capture = Capture(limit=1 << 24)
+for _ in range(400_000):  # a 4 MB line printed ten characters at a time, as progress dots are
+    capture.add("." * 10)
+capture.add("\\n")
+print(len(capture.text()))
+"""
+
+
+def test_a_long_line_printed_a_little_at_a_time_is_kept_whole_in_linear_time(python_env: dict[str, str]) -> None:
+    # Not a speed target (those live in the benchmark) but a complexity guard: when every write copied the
+    # line so far, this took about three minutes, stalling the training that printed; appended in place it
+    # takes well under a second. The timeout only stops a regression from hanging the suite.
+    done = subprocess.run([sys.executable, "-c", LONG_LINE], env=python_env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(4_000_001)

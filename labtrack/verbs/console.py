@@ -69,7 +69,10 @@ class Capture:
         self.lock = threading.RLock()  # RLock: a signal handler that prints can run inside ``add``
         self._done = io.StringIO()  # complete lines
         self._done_size = 0
-        self._line = ""  # the line being written
+        # The line being written, appended in place: a long line printed a few characters at a time
+        # (``print(".", end="")``) costs linear time, not a copy of the whole line per write.
+        self._line = io.StringIO()
+        self._line_size = 0
         self._return = False  # a \r was written: the next text replaces the line
         self.cut = False
         self.changes = 0  # grows with every write
@@ -92,9 +95,14 @@ class Capture:
                         return
                 if segment:
                     self._feed(segment)
-            if self._done_size + len(self._line) > self.limit:
+            if self._done_size + self._line_size > self.limit:
                 self.cut = True
-                self._line = ""
+                self._clear_line()
+
+    def _clear_line(self) -> None:
+        self._line.seek(0)
+        self._line.truncate()
+        self._line_size = 0
 
     def _feed(self, segment: str) -> None:
         pieces = segment.split("\r")
@@ -102,12 +110,16 @@ class Capture:
             if j:
                 self._return = True
             if piece:
-                self._line = piece if self._return else self._line + piece
+                if self._return:
+                    self._clear_line()
+                self._line.write(piece)
+                self._line_size += len(piece)
                 self._return = False
 
     def _end_line(self) -> None:
-        line = self._line + "\n"
-        self._line, self._return = "", False
+        line = self._line.getvalue() + "\n"
+        self._clear_line()
+        self._return = False
         if self._done_size + len(line) > self.limit:
             self.cut = True
             return
@@ -116,12 +128,12 @@ class Capture:
 
     @property
     def empty(self) -> bool:
-        return self._done_size == 0 and not self._line and not self.cut
+        return self._done_size == 0 and not self._line_size and not self.cut
 
     def text(self) -> str:
         """What was captured (unredacted), with the cut-off marker if the cap was reached."""
         with self.lock:
-            text = self._done.getvalue() + self._line
+            text = self._done.getvalue() + self._line.getvalue()
             if self.cut:
                 mb = self.limit / (1 << 20)
                 text += (f"{'' if not text or text.endswith(chr(10)) else chr(10)}[labtrack: the console output "
