@@ -509,3 +509,48 @@ def test_a_token_limited_to_some_experiments_sees_only_their_runs_through_mlflow
     created = httpx.post(served.url + "/api/2.0/mlflow/runs/create", headers=as_limited,
                          content=json.dumps({"experiment_id": theirs}))
     assert created.status_code == 404
+
+
+def test_a_readers_search_body_over_a_mebibyte_is_refused_before_it_is_decoded(tmp_path: Path) -> None:
+    # A reader's token could otherwise post 16 MiB of JSON (hundreds of MB once decoded) to a search, many at once.
+    with serve_in_thread(str(tmp_path / "store"), role=Role.READER) as reader:
+        headers = {"Authorization": f"Bearer {reader.token}", "Content-Type": "application/json"}
+        body = json.dumps({"experiment_ids": ["1"] * 300_000}).encode()  # 2 MiB
+        for path in ("runs/search", "experiments/search"):
+            answer = httpx.post(f"{reader.url}/api/2.0/mlflow/{path}", headers=headers, content=body)
+            assert (answer.status_code, answer.json()["error_code"]) == (413, "INVALID_PARAMETER_VALUE"), answer.text
+            assert "1 MiB" in answer.json()["message"]
+        small = httpx.post(f"{reader.url}/api/2.0/mlflow/runs/search", headers=headers,
+                           content=json.dumps({"experiment_ids": ["1"] * 10}).encode())
+        assert small.status_code == 200
+
+
+class _CountingSlots:
+    """The server's real write-slot semaphore, counting the requests that held it (a spy: the slots still limit)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.entered: list[str] = []
+
+    async def __aenter__(self) -> None:
+        await self.inner.acquire()
+        self.entered.append("slot")
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.inner.release()
+
+
+def test_mlflow_writes_and_searches_are_decoded_and_applied_holding_a_write_slot(served: Any) -> None:
+    exp, run_id = _run(served)
+    slots = _CountingSlots(served.app.state.write_slots)
+    served.app.state.write_slots = slots
+    metrics = [{"key": "loss", "value": 1.0, "timestamp": 1_700_000_000_000, "step": i} for i in range(10)]
+    calls = [("runs/log-batch", {"run_id": run_id, "metrics": metrics}), ("runs/log-metric", {
+        "run_id": run_id, "key": "acc", "value": 0.5, "timestamp": 1_700_000_000_000}),
+        ("runs/search", {"experiment_ids": [exp]}), ("runs/create", {"experiment_id": exp})]
+    for path, body in calls:
+        assert _post(served, path, body).status_code == 200, path
+    assert len(slots.entered) == len(calls)
+    get = httpx.get(served.url + "/api/2.0/mlflow/runs/get", params={"run_id": run_id},
+                    headers={"Authorization": f"Bearer {served.token}"})
+    assert get.status_code == 200 and len(slots.entered) == len(calls), "a GET has no body: it takes no slot"

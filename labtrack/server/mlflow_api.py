@@ -91,6 +91,7 @@ __all__ = [
     "HEARTBEAT_EVERY",
     "MAX_BODY",
     "MAX_HISTORY",
+    "MAX_READ_BODY",
     "MAX_RESULTS",
     "MLFLOW_PREFIXES",
     "MLFLOW_ROUTES",
@@ -101,6 +102,7 @@ API = "/api/2.0/mlflow"
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 MLFLOW_PREFIXES = ("/api/2.0/mlflow", "/api/3.0/mlflow")  # (the first covers /api/2.0/mlflow-artifacts too)
 MAX_BODY = 16 * 1024 * 1024  # a JSON request: log-batch holds at most 1000 metrics, 100 params, 100 tags
+MAX_READ_BODY = 1024 * 1024  # a reader's JSON request (a search): a filter, a few ids, an ordering
 MAX_RESULTS = 50_000  # runs per search page, as MLflow
 MAX_HISTORY = 25_000  # metric points per get-history page (what MLflow's client asks for)
 # log-batch's limits, as MLflow's server has them (a client that fits MLflow fits here)
@@ -124,10 +126,21 @@ def _ok(value: dict[str, Any] | None = None) -> Response:
     return Response(json.dumps(value or {}, allow_nan=False), media_type="application/json")
 
 
-def _route(method: str, path: str, role: Role, name: str | None = None) -> Callable[[Handler], Handler]:
+def _route(method: str, path: str, role: Role, name: str | None = None, *,
+           reads_body: bool = True) -> Callable[[Handler], Handler]:
+    """Register ``handler``; a POST's JSON body (at most ``body`` bytes: ``MAX_BODY`` for writes, ``MAX_READ_BODY``
+    for a reader's searches) is read first, then decoded and handled holding one of the server's write slots
+    (``app.state.write_slots``, the labtrack API's ``/write`` takes the same): a decoded body can be a hundred
+    times its bytes, so many at once must not be — whoever sends them, even a reader."""
+    most = MAX_READ_BODY if role is Role.READER else MAX_BODY
+
     def register(handler: Handler) -> Handler:
         async def guarded(request: Request, store: Store) -> Response:
             try:
+                if request.method == "POST" and reads_body:
+                    request.state.mlflow_body = await _read_body(request, most)
+                    async with request.app.state.write_slots:
+                        return await handler(request, store)
                 return await handler(request, store)
             except MlflowError as exc:
                 return error_response(exc)
@@ -150,20 +163,22 @@ def _call(fn: Callable[..., Any], *args: Any) -> Any:
     return run_in_threadpool(fn, *args)
 
 
-async def _message(request: Request) -> dict[str, Any]:
-    """The request's fields: the query of a GET, the JSON object of a POST (MLflow's client sends both so)."""
-    if request.method == "GET":
-        return dict(request.query_params)
+async def _read_body(request: Request, most: int) -> bytes:
+    """A POST's JSON body as bytes, refused past ``most`` (before the rest is read) or if it is not JSON."""
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media != "application/json":
         raise MlflowError("INVALID_PARAMETER_VALUE", f"Content-Type {media or 'missing'!r}: send application/json.")
     size, parts = 0, []
     async for piece in request.stream():
         size += len(piece)
-        if size > MAX_BODY:
-            raise MlflowError("INVALID_PARAMETER_VALUE", f"The request body is larger than {MAX_BODY // 2**20} MiB.", 413)
+        if size > most:
+            shown = f"{most // 2**20} MiB" if most >= 2**20 else f"{most // 1024} KiB"
+            raise MlflowError("INVALID_PARAMETER_VALUE", f"The request body is larger than {shown}.", 413)
         parts.append(piece)
-    raw = b"".join(parts)
+    return b"".join(parts)
+
+
+def _decoded(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
@@ -173,6 +188,14 @@ async def _message(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise MlflowError("MALFORMED_REQUEST", "The request body must be a JSON object.")
     return body
+
+
+async def _message(request: Request) -> dict[str, Any]:
+    """The request's fields: the query of a GET, the JSON object of a POST (MLflow's client sends both so),
+    decoded in the thread pool (16 MiB of JSON is most of a second of work: not on the event loop)."""
+    if request.method == "GET":
+        return dict(request.query_params)
+    return dict(await _call(_decoded, request.state.mlflow_body))
 
 
 # -- lookups ---------------------------------------------------------------------------------------
@@ -721,4 +744,5 @@ async def _not_served(request: Request, store: Store) -> Response:
 for _prefix in MLFLOW_PREFIXES:
     for _method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
         _route(_method, _prefix + "/{rest:path}", Role.READER,
-               f"mlflow_not_served_{_prefix.split('/')[2].replace('.', '_')}_{_method.lower()}")(_not_served)
+               f"mlflow_not_served_{_prefix.split('/')[2].replace('.', '_')}_{_method.lower()}",
+               reads_body=False)(_not_served)
