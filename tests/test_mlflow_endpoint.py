@@ -20,6 +20,7 @@ from server_helpers import ServerProcess, serve_in_thread, start_server_process
 
 import labtrack
 from labtrack.core.filters import And, Compare, Field, InList, IsNull, Like, Not, Or
+from labtrack.core.model import Search
 from labtrack.core.query import OrderTerm
 from labtrack.core.tokens import Role
 from labtrack.server.mlflow_wire import MlflowError, parse_order_by, parse_search_filter
@@ -405,6 +406,18 @@ def _run(served: Any, experiment: str = "attacks") -> tuple[str, str]:
     ("the model registry", "registered-models/create", {"name": "m"}, 404, "ENDPOINT_NOT_FOUND"),
     ("logged models", "logged-models", {"experiment_id": "EXP"}, 404, "ENDPOINT_NOT_FOUND"),
     ("a form, not JSON", "runs/log-metric", b"run_id=x", 400, "INVALID_PARAMETER_VALUE"),
+    ("terminal escapes in a run name", "runs/create", {"experiment_id": "EXP", "run_name": "\x1b[2J\x1b[31mok\n"},
+     400, "INVALID_PARAMETER_VALUE"),
+    ("a run name over 250 characters", "runs/create", {"experiment_id": "EXP", "run_name": "n" * 251}, 400,
+     "INVALID_PARAMETER_VALUE"),
+    ("terminal escapes in the run name tag", "runs/create",
+     {"experiment_id": "EXP", "tags": [{"key": "mlflow.runName", "value": "a\x1b[8mb"}]}, 400, "INVALID_PARAMETER_VALUE"),
+    ("renaming a run to a name with a newline", "runs/update", {"run_id": "RUN", "run_name": "a\nb"}, 400,
+     "INVALID_PARAMETER_VALUE"),
+    ("a filter nested 2000 deep", "runs/search", {"experiment_ids": ["EXP"], "filter": "(" * 2000 + "params.a = 'x'"
+                                                  + ")" * 2000}, 400, "INVALID_PARAMETER_VALUE"),
+    ("a filter with 2400 NOTs", "runs/search", {"experiment_ids": ["EXP"], "filter": "not " * 2400 + "params.a = 'x'"},
+     400, "INVALID_PARAMETER_VALUE"),
 ])
 def test_a_broken_or_hostile_request_gets_mlflows_error_and_changes_nothing(
         served: Any, name: str, path: str, body: Any, status: int, code: str) -> None:
@@ -420,6 +433,7 @@ def test_a_broken_or_hostile_request_gets_mlflows_error_and_changes_nothing(
     assert answer.json()["message"]
     after = served.store.get_run(run_id)
     assert (after.params, after.tags, after.metrics) == (before.params, before.tags, before.metrics)
+    assert [r.id for r in served.store.search_runs(Search())] == [run_id]
 
 
 def test_a_param_logged_again_with_another_value_is_refused_as_mlflow_does(served: Any) -> None:

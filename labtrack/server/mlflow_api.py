@@ -355,6 +355,8 @@ async def _create_run(request: Request, store: Store) -> Response:
     tags = tags_of(body.get("tags"))
     user = string_field(body, "user_id", required=False)
     name = string_field(body, "run_name", required=False) or tags.get(RUN_NAME_TAG)
+    if name:  # labtrack's rule for a run's name (printable, at most 250 characters), which lists show as it is
+        name = check_key(name, "run_name")
     start_ms = int_field(body, "start_time")
 
     def create() -> dict[str, Any]:
@@ -393,7 +395,7 @@ async def _update_run(request: Request, store: Store) -> Response:
         record = _live_run(store, run_id)
         write = RunWrite(run_id)
         if new_name:
-            write.tags[RUN_NAME_TAG] = coerce_tag_value(new_name, RUN_NAME_TAG)
+            write.tags[RUN_NAME_TAG] = check_key(new_name, "run_name")
         if status in _ENDS:
             end = coerce_timestamp(from_ms(end_ms), "end_time") if end_ms is not None else store.now()
             write.end = RunEnd(_ENDS[status], max(end, record.start_time))

@@ -48,6 +48,7 @@ from labtrack.core.validation import check_key, coerce_param_value, coerce_step,
 
 __all__ = [
     "DEFAULT_EXPERIMENT",
+    "MAX_FILTER_DEPTH",
     "NOTE_TAG",
     "RUN_NAME_TAG",
     "USER_TAG",
@@ -79,6 +80,7 @@ __all__ = [
 ]
 
 DEFAULT_EXPERIMENT = "Default"  # MLflow's experiment "0"
+MAX_FILTER_DEPTH = 50  # parentheses and NOTs inside each other in a search filter
 RUN_NAME_TAG = "mlflow.runName"
 USER_TAG = "mlflow.user"
 NOTE_TAG = "mlflow.note.content"
@@ -413,6 +415,7 @@ class _FilterParser:
         self.text = text
         self.toks = _tokens(text)
         self.i = 0
+        self.depth = 0  # parentheses and NOTs open: bounded, so a hostile filter is refused, not a RecursionError
 
     @property
     def tok(self) -> _Tok:
@@ -450,16 +453,20 @@ class _FilterParser:
         return items[0] if len(items) == 1 else And(tuple(items))
 
     def negation(self) -> Node:
-        if self.word("not"):
-            self.take()
-            return Not(self.negation())
-        if self.tok.kind == "punct" and self.tok.text == "(":
-            self.take()
-            node = self.disjunction()
-            if not (self.tok.kind == "punct" and self.tok.text == ")"):
-                raise self.fail("expected ')'")
-            self.take()
-            return node
+        if self.word("not") or (self.tok.kind == "punct" and self.tok.text == "("):
+            self.depth += 1
+            if self.depth > MAX_FILTER_DEPTH:
+                raise self.fail(f"more than {MAX_FILTER_DEPTH} parentheses or NOTs inside each other")
+            try:
+                if self.take().text == "(":
+                    node = self.disjunction()
+                    if not (self.tok.kind == "punct" and self.tok.text == ")"):
+                        raise self.fail("expected ')'")
+                    self.take()
+                    return node
+                return Not(self.negation())
+            finally:
+                self.depth -= 1
         return self.comparison()
 
     def identifier(self) -> tuple[Field, bool]:
