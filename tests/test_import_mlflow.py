@@ -396,3 +396,63 @@ def test_a_param_changed_at_the_source_is_reported_and_kept_as_imported(sqlite_s
     assert again.problems == [f"run {parent}: param 'lr' is '0.01' here but '0.5' at the source: kept '0.01'"]
     assert target.get_run(sqlite_store.ids["parent"]).params["lr"] == "0.01"
     assert again.points == 0 and again.runs_new == 0
+
+
+@pytest.mark.parametrize(("source", "shown"), [
+    ("postgresql://alice:hunter2@db.example/mlflow", "postgresql://alice:***@db.example/mlflow"),
+    ("postgresql://alice:hunter%402@db.example/mlflow", "postgresql://alice:***@db.example/mlflow"),
+    ("postgresql://alice@db.example/mlflow?sslmode=require&password=hunter2",
+     "postgresql://alice@db.example/mlflow?sslmode=require&password=***"),
+    ("postgresql://alice@db.example/mlflow?sslpassword=hunter2", "postgresql://alice@db.example/mlflow?sslpassword=***"),
+    ("https://ghp_hunter2hunter2hunter2hunter2hunter2@mlflow.example", "https://***@mlflow.example"),
+    ("https://alice:hunter2@mlflow.example/", "https://alice:***@mlflow.example/"),
+    ("sqlite:///mlflow.db", "sqlite:///mlflow.db"),
+    ("/data/mlruns", "/data/mlruns"),
+], ids=["password", "encoded-password", "password-in-query", "sslpassword", "token-as-user", "basic-auth", "sqlite",
+        "directory"])
+def test_a_source_is_shown_and_recorded_without_its_secrets(source: str, shown: str) -> None:
+    from labtrack.verbs.mlflow_import import display_source
+
+    assert display_source(source) == shown
+
+
+@pytest.mark.parametrize("credentials", ["alice:hunter2@", "ghp_hunter2hunter2hunter2hunter2hunter2@"],
+                         ids=["basic-auth", "token-as-user"])
+def test_an_import_that_fails_does_not_print_the_sources_secret(credentials: str, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow_helpers import free_port
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # nothing listens there: fail at once
+    source = f"http://{credentials}127.0.0.1:{free_port()}"
+    with pytest.raises(lt.StoreError) as caught:
+        import_mlflow(lt.Client(str(tmp_path / "store")), source)
+    assert "hunter2" not in str(caught.value) and "127.0.0.1" in str(caught.value)
+    with pytest.raises(lt.InvalidInput) as refused:
+        import_mlflow(lt.Client(str(tmp_path / "store")), f"ftp://{credentials}example.com/mlruns")
+    assert "hunter2" not in str(refused.value)
+
+
+def test_importing_from_a_server_url_with_a_token_records_and_prints_it_hidden(
+        mlflow_env: Mlflow, tmp_path: Path) -> None:  # noqa: F811 - the imported fixture
+    server = start_mlflow_server(mlflow_env, f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts",
+                                 tmp_path / "server.log")
+    url = next(server).url
+    try:
+        mlflow_env.run("""
+            import mlflow
+            mlflow.set_experiment("secretive")
+            with mlflow.start_run(run_name="one"):
+                mlflow.log_metric("loss", 0.5)
+        """, cwd=tmp_path, env={"MLFLOW_TRACKING_URI": url})
+        # A token as the URL's user (the server asks for none: MLflow's client sends it anyway)
+        with_token = url.replace("http://", "http://ghp_hunter2hunter2hunter2hunter2hunter2@")
+        store = str(tmp_path / "imported")
+        done = _cli("import", "mlflow", with_token, "--store", store, "--json", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["runs_new"] == 1
+        assert "hunter2" not in done.stdout + done.stderr
+        (run,) = lt.Client(store).search_runs("secretive")
+        assert run.tags["labtrack.imported_from"] == url.replace("http://", "http://***@")
+        assert not [k for k, v in run.tags.items() if "hunter2" in v]
+    finally:
+        server.close()

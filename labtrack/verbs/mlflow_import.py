@@ -29,16 +29,17 @@ from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from labtrack.core.errors import ExperimentNotFound, InvalidInput, LabtrackError, StoreError
 from labtrack.core.model import RunStatus
+from labtrack.core.redact import redact_text
 from labtrack.core.series import Chunk
 from labtrack.core.validation import check_artifact_path
 from labtrack.verbs.importing import ForeignRun, Outcome, RunImport, import_run, stored_artifacts, stored_run
 from labtrack.verbs.runs import RunClient
 
-__all__ = ["INSTALL_HINT", "MlflowImport", "import_mlflow", "mlflow_run_id", "source_uri"]
+__all__ = ["INSTALL_HINT", "MlflowImport", "display_source", "import_mlflow", "mlflow_run_id", "source_uri"]
 
 INSTALL_HINT = "pip install 'labtrack[mlflow]'"
 _HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -95,7 +96,7 @@ def source_uri(source: str) -> str:
     if scheme.startswith("sqlite"):
         path = source.split(":///", 1)[1] if ":///" in source else ""
         if path and path != ":memory:" and not Path(path).is_file():
-            raise InvalidInput(f"source {source!r}: no such SQLite file {path!r} (give the path of MLflow's "
+            raise InvalidInput(f"source {display_source(source)!r}: no such SQLite file (give the path of MLflow's "
                                "database, e.g. sqlite:///mlflow.db)", field="source")
         return source
     if scheme.startswith(("postgresql", "postgres", "mysql", "mssql")):
@@ -108,24 +109,49 @@ def source_uri(source: str) -> str:
     if scheme == "file" or source.startswith("file:"):
         path = urlsplit(source).path
     elif scheme:
-        raise InvalidInput(f"source {source!r}: give an mlruns directory, a database URL (sqlite:///mlflow.db, "
+        raise InvalidInput(f"source {display_source(source)!r}: give an mlruns directory, a database URL (sqlite:///mlflow.db, "
                            "postgresql://…) or an MLflow server URL (http://…)", field="source")
     else:
         path = source
     directory = Path(path).expanduser()
     if not directory.is_dir():
-        raise InvalidInput(f"source {source!r} is not a directory, a database URL or a server URL (an mlruns "
+        raise InvalidInput(f"source {display_source(source)!r} is not a directory, a database URL or a server URL (an mlruns "
                            "directory, sqlite:///mlflow.db, postgresql://…, http://…)", field="source")
     return directory.resolve().as_uri()
 
 
-def _display(source: str) -> str:
-    """SOURCE with any password hidden: safe to print and to record in a tag."""
-    parts = urlsplit(source)
-    if parts.password is None:
+_DATABASES = ("postgres", "mysql", "mssql", "sqlite", "oracle")
+_SECRET_QUERY = re.compile(r"pass|secret|token|key|auth|credential|signature", re.IGNORECASE)
+
+
+def display_source(source: str) -> str:
+    """SOURCE with its secrets hidden, safe to print and to record in the ``labtrack.imported_from`` tag: the
+    password of ``user:password@``, a lone user name but a database's (``https://<token>@host`` is how tokens
+    often travel), and query parameters such as ``?password=`` or ``sslkey=``."""
+    if "://" not in source:  # a directory
         return source
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    parts = urlsplit(source)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user, colon, _ = userinfo.partition(":")
+        if colon:
+            netloc = f"{user}:***@{host}"
+        elif not parts.scheme.lower().startswith(_DATABASES):  # a database's user is a login name, not a secret
+            netloc = f"***@{host}"
+    head, mark, query = source.replace("//" + parts.netloc, "//" + netloc, 1).partition("?")
+    query, hash_, fragment = query.partition("#")
+    query = "&".join(f"{key}=***" if _SECRET_QUERY.search(key) and sep else f"{key}{sep}{value}"
+                     for key, sep, value in (piece.partition("=") for piece in query.split("&")))
+    return head + mark + query + hash_ + fragment  # (as given: urlunsplit would write sqlite:/// as sqlite:/)
+
+
+def _scrubbed(text: str, source: str, uri: str) -> str:
+    """An error's or a problem's text with SOURCE's secrets hidden: MLflow's messages quote the URL they were
+    given (``API request to http://user:password@host/... failed``)."""
+    for raw in sorted({source, uri}, key=len, reverse=True):
+        text = text.replace(raw, display_source(raw))
+    return redact_text(text)
 
 
 @contextlib.contextmanager
@@ -177,7 +203,7 @@ def import_mlflow(client: RunClient, source: str, *, experiments: Sequence[str] 
     artifact; importing again adds only what is new. ``on_run(done, total, summary)`` after each run (total:
     the runs of the experiments listed so far)."""
     uri = source_uri(source)
-    display = _display(source)
+    display = display_source(source)
     summary = MlflowImport(display, dry_run=dry_run)
     try:
         with _quiet_mlflow(uri):
@@ -187,7 +213,7 @@ def import_mlflow(client: RunClient, source: str, *, experiments: Sequence[str] 
         raise
     except Exception as exc:  # MLflow's errors (MlflowException, a refused connection ...) at the boundary
         if type(exc).__name__ == "MlflowException" or isinstance(exc, (OSError, ConnectionError)):
-            raise StoreError(f"reading the MLflow store {display} failed: {exc}") from exc
+            raise StoreError(f"reading the MLflow store {display} failed: {_scrubbed(str(exc), source, uri)}") from exc
         raise
 
 
@@ -297,7 +323,7 @@ def _artifacts(client: RunClient, mlflow: Any, mlflow_id: str, run_id: str, know
     except Exception as exc:  # an unreachable artifact store costs the artifacts, not the run
         if isinstance(exc, LabtrackError):
             raise
-        problems.append(f"artifacts not imported ({type(exc).__name__}: {exc}); import again to retry")
+        problems.append(f"artifacts not imported ({type(exc).__name__}: {redact_text(str(exc))}); import again to retry")
         return []
 
 
