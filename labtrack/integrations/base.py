@@ -66,7 +66,10 @@ def number(value: Any) -> float | None:
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, (int, float)):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond a float's range is no metric value
+            return None
     item = getattr(value, "item", None)  # numpy scalars and arrays, torch tensors
     size = getattr(value, "size", None)
     numel = getattr(value, "numel", None)
@@ -78,11 +81,11 @@ def number(value: Any) -> float | None:
         if callable(item):
             found = item()
             return float(found) if isinstance(found, (int, float)) else None
-    except (TypeError, ValueError, RuntimeError):
+    except (TypeError, ValueError, RuntimeError, OverflowError):
         return None
     try:
         return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -111,17 +114,23 @@ def param_value(value: Any) -> Any:
     if as_number is not None and not isinstance(value, (list, tuple)):
         return as_number
     name = getattr(value, "name", None) if type(value).__module__ == "enum" else None
-    text = name if isinstance(name, str) else (getattr(value, "__name__", None) or repr(value))
+    text = name if isinstance(name, str) else getattr(value, "__name__", None)
+    if not isinstance(text, str):
+        try:
+            text = repr(value)
+        except Exception:  # a framework object that cannot describe itself (half built): its type says enough
+            text = f"<{type(value).__module__}.{type(value).__qualname__} object>"
     return str(text)[:_MAX_PARAM_TEXT]
 
 
 @contextmanager
 def safe(what: str) -> Iterator[None]:
-    """Run a tracker call from inside training: a labtrack error or a bad value warns once per ``what`` and the
-    training goes on (a failing store is already absorbed by the background writer)."""
+    """Run a tracker call from inside training: a labtrack error, a bad value or a bug of ours warns once per
+    ``what`` and the training goes on (a failing store is already absorbed by the background writer). Not
+    ``BaseException``: Ctrl-C and ``SystemExit`` still stop the program."""
     try:
         yield
-    except (labtrack.LabtrackError, ValueError, TypeError, OSError) as exc:
+    except Exception as exc:  # any failure of the tracker's, not only the expected ones: training comes first
         warn_once(f"safe:{what}", f"could not {what} ({type(exc).__name__}: {exc}); training goes on")
 
 
@@ -164,6 +173,8 @@ class Attachment:
                 with safe(f"log param {key!r}"):
                     self.run.log_param(key, value)
                 self._params[key] = value
+        except Exception as exc:  # never into the training loop
+            warn_once("safe:log params", f"could not log params ({type(exc).__name__}: {exc}); training goes on")
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log the numeric values of ``metrics`` (others are left out) at ``step``; never raises."""
@@ -176,7 +187,7 @@ class Attachment:
             for key, value in numbers.items():
                 with safe(f"log metric {key!r}"):
                     self.run.log_metric(key, value, step=step)
-        except (labtrack.LabtrackError, ValueError, TypeError, OSError) as exc:
+        except Exception as exc:  # never into the training loop
             warn_once("safe:log metrics", f"could not log metrics ({type(exc).__name__}: {exc}); training goes on")
 
     def finish(self, status: RunStatus | str = RunStatus.FINISHED) -> None:

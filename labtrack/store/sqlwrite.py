@@ -295,7 +295,10 @@ def param_rows_of(run_id: str, values: Mapping[str, Any]) -> list[dict[str, Any]
 def _param_num(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond a float's range: kept exactly as its JSON text, not as a number
+        return None
     return number if math.isfinite(number) else None
 
 
