@@ -22,6 +22,7 @@ def write(path: Path, text: str) -> Path:
 
 def test_defaults_apply_without_any_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LABTRACK_SPOOL_DIR")  # set for every test by conftest
+    monkeypatch.delenv("LABTRACK_SYSTEM_METRICS")  # switched off for every test by conftest
     settings = load_settings(cwd=tmp_path)
     for setting in SETTINGS:
         assert settings.sources[setting.name] == "default"
