@@ -456,3 +456,34 @@ def test_importing_from_a_server_url_with_a_token_records_and_prints_it_hidden(
         assert not [k for k, v in run.tags.items() if "hunter2" in v]
     finally:
         server.close()
+
+
+def test_a_symlink_in_a_handed_over_mlruns_directory_does_not_import_what_it_points_to(
+        mlflow_env: Mlflow, tmp_path: Path) -> None:  # noqa: F811 - the imported fixture
+    # Someone hands over an mlruns directory (a tarball keeps symlinks): importing it into a shared store must not
+    # copy the importer's own files (a key, a home directory) that its links point to (MLflow before 3.x copied
+    # them; 3.18 refuses the download, and the run lost every artifact), nor walk a loop. MLflow writes no links.
+    outside = tmp_path / "home"
+    (outside / ".ssh").mkdir(parents=True)
+    (outside / ".ssh" / "id_rsa").write_text("PRIVATE KEY")
+    out = mlflow_env.run("""
+        import mlflow, pathlib
+        mlflow.set_experiment("handed-over")
+        with mlflow.start_run() as run:
+            pathlib.Path("ok.txt").write_text("fine")
+            mlflow.log_artifact("ok.txt")
+        print(run.info.run_id, run.info.artifact_uri)
+    """, cwd=tmp_path, env={"MLFLOW_TRACKING_URI": (tmp_path / "mlruns").as_uri(), "MLFLOW_ALLOW_FILE_STORE": "true"})
+    run_id, artifact_uri = out.split()[-2:]
+    artifacts = Path(artifact_uri.removeprefix("file://"))
+    (artifacts / "key.txt").symlink_to(outside / ".ssh" / "id_rsa")
+    (artifacts / "home").symlink_to(outside, target_is_directory=True)
+    (artifacts / "loop").symlink_to(artifacts, target_is_directory=True)
+    target = lt.Client(str(tmp_path / "imported"))
+    summary = import_mlflow(target, str(tmp_path / "mlruns"))
+    assert summary.runs_new == 1
+    assert [a.path for a in target.get_run(run_id).artifacts] == ["ok.txt"]
+    assert sorted(p.split("'")[1] for p in summary.problems) == ["home", "key.txt", "loop"], summary.problems
+    assert all("symbolic link" in p for p in summary.problems)
+    again = import_mlflow(target, str(tmp_path / "mlruns"))
+    assert again.runs_unchanged == 1 and [a.path for a in target.get_run(run_id).artifacts] == ["ok.txt"]

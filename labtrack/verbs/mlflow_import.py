@@ -30,6 +30,7 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from labtrack.core.errors import ExperimentNotFound, InvalidInput, LabtrackError, StoreError
 from labtrack.core.model import RunStatus
@@ -278,7 +279,7 @@ def _import_one(client: RunClient, mlflow: Any, display: str, experiment: Any, r
             "left alone"])
     problems: list[str] = []
     foreign.files = _artifacts(client, mlflow, info.run_id, run_id, stored is not None, scratch / run_id,
-                               dry_run, problems)
+                               dry_run, problems, _local_root(info.artifact_uri))
     result = import_run(client, foreign, dry_run=dry_run, stored=stored, known=True)
     result.problems[:0] = problems
     if deleted and not dry_run and (stored is None or stored.deleted_time is None):
@@ -297,14 +298,15 @@ def _history(mlflow: Any, run_id: str, key: str) -> Chunk:
 
 
 def _artifacts(client: RunClient, mlflow: Any, mlflow_id: str, run_id: str, known: bool, scratch: Path,
-               dry_run: bool, problems: list[str]) -> list[tuple[Path, str]]:
+               dry_run: bool, problems: list[str], local: Path | None = None) -> list[tuple[Path, str]]:
     """The run's artifact files fetched into ``scratch``, as (local file, artifact path): all of them in one
     download for a new run; for a run imported before, only those whose path is new or whose size changed
     (a listing first, so a second import downloads nothing that is unchanged). A listed path that is not a
-    clean relative path is left out before any download, as a problem."""
+    clean relative path, or (``local``: the run's artifact directory on this machine) a symbolic link, is
+    left out before any download, as a problem."""
     try:
         listing = []
-        for path, size in _listing(mlflow, mlflow_id, None):
+        for path, size in _listing(mlflow, mlflow_id, None, local, problems):
             try:  # checked before anything is downloaded: a path must not lead out of the download directory
                 listing.append((check_artifact_path(path), size))
             except InvalidInput as exc:
@@ -327,11 +329,35 @@ def _artifacts(client: RunClient, mlflow: Any, mlflow_id: str, run_id: str, know
         return []
 
 
-def _listing(mlflow: Any, run_id: str, path: str | None) -> list[tuple[str, int | None]]:
+def _local_root(artifact_uri: str | None) -> Path | None:
+    """A run's artifact directory when it is on this machine (a ``file:`` URI or a path), else None."""
+    if not artifact_uri:
+        return None
+    parts = urlsplit(artifact_uri)
+    if parts.scheme == "file":
+        return Path(url2pathname(parts.path))
+    return Path(artifact_uri) if not parts.scheme or len(parts.scheme) == 1 else None  # (C:\... on Windows)
+
+
+def _linked(local: Path, path: str) -> bool:
+    """Whether ``path`` in the local artifact directory is a symbolic link or leads out of it: MLflow copies
+    files in and writes no links, so one is how a handed-over mlruns directory would make the import copy the
+    importer's own files (``artifacts/key -> ~/.ssh/id_rsa``) — or walk a loop for ever."""
+    entry = local / path
+    return entry.is_symlink() or not os.path.realpath(entry).startswith(os.path.realpath(local) + os.sep)
+
+
+def _listing(mlflow: Any, run_id: str, path: str | None, local: Path | None = None,
+             problems: list[str] | None = None) -> list[tuple[str, int | None]]:
     out: list[tuple[str, int | None]] = []
     for item in mlflow.list_artifacts(run_id, path):
+        if local is not None and _linked(local, item.path):
+            if problems is not None:
+                problems.append(f"artifact {item.path!r} left out: a symbolic link (MLflow writes none; it could "
+                                "lead to files outside the MLflow store)")
+            continue
         if item.is_dir:
-            out += _listing(mlflow, run_id, item.path)
+            out += _listing(mlflow, run_id, item.path, local, problems)
         else:
             out.append((item.path, item.file_size))
     return out
