@@ -487,3 +487,43 @@ def test_a_symlink_in_a_handed_over_mlruns_directory_does_not_import_what_it_poi
     assert all("symbolic link" in p for p in summary.problems)
     again = import_mlflow(target, str(tmp_path / "mlruns"))
     assert again.runs_unchanged == 1 and [a.path for a in target.get_run(run_id).artifacts] == ["ok.txt"]
+
+
+def test_an_mlflow_run_whose_id_is_taken_in_another_experiment_is_left_alone(mlflow_env: Mlflow,  # noqa: F811
+                                                                           tmp_path: Path) -> None:
+    # Run ids are no secret: a handed-over store whose run reuses the id of a run imported before, from another
+    # experiment, must not write its tags, points and files into that run (another team's experiment, maybe).
+    import shutil
+
+    out = mlflow_env.run("""
+        import mlflow
+        mlflow.set_experiment("victim")
+        with mlflow.start_run() as run:
+            mlflow.set_tag("owner", "victim")
+            mlflow.log_metric("loss", 1.0, step=0)
+        print(run.info.run_id, run.info.experiment_id)
+    """, cwd=tmp_path, env={"MLFLOW_TRACKING_URI": (tmp_path / "mlruns").as_uri(), "MLFLOW_ALLOW_FILE_STORE": "true"})
+    run_id, exp_id = out.split()[-2:]
+    target = lt.Client(str(tmp_path / "imported"))
+    assert import_mlflow(target, str(tmp_path / "mlruns")).runs_new == 1
+    forged = tmp_path / "forged"
+    shutil.copytree(tmp_path / "mlruns", forged)
+    meta = forged / exp_id / "meta.yaml"
+    meta.write_text(meta.read_text().replace("name: victim", "name: attacker"))
+    (forged / exp_id / run_id / "tags" / "owner").write_text("attacker")
+    (forged / exp_id / run_id / "metrics" / "loss").write_text("1700000000000 666.0 1\n", encoding="utf-8")
+    summary = import_mlflow(target, str(forged))
+    run = target.get_run(run_id)
+    assert (run.experiment, run.tags["owner"], run.tags["labtrack.imported_from"]) == (
+        "victim", "victim", str(tmp_path / "mlruns"))
+    assert list(run.history("loss").values) == [1.0]
+    assert summary.runs_new == summary.runs_updated == 0
+    assert len(summary.problems) == 1 and "'victim'" in summary.problems[0] and "'attacker'" in summary.problems[0]
+    assert target.search_runs("attacker") == []
+    # The same store with the experiment renamed there (as MLflow allows): still the run, updated in place.
+    meta = tmp_path / "mlruns" / exp_id / "meta.yaml"
+    meta.write_text(meta.read_text().replace("name: victim", "name: victim-renamed"))
+    (tmp_path / "mlruns" / exp_id / run_id / "tags" / "stage").write_text("two")
+    renamed = import_mlflow(target, str(tmp_path / "mlruns"))
+    assert (renamed.runs_updated, renamed.problems) == (1, [])
+    assert (target.get_run(run_id).experiment, target.get_run(run_id).tags["stage"]) == ("victim", "two")

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from labtrack.core.errors import ExperimentNotFound, InvalidInput, LabtrackError, StoreError
-from labtrack.core.model import RunStatus
+from labtrack.core.model import RunRecord, RunStatus
 from labtrack.core.redact import redact_text
 from labtrack.core.series import Chunk
 from labtrack.core.validation import check_artifact_path
@@ -265,6 +265,10 @@ def _import_one(client: RunClient, mlflow: Any, display: str, experiment: Any, r
                  "labtrack.imported_from": display})
     if "mlflow.parentRunId" in tags:
         tags["labtrack.parent"] = mlflow_run_id(tags["mlflow.parentRunId"])
+    stored = stored_run(client, run_id)
+    refused = _taken(stored, info, experiment, display)
+    if refused:  # (before the histories are read)
+        return RunImport(run_id, Outcome.UNCHANGED, problems=[refused])
     start = info.start_time if info.start_time is not None else (info.end_time or experiment.creation_time or 0)
     foreign = ForeignRun(
         id=run_id, experiment=experiment.name, start_time=start / 1000, name=info.run_name or tags.get("mlflow.runName"),
@@ -272,11 +276,6 @@ def _import_one(client: RunClient, mlflow: Any, display: str, experiment: Any, r
         end_time=info.end_time / 1000 if info.end_time is not None else None,
         params=dict(data.params), tags=tags, metrics={key: _history(mlflow, info.run_id, key) for key in data.metrics},
     )
-    stored = stored_run(client, run_id)
-    if stored is not None and stored.tags.get("mlflow.run_id") != info.run_id:
-        return RunImport(run_id, Outcome.UNCHANGED, problems=[
-            f"a labtrack run with the id of MLflow run {info.run_id} exists and was not imported from MLflow: "
-            "left alone"])
     problems: list[str] = []
     foreign.files = _artifacts(client, mlflow, info.run_id, run_id, stored is not None, scratch / run_id,
                                dry_run, problems, _local_root(info.artifact_uri))
@@ -285,6 +284,25 @@ def _import_one(client: RunClient, mlflow: Any, display: str, experiment: Any, r
     if deleted and not dry_run and (stored is None or stored.deleted_time is None):
         client.store.delete_runs([run_id])
     return result
+
+
+def _taken(stored: RunRecord | None, info: Any, experiment: Any, display: str) -> str | None:
+    """Why the stored run with this MLflow run's id is not that run (None when it is, or when there is none):
+    not imported from MLflow, or from another experiment. Run ids are no secret, so a store made to reuse one
+    must not add its tags, points and files to a run of another experiment; an experiment renamed at the same
+    source (same MLflow experiment id) is still the run's."""
+    if stored is None:
+        return None
+    if stored.tags.get("mlflow.run_id") != info.run_id:
+        return (f"a labtrack run with the id of MLflow run {info.run_id} exists and was not imported from MLflow: "
+                "left alone")
+    renamed = (stored.tags.get("labtrack.imported_from") == display
+               and stored.tags.get("mlflow.experiment_id") == str(info.experiment_id))
+    if stored.experiment != experiment.name and not renamed:
+        return (f"MLflow run {info.run_id} of experiment {experiment.name!r} has the id of a run imported before into "
+                f"experiment {stored.experiment!r} from {stored.tags.get('labtrack.imported_from', 'elsewhere')}: "
+                "left alone (a copy of that store, or a forged one)")
+    return None
 
 
 def _history(mlflow: Any, run_id: str, key: str) -> Chunk:
