@@ -23,7 +23,7 @@ from labtrack.core.filters import And, Compare, Field, InList, IsNull, Like, Not
 from labtrack.core.model import Search
 from labtrack.core.query import OrderTerm
 from labtrack.core.tokens import Role
-from labtrack.server.mlflow_wire import MlflowError, parse_order_by, parse_search_filter
+from labtrack.server.mlflow_wire import MlflowError, experiment_matches, parse_order_by, parse_search_filter
 from labtrack.store import open_store
 
 TRAIN = """
@@ -339,6 +339,40 @@ def test_a_filter_mlflow_would_refuse_is_refused_with_the_reason(mlflow: str, sa
     with pytest.raises(MlflowError) as caught:
         parse_search_filter(mlflow)
     assert caught.value.code == "INVALID_PARAMETER_VALUE" and says in caught.value.message
+
+
+_A60 = "a" * 60
+
+
+@pytest.mark.timeout(60)  # the regex this replaced took 19 s for 8 '%a' on this name, and ever longer per '%a'
+@pytest.mark.parametrize(("name", "pattern", "matches"), [
+    ("mnist-cnn", "mnist%", True),
+    ("mnist-cnn", "%cnn", True),
+    ("mnist-cnn", "%ist-c%", True),
+    ("mnist-cnn", "mn_st-cnn", True),
+    ("mnist-cnn", "mnist", False),
+    ("mnist-cnn", "%rnn", False),
+    ("mnist-cnn", "MNIST%", False),
+    ("mnist-cnn", "%%%%", True),
+    ("a.b", "a_b", True),
+    ("a(b)", "a(%)", True),
+    ("aXbXc", "a%b%c", True),
+    ("ab", "a%b%c", False),
+    ("abcabc", "%abc", True),
+    ("aba", "%a_a", True),
+    ("ab", "%a_a", False),
+    (_A60, "%a" * 40 + "b", False),
+    (_A60, "%a" * 40, True),
+    (_A60, "_" * 59, False),
+])
+def test_an_experiment_name_like_pattern_matches_as_sql_like_in_linear_time(name: str, pattern: str,
+                                                                            matches: bool) -> None:
+    from labtrack.core.model import Experiment
+
+    experiment = Experiment(1, name, 0.0)
+    assert experiment_matches(f"name LIKE '{pattern}'")(experiment) is matches
+    if pattern == pattern.lower():
+        assert experiment_matches(f"name ILIKE '{pattern.upper()}'")(experiment) is matches
 
 
 @pytest.mark.parametrize(("mlflow", "terms"), [

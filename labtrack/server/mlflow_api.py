@@ -296,9 +296,13 @@ async def _search_experiments(request: Request, store: Store) -> Response:
     limit = _limit(body, 1000)
     offset = page_offset(body.get("page_token"))
     matches = experiment_matches(body.get("filter"))
-    found = [e for e in await _call(_experiments, store)
-             if lifecycle is Lifecycle.ALL or (e.deleted_time is None) == (lifecycle is Lifecycle.ACTIVE)]
-    found = experiment_order([e for e in found if matches(e)], body.get("order_by"))
+
+    def search() -> list[Experiment]:  # (matched in the thread pool: a store may have thousands of experiments)
+        found = [e for e in _experiments(store)
+                 if lifecycle is Lifecycle.ALL or (e.deleted_time is None) == (lifecycle is Lifecycle.ACTIVE)]
+        return experiment_order([e for e in found if matches(e)], body.get("order_by"))
+
+    found = await _call(search)
     page = found[offset:offset + limit]
     out: dict[str, Any] = {"experiments": [experiment_json(e) for e in page]}
     if offset + limit < len(found):

@@ -606,8 +606,26 @@ _EXPERIMENT_CLAUSE = re.compile(r"""\s*(?:(?P<tag>tags?\.(?:`[^`]*`|"[^"]*"|[\w.
 
 
 def _like(pattern: str, text: str, insensitive: bool) -> bool:
-    regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
-    return re.fullmatch(regex, text, re.IGNORECASE | re.DOTALL if insensitive else re.DOTALL) is not None
+    """SQL's LIKE (``%`` any run, ``_`` one character) without backtracking: the pieces between ``%`` have fixed
+    lengths, so each found leftmost is as good as any (one regex of ``.*`` per ``%`` took exponential time on a
+    pattern like ``%a%a%a...b``)."""
+    flags = re.DOTALL | (re.IGNORECASE if insensitive else 0)
+    pieces = [re.compile("".join("." if c == "_" else re.escape(c) for c in piece), flags)
+              for piece in pattern.split("%")]
+    if len(pieces) == 1:
+        return pieces[0].fullmatch(text) is not None
+    first, *middle, last = pieces
+    found = first.match(text)
+    if found is None:
+        return False
+    at = found.end()
+    for piece in middle:
+        found = piece.search(text, at)
+        if found is None:
+            return False
+        at = found.end()
+    start = len(text) - (len(pattern) - pattern.rindex("%") - 1)  # the last piece's length: one per character
+    return start >= at and last.fullmatch(text, start) is not None
 
 
 def experiment_matches(text: Any) -> Callable[[Experiment], bool]:
