@@ -49,6 +49,7 @@ from labtrack.core.validation import check_key, coerce_param_value, coerce_step,
 __all__ = [
     "DEFAULT_EXPERIMENT",
     "MAX_FILTER_DEPTH",
+    "MAX_ORDER_TERM",
     "NOTE_TAG",
     "RUN_NAME_TAG",
     "USER_TAG",
@@ -567,7 +568,7 @@ def parse_search_filter(text: str | None) -> Node | None:
     return _FilterParser(text).parse()
 
 
-_ORDER = re.compile(r"^\s*(?P<field>.+?)\s*(?:\s(?P<dir>asc|desc))?\s*$", re.IGNORECASE)
+MAX_ORDER_TERM = 600  # characters of one order_by term: a key is at most 250, quoted, with its entity and ASC/DESC
 
 
 def parse_order_by(terms: Any) -> list[OrderTerm]:
@@ -580,20 +581,22 @@ def parse_order_by(terms: Any) -> list[OrderTerm]:
         raise MlflowError("INVALID_PARAMETER_VALUE", "order_by must be a list of at most 20 terms.")
     out = []
     for term in terms:
-        if not isinstance(term, str):
-            raise MlflowError("INVALID_PARAMETER_VALUE", f"Invalid order_by term {term!r}.")
-        match = _ORDER.match(term)
-        if match is None or not match.group("field"):
-            raise MlflowError("INVALID_PARAMETER_VALUE", f"Invalid order_by term {term!r}.")
-        parser = _FilterParser(match.group("field"))
+        if not isinstance(term, str) or not term.strip() or len(term) > MAX_ORDER_TERM:
+            raise MlflowError("INVALID_PARAMETER_VALUE", f"Invalid order_by term {str(term)[:100]!r}: write "
+                                                         "<metrics|params|tags|attributes>.<key> [ASC|DESC].")
+        words = term.split()
+        field, direction = term.strip(), "asc"
+        if len(words) > 1 and words[-1].lower() in ("asc", "desc"):  # (split, not a regex: no backtracking)
+            field, direction = term.strip()[:-len(words[-1])].rstrip(), words[-1].lower()
+        parser = _FilterParser(field)
         try:
-            field, _ = parser.identifier()
+            key, _ = parser.identifier()
         except MlflowError:
             raise MlflowError("INVALID_PARAMETER_VALUE", f"Invalid order_by term {term!r}: write "
                                                          "<metrics|params|tags|attributes>.<key> [ASC|DESC].") from None
         if parser.tok.kind != "end":
-            raise MlflowError("INVALID_PARAMETER_VALUE", f"Invalid order_by term {term!r}.")
-        out.append(OrderTerm(field.kind, field.key, (match.group("dir") or "asc").lower() == "desc"))
+            raise MlflowError("INVALID_PARAMETER_VALUE", f"Invalid order_by term {term[:100]!r}.")
+        out.append(OrderTerm(key.kind, key.key, direction == "desc"))
     return out
 
 
