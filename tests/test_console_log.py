@@ -328,3 +328,59 @@ def test_a_long_line_printed_a_little_at_a_time_is_kept_whole_in_linear_time(pyt
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(4_000_001)
+
+
+@pytest.mark.parametrize("name", ["stdout", "stderr"])
+def test_a_run_ended_inside_the_users_redirect_leaves_the_original_stream_once_the_redirect_ends(name: str) -> None:
+    import contextlib
+    import io
+
+    redirect = contextlib.redirect_stdout if name == "stdout" else contextlib.redirect_stderr
+    before = getattr(sys, name)
+    caught = io.StringIO()
+    run = lt.start_run("redirected")
+    with redirect(caught):  # the redirect saves the tee, and puts it back when it ends
+        print("into the redirect", file=getattr(sys, name))
+        run.end()
+    print("after the redirect", file=getattr(sys, name))
+    assert getattr(sys, name) is before  # not a tee left behind for the rest of the program
+    assert caught.getvalue() == "into the redirect\n"
+    assert console_of(run) is None  # what the program redirected away from the console is not console output
+
+
+ENDS_DURING_PRINT = """
+import sys, threading
+import labtrack as lt
+mode = sys.argv[1]
+if mode == "same-print":  # the run ends in the middle of a print: between the text and its newline
+    run = lt.start_run("mid-print")
+    class EndsTheRun:
+        def __str__(self):
+            run.end()
+            return "printed as the run ended"
+    print(EndsTheRun())
+else:  # another thread prints while runs start and end (a data loader's thread, a logging thread)
+    stop = False
+    def printer():
+        while not stop:
+            print("from a thread")
+    thread = threading.Thread(target=printer, daemon=True)
+    thread.start()
+    for _ in range(3000):
+        lt.start_run("threads").end()
+    stop = True
+    thread.join()
+print("still alive")
+"""
+
+
+@pytest.mark.parametrize("mode", ["same-print", "another-thread"])
+def test_a_run_ending_during_a_print_never_crashes_the_process(mode: str, tmp_path: Path,
+                                                               python_env: dict[str, str]) -> None:
+    # print() holds sys.stdout without a reference of its own (CPython 3.11/3.12): a tee dropped from sys and
+    # freed between the text and the newline was a SIGSEGV — every time for "same-print", most times for
+    # "another-thread" (whose 3000 runs make the race likely, not certain).
+    done = subprocess.run([sys.executable, "-c", ENDS_DURING_PRINT, mode], env=python_env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.endswith("still alive\n")

@@ -20,8 +20,10 @@ What it does not see: output of C extensions and child processes written straigh
 
 **One tee per process**, installed when the first run starts and removed when the last one ends (only if
 nothing replaced it meanwhile). Every live run this process owns gets its own ``Capture`` of what is
-printed while it is live: a nested child's console is also in its parent's. A forked child keeps the tee
-(it passes text through) but none of its parent's captures.
+printed while it is live: a nested child's console is also in its parent's. A forked child keeps none of
+its parent's captures. A tee that could not be removed when the last run ended (``sys.stdout`` was
+something else then: a ``contextlib.redirect_stdout`` that puts the tee back when it ends, or a forked
+child) puts the original stream back at its next write.
 
 **Carriage returns** are applied as a terminal applies them: a progress bar redrawn a thousand times with
 ``\\r`` is one line in the log, not a thousand.
@@ -239,9 +241,10 @@ def redact(text: str) -> str:
 class Tee:
     """A text stream that writes to ``stream`` and then to every live capture; the rest is ``stream``'s."""
 
-    def __init__(self, stream: Any, captures: dict[str, Capture]) -> None:
+    def __init__(self, stream: Any, captures: dict[str, Capture], name: str = "") -> None:
         self._stream = stream
         self._captures = captures
+        self._name = name  # "stdout" or "stderr": where it stands in ``sys``
 
     @property
     def wrapped(self) -> Any:
@@ -249,7 +252,9 @@ class Tee:
 
     def write(self, text: str) -> int:
         written = self._stream.write(text)  # first: the user sees it even if capturing fails
-        if self._captures and isinstance(text, str):
+        if not self._captures:
+            _step_aside(self)
+        elif isinstance(text, str):
             try:
                 for capture in list(self._captures.values()):
                     capture.add(text)
@@ -268,6 +273,11 @@ class Tee:
 _lock = threading.RLock()
 _captures: dict[str, Capture] = {}  # run id -> its capture, for every run this process captures
 _handlers: list[Any] = []  # logging handlers pointed at a tee: (handler, original stream)
+# Every tee ever installed, by (name, id of its stream), kept for the life of the process and reused. A tee
+# must outlive its time in ``sys``: ``print`` holds ``sys.stdout`` without a reference of its own (CPython
+# 3.11/3.12), so a tee freed when another thread ends the last run — or a signal handler does — between the
+# text and the newline of a print crashed the process (SIGSEGV). Reuse keeps this to one tee per stream.
+_tees: dict[tuple[str, int], Tee] = {}
 
 
 def _give_up(exc: Exception) -> None:
@@ -308,7 +318,9 @@ def _install() -> None:
         if isinstance(stream, Tee) and stream._captures is _captures:
             originals[id(stream.wrapped)] = stream
             continue  # already ours (a forked child, or a tee someone re-installed)
-        tee = Tee(stream, _captures)
+        tee = _tees.get((name, id(stream)))
+        if tee is None:
+            tee = _tees[(name, id(stream))] = Tee(stream, _captures, name)
         setattr(sys, name, tee)
         originals[id(stream)] = tee
     logging = sys.modules.get("logging")
@@ -330,6 +342,15 @@ def _uninstall() -> None:
         if isinstance(handler.stream, Tee):
             handler.stream = original
     _handlers.clear()
+
+
+def _step_aside(tee: Tee) -> None:
+    """A tee that outlived every run puts its stream back in ``sys``: it was out of place when the last run
+    ended (inside ``contextlib.redirect_stdout``, which put it back when the redirect ended; a forked child)."""
+    if tee._name and getattr(sys, tee._name, None) is tee:
+        with _lock:
+            if not _captures and getattr(sys, tee._name, None) is tee:
+                setattr(sys, tee._name, tee.wrapped)
 
 
 def _stream_handlers(logging: Any) -> list[Any]:
