@@ -527,3 +527,34 @@ def test_an_mlflow_run_whose_id_is_taken_in_another_experiment_is_left_alone(mlf
     renamed = import_mlflow(target, str(tmp_path / "mlruns"))
     assert (renamed.runs_updated, renamed.problems) == (1, [])
     assert (target.get_run(run_id).experiment, target.get_run(run_id).tags["stage"]) == ("victim", "two")
+
+
+def test_an_mlflow_run_name_labtrack_would_refuse_costs_the_name_not_the_import(mlflow_env: Mlflow,  # noqa: F811
+                                                                              tmp_path: Path) -> None:
+    # MLflow keeps a run name as a tag (up to 8000 characters, any text); labtrack's names are at most 250 printable
+    # characters. Such a run arrives without labtrack's name (its mlflow.runName tag whole), and so do the others.
+    source = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = mlflow_env.run("""
+        import json, mlflow
+        mlflow.set_experiment("names")
+        ids = {}
+        for label, name in (("long", "n" * 300), ("newline", "two\\nlines"), ("fine", "fine")):
+            with mlflow.start_run(run_name=name) as run:
+                mlflow.log_metric("loss", 1.0)
+            ids[label] = run.info.run_id
+        mlflow.set_experiment("two\\nlines")
+        with mlflow.start_run(run_name="lost"):
+            pass
+        print(json.dumps(ids))
+    """, cwd=tmp_path, env={"MLFLOW_TRACKING_URI": source})
+    ids = json.loads(out.strip().splitlines()[-1])
+    target = lt.Client(str(tmp_path / "imported"))
+    summary = import_mlflow(target, source)
+    assert summary.runs_new == 3 and summary.experiments == 3  # (with MLflow's Default, empty)
+    assert [p for p in summary.problems if p.startswith("experiment 'two\\nlines' left out")], summary.problems
+    assert target.get_run(ids["fine"]).name == "fine"
+    for label, name in (("long", "n" * 300), ("newline", "two\nlines")):
+        run = target.get_run(ids[label])
+        assert run.tags["mlflow.runName"] == name and run.name != name and "\n" not in run.name
+        assert [p for p in summary.problems if p.startswith(f"run {ids[label][:8]}: name")], summary.problems
+    assert import_mlflow(target, source).runs_unchanged == 3

@@ -33,6 +33,7 @@ from typing import Any
 from labtrack.core.errors import InvalidInput, RunNotFound
 from labtrack.core.identity import same_value
 from labtrack.core.model import ArtifactInfo, NewRun, RunEnd, RunRecord, RunStatus, RunWrite
+from labtrack.core.names import run_name
 from labtrack.core.series import Chunk
 from labtrack.core.validation import (
     check_artifact_path,
@@ -123,8 +124,8 @@ def import_run(client: RunClient, run: ForeignRun, *, dry_run: bool = False,
         result = RunImport(run.id, Outcome.NEW, params=len(params), tags=len(tags),
                            points=sum(len(c) for c in series.values()), problems=problems)
         write = RunWrite(run.id, create=NewRun(
-            id=run.id, experiment=experiment, start_time=run.start_time,
-            name=check_key(run.name, "name") if run.name else None, params=params, tags=tags,
+            id=run.id, experiment=experiment, start_time=run.start_time, name=_valid_name(run, problems),
+            params=params, tags=tags,
         ), metrics=series, new_keys=frozenset(series))
         have: dict[str, ArtifactInfo] = {}
     else:
@@ -160,6 +161,19 @@ def import_run(client: RunClient, run: ForeignRun, *, dry_run: bool = False,
     if not dry_run:
         client.store.write([write])
     return result
+
+
+def _valid_name(run: ForeignRun, problems: list[str]) -> str | None:
+    """The run's name if the store takes it; else the name labtrack gives a run from its id, and a problem:
+    another tracker may allow names labtrack does not (MLflow's are tags: 8000 characters, newlines), which
+    must not cost the run, nor stop an import at it every time it is tried again."""
+    if not run.name:
+        return None
+    try:
+        return check_key(run.name, "name")
+    except InvalidInput as exc:
+        problems.append(f"name left out (the run is named for its id): {exc}")
+        return run_name(run.id)
 
 
 def _valid(values: Mapping[str, Any], coerce: Any, what: str, problems: list[str]) -> dict[str, Any]:

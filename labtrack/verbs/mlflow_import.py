@@ -36,7 +36,7 @@ from labtrack.core.errors import ExperimentNotFound, InvalidInput, LabtrackError
 from labtrack.core.model import RunRecord, RunStatus
 from labtrack.core.redact import redact_text
 from labtrack.core.series import Chunk
-from labtrack.core.validation import check_artifact_path
+from labtrack.core.validation import check_artifact_path, check_key
 from labtrack.verbs.importing import ForeignRun, Outcome, RunImport, import_run, stored_artifacts, stored_run
 from labtrack.verbs.runs import RunClient
 
@@ -239,6 +239,11 @@ def _import(client: RunClient, mlflow: Any, display: str, summary: MlflowImport,
     with tempfile.TemporaryDirectory(prefix="labtrack-mlflow-") as scratch:
         for experiment in found:
             summary.experiments += 1
+            try:  # (MLflow allows experiment names labtrack does not: newlines, 256 characters)
+                check_key(experiment.name, "experiment")
+            except InvalidInput as exc:
+                summary.problems.append(f"experiment {experiment.name!r} left out with its runs: {exc}")
+                continue
             # A page of runs at a time (not every run of the store in memory at once).
             pages = _pages(mlflow.search_runs, experiment_ids=[experiment.experiment_id], run_view_type=view)
             for page in pages:
