@@ -359,8 +359,8 @@ async def _create_run(request: Request, store: Store) -> Response:
     tags = tags_of(body.get("tags"))
     user = string_field(body, "user_id", required=False)
     name = string_field(body, "run_name", required=False) or tags.get(RUN_NAME_TAG)
-    if name:  # labtrack's rule for a run's name (printable, at most 250 characters), which lists show as it is
-        name = check_key(name, "run_name")
+    if name:
+        name = coerce_tag_value(name, RUN_NAME_TAG)  # (MLflow's rule: the name is a tag)
     start_ms = int_field(body, "start_time")
 
     def create() -> dict[str, Any]:
@@ -373,11 +373,22 @@ async def _create_run(request: Request, store: Store) -> Response:
         if user:
             run_tags.setdefault(USER_TAG, coerce_tag_value(user, USER_TAG))
         start = coerce_timestamp(from_ms(start_ms), "start_time") if start_ms is not None else store.now()
-        store.write([RunWrite(run_id, create=NewRun(run_id, experiment.name, start, name=run_tags[RUN_NAME_TAG],
-                                                    tags=run_tags))])
+        store.write([RunWrite(run_id, create=NewRun(run_id, experiment.name, start, name=_labtrack_name(run_tags[
+            RUN_NAME_TAG], run_id), tags=run_tags))])
         return run_json(store.get_run(run_id), exp_id)
 
     return _ok({"run": await _call(create)})
+
+
+def _labtrack_name(name: str, run_id: str) -> str:
+    """The run's labtrack name: MLflow's run name if labtrack's rule for names takes it (printable, at most 250
+    characters: lists show names as they are), else the name labtrack gives a run from its id — MLflow allows
+    any tag value (8000 characters, newlines), and its script must not fail for that; the mlflow.runName tag
+    keeps the name whole, and MLflow's client reads that."""
+    try:
+        return check_key(name, "run_name")
+    except LabtrackError:
+        return run_name(run_id)
 
 
 _ENDS = {"FINISHED": RunStatus.FINISHED, "FAILED": RunStatus.FAILED, "KILLED": RunStatus.KILLED}
@@ -399,7 +410,7 @@ async def _update_run(request: Request, store: Store) -> Response:
         record = _live_run(store, run_id)
         write = RunWrite(run_id)
         if new_name:
-            write.tags[RUN_NAME_TAG] = check_key(new_name, "run_name")
+            write.tags[RUN_NAME_TAG] = coerce_tag_value(new_name, RUN_NAME_TAG)
         if status in _ENDS:
             end = coerce_timestamp(from_ms(end_ms), "end_time") if end_ms is not None else store.now()
             write.end = RunEnd(_ENDS[status], max(end, record.start_time))
