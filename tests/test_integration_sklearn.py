@@ -296,6 +296,16 @@ def test_a_joblib_model_is_never_unpickled_by_default(tmp_path: Path) -> None:
     assert not Path("pwned").exists()
 
 
+@pytest.mark.parametrize("trust", [False, True], ids=["default", "trust"])
+def test_a_pickle_renamed_to_skops_is_refused_as_no_skops_file_and_never_unpickled(tmp_path: Path,
+                                                                                   trust: bool) -> None:
+    run = planted(tmp_path, "model.skops", pickle.dumps(Planted()))
+    with pytest.raises(InvalidInput, match="not a skops file") as raised:
+        labtrack.sklearn.load_model(run.id, trust=trust)
+    assert raised.value.field == "path"
+    assert not Path("pwned").exists()
+
+
 def test_load_model_of_a_run_without_a_model_says_so() -> None:
     with lt.start_run("empty") as run:
         pass

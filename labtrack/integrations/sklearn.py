@@ -385,7 +385,12 @@ def load_model(run: Run | str, path: str | None = None, *, trusted: Sequence[str
         return joblib.load(io.BytesIO(data))
     import skops.io
 
-    untrusted = list(skops.io.get_untrusted_types(data=data))
+    try:
+        untrusted = list(skops.io.get_untrusted_types(data=data))
+    except Exception as exc:  # a pickle named .skops, say: refused as it is (a .skops name never unpickles)
+        raise InvalidInput(f"the model {path!r} of run {handle.id[:8]} is not a skops file ({type(exc).__name__}: "
+                           f"{exc}); a model autolog stored as model.joblib loads with trust=True, other files are "
+                           "yours to open (run.open_artifact)", field="path") from exc
     refused = [name for name in untrusted if name not in trusted]
     if refused and not trust:
         raise InvalidInput(f"the model {path!r} of run {handle.id[:8]} holds types skops does not trust: "
