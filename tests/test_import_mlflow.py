@@ -558,3 +558,20 @@ def test_an_mlflow_run_name_labtrack_would_refuse_costs_the_name_not_the_import(
         assert run.tags["mlflow.runName"] == name and run.name != name and "\n" not in run.name
         assert [p for p in summary.problems if p.startswith(f"run {ids[label][:8]}: name")], summary.problems
     assert import_mlflow(target, source).runs_unchanged == 3
+
+
+def test_a_param_value_of_mlflows_6000_characters_arrives_exactly(mlflow_env: Mlflow,  # noqa: F811
+                                                                  tmp_path: Path) -> None:
+    # MLflow counts a param value's characters; labtrack's own limit counts them as JSON (a newline is two there).
+    source = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    values = {"config": "a\n" * 3000, "quoted": 'say "hi" ' * 666, "plain": "v" * 6000}
+    out = mlflow_env.run(f"""
+        import mlflow
+        with mlflow.start_run() as run:
+            mlflow.log_params({values!r})
+        print(run.info.run_id)
+    """, cwd=tmp_path, env={"MLFLOW_TRACKING_URI": source})
+    target = lt.Client(str(tmp_path / "imported"))
+    summary = import_mlflow(target, source)
+    assert summary.problems == []
+    assert target.get_run(out.split()[-1]).params == values
