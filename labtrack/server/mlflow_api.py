@@ -575,7 +575,8 @@ async def _search_runs(request: Request, store: Store) -> Response:
 
     def search() -> dict[str, Any]:
         ids = _ids_by_name(store)
-        names = [name for name, exp_id in ids.items() if exp_id in {str(e) for e in exp_ids}]
+        asked = {str(e) for e in exp_ids}  # (once: not per experiment, for a list of up to 1 MiB of ids)
+        names = [name for name, exp_id in ids.items() if exp_id in asked]
         if not names:
             return {}
         found = store.search_runs(Search(experiments=names, order_by=order, max_results=limit + 1, offset=offset,
