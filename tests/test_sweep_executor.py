@@ -68,6 +68,44 @@ def assert_each_ran_once(client: lt.Client, experiment: str, marks: Path, n: int
     assert {run.status for run in runs} == {lt.RunStatus.FINISHED}
 
 
+TRIAL_STARTED = threading.Event()
+
+
+def slow_mark(i: int, marks: str) -> int:
+    TRIAL_STARTED.set()
+    time.sleep(1.0)
+    return mark(i, marks)
+
+
+def test_an_executor_shut_down_with_tasks_pending_ends_the_sweep_with_those_failed(tmp_path: Path) -> None:
+    # shutdown(cancel_futures=True) cancels the queued tasks without telling as_completed/wait: the sweep used
+    # to wait for them forever. (A thread pool: the same executor code as any other, in this process.)
+    marks = tmp_path / "marks"
+    pool = ThreadPoolExecutor(1)
+    TRIAL_STARTED.clear()
+
+    def shut_down_when_a_trial_runs() -> None:
+        TRIAL_STARTED.wait(30)
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    threading.Thread(target=shut_down_when_a_trial_runs, daemon=True).start()
+    outcome: dict[str, lt.SweepResult] = {}
+
+    def sweep() -> None:
+        outcome["result"] = lt.sweep(slow_mark, grid(marks, 4), executor=pool, progress=False)
+
+    thread = threading.Thread(target=sweep, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "the sweep waited forever for tasks the executor had cancelled"
+    result = outcome["result"]
+    assert len(result.ran) == 1 and len(result.failed) == 3
+    assert all("cancelled" in error for _, error in result.failed)
+    again = lt.sweep(slow_mark, grid(marks, 4), progress=False)  # the next sweep runs only those
+    assert len(again.ran) == 3 and len(again.skipped) == 1
+    assert executions(marks) == Counter(range(4))
+
+
 # -- a process pool on SQLite ----------------------------------------------------------------------------
 
 

@@ -24,8 +24,8 @@ import pickle
 import sys
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, NamedTuple, Protocol
 
 from labtrack.core.errors import InvalidInput
@@ -196,7 +196,7 @@ def run_on_executor(executor: Any, tracked: Tracked, configs: list[dict[str, Any
                 futures[executor.submit(run_trial, Trial(remote, configs[i], keys[i], sweep_id, lease, attempt))] = i
                 report("submitted", i, "")
             pending = []
-            for future in as_completed(futures):
+            for future in _completed(futures):
                 i = futures[future]
                 outcome = _outcome_of(future)
                 if outcome.state == "busy":
@@ -225,8 +225,27 @@ def run_on_executor(executor: Any, tracked: Tracked, configs: list[dict[str, Any
             time.sleep(poll)
 
 
+def _completed(futures: dict[Future[Outcome], int]) -> Iterator[Future[Outcome]]:
+    """The futures as they complete, like ``as_completed`` — but one the executor cancelled is complete too:
+    ``shutdown(cancel_futures=True)`` (and a Dask client closing) cancels queued tasks without telling the
+    waiters of ``as_completed``/``wait``, which then wait for them forever. So the wait looks again every
+    second."""
+    left = set(futures)
+    while left:
+        finished, _ = wait(left, timeout=_LOOK_AGAIN, return_when=FIRST_COMPLETED)
+        finished |= {future for future in left if future.done()}
+        for future in finished:
+            left.discard(future)
+            yield future
+
+
+_LOOK_AGAIN = 1.0  # seconds between looks for tasks the executor cancelled
+
+
 def _outcome_of(future: Future[Outcome]) -> Outcome:
     """A task's outcome; the executor's own failure to run it (a lost worker, say) is the configuration's."""
+    if future.cancelled():
+        return Outcome("failed", "the executor cancelled it before it ran (shut down?); the next sweep runs it")
     try:
         outcome = future.result()
     except Exception as exc:
