@@ -642,3 +642,29 @@ def test_a_param_value_within_mlflows_6000_characters_is_kept_exactly(served: An
     over = _post(served, "runs/log-batch", {"run_id": run_id, "params": [{"key": "more", "value": value.ljust(6001, "x")}]})
     assert (over.status_code, over.json()["error_code"]) == (400, "INVALID_PARAMETER_VALUE")
     assert "6000" in over.json()["message"]
+
+
+def test_an_unpaged_metric_history_is_streamed_in_pieces_with_every_point(served: Any) -> None:
+    # Without max_results every point comes in one answer (as MLflow's server does): built whole, 2M points held
+    # the server 1 GB for one reader's GET. Streamed a piece at a time, the answer has no Content-Length.
+    from labtrack.core.model import RunWrite
+    from labtrack.core.series import Chunk
+
+    _, run_id = _run(served)
+    n = 60_000  # more than two pieces of MAX_HISTORY
+    values = [math.nan if i == 7 else math.inf if i == 30_000 else float(i) for i in range(n)]
+    chunk = Chunk.empty()
+    for i, value in enumerate(values):
+        chunk.steps.append(i)
+        chunk.timestamps.append(1_700_000_000 + i / 1000)
+        chunk.values.append(value)
+    served.store.write([RunWrite(run_id, metrics={"loss": chunk}, new_keys=frozenset({"loss"}))])
+    answer = httpx.get(served.url + "/api/2.0/mlflow/metrics/get-history", params={"run_id": run_id, "metric_key": "loss"},
+                       headers={"Authorization": f"Bearer {served.token}"})
+    assert answer.status_code == 200 and "content-length" not in answer.headers
+    got = answer.json()
+    assert "next_page_token" not in got
+    assert [(m["key"], m["step"], m["timestamp"]) for m in got["metrics"]] == [
+        ("loss", i, 1_700_000_000_000 + i) for i in range(n)]
+    assert [m["value"] for m in got["metrics"]] == ["NaN" if i == 7 else "Infinity" if i == 30_000 else float(i)
+                                                    for i in range(n)]

@@ -39,6 +39,7 @@ from labtrack.core.model import (
     ArtifactInfo,
     Experiment,
     Lifecycle,
+    MetricHistory,
     NewRun,
     RunEnd,
     RunRecord,
@@ -606,21 +607,33 @@ async def _get_metric_history(request: Request, store: Store) -> Response:
     limit = _limit(body, MAX_HISTORY, MAX_HISTORY) if paged else None
     offset = page_offset(body.get("page_token"))
 
-    def history() -> dict[str, Any]:
+    def history() -> tuple[MetricHistory, int, int]:
         _run(store, run_id)
-        # Each page reads the whole series (the store reads a series whole): the page is sliced from its arrays,
-        # not from a list of every point as tuples (40% of a page's time at 1M points).
+        # Each page reads the whole series (the store reads a series whole); a page is sliced from its arrays.
         found = store.get_metric_history(run_id, key)
-        total = len(found.steps)
-        end = total if limit is None else min(offset + limit, total)
-        page = zip(found.steps[offset:end], found.timestamps[offset:end], found.values[offset:end])
-        out: dict[str, Any] = {"metrics": [{"key": key, "value": number_json(v), "timestamp": round(t * 1000),
-                                            "step": s} for s, t, v in page]}
+        return found, len(found.steps), len(found.steps) if limit is None else min(offset + limit, len(found.steps))
+
+    found, total, end = await _call(history)
+    if end - offset <= MAX_HISTORY:
+        out: dict[str, Any] = {"metrics": _points(key, found, offset, end)}
         if end < total:
             out["next_page_token"] = page_token(end)
-        return out
+        return _ok(out)
 
-    return _ok(await _call(history))
+    async def pieces() -> AsyncIterator[bytes]:  # every point unpaged: a piece at a time, not 1 GB for 2M points
+        yield b'{"metrics": ['
+        for start in range(offset, end, MAX_HISTORY):
+            text = await _call(lambda at=start: json.dumps(_points(key, found, at, min(at + MAX_HISTORY, end)),
+                                                          allow_nan=False)[1:-1])
+            yield (b", " if start > offset else b"") + text.encode()
+        yield b"]}"
+
+    return StreamingResponse(pieces(), media_type="application/json")
+
+
+def _points(key: str, found: MetricHistory, start: int, end: int) -> list[dict[str, Any]]:
+    return [{"key": key, "value": number_json(v), "timestamp": round(t * 1000), "step": s}
+            for s, t, v in zip(found.steps[start:end], found.timestamps[start:end], found.values[start:end])]
 
 
 # -- artifacts -------------------------------------------------------------------------------------
