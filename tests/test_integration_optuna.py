@@ -4,6 +4,7 @@ states as statuses, and a study run again skipping every configuration labtrack 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ optuna = need("optuna")
 
 import labtrack as lt  # noqa: E402
 from labtrack import RunStatus  # noqa: E402
+from labtrack.integrations.base import IntegrationWarning  # noqa: E402
 from labtrack.integrations.optuna import optimize, track_objective  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -104,6 +106,24 @@ def test_only_new_configurations_train_when_the_grid_grows() -> None:
     grid = {"x": [1.0, 2.0, 3.0, 4.0], "kind": ["a", "b"]}
     optimize(optuna.create_study(sampler=optuna.samplers.GridSampler(grid, seed=0)), bigger, space=space, n_trials=8)
     assert bigger.calls == 2
+
+
+def x_only(trial: Any) -> dict[str, Any]:
+    return {"x": trial.suggest_float("x", 0.0, 4.0)}
+
+
+def test_a_trial_whose_objective_suggests_more_than_space_is_never_given_another_configurations_value() -> None:
+    # space names x; the objective also suggests kind. A finished run with the same x but another kind is not
+    # this configuration: its value must not be returned for it (it was, and kind "b" was never trained).
+    optimize(grid_study("first", direction="minimize"), Objective(), space=x_only, n_trials=6)
+    again = Objective()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IntegrationWarning)  # "not skipped: the objective suggests kind", once
+        repeat = optimize(grid_study("again", direction="minimize"), again, space=x_only, n_trials=6)
+    for trial in repeat.trials:
+        assert "kind" in trial.params, "a trial given a recorded value without its whole configuration"
+        assert trial.value == pytest.approx((trial.params["x"] - 2.0) ** 2 + (trial.params["kind"] == "b"))
+    assert again.calls == 6
 
 
 def test_skip_finished_false_trains_every_trial() -> None:

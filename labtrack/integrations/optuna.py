@@ -25,6 +25,9 @@ Skipping: with ``space`` (a function suggesting the trial's params and returning
 trial's configuration before training. If labtrack holds a FINISHED run of the same experiment with the same
 run key (the params, this script and its code version: ``labtrack.find_run``), the objective is not called:
 the trial returns that run's recorded value and gets the user attribute ``labtrack.skipped_as`` = its id.
+``space`` must return every param the objective suggests: when the recorded trial suggested more (tag
+``optuna.suggested``), the same space params may have been another configuration, so nothing is skipped
+(with one warning).
 A study run again (a GridSampler, or a seeded sampler) then trains only what is new. Without ``space``
 Optuna's define-by-run params are known only once the objective ran, so nothing is skipped.
 
@@ -34,6 +37,7 @@ workers are processes sharing an Optuna storage and a labtrack store.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -47,6 +51,7 @@ from labtrack.integrations.base import Attachment, attach, flatten, is_rank_zero
 __all__ = ["DEFAULT_EXPERIMENT", "Space", "optimize", "track_objective"]
 
 DEFAULT_EXPERIMENT = "optuna"
+_SUGGESTED = "optuna.suggested"  # tag: the JSON list of the params Optuna suggested in the trial
 Space = Callable[[optuna.trial.Trial], Mapping[str, Any]]  # suggests a trial's params and returns them
 
 
@@ -86,6 +91,12 @@ def _recorded_value(trial: optuna.trial.Trial, experiment: str, params: dict[str
     metrics = found.metrics
     if not all(key in metrics for key in keys):
         return None  # a run of this configuration that recorded no objective (not a trial's): train again
+    beyond = sorted(set(_suggested(found)) - set(params))
+    if beyond:  # its objective also suggested these: the same space params may be another configuration
+        warn_once(f"optuna:beyond:{experiment}", f"trials of {experiment!r} are not skipped: the objective suggests "
+                  f"{', '.join(beyond)} beyond what space returns, so a finished run with the same space params "
+                  "may have had other values for them; return every suggested param from space to skip")
+        return None
     trial.set_user_attr("labtrack.skipped_as", found.id)
     values = [metrics[key] for key in keys]
     return values[0] if count == 1 else values
@@ -155,11 +166,21 @@ def _values(value: Any, count: int) -> dict[str, float] | None:
     return {f"objective_{i}": v for i, v in enumerate(values) if v is not None}
 
 
+def _suggested(run: Run) -> list[str]:
+    """The params Optuna suggested in the trial recorded by ``run`` (its tag ``optuna.suggested``)."""
+    try:
+        names = json.loads(str(run.tags.get(_SUGGESTED, "[]")))
+    except ValueError:
+        return []
+    return [str(name) for name in names] if isinstance(names, list) else []
+
+
 def _end(attachment: Attachment, trial: optuna.trial.Trial, status: RunStatus, state: str) -> None:
+    suggested = flatten(trial.params)
     with safe("record the trial's params"):
-        attachment.log_params(flatten(trial.params))  # what the objective suggested beyond ``space``
+        attachment.log_params(suggested)  # what the objective suggested beyond ``space``
     with safe("tag the trial's state"):
-        attachment.run.set_tag("optuna.state", state)
+        attachment.run.set_tags({"optuna.state": state, _SUGGESTED: json.dumps(sorted(suggested))})
     attachment.finish(status)
 
 
