@@ -59,3 +59,14 @@ def test_an_integer_param_beyond_a_floats_range_is_stored_exactly_and_the_writer
         run.log_metric("after", 1.0)
     again = lt.get_run(run.id)
     assert again.params["seed"] == 10**400 and again.metrics["after"] == 1.0
+
+
+def test_flatten_marks_a_mapping_that_contains_itself_and_keeps_very_deep_ones_as_text() -> None:
+    cyclic: dict[str, Any] = {"lr": 0.1, "model": {"depth": 3}}
+    cyclic["model"]["parent"] = cyclic
+    assert flatten(cyclic) == {"lr": 0.1, "model.depth": 3, "model.parent": "<cycle>"}
+    deep: dict[str, Any] = {"leaf": 1}
+    for _ in range(2000):  # deeper than Python's recursion limit
+        deep = {"d": deep}
+    (only,) = flatten(deep).values()
+    assert isinstance(only, str)

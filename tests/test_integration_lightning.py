@@ -165,6 +165,10 @@ def test_a_relogged_hyperparameter_is_silent_and_a_changed_one_warns_once_and_tr
         assert lt.get_run(run.id).params["lr"] == 0.1
 
 
+CYCLIC: dict[str, Any] = {"lr": 0.1, "model": {"depth": 3}}
+CYCLIC["model"]["parent"] = CYCLIC  # a config whose child points back at it: flattening must not recurse forever
+
+
 @pytest.mark.parametrize(("hyperparameters", "params"), [
     ({"lr": 0.1, "opt": {"name": "sgd", "momentum": 0.9}}, {"lr": 0.1, "opt.name": "sgd", "opt.momentum": 0.9}),
     (argparse.Namespace(lr=0.1, depth=3), {"lr": 0.1, "depth": 3}),
@@ -176,6 +180,15 @@ def test_hyperparameters_become_flat_params(hyperparameters: Any, params: dict[s
     logger.log_hyperparams(hyperparameters)
     logger.finalize("success")
     assert only_run("hp").params == params
+
+
+def test_a_config_that_contains_itself_is_logged_with_the_cycle_marked() -> None:
+    logger = LabtrackLogger("hp")
+    logger.log_hyperparams(CYCLIC)  # used to raise RecursionError into the Trainer
+    logger.finalize("success")
+    params = only_run("hp").params
+    assert params["lr"] == 0.1 and params["model.depth"] == 3
+    assert "<cycle>" in params.values() and len(params) <= 5
 
 
 def test_a_process_of_another_rank_logs_nothing(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -90,15 +90,30 @@ def number(value: Any) -> float | None:
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
-    """Nested mappings as one level of ``a.b.c`` keys; values that are not params (objects, callables) as text."""
+    """Nested mappings as one level of ``a.b.c`` keys; values that are not params (objects, callables) as text.
+
+    A config that contains itself (a child pointing back at its parent) has ``"<cycle>"`` where it refers back,
+    and mappings nested deeper than 32 levels are kept as their text: neither may recurse into the training."""
     out: dict[str, Any] = {}
+    _flatten_into(out, values, prefix, sep, (id(values),))
+    return out
+
+
+_MAX_DEPTH = 32
+
+
+def _flatten_into(out: dict[str, Any], values: Mapping[str, Any], prefix: str, sep: str,
+                  enclosing: tuple[int, ...]) -> None:
     for key, value in values.items():
         name = f"{prefix}{sep}{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            out.update(flatten(value, name, sep))
-        else:
+        if not isinstance(value, Mapping):
             out[name] = param_value(value)
-    return out
+        elif id(value) in enclosing:
+            out[name] = "<cycle>"
+        elif len(enclosing) >= _MAX_DEPTH:
+            out[name] = param_value(value)
+        else:
+            _flatten_into(out, value, name, sep, (*enclosing, id(value)))
 
 
 def param_value(value: Any) -> Any:
