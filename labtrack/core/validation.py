@@ -35,6 +35,7 @@ __all__ = [
     "check_note",
     "checked_params",
     "checked_tags",
+    "coerce_foreign_param_value",
     "coerce_metric_value",
     "coerce_param_value",
     "coerce_step",
@@ -238,6 +239,19 @@ def coerce_param_value(value: Any, key: str) -> Any:
             field=field,
         )
     return out
+
+
+def coerce_foreign_param_value(value: Any, key: str) -> Any:
+    """A param value from another tracker (MLflow's endpoint, an import): a string counted in characters, as
+    MLflow counts them (its autologging cuts values to 6000) — labtrack's own limit counts JSON, where a newline
+    or a quote is two, and would refuse a YAML config MLflow kept; anything else as ``coerce_param_value``."""
+    if not isinstance(value, str):
+        return coerce_param_value(value, key)
+    if len(value) > MAX_PARAM_VALUE_LENGTH or "\x00" in value:
+        field = f"param {key!r}"
+        raise InvalidInput(f"{field}: value is {len(value)} characters{' with a NUL' if chr(0) in value else ''}; "
+                           f"the limit is {MAX_PARAM_VALUE_LENGTH} characters, without NUL", field=field)
+    return value
 
 
 def coerce_tag_value(value: Any, key: str) -> str:

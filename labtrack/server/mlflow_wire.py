@@ -45,8 +45,8 @@ from labtrack.core.model import Experiment, Lifecycle, RunRecord, RunStatus
 from labtrack.core.query import OrderTerm
 from labtrack.core.series import Chunk
 from labtrack.core.validation import (
-    MAX_PARAM_VALUE_LENGTH,
     check_key,
+    coerce_foreign_param_value,
     coerce_step,
     coerce_tag_value,
     coerce_timestamp,
@@ -71,7 +71,6 @@ __all__ = [
     "metric_value",
     "metrics_of",
     "mlflow_error",
-    "mlflow_param",
     "number_json",
     "page_offset",
     "page_token",
@@ -228,19 +227,8 @@ def params_of(items: Any) -> dict[str, Any]:
             raise MlflowError("INVALID_PARAMETER_VALUE", f"The value of param '{key}' must be a string.")
         if key in out and out[key] != value:
             raise MlflowError("INVALID_PARAMETER_VALUE", f"Duplicate parameter keys with different values: '{key}'.")
-        out[key] = mlflow_param(value, key)
+        out[key] = coerce_foreign_param_value(value, key)
     return out
-
-
-def mlflow_param(value: str, key: str) -> str:
-    """A param value as MLflow limits it: at most 6000 characters, counted as characters (labtrack's own limit
-    counts a value as JSON, where a newline or a quote is two, and would refuse values MLflow takes — a YAML
-    config, a pipeline's repr cut to 6000 by MLflow's autologging)."""
-    if len(value) > MAX_PARAM_VALUE_LENGTH or "\x00" in value:
-        raise MlflowError("INVALID_PARAMETER_VALUE", f"Param '{key[:250]}' has a value of {len(value)} characters"
-                                                     f"{' with a NUL' if chr(0) in value else ''}: MLflow and labtrack "
-                                                     f"take at most {MAX_PARAM_VALUE_LENGTH}, without NUL.")
-    return value
 
 
 def metrics_of(items: Any, now_ms: int) -> dict[str, Chunk]:

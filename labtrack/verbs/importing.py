@@ -36,11 +36,10 @@ from labtrack.core.model import ArtifactInfo, NewRun, RunEnd, RunRecord, RunStat
 from labtrack.core.names import run_name
 from labtrack.core.series import Chunk
 from labtrack.core.validation import (
-    MAX_PARAM_VALUE_LENGTH,
     check_artifact_path,
     check_key,
+    coerce_foreign_param_value,
     coerce_metric_value,
-    coerce_param_value,
     coerce_step,
     coerce_tag_value,
     coerce_timestamp,
@@ -117,7 +116,7 @@ def import_run(client: RunClient, run: ForeignRun, *, dry_run: bool = False,
         stored = stored_run(client, run.id)
     problems: list[str] = []
     experiment = check_key(run.experiment, "experiment")
-    params = _valid(run.params, _param_value, "param", problems)
+    params = _valid(run.params, coerce_foreign_param_value, "param", problems)
     tags = _valid(run.tags, coerce_tag_value, "tag", problems)
     series = _valid_series(run.metrics, problems)
     files = _valid_files(run.files, problems)
@@ -175,18 +174,6 @@ def _valid_name(run: ForeignRun, problems: list[str]) -> str | None:
     except InvalidInput as exc:
         problems.append(f"name left out (the run is named for its id): {exc}")
         return run_name(run.id)
-
-
-def _param_value(value: Any, key: str) -> Any:
-    """A foreign param value: a string as it is, up to ``MAX_PARAM_VALUE_LENGTH`` characters (other trackers
-    count characters — MLflow keeps 6000 — where labtrack's own limit counts JSON, in which a newline or a quote
-    is two: a YAML config MLflow kept must arrive); anything else as labtrack coerces its own values."""
-    if isinstance(value, str):
-        if len(value) > MAX_PARAM_VALUE_LENGTH or "\x00" in value:
-            raise InvalidInput(f"param {key!r}: value is {len(value)} characters (the limit is "
-                               f"{MAX_PARAM_VALUE_LENGTH}) or has a NUL", field=f"param {key!r}")
-        return value
-    return coerce_param_value(value, key)
 
 
 def _valid(values: Mapping[str, Any], coerce: Any, what: str, problems: list[str]) -> dict[str, Any]:
