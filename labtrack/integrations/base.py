@@ -24,7 +24,7 @@ from typing import Any
 import labtrack
 from labtrack import InvalidInput, ParamConflict, Run, RunStatus
 
-__all__ = ["Attachment", "IntegrationWarning", "attach", "call_quietly", "flatten", "is_rank_zero", "number", "param_value",
+__all__ = ["Attachment", "IntegrationWarning", "Unfinished", "attach", "call_quietly", "flatten", "is_rank_zero", "number", "param_value",
            "safe", "warn_once"]
 
 # Rank variables of the launchers (torchrun / accelerate / deepspeed, MPI, Slurm), global rank first.
@@ -210,6 +210,32 @@ class Attachment:
         if self.owned:
             with safe("end the run"):
                 self.run.end(status)
+
+
+class Unfinished:
+    """Owned runs whose training has not reported its end — it raised, and the framework tells a callback
+    nothing then — by run id. The next training of the same integration ends them FAILED (``end_left_over``);
+    if none comes, labtrack's exit hook ends the run."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, Attachment] = {}
+
+    def started(self, attachment: Attachment) -> None:
+        if attachment.owned:
+            self._runs[attachment.run.id] = attachment
+
+    def ended(self, attachment: Attachment) -> None:
+        self._runs.pop(attachment.run.id, None)
+
+    def end_left_over(self, previous: Attachment | None) -> None:
+        """Before a new training: end FAILED this callback's ``previous`` run and the active run, each if it is a
+        run a training of this integration started and never finished."""
+        if previous is not None and self._runs.pop(previous.run.id, None) is not None:
+            previous.finish(RunStatus.FAILED)
+        active = labtrack.active_run()
+        abandoned = self._runs.pop(active.id, None) if active is not None else None
+        if abandoned is not None:
+            abandoned.finish(RunStatus.FAILED)
 
 
 def attach(experiment: str | None = None, *, run: Run | None = None, params: Mapping[str, Any] | None = None,

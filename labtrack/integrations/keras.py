@@ -57,12 +57,11 @@ _choose_backend()
 import keras  # noqa: E402 - after the backend is chosen
 
 from labtrack import Run, RunStatus  # noqa: E402
-from labtrack.integrations.base import Attachment, attach, flatten, is_rank_zero, safe  # noqa: E402
+from labtrack.integrations.base import Attachment, Unfinished, attach, flatten, is_rank_zero, safe  # noqa: E402
 
 __all__ = ["LabtrackCallback"]
 
-# Owned runs whose fit has not reported its end, by run id: fit raised.
-_unfinished: dict[str, Attachment] = {}
+_unfinished = Unfinished()  # owned runs whose fit raised (Keras says nothing then)
 
 
 def _shortest(value: Any) -> Any:
@@ -108,12 +107,10 @@ class LabtrackCallback(keras.callbacks.Callback):  # type: ignore[misc]
             return
         with safe("start a run"):
             previous, self._attachment = self._attachment, None
-            if previous is not None and _unfinished.pop(previous.run.id, None) is not None:
-                previous.finish(RunStatus.FAILED)  # this callback's last fit raised
-            self._end_abandoned()
+            _unfinished.end_left_over(previous)
             self._attachment = attach(self._experiment, run=self._run, tags=self._tags, store=self._store)
+            _unfinished.started(self._attachment)
             if self._attachment.owned:
-                _unfinished[self._attachment.run.id] = self._attachment
                 self._batches = 0
         if self._attachment is None:
             return
@@ -150,17 +147,7 @@ class LabtrackCallback(keras.callbacks.Callback):  # type: ignore[misc]
                 path = Path(folder, "model.keras")
                 self.model.save(path)
                 attachment.run.log_artifact(path, "model")
-        _unfinished.pop(attachment.run.id, None)
+        _unfinished.ended(attachment)
         attachment.finish(RunStatus.FINISHED)
         if attachment.owned:
             self._attachment = None  # a later fit with this callback starts a new run
-
-    @staticmethod
-    def _end_abandoned() -> None:
-        """End the active run if a LabtrackCallback started it for a fit that raised before its end."""
-        import labtrack
-
-        active = labtrack.active_run()
-        abandoned = _unfinished.pop(active.id, None) if active is not None else None
-        if abandoned is not None:
-            abandoned.finish(RunStatus.FAILED)

@@ -34,23 +34,12 @@ from typing import Any
 from transformers import TrainerCallback
 
 from labtrack import Run, RunStatus
-from labtrack.integrations.base import Attachment, attach, flatten, is_rank_zero, safe, warn_once
+from labtrack.integrations.base import Attachment, Unfinished, attach, flatten, is_rank_zero, safe, warn_once
 
 __all__ = ["LabtrackCallback"]
 
 _NOISY = ("*_runtime", "*_per_second", "total_flos")
-# Owned runs whose training has not reported its end, by run id: train() raised.
-_unfinished: dict[str, Attachment] = {}
-
-
-def _end_abandoned() -> None:
-    """End the active run if a LabtrackCallback started it for a train() that raised before its end."""
-    import labtrack
-
-    active = labtrack.active_run()
-    abandoned = _unfinished.pop(active.id, None) if active is not None else None
-    if abandoned is not None:
-        abandoned.finish(RunStatus.FAILED)
+_unfinished = Unfinished()  # owned runs whose train() raised (Transformers says nothing then)
 
 
 class LabtrackCallback(TrainerCallback):  # type: ignore[misc]
@@ -77,14 +66,11 @@ class LabtrackCallback(TrainerCallback):  # type: ignore[misc]
             return
         with safe("start a run"):
             previous, self._attachment = self._attachment, None
-            if previous is not None and _unfinished.pop(previous.run.id, None) is not None:
-                previous.finish(RunStatus.FAILED)  # this callback's last train() raised
-            _end_abandoned()
+            _unfinished.end_left_over(previous)
             name = getattr(args, "run_name", None)
             self._attachment = attach(self._experiment, run=self._run, tags=self._tags, store=self._store,
                                       name=name if isinstance(name, str) and name else None)
-            if self._attachment.owned:
-                _unfinished[self._attachment.run.id] = self._attachment
+            _unfinished.started(self._attachment)
         attachment = self._attachment
         if attachment is None:
             return
@@ -124,7 +110,7 @@ class LabtrackCallback(TrainerCallback):  # type: ignore[misc]
                     if processor is not None and callable(getattr(processor, "save_pretrained", None)):
                         processor.save_pretrained(folder)
                     attachment.run.log_artifacts(folder, "model")
-        _unfinished.pop(attachment.run.id, None)
+        _unfinished.ended(attachment)
         attachment.finish(RunStatus.FINISHED)
         if attachment.owned:
             self._attachment = None  # a later train() of this callback starts a new run
